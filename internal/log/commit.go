@@ -1,0 +1,356 @@
+package log
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/google/uuid"
+)
+
+// DeleteMode says whether a Write deletes its stream.
+type DeleteMode uint8
+
+const (
+	DeleteNone DeleteMode = iota
+	// DeleteSoft hides every event so far; later appends continue the
+	// revisions.
+	DeleteSoft
+	// DeleteTombstone deletes the stream forever.
+	DeleteTombstone
+)
+
+// A Write is one stream's part of a commit: events to append, or a
+// deletion. Its owner (the writer shard of the stream) has checked the
+// expected revision against State; the log trusts State and only checks
+// what the owner cannot see alone: that client-chosen event ids are not
+// stored on another stream.
+type Write struct {
+	// State is the stream before the write. A stream never stored has an
+	// id from NewStreamID, its Name set and New true.
+	State  StreamState
+	New    bool
+	Events []Event
+	Delete DeleteMode
+	// CheckIDs: the event ids were chosen by the client, so the log fails
+	// the write with *IDConflictError if any is stored already.
+	CheckIDs bool
+
+	recs []byte // the encoded records, back to back (Prepare)
+	ends []int  // ends[i] is the end of record i in recs
+
+	// Set by Commit.
+	Err           error       // nil: applied; *IDConflictError, ErrRetry, ErrAborted
+	After         StreamState // the stream after the write
+	FirstPosition uint64      // the first event's (or the deletion's) position
+	LastPosition  uint64
+	Created       int64 // the commit time, unix nanoseconds
+}
+
+// Prepare encodes the write's records. The writer calls it outside the
+// commit lock (Commit calls it otherwise), so that commits from many
+// shards spend their serialized time on positions and Pebble only.
+func (w *Write) Prepare() {
+	if w.ends != nil || len(w.Events) == 0 {
+		return
+	}
+	n := 0
+	for i := range w.Events {
+		n += w.Events[i].size()
+	}
+	w.recs = make([]byte, 0, n)
+	w.ends = make([]int, len(w.Events))
+	rev := w.State.NextRevision()
+	for i := range w.Events {
+		w.recs = encodeRecord(w.recs, w.State.ID, rev+uint64(i), &w.Events[i])
+		w.ends[i] = len(w.recs)
+	}
+}
+
+// Size is the write's encoded size in bytes.
+func (w *Write) Size() int {
+	w.Prepare()
+	return len(w.recs)
+}
+
+func (w *Write) record(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = w.ends[i-1]
+	}
+	return w.recs[start:w.ends[i]]
+}
+
+// A Ticket follows a commit to durability. Done is closed when the commit
+// is synced and published (or failed); Err then says which.
+type Ticket struct {
+	batch     *pebble.Batch
+	last      uint64 // the commit's last position
+	deletions map[uint64]deletion
+	done      chan struct{}
+	err       error
+}
+
+// Done is closed when the commit is durable and published, or failed.
+func (t *Ticket) Done() <-chan struct{} { return t.done }
+
+// Err is the commit's outcome; read it after Done is closed.
+func (t *Ticket) Err() error { return t.err }
+
+// Wait blocks until the commit is durable and published. A ctx that ends
+// first leaves the commit's outcome unknown to the caller (it may still
+// become durable).
+func (t *Ticket) Wait(ctx context.Context) error {
+	select {
+	case <-t.done:
+		return t.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Commit applies writes, in order, as one Pebble batch: it assigns their
+// positions, stamps the commit time and writes the batch to the WAL and
+// memtable, then returns without waiting for the fsync. The returned
+// ticket (nil when no write was applied) is done once the batch is durable
+// and published.
+//
+// Each write's Err says whether it was applied. With atomic, one failed
+// write fails them all. Without it, a failed write makes the later writes
+// to the same stream ErrRetry (their revisions assumed it).
+//
+// An error return means nothing was applied: ErrClosed, or ErrStorageFailed
+// (and every later Commit fails too).
+func (l *Log) Commit(writes []*Write, atomic bool) (*Ticket, error) {
+	for _, w := range writes {
+		w.Prepare()
+	}
+	l.commitMu.Lock()
+	defer l.commitMu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	if err := l.Failed(); err != nil {
+		return nil, err
+	}
+
+	c := commitState{
+		l:     l,
+		pos:   l.nextPos,
+		now:   max(time.Now().UnixNano(), l.lastTime),
+		sys:   l.sys,
+		sysNw: l.sysNew,
+		st:    l.st,
+	}
+	clear(l.idSeen)
+	size := 0
+	for _, w := range writes {
+		size += len(w.recs) + 64*len(w.Events) + 256
+	}
+	c.b = l.db.NewBatchWithSize(size)
+
+	var failedStreams []uint64
+	applied := 0
+	for _, w := range writes {
+		w.Err = nil
+		if containsID(failedStreams, w.State.ID) {
+			w.Err = ErrRetry
+			continue
+		}
+		if w.CheckIDs {
+			if err := l.checkIDs(w); err != nil {
+				w.Err = err
+				failedStreams = append(failedStreams, w.State.ID)
+				if atomic {
+					break
+				}
+				continue
+			}
+		}
+		c.apply(w)
+		applied++
+	}
+	if atomic && len(failedStreams) > 0 {
+		for _, w := range writes {
+			if w.Err == nil {
+				w.Err = ErrAborted
+			}
+		}
+		applied = 0
+	}
+	if applied == 0 {
+		_ = c.b.Close()
+		return nil, nil
+	}
+	l.scratch = appendStats(l.scratch[:0], c.st)
+	_ = c.b.Set(metaStatsKey, l.scratch, nil)
+
+	if err := l.db.ApplyNoSyncWait(c.b, pebble.Sync); err != nil {
+		_ = c.b.Close()
+		for _, w := range writes {
+			w.Err = err
+		}
+		return nil, l.fail(err)
+	}
+	l.nextPos, l.lastTime, l.sys, l.sysNew, l.st = c.pos, c.now, c.sys, c.sysNw, c.st
+	t := &Ticket{batch: c.b, last: c.pos - 1, deletions: c.deletions, done: make(chan struct{})}
+	l.met.commit(applied, c.events, c.bytes)
+	l.syncq <- t // in position order: the syncer publishes in this order
+	return t, nil
+}
+
+// checkIDs fails w if one of its ids is stored already, or is written by
+// an earlier write of this commit. Called with commitMu held, so every
+// earlier commit is in Pebble.
+func (l *Log) checkIDs(w *Write) error {
+	for i := range w.Events {
+		id := w.Events[i].ID
+		if _, dup := l.idSeen[id]; dup {
+			return &IDConflictError{Stream: w.State.Name, ID: id}
+		}
+		l.scratch = appendIDKey(l.scratch[:0], id)
+		found, err := l.has(l.scratch)
+		if err != nil {
+			return fmt.Errorf("look up event id: %w", err)
+		}
+		if found {
+			return &IDConflictError{Stream: w.State.Name, ID: id}
+		}
+	}
+	for i := range w.Events {
+		l.idSeen[w.Events[i].ID] = struct{}{}
+	}
+	return nil
+}
+
+func containsID(ids []uint64, id uint64) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// commitState is one commit under construction; its fields become the
+// log's only if the batch is applied.
+type commitState struct {
+	l         *Log
+	b         *pebble.Batch
+	pos       uint64
+	now       int64
+	sys       StreamState
+	sysNw     bool
+	st        stats
+	deletions map[uint64]deletion
+	events    int
+	bytes     int
+	key       [32]byte
+	val       [24]byte
+}
+
+func (c *commitState) apply(w *Write) {
+	s := w.State
+	wasVisible, wasCount := s.Exists(), s.EventCount()
+	w.FirstPosition = c.pos
+	w.Created = c.now
+	if w.New {
+		_ = c.b.Set(appendNameKey(c.key[:0], s.Name), binary.BigEndian.AppendUint64(c.val[:0], s.ID), nil)
+	}
+	if len(w.Events) > 0 {
+		rev := s.NextRevision()
+		for i := range w.Events {
+			rec := w.record(i)
+			stampRecord(rec, c.now)
+			_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
+			_ = c.b.Set(appendIndexKey(c.key[:0], s.ID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
+			_ = c.b.Set(appendIDKey(c.key[:0], w.Events[i].ID), appendIDValue(c.val[:0], idLoc{sid: s.ID, rev: rev, pos: c.pos}), nil)
+			c.bytes += len(rec)
+			rev++
+			c.pos++
+		}
+		c.events += len(w.Events)
+		if !s.Written {
+			s.Created = c.now
+		}
+		s.Written = true
+		s.Head = rev - 1
+		s.LastPosition = c.pos - 1
+	}
+	if w.Delete != DeleteNone {
+		c.delete(&s, w.Delete)
+	}
+	s.Updated = c.now
+	_ = c.b.Set(appendStreamKey(c.key[:0], s.ID), appendState(nil, &s), nil)
+	w.After = s
+	w.LastPosition = s.LastPosition
+
+	if s.Exists() != wasVisible {
+		if wasVisible {
+			c.st.streams--
+		} else {
+			c.st.streams++
+		}
+	}
+	c.st.events = c.st.events - wasCount + s.EventCount()
+}
+
+// delete applies a deletion to s and records it as an event of "$deleted".
+func (c *commitState) delete(s *StreamState, mode DeleteMode) {
+	typ := "$stream-deleted"
+	if mode == DeleteTombstone {
+		typ = "$stream-tombstoned"
+		s.Tombstoned = true
+		s.TruncateBefore = s.NextRevision()
+	} else {
+		s.TruncateBefore = s.Head + 1
+	}
+	data, _ := json.Marshal(struct {
+		Stream         string `json:"stream"`
+		TruncateBefore uint64 `json:"truncate_before"`
+	}{s.Name, s.TruncateBefore})
+	ev := Event{ID: newEventID(), Type: typ, ContentType: "application/json", Data: data}
+	rev := c.sys.NextRevision()
+	rec := encodeRecord(nil, deletedStreamID, rev, &ev)
+	stampRecord(rec, c.now)
+	_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
+	_ = c.b.Set(appendIndexKey(c.key[:0], deletedStreamID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
+	_ = c.b.Set(appendIDKey(c.key[:0], ev.ID), appendIDValue(c.val[:0], idLoc{sid: deletedStreamID, rev: rev, pos: c.pos}), nil)
+	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)
+	if c.sysNw {
+		_ = c.b.Set(appendNameKey(c.key[:0], c.sys.Name), binary.BigEndian.AppendUint64(c.val[:0], c.sys.ID), nil)
+		c.sysNw = false
+	}
+	if !c.sys.Written {
+		c.sys.Created = c.now
+		c.st.streams++
+	}
+	c.sys.Written, c.sys.Head, c.sys.LastPosition, c.sys.Updated = true, rev, c.pos, c.now
+	c.st.events++
+	_ = c.b.Set(appendStreamKey(c.key[:0], deletedStreamID), appendState(nil, &c.sys), nil)
+	c.events++
+	c.bytes += len(rec)
+
+	s.LastPosition = c.pos
+	c.pos++
+	if c.deletions == nil {
+		c.deletions = make(map[uint64]deletion)
+	}
+	c.deletions[s.ID] = deletion{truncateBefore: s.TruncateBefore, tombstoned: s.Tombstoned}
+}
+
+// newEventID makes a UUIDv7: time-ordered, so that ids the server makes
+// cluster in the id index.
+func newEventID() [16]byte {
+	id, err := uuid.NewV7()
+	if err != nil { // only if the system's random source fails
+		return uuid.New()
+	}
+	return id
+}
+
+// NewEventID makes an event id for an event whose client gave none.
+func NewEventID() [16]byte { return newEventID() }

@@ -1,0 +1,439 @@
+package log
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// FS is the file system; nil means the operating system's. Tests use
+	// vfs.NewCrashableMem.
+	FS vfs.FS
+	// Logger gets lifecycle messages; nil means none.
+	Logger *zap.Logger
+	// Registerer gets the log's and Pebble's metrics; nil means none.
+	Registerer prometheus.Registerer
+	// CacheBytes is Pebble's block cache size; 0 means 256 MiB.
+	CacheBytes int64
+}
+
+const (
+	// deletedStreamID is the system stream "$deleted", where deletions are
+	// recorded so that readers of $all and subscribers learn of them.
+	deletedStreamID   uint64 = 1
+	deletedStreamName        = "$deleted"
+	// firstUserStreamID leaves room for more system streams.
+	firstUserStreamID uint64 = 16
+)
+
+// deletion is what readers of $all need to know of a stream that has
+// deleted events.
+type deletion struct {
+	truncateBefore uint64
+	tombstoned     bool
+}
+
+// Log is the append-only event log. It is safe for concurrent use.
+//
+// Writes come through Commit, one call at a time in position order (see
+// commit.go); reads are capped at the published position, below which
+// every position is durable.
+type Log struct {
+	db   *pebble.DB
+	lock *pebble.Lock // the data directory's; released after db closes
+	lg  *zap.Logger
+	met *logMetrics
+
+	nextSID atomic.Uint64 // the next stream id to allocate
+
+	// published is the last position readers may see: every position up
+	// to it is durable. Only the syncer advances it.
+	published atomic.Uint64
+	pubMu     sync.Mutex    // guards pubCh
+	pubCh     chan struct{} // closed and replaced each time published advances
+
+	// deleted maps stream id -> deletion for every stream with deleted
+	// events. Copy-on-write: the syncer swaps in a new map after a delete
+	// is durable, before publishing it.
+	deleted atomic.Pointer[map[uint64]deletion]
+
+	names nameCache // stream id -> name, for reads of $all
+
+	failed atomic.Pointer[error] // the first storage failure; writes stop
+
+	commitMu sync.Mutex // serializes Commit; guards everything below
+	closed   bool
+	nextPos  uint64 // the next position to assign
+	lastTime int64  // commit times never go backwards in position order
+	sys      StreamState
+	sysNew   bool // sys has no name key yet
+	st       stats
+	scratch  []byte
+	idSeen   map[[16]byte]struct{}
+
+	syncq    chan *Ticket  // applied batches, in position order
+	syncDone chan struct{} // closed when the syncer has stopped
+}
+
+// Open opens (or creates) the log in dir. It takes Pebble's lock on the
+// directory, so a second process gets an error instead of a shared store.
+func Open(dir string, opts Options) (*Log, error) {
+	lg := opts.Logger
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	lock, err := pebble.LockDirectory(dir, fs)
+	if err != nil {
+		return nil, fmt.Errorf("lock data dir %s (is another esd using it?): %w", dir, err)
+	}
+	cacheBytes := opts.CacheBytes
+	if cacheBytes == 0 {
+		cacheBytes = 256 << 20
+	}
+	cache := pebble.NewCache(cacheBytes)
+	defer cache.Unref()
+	po := &pebble.Options{
+		FS:                 fs,
+		Cache:              cache,
+		Lock:               lock,
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       64 << 20,
+		Logger:             pebbleLogger{lg.Named("pebble").Sugar()},
+	}
+	// Point lookups (names, ids, stream states) mostly miss on the append
+	// path; bloom filters make the misses cheap.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("open pebble: %w", err), lock.Close())
+	}
+	l := &Log{
+		db:       db,
+		lock:     lock,
+		lg:       lg,
+		pubCh:    make(chan struct{}),
+		idSeen:   make(map[[16]byte]struct{}),
+		syncq:    make(chan *Ticket, 4096),
+		syncDone: make(chan struct{}),
+	}
+	l.names.init(1 << 20)
+	if err := l.recover(); err != nil {
+		return nil, errors.Join(err, db.Close(), lock.Close())
+	}
+	l.met = newLogMetrics(opts.Registerer, l)
+	go l.syncer()
+	lg.Info("log opened", zap.String("dir", dir), zap.Uint64("position", l.published.Load()),
+		zap.Uint64("streams", l.st.streams), zap.Uint64("events", l.st.events))
+	return l, nil
+}
+
+// recover reads what Open needs without scanning events: the format, the
+// last position, the last stream id, the stats and the deleted streams.
+func (l *Log) recover() error {
+	v, ok, err := l.get(metaFormatKey)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		last, err := l.lastKey(kEvent)
+		if err != nil {
+			return err
+		}
+		if last != nil {
+			return fmt.Errorf("%w: events but no format key", ErrCorrupt)
+		}
+		b := l.db.NewBatch()
+		_ = b.Set(metaFormatKey, []byte{byte(formatVersion >> 24), byte(formatVersion >> 16), byte(formatVersion >> 8), byte(formatVersion)}, nil)
+		if err := b.Commit(pebble.Sync); err != nil {
+			return fmt.Errorf("write format: %w", err)
+		}
+	case len(v) != 4 || uint32(v[0])<<24|uint32(v[1])<<16|uint32(v[2])<<8|uint32(v[3]) != formatVersion:
+		return fmt.Errorf("log: store format %x, this esd reads %d", v, formatVersion)
+	}
+
+	last, err := l.lastKey(kEvent)
+	if err != nil {
+		return err
+	}
+	var lastPos uint64
+	if last != nil {
+		if lastPos, err = decodeEventKey(last); err != nil {
+			return err
+		}
+	}
+	l.nextPos = lastPos + 1
+	l.published.Store(lastPos)
+
+	l.nextSID.Store(firstUserStreamID)
+	if last, err = l.lastKey(kStream); err != nil {
+		return err
+	}
+	if last != nil {
+		sid, err := decodeStreamKey(last)
+		if err != nil {
+			return err
+		}
+		if sid >= firstUserStreamID {
+			l.nextSID.Store(sid + 1)
+		}
+	}
+
+	if v, ok, err := l.get(metaStatsKey); err != nil {
+		return err
+	} else if ok {
+		if l.st, err = decodeStats(v); err != nil {
+			return err
+		}
+	}
+
+	l.sys = StreamState{ID: deletedStreamID, Name: deletedStreamName}
+	l.sysNew = true
+	if v, ok, err := l.get(appendStreamKey(nil, deletedStreamID)); err != nil {
+		return err
+	} else if ok {
+		if l.sys, err = decodeState(deletedStreamID, v); err != nil {
+			return err
+		}
+		l.sysNew = false
+	}
+
+	deleted := make(map[uint64]deletion)
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kDeleted}, UpperBound: []byte{kDeleted + 1}})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		sid, err := decodeStreamKey(it.Key())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		s, ok, err := l.state(sid)
+		if err != nil || !ok {
+			it.Close()
+			return errors.Join(err, fmt.Errorf("%w: deleted stream %d has no state", ErrCorrupt, sid))
+		}
+		deleted[sid] = deletion{truncateBefore: s.TruncateBefore, tombstoned: s.Tombstoned}
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	l.deleted.Store(&deleted)
+	l.lastTime = time.Now().UnixNano()
+	return nil
+}
+
+// Close stops taking commits, waits until every applied batch is synced
+// and answered, and closes Pebble. Calling it twice is harmless.
+func (l *Log) Close() error {
+	l.commitMu.Lock()
+	if l.closed {
+		l.commitMu.Unlock()
+		return nil
+	}
+	l.closed = true
+	close(l.syncq)
+	l.commitMu.Unlock()
+	<-l.syncDone
+	l.met.unregister()
+	return errors.Join(l.db.Close(), l.lock.Close())
+}
+
+// LastPosition is the last published position: every position up to it
+// is durable and visible.
+func (l *Log) LastPosition() uint64 { return l.published.Load() }
+
+// WaitPublished blocks until position pos is published or ctx ends.
+func (l *Log) WaitPublished(ctx context.Context, pos uint64) error {
+	for {
+		if l.published.Load() >= pos {
+			return nil
+		}
+		l.pubMu.Lock()
+		ch := l.pubCh
+		l.pubMu.Unlock()
+		if l.published.Load() >= pos {
+			return nil
+		}
+		if err := l.Failed(); err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Published returns a channel closed the next time the published position
+// advances (or the log fails).
+func (l *Log) Published() <-chan struct{} {
+	l.pubMu.Lock()
+	defer l.pubMu.Unlock()
+	return l.pubCh
+}
+
+func (l *Log) publish(pos uint64) {
+	l.published.Store(pos)
+	l.pubMu.Lock()
+	close(l.pubCh)
+	l.pubCh = make(chan struct{})
+	l.pubMu.Unlock()
+}
+
+// Failed returns the storage failure that stopped writes, or nil.
+func (l *Log) Failed() error {
+	if p := l.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (l *Log) fail(err error) error {
+	err = fmt.Errorf("%w: %w", ErrStorageFailed, err)
+	if l.failed.CompareAndSwap(nil, &err) {
+		l.lg.Error("storage failed; writes stop until restart", zap.Error(err))
+		l.pubMu.Lock() // wake waiters so that they see the failure
+		close(l.pubCh)
+		l.pubCh = make(chan struct{})
+		l.pubMu.Unlock()
+	}
+	return *l.failed.Load()
+}
+
+// syncer waits for each applied batch's fsync, in position order, then
+// makes its deletions visible, publishes its positions and answers it.
+// Answering only when every earlier batch is durable too keeps the
+// published positions gap-free.
+func (l *Log) syncer() {
+	defer close(l.syncDone)
+	for t := range l.syncq {
+		start := time.Now()
+		err := t.batch.SyncWait()
+		l.met.syncSeconds.Observe(time.Since(start).Seconds())
+		_ = t.batch.Close()
+		t.batch = nil
+		if err != nil {
+			t.err = l.fail(err)
+		} else if ferr := l.Failed(); ferr != nil {
+			t.err = ferr // an earlier batch failed: this one is not acknowledged
+		} else {
+			if len(t.deletions) > 0 {
+				l.applyDeletions(t.deletions)
+			}
+			l.publish(t.last)
+		}
+		close(t.done)
+	}
+}
+
+func (l *Log) applyDeletions(ds map[uint64]deletion) {
+	old := *l.deleted.Load()
+	m := make(map[uint64]deletion, len(old)+len(ds))
+	for k, v := range old {
+		m[k] = v
+	}
+	for k, v := range ds {
+		m[k] = v
+	}
+	l.deleted.Store(&m)
+}
+
+// NewStreamID allocates an id for a new stream. Ids are never reused; an
+// id whose commit fails is simply skipped.
+func (l *Log) NewStreamID() uint64 {
+	id := l.nextSID.Add(1) - 1
+	if id == math.MaxUint64 {
+		panic("log: stream ids exhausted")
+	}
+	return id
+}
+
+// Metrics returns Pebble's metrics, for the server's collectors.
+func (l *Log) Metrics() *pebble.Metrics { return l.db.Metrics() }
+
+// DiskBytes is the space the store takes on disk.
+func (l *Log) DiskBytes() uint64 { return l.db.Metrics().DiskSpaceUsage() }
+
+// Stats are store-wide counts.
+type Stats struct {
+	LastPosition uint64
+	Streams      uint64 // streams with visible events
+	Events       uint64 // visible events
+}
+
+// Stats returns the store-wide counts (they may include a commit that is
+// not published yet).
+func (l *Log) Stats() Stats {
+	l.commitMu.Lock()
+	st := l.st
+	l.commitMu.Unlock()
+	return Stats{LastPosition: l.published.Load(), Streams: st.streams, Events: st.events}
+}
+
+// get returns a copy of the value of key.
+func (l *Log) get(key []byte) ([]byte, bool, error) {
+	v, closer, err := l.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	return out, true, closer.Close()
+}
+
+// has reports whether key is stored.
+func (l *Log) has(key []byte) (bool, error) {
+	_, closer, err := l.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
+// lastKey returns a copy of the last key with the given prefix byte.
+func (l *Log) lastKey(prefix byte) ([]byte, error) {
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
+	if err != nil {
+		return nil, err
+	}
+	var k []byte
+	if it.Last() {
+		k = append([]byte(nil), it.Key()...)
+	}
+	return k, it.Close()
+}
+
+// pebbleLogger routes Pebble's messages to zap.
+type pebbleLogger struct{ s *zap.SugaredLogger }
+
+func (p pebbleLogger) Infof(format string, args ...any)  { p.s.Debugf(format, args...) }
+func (p pebbleLogger) Errorf(format string, args ...any) { p.s.Errorf(format, args...) }
+func (p pebbleLogger) Fatalf(format string, args ...any) { p.s.Fatalf(format, args...) }

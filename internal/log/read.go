@@ -1,0 +1,458 @@
+package log
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// State returns the stored state of a stream by name, including writes
+// applied but not yet durable. It is for the stream's writer, which made
+// those writes; readers use StreamInfo.
+func (l *Log) State(name string) (StreamState, bool, error) {
+	var kb [64]byte
+	v, ok, err := l.get(appendNameKey(kb[:0], name))
+	if err != nil || !ok {
+		return StreamState{}, false, err
+	}
+	sid, err := decodeU64(v)
+	if err != nil {
+		return StreamState{}, false, fmt.Errorf("stream %q id: %w", name, err)
+	}
+	s, ok, err := l.state(sid)
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: stream %q (id %d) has a name but no state", ErrCorrupt, name, sid)
+	}
+	return s, ok, err
+}
+
+func (l *Log) state(sid uint64) (StreamState, bool, error) {
+	var kb [16]byte
+	v, ok, err := l.get(appendStreamKey(kb[:0], sid))
+	if err != nil || !ok {
+		return StreamState{}, false, err
+	}
+	s, err := decodeState(sid, v)
+	return s, err == nil, err
+}
+
+// StreamInfo returns a stream's state as readers may see it: it waits
+// (bounded by ctx) until the stream's last change is published. ok is
+// false for a stream never written nor tombstoned.
+func (l *Log) StreamInfo(ctx context.Context, name string) (StreamState, bool, error) {
+	s, ok, err := l.State(name)
+	if err != nil || !ok {
+		return s, ok, err
+	}
+	if err := l.WaitPublished(ctx, s.LastPosition); err != nil {
+		return StreamState{}, false, err
+	}
+	return s, true, nil
+}
+
+// IDLocation is where an event id is stored.
+type IDLocation struct {
+	Found    bool
+	StreamID uint64
+	Revision uint64
+	Position uint64
+}
+
+// LookupIDs finds where each id is stored, including writes applied but
+// not yet durable (the writer waits for those before answering).
+func (l *Log) LookupIDs(ids [][16]byte) ([]IDLocation, error) {
+	out := make([]IDLocation, len(ids))
+	var kb [17]byte
+	for i, id := range ids {
+		v, ok, err := l.get(appendIDKey(kb[:0], id))
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		loc, err := decodeIDValue(v)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = IDLocation{Found: true, StreamID: loc.sid, Revision: loc.rev, Position: loc.pos}
+	}
+	return out, nil
+}
+
+// errStop ends a scan early without error.
+var errStop = errors.New("stop")
+
+// StreamQuery selects events of one stream.
+type StreamQuery struct {
+	Stream   string
+	From     uint64 // the first revision (inclusive)
+	FromSet  bool   // false: from the start (forward) or the head (backward)
+	Backward bool
+	Max      uint64 // 0: all
+}
+
+// ReadStream calls emit for the stream's visible events that q selects, in
+// order, up to the published position at the start of the read. emit owns
+// each event. It fails with *StreamError for a stream that does not
+// exist, is deleted or tombstoned.
+func (l *Log) ReadStream(ctx context.Context, q StreamQuery, emit func(*RecordedEvent) error) error {
+	s, ok, err := l.StreamInfo(ctx, q.Stream)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !ok:
+		return &StreamError{Stream: q.Stream, Err: ErrStreamNotFound}
+	case s.Tombstoned:
+		return &StreamError{Stream: q.Stream, Err: ErrStreamTombstoned}
+	case !s.Exists():
+		return &StreamError{Stream: q.Stream, Err: ErrStreamDeleted}
+	}
+	return l.readRevisions(ctx, &s, q, emit)
+}
+
+// ReadRevisions is ReadStream on a known state, with no existence checks:
+// for the conflict delta of a failed append.
+func (l *Log) ReadRevisions(ctx context.Context, s *StreamState, q StreamQuery, emit func(*RecordedEvent) error) error {
+	return l.readRevisions(ctx, s, q, emit)
+}
+
+func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, emit func(*RecordedEvent) error) error {
+	if !s.Exists() {
+		return nil
+	}
+	hi := l.published.Load()
+	first, last := s.TruncateBefore, s.Head
+	var lo, up uint64 // revisions [lo, up] to read
+	if q.Backward {
+		lo, up = first, last
+		if q.FromSet {
+			if q.From < first {
+				return nil
+			}
+			up = min(q.From, last)
+		}
+	} else {
+		lo, up = first, last
+		if q.FromSet {
+			if q.From > last {
+				return nil
+			}
+			lo = max(q.From, first)
+		}
+	}
+	idx, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: appendIndexKey(nil, s.ID, lo),
+		UpperBound: appendIndexKey(nil, s.ID, up+1), // up < MaxUint64: revisions come from counts
+	})
+	if err != nil {
+		return err
+	}
+	evs, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: []byte{kEvent},
+		UpperBound: appendEventKey(nil, hi+1),
+	})
+	if err != nil {
+		idx.Close()
+		return err
+	}
+	err = l.scanIndex(ctx, idx, evs, s, q, hi, emit)
+	return errors.Join(err, idx.Close(), evs.Close())
+}
+
+func (l *Log) scanIndex(ctx context.Context, idx, evs *pebble.Iterator, s *StreamState, q StreamQuery, hi uint64, emit func(*RecordedEvent) error) error {
+	var (
+		n    uint64
+		view recordView
+		key  [9]byte
+	)
+	valid := idx.First()
+	if q.Backward {
+		valid = idx.Last()
+	}
+	for ; valid; valid = step(idx, q.Backward) {
+		if n&255 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		pos, err := decodeU64(idx.Value())
+		if err != nil {
+			return err
+		}
+		if pos > hi { // applied, not yet durable: the read ends at hi
+			if q.Backward {
+				continue
+			}
+			break
+		}
+		ek := appendEventKey(key[:0], pos)
+		if !evs.SeekGE(ek) || !bytes.Equal(evs.Key(), ek) {
+			return fmt.Errorf("%w: stream %q index points at missing position %d", ErrCorrupt, s.Name, pos)
+		}
+		if err := decodeRecord(evs.Value(), &view); err != nil {
+			return fmt.Errorf("position %d: %w", pos, err)
+		}
+		ev := new(RecordedEvent)
+		view.materialize(ev, pos, s.Name)
+		if err := emit(ev); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+		n++
+		if q.Max > 0 && n >= q.Max {
+			return nil
+		}
+	}
+	return idx.Error()
+}
+
+func step(it *pebble.Iterator, backward bool) bool {
+	if backward {
+		return it.Prev()
+	}
+	return it.Next()
+}
+
+// AllQuery selects events of $all.
+type AllQuery struct {
+	From     uint64 // the first position (inclusive); 0: the start, or the end backward
+	Backward bool
+	Max      uint64 // 0: all
+	// An event matches when its stream has one of StreamPrefixes and its
+	// type one of TypePrefixes (an empty list matches all).
+	StreamPrefixes []string
+	TypePrefixes   []string
+	// CheckpointEvery: after this many events scanned without a match,
+	// checkpoint is called with the last position scanned. 0: never.
+	CheckpointEvery int
+}
+
+// ReadAll calls emit for the visible events of $all that q selects, in
+// position order, up to the position published when the read starts.
+// Events of deleted streams are skipped. checkpoint (may be nil) is
+// called as AllQuery.CheckpointEvery says and once at the end of a
+// filtered read, with the last position scanned.
+func (l *Log) ReadAll(ctx context.Context, q AllQuery, emit func(*RecordedEvent) error, checkpoint func(pos uint64) error) error {
+	hi := l.published.Load()
+	lo, up := uint64(1), hi
+	if q.From > 0 {
+		if q.Backward {
+			up = min(q.From, hi)
+		} else {
+			lo = q.From
+		}
+	}
+	if lo > up {
+		return nil
+	}
+	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: appendEventKey(nil, lo),
+		UpperBound: appendEventKey(nil, up+1),
+	})
+	if err != nil {
+		return err
+	}
+	err = l.scanAll(ctx, it, q, emit, checkpoint)
+	return errors.Join(err, it.Close())
+}
+
+func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit func(*RecordedEvent) error, checkpoint func(uint64) error) error {
+	filtered := len(q.StreamPrefixes) > 0 || len(q.TypePrefixes) > 0
+	deleted := *l.deleted.Load()
+	var (
+		n, scanned, sinceMatch uint64
+		view                   recordView
+		pos                    uint64
+	)
+	valid := it.First()
+	if q.Backward {
+		valid = it.Last()
+	}
+	for ; valid; valid = step(it, q.Backward) {
+		scanned++
+		if scanned&1023 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			deleted = *l.deleted.Load() // deletions published since the start
+		}
+		var err error
+		if pos, err = decodeEventKey(it.Key()); err != nil {
+			return err
+		}
+		if err := decodeRecord(it.Value(), &view); err != nil {
+			return fmt.Errorf("position %d: %w", pos, err)
+		}
+		if d, ok := deleted[view.sid]; ok && (d.tombstoned || view.rev < d.truncateBefore) {
+			continue
+		}
+		name, err := l.streamName(view.sid)
+		if err != nil {
+			return fmt.Errorf("position %d: %w", pos, err)
+		}
+		if filtered && !(hasAnyPrefix(name, q.StreamPrefixes) && hasAnyPrefixBytes(view.typ, q.TypePrefixes)) {
+			sinceMatch++
+			if checkpoint != nil && q.CheckpointEvery > 0 && sinceMatch >= uint64(q.CheckpointEvery) {
+				sinceMatch = 0
+				if err := checkpoint(pos); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		sinceMatch = 0
+		ev := new(RecordedEvent)
+		view.materialize(ev, pos, name)
+		if err := emit(ev); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+		n++
+		if q.Max > 0 && n >= q.Max {
+			return nil
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	if filtered && checkpoint != nil && pos > 0 {
+		return checkpoint(pos)
+	}
+	return nil
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
+	for _, p := range prefixes {
+		if len(s) >= len(p) && s[:len(p)] == p {
+			return true
+		}
+	}
+	return false
+}
+
+func hasAnyPrefixBytes(b []byte, prefixes []string) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
+	for _, p := range prefixes {
+		if len(b) >= len(p) && string(b[:len(p)]) == p {
+			return true
+		}
+	}
+	return false
+}
+
+// streamName resolves a stream id through the name cache.
+func (l *Log) streamName(sid uint64) (string, error) {
+	if name, ok := l.names.get(sid); ok {
+		return name, nil
+	}
+	s, ok, err := l.state(sid)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("%w: event of unknown stream id %d", ErrCorrupt, sid)
+	}
+	l.names.put(sid, s.Name)
+	return s.Name, nil
+}
+
+// ListStreams returns up to limit stream states whose names start with
+// prefix and sort after the name after (exclusive; "" from the first), in
+// name order. more says whether another page follows.
+func (l *Log) ListStreams(ctx context.Context, prefix, after string, limit int) (out []StreamState, more bool, err error) {
+	lower := appendNameKey(nil, prefix)
+	if after != "" {
+		lower = append(appendNameKey(nil, after), 0) // the least key after it
+	}
+	upper := prefixEnd(appendNameKey(nil, prefix))
+	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, false, err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	var lastPos uint64
+	for valid := it.First(); valid; valid = it.Next() {
+		if len(out) == limit {
+			more = true
+			break
+		}
+		name, err := decodeNameKey(it.Key())
+		if err != nil {
+			return nil, false, err
+		}
+		sid, err := decodeU64(it.Value())
+		if err != nil {
+			return nil, false, err
+		}
+		s, ok, err := l.state(sid)
+		if err != nil {
+			return nil, false, err
+		}
+		if !ok || s.Name != name {
+			return nil, false, fmt.Errorf("%w: stream %q (id %d) state missing or misnamed", ErrCorrupt, name, sid)
+		}
+		lastPos = max(lastPos, s.LastPosition)
+		out = append(out, s)
+	}
+	if err := it.Error(); err != nil {
+		return nil, false, err
+	}
+	// A stream created by a commit not yet durable must not be listed as
+	// if it were: wait for it (an fsync at most).
+	if err := l.WaitPublished(ctx, lastPos); err != nil {
+		return nil, false, err
+	}
+	return out, more, nil
+}
+
+// nameCache maps stream ids to names, bounded: when full it forgets a
+// random half (Go's map order), which keeps the hot names with high odds
+// and costs nothing to maintain.
+type nameCache struct {
+	mu    sync.RWMutex // guards m
+	m     map[uint64]string
+	limit int
+}
+
+func (c *nameCache) init(limit int) {
+	c.m = make(map[uint64]string)
+	c.limit = limit
+}
+
+func (c *nameCache) get(sid uint64) (string, bool) {
+	c.mu.RLock()
+	name, ok := c.m[sid]
+	c.mu.RUnlock()
+	return name, ok
+}
+
+func (c *nameCache) put(sid uint64, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.limit {
+		n := 0
+		for k := range c.m {
+			if n >= c.limit/2 {
+				break
+			}
+			delete(c.m, k)
+			n++
+		}
+	}
+	c.m[sid] = name
+}
