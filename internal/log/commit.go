@@ -38,6 +38,10 @@ type Write struct {
 	// CheckIDs: the event ids were chosen by the client, so the log fails
 	// the write with *IDConflictError if any is stored already.
 	CheckIDs bool
+	// LookupEpoch is IDEpoch() as the writer read it before looking the
+	// ids up (LookupIDs): the log then checks only what was committed
+	// since, in memory.
+	LookupEpoch uint64
 
 	recs []byte // the encoded records, back to back (Prepare)
 	ends []int  // ends[i] is the end of record i in recs
@@ -196,6 +200,8 @@ func (l *Log) Commit(writes []*Write, atomic bool) (*Ticket, error) {
 		return nil, l.fail(err)
 	}
 	l.nextPos, l.lastTime, l.sys, l.sysNew, l.st = c.pos, c.now, c.sys, c.sysNw, c.st
+	epoch := l.epoch.Add(1) // after the apply: lookups from now on see this commit
+	l.recent.add(epoch, c.ids)
 	t := &Ticket{batch: c.b, last: c.pos - 1, deletions: c.deletions, done: make(chan struct{})}
 	l.met.commit(applied, c.events, c.bytes)
 	l.syncq <- t // in position order: the syncer publishes in this order
@@ -203,13 +209,21 @@ func (l *Log) Commit(writes []*Write, atomic bool) (*Ticket, error) {
 }
 
 // checkIDs fails w if one of its ids is stored already, or is written by
-// an earlier write of this commit. Called with commitMu held, so every
-// earlier commit is in Pebble.
+// an earlier write of this commit. The writer looked the ids up at
+// w.LookupEpoch: the commits since are in l.recent, so Pebble is read only
+// when they are not all there any more. Called with commitMu held.
 func (l *Log) checkIDs(w *Write) error {
+	inMemory := l.recent.covers(w.LookupEpoch, l.epoch.Load())
 	for i := range w.Events {
 		id := w.Events[i].ID
 		if _, dup := l.idSeen[id]; dup {
 			return &IDConflictError{Stream: w.State.Name, ID: id}
+		}
+		if inMemory {
+			if e, ok := l.recent.m[id]; ok && e > w.LookupEpoch {
+				return &IDConflictError{Stream: w.State.Name, ID: id}
+			}
+			continue
 		}
 		l.scratch = appendIDKey(l.scratch[:0], id)
 		found, err := l.has(l.scratch)
@@ -224,6 +238,53 @@ func (l *Log) checkIDs(w *Write) error {
 		l.idSeen[w.Events[i].ID] = struct{}{}
 	}
 	return nil
+}
+
+// IDEpoch counts applied commits. A writer reads it before LookupIDs and
+// passes it as Write.LookupEpoch: every commit up to it is visible to
+// that lookup.
+func (l *Log) IDEpoch() uint64 { return l.epoch.Load() }
+
+// recentIDs remembers the event ids of the last commits (id -> the epoch
+// that wrote it), bounded by count; guarded by commitMu.
+type recentIDs struct {
+	m       map[[16]byte]uint64
+	commits []recentCommit // oldest first; one per epoch, contiguous
+	ids     int
+	limit   int
+}
+
+type recentCommit struct {
+	epoch uint64
+	ids   [][16]byte
+}
+
+// covers reports whether every commit after epoch since, up to epoch now,
+// is remembered.
+func (r *recentIDs) covers(since, now uint64) bool {
+	if since >= now {
+		return true
+	}
+	return len(r.commits) > 0 && r.commits[0].epoch <= since+1
+}
+
+func (r *recentIDs) add(epoch uint64, ids [][16]byte) {
+	for _, id := range ids {
+		r.m[id] = epoch
+	}
+	r.commits = append(r.commits, recentCommit{epoch: epoch, ids: ids})
+	r.ids += len(ids)
+	for r.ids > r.limit || len(r.commits) > 4096 {
+		old := r.commits[0]
+		r.commits[0] = recentCommit{}
+		r.commits = r.commits[1:]
+		r.ids -= len(old.ids)
+		for _, id := range old.ids {
+			if r.m[id] == old.epoch {
+				delete(r.m, id)
+			}
+		}
+	}
 }
 
 func containsID(ids []uint64, id uint64) bool {
@@ -246,6 +307,7 @@ type commitState struct {
 	sysNw     bool
 	st        stats
 	deletions map[uint64]deletion
+	ids       [][16]byte // every id written, for l.recent
 	events    int
 	bytes     int
 	key       [32]byte
@@ -268,6 +330,7 @@ func (c *commitState) apply(w *Write) {
 			_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
 			_ = c.b.Set(appendIndexKey(c.key[:0], s.ID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
 			_ = c.b.Set(appendIDKey(c.key[:0], w.Events[i].ID), appendIDValue(c.val[:0], idLoc{sid: s.ID, rev: rev, pos: c.pos}), nil)
+			c.ids = append(c.ids, w.Events[i].ID)
 			c.bytes += len(rec)
 			rev++
 			c.pos++
@@ -319,6 +382,7 @@ func (c *commitState) delete(s *StreamState, mode DeleteMode) {
 	_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
 	_ = c.b.Set(appendIndexKey(c.key[:0], deletedStreamID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
 	_ = c.b.Set(appendIDKey(c.key[:0], ev.ID), appendIDValue(c.val[:0], idLoc{sid: deletedStreamID, rev: rev, pos: c.pos}), nil)
+	c.ids = append(c.ids, ev.ID)
 	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)
 	if c.sysNw {
 		_ = c.b.Set(appendNameKey(c.key[:0], c.sys.Name), binary.BigEndian.AppendUint64(c.val[:0], c.sys.ID), nil)

@@ -38,6 +38,10 @@ const (
 	firstUserStreamID uint64 = 16
 )
 
+// recentIDsLimit bounds the ids Commit remembers to check client ids
+// without reading Pebble (tests lower it to exercise the fallback).
+var recentIDsLimit = 1 << 18
+
 // deletion is what readers of $all need to know of a stream that has
 // deleted events.
 type deletion struct {
@@ -53,8 +57,8 @@ type deletion struct {
 type Log struct {
 	db   *pebble.DB
 	lock *pebble.Lock // the data directory's; released after db closes
-	lg  *zap.Logger
-	met *logMetrics
+	lg   *zap.Logger
+	met  *logMetrics
 
 	nextSID atomic.Uint64 // the next stream id to allocate
 
@@ -81,7 +85,9 @@ type Log struct {
 	sysNew   bool // sys has no name key yet
 	st       stats
 	scratch  []byte
-	idSeen   map[[16]byte]struct{}
+	idSeen   map[[16]byte]struct{} // ids of the commit being built
+	recent   recentIDs             // ids of the last commits
+	epoch    atomic.Uint64         // applied commits; written under commitMu
 
 	syncq    chan *Ticket  // applied batches, in position order
 	syncDone chan struct{} // closed when the syncer has stopped
@@ -134,6 +140,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		lg:       lg,
 		pubCh:    make(chan struct{}),
 		idSeen:   make(map[[16]byte]struct{}),
+		recent:   recentIDs{m: make(map[[16]byte]uint64), limit: recentIDsLimit},
 		syncq:    make(chan *Ticket, 4096),
 		syncDone: make(chan struct{}),
 	}

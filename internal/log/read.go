@@ -456,3 +456,21 @@ func (c *nameCache) put(sid uint64, name string) {
 	}
 	c.m[sid] = name
 }
+
+// CommitTime returns the commit time of the event at pos (unix
+// nanoseconds), for the result of a retried append.
+func (l *Log) CommitTime(pos uint64) (int64, error) {
+	var kb [9]byte
+	v, ok, err := l.get(appendEventKey(kb[:0], pos))
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("%w: no event at position %d", ErrCorrupt, pos)
+	}
+	var view recordView
+	if err := decodeRecord(v, &view); err != nil {
+		return 0, fmt.Errorf("position %d: %w", pos, err)
+	}
+	return view.created, nil
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+)
+
+// maxDataBytes bounds what esctl reads for one event's data, far above the
+// server's limit, so a mistaken `--file /dev/zero` fails instead of eating
+// memory.
+const maxDataBytes = 64 << 20
+
+type expectedKind int
+
+const (
+	expectAny expectedKind = iota
+	expectNoStream
+	expectExists
+	expectExact
+)
+
+// expectedRevision is the --expected flag (a pflag.Value): the condition a
+// write puts on the stream. A bad value fails flag parsing, a usage error.
+type expectedRevision struct {
+	kind  expectedKind
+	exact uint64
+}
+
+func (e *expectedRevision) Set(s string) error {
+	v, err := parseExpected(s)
+	if err != nil {
+		return err
+	}
+	*e = v
+	return nil
+}
+
+func (e *expectedRevision) String() string {
+	switch e.kind {
+	case expectNoStream:
+		return "no-stream"
+	case expectExists:
+		return "exists"
+	case expectExact:
+		return strconv.FormatUint(e.exact, 10)
+	}
+	return "any"
+}
+
+func (e *expectedRevision) Type() string { return "any|no-stream|exists|N" }
+
+// parseExpected reads any, no-stream, exists or a revision number (the
+// proto spellings no_stream and stream_exists are accepted too).
+func parseExpected(s string) (expectedRevision, error) {
+	switch s {
+	case "any":
+		return expectedRevision{kind: expectAny}, nil
+	case "no-stream", "no_stream":
+		return expectedRevision{kind: expectNoStream}, nil
+	case "exists", "stream-exists", "stream_exists":
+		return expectedRevision{kind: expectExists}, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return expectedRevision{}, fmt.Errorf("want any, no-stream, exists or a revision number, not %q", s)
+	}
+	return expectedRevision{kind: expectExact, exact: n}, nil
+}
+
+// setAppend puts the condition on req; any leaves the oneof unset, which
+// the server reads as any.
+func (e expectedRevision) setAppend(req *esdv1.AppendRequest) {
+	switch e.kind {
+	case expectNoStream:
+		req.ExpectedRevision = &esdv1.AppendRequest_NoStream{NoStream: &emptypb.Empty{}}
+	case expectExists:
+		req.ExpectedRevision = &esdv1.AppendRequest_StreamExists{StreamExists: &emptypb.Empty{}}
+	case expectExact:
+		req.ExpectedRevision = &esdv1.AppendRequest_Exact{Exact: e.exact}
+	default:
+		req.ExpectedRevision = nil
+	}
+}
+
+// setDelete is setAppend for DeleteStreamRequest, whose oneof has its own
+// Go types.
+func (e expectedRevision) setDelete(req *esdv1.DeleteStreamRequest) {
+	switch e.kind {
+	case expectNoStream:
+		req.ExpectedRevision = &esdv1.DeleteStreamRequest_NoStream{NoStream: &emptypb.Empty{}}
+	case expectExists:
+		req.ExpectedRevision = &esdv1.DeleteStreamRequest_StreamExists{StreamExists: &emptypb.Empty{}}
+	case expectExact:
+		req.ExpectedRevision = &esdv1.DeleteStreamRequest_Exact{Exact: e.exact}
+	default:
+		req.ExpectedRevision = nil
+	}
+}
+
+func addExpectedFlag(cmd *cobra.Command, e *expectedRevision) {
+	cmd.Flags().Var(e, "expected", "expected revision: any, no-stream, exists or the head revision N")
+	_ = cmd.RegisterFlagCompletionFunc("expected", cobra.FixedCompletions(
+		[]string{"any", "no-stream", "exists"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
+type appendOptions struct {
+	eventType   string
+	id          string
+	contentType string
+	metadata    string
+	file        string
+	tags        []string
+	expected    expectedRevision
+}
+
+func (a *app) newAppendCmd() *cobra.Command {
+	var o appendOptions
+	cmd := &cobra.Command{
+		Use:   "append STREAM [DATA]",
+		Short: "Append one event to a stream",
+		Long: `Append one event to STREAM.
+
+The data comes from the DATA argument, from --file (- for stdin), or from
+stdin when neither is given and stdin is not a terminal. With --expected the
+append only happens if the stream is where you expect it; otherwise esctl
+prints what it found (and the events since) and exits with 4.`,
+		Example: `  esctl append product-42 '{"name":"Lamp"}' --type ProductCreated --expected no-stream
+  jq -c . event.json | esctl append product-42 --type ProductRenamed --expected 0`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: a.action(func(cmd *cobra.Command, args []string) error {
+			return a.runAppend(cmd.Context(), &o, args)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.eventType, "type", "", "event type (required)")
+	_ = cmd.MarkFlagRequired("type")
+	f.StringVar(&o.id, "id", "", "event id, a UUID (default: the server makes a UUIDv7)")
+	f.StringVar(&o.contentType, "content-type", "", "media type of the data (default application/octet-stream)")
+	f.StringVar(&o.metadata, "metadata", "", "event metadata")
+	f.StringArrayVar(&o.tags, "tag", nil, "tag to store with the event (repeatable)")
+	f.StringVar(&o.file, "file", "", "read the data from this file (- for stdin)")
+	addExpectedFlag(cmd, &o.expected)
+	return cmd
+}
+
+func (a *app) runAppend(ctx context.Context, o *appendOptions, args []string) error {
+	data, err := a.appendData(args, o.file)
+	if err != nil {
+		return err
+	}
+	ev := &esdv1.ProposedEvent{
+		Id:          o.id,
+		Type:        o.eventType,
+		Data:        data,
+		ContentType: o.contentType,
+		Tags:        o.tags,
+	}
+	if o.metadata != "" {
+		ev.Metadata = []byte(o.metadata)
+	}
+	req := &esdv1.AppendRequest{Stream: args[0], Events: []*esdv1.ProposedEvent{ev}}
+	o.expected.setAppend(req)
+
+	cli, err := a.streams()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := a.callCtx(ctx)
+	defer cancel()
+	resp, err := cli.Append(cctx, req)
+	if err != nil {
+		return err
+	}
+	return a.printKV(resp, [][2]string{
+		{"STREAM", req.GetStream()},
+		{"FIRST REVISION", strconv.FormatUint(resp.GetFirstRevision(), 10)},
+		{"LAST REVISION", strconv.FormatUint(resp.GetLastRevision(), 10)},
+		{"FIRST POSITION", strconv.FormatUint(resp.GetFirstPosition(), 10)},
+		{"LAST POSITION", strconv.FormatUint(resp.GetLastPosition(), 10)},
+		{"COMMIT TIME", formatTime(resp.GetCommitTime())},
+	})
+}
+
+// appendData finds the event's data: the argument, --file, or a piped stdin.
+func (a *app) appendData(args []string, file string) ([]byte, error) {
+	switch {
+	case len(args) == 2 && file != "":
+		return nil, usagef("give the data as an argument or with --file, not both")
+	case len(args) == 2:
+		return []byte(args[1]), nil
+	case file == "-":
+		return readData(a.stdin, "stdin")
+	case file != "":
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return readData(f, file)
+	case a.stdin != nil && !isTerminal(a.stdin):
+		return readData(a.stdin, "stdin")
+	}
+	return nil, nil // an event may have no data
+}
+
+func readData(r io.Reader, name string) ([]byte, error) {
+	if r == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxDataBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(b) > maxDataBytes {
+		return nil, fmt.Errorf("read %s: more than %d bytes", name, maxDataBytes)
+	}
+	return b, nil
+}
+
+// isTerminal reports whether r is a character device (a terminal, or
+// /dev/null): then nobody is piping data in and esctl must not wait for it.
+// A reader that is not a file (tests) counts as piped.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

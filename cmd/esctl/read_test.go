@@ -1,0 +1,147 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+)
+
+func newEvent() *esdv1.RecordedEvent { return &esdv1.RecordedEvent{} }
+
+// fillReadStreams writes 7 events to "cart-1" (more than the fake's chunk
+// of 3, so reads span messages), one of them binary, and one to "user-1".
+func fillReadStreams(t *testing.T, addr string) {
+	t.Helper()
+	for i := range 6 {
+		mustRun(t, addr, "append", "cart-1", `{"item":`+string(rune('0'+i))+`}`, "--type", "ItemAdded")
+	}
+	if _, stderr, code := runCLI(t, addr, strings.NewReader("\x00\x01\x02"), "append", "cart-1", "--type", "Blob"); code != exitOK {
+		t.Fatalf("append binary: %s", stderr)
+	}
+	mustRun(t, addr, "append", "user-1", "joined", "--type", "UserJoined")
+}
+
+func TestReadFormats(t *testing.T) {
+	t.Parallel()
+	fake, addr := newTestServer(t)
+	fillReadStreams(t, addr)
+	want := fake.events("cart-1")
+
+	t.Run("table", func(t *testing.T) {
+		out := mustRun(t, addr, "read", "cart-1")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 1+len(want) {
+			t.Fatalf("%d lines, want header and %d rows:\n%s", len(lines), len(want), out)
+		}
+		if got := strings.Fields(lines[0]); !cmp.Equal(got, []string{"REVISION", "POSITION", "TYPE", "ID", "CREATED", "DATA"}) {
+			t.Errorf("header %q", got)
+		}
+		if !strings.Contains(lines[1], `{"item":0}`) || !strings.Contains(lines[1], want[0].GetId()) {
+			t.Errorf("first row %q", lines[1])
+		}
+		if !strings.Contains(lines[7], "<3 bytes>") {
+			t.Errorf("binary data not shown as a size: %q", lines[7])
+		}
+	})
+	t.Run("json", func(t *testing.T) {
+		got := jsonArray(t, mustRun(t, addr, "read", "cart-1", "-o", "json"), newEvent)
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+			t.Errorf("events (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("jsonl", func(t *testing.T) {
+		out := mustRun(t, addr, "read", "cart-1", "-o", "jsonl")
+		if n := strings.Count(out, "\n"); n != len(want) {
+			t.Errorf("%d lines, want %d", n, len(want))
+		}
+		got := jsonLines(t, out, newEvent)
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+			t.Errorf("events (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("json empty", func(t *testing.T) {
+		out := mustRun(t, addr, "read", "cart-1", "--from", "100", "-o", "json")
+		if got := jsonArray(t, out, newEvent); len(got) != 0 {
+			t.Errorf("%d events", len(got))
+		}
+	})
+}
+
+func TestReadOptions(t *testing.T) {
+	t.Parallel()
+	_, addr := newTestServer(t)
+	fillReadStreams(t, addr)
+	revisions := func(evs []*esdv1.RecordedEvent) []uint64 {
+		var revs []uint64
+		for _, ev := range evs {
+			revs = append(revs, ev.GetRevision())
+		}
+		return revs
+	}
+	tests := []struct {
+		name string
+		args []string
+		want []uint64
+	}{
+		{"all", nil, []uint64{0, 1, 2, 3, 4, 5, 6}},
+		{"from", []string{"--from", "4"}, []uint64{4, 5, 6}},
+		{"limit", []string{"--limit", "2"}, []uint64{0, 1}},
+		{"backward", []string{"--backward", "--limit", "3"}, []uint64{6, 5, 4}},
+		{"backward from", []string{"--backward", "--from", "1"}, []uint64{1, 0}},
+		{"from 0 explicitly", []string{"--from", "0", "--limit", "1"}, []uint64{0}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"read", "cart-1", "-o", "jsonl"}, tc.args...)
+			got := revisions(jsonLines(t, mustRun(t, addr, args...), newEvent))
+			if !cmp.Equal(got, tc.want) {
+				t.Errorf("revisions %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReadAll(t *testing.T) {
+	t.Parallel()
+	_, addr := newTestServer(t)
+	fillReadStreams(t, addr)
+	positions := func(args ...string) []uint64 {
+		t.Helper()
+		var ps []uint64
+		for _, ev := range jsonLines(t, mustRun(t, addr, append([]string{"read-all", "-o", "jsonl"}, args...)...), newEvent) {
+			ps = append(ps, ev.GetPosition())
+		}
+		return ps
+	}
+	if got := positions(); !cmp.Equal(got, []uint64{1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Errorf("all: %v", got)
+	}
+	if got := positions("--from", "6", "--limit", "2"); !cmp.Equal(got, []uint64{6, 7}) {
+		t.Errorf("from 6 limit 2: %v", got)
+	}
+	if got := positions("--backward", "--limit", "2"); !cmp.Equal(got, []uint64{8, 7}) {
+		t.Errorf("backward: %v", got)
+	}
+	if got := positions("--stream-prefix", "user-", "--stream-prefix", "nobody"); !cmp.Equal(got, []uint64{8}) {
+		t.Errorf("stream prefix: %v", got)
+	}
+	if got := positions("--type-prefix", "Blob"); !cmp.Equal(got, []uint64{7}) {
+		t.Errorf("type prefix: %v", got)
+	}
+
+	out := mustRun(t, addr, "read-all")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if got := strings.Fields(lines[0]); !cmp.Equal(got, []string{"STREAM", "REVISION", "POSITION", "TYPE", "ID", "CREATED", "DATA"}) {
+		t.Errorf("header %q", got)
+	}
+	if len(lines) != 9 || !strings.HasPrefix(lines[8], "user-1 ") {
+		t.Errorf("table:\n%s", out)
+	}
+	if got := jsonArray(t, mustRun(t, addr, "read-all", "-o", "json"), newEvent); len(got) != 8 {
+		t.Errorf("json: %d events", len(got))
+	}
+}

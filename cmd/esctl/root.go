@@ -1,0 +1,499 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+)
+
+// Exit codes are part of esctl's contract: scripts switch on them.
+const (
+	exitOK            = 0
+	exitError         = 1 // any other failure, including server errors with a reason
+	exitUsage         = 2 // bad flags or arguments
+	exitUnavailable   = 3 // the server could not be reached
+	exitWrongRevision = 4 // ABORTED/WRONG_EXPECTED_REVISION
+)
+
+const (
+	defaultAddr = "127.0.0.1:7400"
+	envAddr     = "ESD_ADDR"
+
+	reasonWrongExpectedRevision = "WRONG_EXPECTED_REVISION"
+)
+
+// Output formats of -o.
+const (
+	formatTable = "table"
+	formatJSON  = "json"
+	formatJSONL = "jsonl"
+)
+
+// app is one esctl invocation: the global flags, its I/O and its connection.
+// run makes a fresh one each time, so tests can run esctl concurrently
+// in-process.
+type app struct {
+	addr    string
+	timeout time.Duration
+	output  string
+
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	lookupEnv      func(string) (string, bool)
+
+	conn *grpc.ClientConn // dialled on first use, closed by run
+	// ran is set when a command's own code starts: an error from before
+	// (cobra's flag and argument checks) is a usage error.
+	ran bool
+}
+
+// usageError marks an error as the user's (exit 2), not the server's.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// run executes esctl with args (without the program name) and returns the
+// exit code. It writes results to stdout and errors to stderr and never
+// calls os.Exit, so tests call it directly.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, lookupEnv: os.LookupEnv}
+	root := a.newRootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	code := exitOK
+	if err != nil {
+		code = a.report(cmd, err) // before Close: the report looks at the connection's state
+	}
+	if a.conn != nil {
+		_ = a.conn.Close() // nothing useful to do about a failed close at exit
+	}
+	return code
+}
+
+func (a *app) newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "esctl",
+		Short: "Command-line client for the esd event store",
+		Long: `esctl talks to an esd server over gRPC: it appends and reads events,
+inspects streams and the server, and benchmarks it (esctl bench).
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
+4 wrong expected revision.`,
+		SilenceErrors:     true, // report prints errors in one format
+		SilenceUsage:      true, // a server error is no reason to print the usage
+		PersistentPreRunE: a.prepare,
+	}
+	f := root.PersistentFlags()
+	f.StringVar(&a.addr, "addr", defaultAddr, "server address host:port (env "+envAddr+")")
+	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each unary call (not streaming reads or bench); 0 = none")
+	f.StringVarP(&a.output, "output", "o", formatTable, "output format: table, json or jsonl")
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
+		[]string{formatTable, formatJSON, formatJSONL}, cobra.ShellCompDirectiveNoFileComp))
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.AddCommand(
+		a.newAppendCmd(),
+		a.newReadCmd(),
+		a.newReadAllCmd(),
+		a.newInfoCmd(),
+		a.newLsCmd(),
+		a.newDeleteCmd(),
+		a.newServerCmd(),
+		a.newBenchCmd(),
+	)
+	return root
+}
+
+// prepare checks the global flags once cobra has parsed them.
+func (a *app) prepare(cmd *cobra.Command, _ []string) error {
+	switch a.output {
+	case formatTable, formatJSON, formatJSONL:
+	default:
+		return usagef("unknown output format %q (want table, json or jsonl)", a.output)
+	}
+	if !cmd.Flags().Changed("addr") {
+		if v, ok := a.lookupEnv(envAddr); ok && v != "" {
+			a.addr = v
+		}
+	}
+	if a.timeout < 0 {
+		return usagef("--timeout must not be negative")
+	}
+	return nil
+}
+
+// action wraps a command's RunE so that errors from it are told apart from
+// cobra's usage errors.
+func (a *app) action(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		a.ran = true
+		return fn(cmd, args)
+	}
+}
+
+// groupCmd is a noun group (esctl server ...): alone it prints its help,
+// with an unknown subcommand it is a usage error.
+func (a *app) groupCmd(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+			}
+			return cmd.Help()
+		},
+	}
+}
+
+// dial returns the connection to the server, creating it on first use.
+// grpc.NewClient does not connect: a dead server shows up as UNAVAILABLE on
+// the first call.
+func (a *app) dial() (*grpc.ClientConn, error) {
+	if a.conn != nil {
+		return a.conn, nil
+	}
+	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, usagef("bad --addr %q: %v", a.addr, err)
+	}
+	a.conn = conn
+	return conn, nil
+}
+
+func (a *app) streams() (esdv1.StreamServiceClient, error) {
+	conn, err := a.dial()
+	if err != nil {
+		return nil, err
+	}
+	return esdv1.NewStreamServiceClient(conn), nil
+}
+
+// callCtx bounds one unary call by --timeout.
+func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if a.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, a.timeout)
+}
+
+// errorReason returns the google.rpc.ErrorInfo reason of a gRPC error, or "".
+func errorReason(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+// wrongRevision returns the WrongExpectedRevision detail of a gRPC error, or nil.
+func wrongRevision(st *status.Status) *esdv1.WrongExpectedRevision {
+	for _, d := range st.Details() {
+		if w, ok := d.(*esdv1.WrongExpectedRevision); ok {
+			return w
+		}
+	}
+	return nil
+}
+
+// exitCode classifies err. Transport failures carry no ErrorInfo: that is
+// how a dead server is told apart from one answering UNAVAILABLE with a
+// reason (SHUTTING_DOWN, STORAGE_FAILED), which is an error, not
+// unreachability.
+func (a *app) exitCode(err error) int {
+	var ue *usageError
+	if errors.As(err, &ue) || !a.ran {
+		return exitUsage
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return exitError
+	}
+	reason := errorReason(st)
+	switch {
+	case reason == reasonWrongExpectedRevision:
+		return exitWrongRevision
+	case reason != "":
+		return exitError
+	case st.Code() == codes.Unavailable:
+		return exitUnavailable
+	case st.Code() == codes.DeadlineExceeded && a.conn != nil && a.conn.GetState() != connectivity.Ready:
+		return exitUnavailable // the deadline passed while still connecting
+	}
+	return exitError
+}
+
+// report prints err to stderr as "esctl: <message> (reason: <reason>)",
+// with the WrongExpectedRevision detail when there is one, and returns the
+// exit code.
+func (a *app) report(cmd *cobra.Command, err error) int {
+	code := a.exitCode(err)
+	st, isStatus := status.FromError(err)
+	switch {
+	case code == exitUsage:
+		fmt.Fprintf(a.stderr, "esctl: %v\n", err)
+		if cmd != nil {
+			fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		}
+	case !isStatus:
+		fmt.Fprintf(a.stderr, "esctl: %v\n", err)
+	case code == exitUnavailable:
+		fmt.Fprintf(a.stderr, "esctl: cannot reach esd at %s: %s (code: %s)\n", a.addr, st.Message(), st.Code())
+	default:
+		if reason := errorReason(st); reason != "" {
+			fmt.Fprintf(a.stderr, "esctl: %s (reason: %s)\n", st.Message(), reason)
+		} else {
+			fmt.Fprintf(a.stderr, "esctl: %s (code: %s)\n", st.Message(), st.Code())
+		}
+		if w := wrongRevision(st); w != nil {
+			printWrongRevision(a.stderr, w)
+		}
+	}
+	return code
+}
+
+// printWrongRevision shows what a failed condition found, one fact a line.
+func printWrongRevision(w io.Writer, d *esdv1.WrongExpectedRevision) {
+	fmt.Fprintf(w, "  stream:       %s\n", d.GetStream())
+	fmt.Fprintf(w, "  expected:     %s\n", formatExpected(d.GetExpected()))
+	if d.GetStreamExists() {
+		fmt.Fprintf(w, "  actual head:  %d\n", d.GetActualHead())
+	} else {
+		fmt.Fprintf(w, "  actual head:  none\n")
+	}
+	fmt.Fprintf(w, "  exists:       %t\n", d.GetStreamExists())
+	evs := d.GetEventsSince()
+	if len(evs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  events since: %d\n", len(evs))
+	for _, ev := range evs {
+		fmt.Fprintf(w, "    revision %d  position %d  %s  %s  %s\n",
+			ev.GetRevision(), ev.GetPosition(), ev.GetType(), ev.GetId(), displayData(ev.GetData(), dataWidth))
+	}
+	if d.GetTruncated() {
+		fmt.Fprintf(w, "    ... more events follow\n")
+	}
+}
+
+func formatExpected(e *esdv1.ExpectedRevision) string {
+	switch k := e.GetKind().(type) {
+	case *esdv1.ExpectedRevision_NoStream:
+		return "no-stream"
+	case *esdv1.ExpectedRevision_StreamExists:
+		return "exists"
+	case *esdv1.ExpectedRevision_Exact:
+		return fmt.Sprintf("%d", k.Exact)
+	default:
+		return "any"
+	}
+}
+
+// ---- output helpers ----
+
+// protojsonOpts leaves out unset fields, as protojson does by default.
+var protojsonOpts = protojson.MarshalOptions{EmitUnpopulated: false}
+
+// dataWidth is how much of an event's data a table shows.
+const dataWidth = 60
+
+// tableFlushRows bounds what a table buffers: alignment holds within blocks
+// of this many rows, and a long read does not sit in memory.
+const tableFlushRows = 1000
+
+func newTabWriter(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// printKV prints a single result: KEY VALUE lines in table mode, the
+// message m in json and jsonl.
+func (a *app) printKV(m proto.Message, rows [][2]string) error {
+	if a.output != formatTable {
+		return a.writeJSON(m)
+	}
+	tw := newTabWriter(a.stdout)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+	}
+	return tw.Flush()
+}
+
+// writeJSON prints one message in the json or jsonl format.
+func (a *app) writeJSON(m proto.Message) error {
+	b, err := marshalJSON(m, a.output == formatJSON)
+	if err != nil {
+		return err
+	}
+	_, err = a.stdout.Write(append(b, '\n'))
+	return err
+}
+
+// marshalJSON encodes m with protojson, indented or on one line.
+// protojson varies its whitespace on purpose (so nobody relies on it);
+// esctl re-formats with encoding/json so its output is stable for people
+// and diffs.
+func marshalJSON(m proto.Message, indent bool) ([]byte, error) {
+	b, err := protojsonOpts.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if indent {
+		err = json.Indent(&buf, b, "", "  ")
+	} else {
+		err = json.Compact(&buf, b)
+	}
+	return buf.Bytes(), err
+}
+
+// recordWriter prints a sequence of messages: table rows, one JSON array
+// (json) or one object a line (jsonl). It writes as records come, so a long
+// read needs no memory for what was printed.
+type recordWriter[T proto.Message] struct {
+	format string
+	w      io.Writer
+	header []string
+	row    func(T) []string
+	tw     *tabwriter.Writer
+	n      int
+}
+
+func newRecordWriter[T proto.Message](a *app, header []string, row func(T) []string) *recordWriter[T] {
+	return &recordWriter[T]{format: a.output, w: a.stdout, header: header, row: row}
+}
+
+func (r *recordWriter[T]) add(m T) error {
+	r.n++
+	switch r.format {
+	case formatTable:
+		r.startTable()
+		fmt.Fprintln(r.tw, strings.Join(r.row(m), "\t"))
+		if r.n%tableFlushRows == 0 {
+			return r.tw.Flush()
+		}
+		return nil
+	case formatJSON:
+		sep := ",\n"
+		if r.n == 1 {
+			sep = "[\n"
+		}
+		return r.writeLine(sep, m)
+	default:
+		return r.writeLine("", m)
+	}
+}
+
+// startTable makes the tabwriter and writes the header, once.
+func (r *recordWriter[T]) startTable() {
+	if r.tw == nil {
+		r.tw = newTabWriter(r.w)
+		fmt.Fprintln(r.tw, strings.Join(r.header, "\t"))
+	}
+}
+
+func (r *recordWriter[T]) writeLine(prefix string, m T) error {
+	b, err := marshalJSON(m, false)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 0, len(prefix)+len(b)+1)
+	buf = append(append(buf, prefix...), b...)
+	if r.format == formatJSONL {
+		buf = append(buf, '\n')
+	}
+	_, err = r.w.Write(buf)
+	return err
+}
+
+// abort ends the output after a failure: what was printed is finished
+// (last table block, closing bracket) but an empty result prints nothing,
+// so an error alone does not look like an empty answer.
+func (r *recordWriter[T]) abort() {
+	if r.n > 0 {
+		_ = r.close() // the failure that made us stop is what gets reported
+	}
+}
+
+// close ends the output: the table's last block (or its header alone when
+// there were no records), the JSON array's closing bracket.
+func (r *recordWriter[T]) close() error {
+	switch r.format {
+	case formatTable:
+		r.startTable()
+		return r.tw.Flush()
+	case formatJSON:
+		end := "\n]\n"
+		if r.n == 0 {
+			end = "[]\n"
+		}
+		_, err := io.WriteString(r.w, end)
+		return err
+	}
+	return nil
+}
+
+// formatTime prints a timestamp in UTC with milliseconds, "-" when unset.
+func formatTime(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// displayData shows event data as text when it is valid, printable UTF-8
+// (whitespace runs folded to one space, so a row stays one line), else as
+// "<N bytes>". max > 0 cuts the text to max runes.
+func displayData(b []byte, max int) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if !utf8.Valid(b) || !printable(b) {
+		return fmt.Sprintf("<%d bytes>", len(b))
+	}
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if max > 0 && utf8.RuneCountInString(s) > max {
+		runes := []rune(s)
+		s = string(runes[:max-1]) + "…"
+	}
+	return s
+}
+
+func printable(b []byte) bool {
+	for _, r := range string(b) {
+		if !unicode.IsPrint(r) && !unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}

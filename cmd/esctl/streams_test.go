@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+)
+
+func newInfo() *esdv1.StreamInfo { return &esdv1.StreamInfo{} }
+
+func TestLsFollowsPages(t *testing.T) {
+	t.Parallel()
+	fake, addr := newTestServer(t)
+	for i := range 7 {
+		mustRun(t, addr, "append", fmt.Sprintf("a-%d", i), "x", "--type", "T")
+	}
+	mustRun(t, addr, "append", "b-0", "x", "--type", "T")
+
+	listCalls := func() int {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		n := fake.listCalls
+		fake.listCalls = 0
+		return n
+	}
+	names := func(infos []*esdv1.StreamInfo) string {
+		var s []string
+		for _, in := range infos {
+			s = append(s, in.GetStream())
+		}
+		return strings.Join(s, ",")
+	}
+	tests := []struct {
+		name      string
+		args      []string
+		want      string
+		wantCalls int
+	}{
+		{"pages of 2", []string{"a-", "--page-size", "2"}, "a-0,a-1,a-2,a-3,a-4,a-5,a-6", 4},
+		{"all in one page", nil, "a-0,a-1,a-2,a-3,a-4,a-5,a-6,b-0", 1},
+		{"limit across pages", []string{"--page-size", "2", "--limit", "3"}, "a-0,a-1,a-2", 2},
+		{"limit sets the page size", []string{"--limit", "3"}, "a-0,a-1,a-2", 1},
+		{"no match", []string{"zzz"}, "", 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { // not parallel: listCalls is shared
+			listCalls()
+			out := mustRun(t, addr, append([]string{"ls", "-o", "jsonl"}, tc.args...)...)
+			if got := names(jsonLines(t, out, newInfo)); got != tc.want {
+				t.Errorf("streams %q, want %q", got, tc.want)
+			}
+			if got := listCalls(); got != tc.wantCalls {
+				t.Errorf("%d ListStreams calls, want %d", got, tc.wantCalls)
+			}
+		})
+	}
+
+	out := mustRun(t, addr, "ls", "b", "-o", "json")
+	if got := names(jsonArray(t, out, newInfo)); got != "b-0" {
+		t.Errorf("json: %q", got)
+	}
+	out = mustRun(t, addr, "ls", "--page-size", "3")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 9 || strings.Join(strings.Fields(lines[0]), " ") != "STREAM HEAD EVENTS STATE UPDATED" {
+		t.Errorf("table:\n%s", out)
+	}
+	if f := strings.Fields(lines[1]); len(f) != 5 || f[0] != "a-0" || f[1] != "0" || f[2] != "1" || f[3] != "live" {
+		t.Errorf("row %q", lines[1])
+	}
+}
+
+func TestDeleteAndInfo(t *testing.T) {
+	t.Parallel()
+	_, addr := newTestServer(t)
+	mustRun(t, addr, "append", "doc-1", "a", "--type", "T")
+	mustRun(t, addr, "append", "doc-1", "b", "--type", "T")
+	mustRun(t, addr, "append", "doc-2", "a", "--type", "T")
+
+	state := func(stream string) *esdv1.StreamInfo {
+		t.Helper()
+		var in esdv1.StreamInfo
+		out := mustRun(t, addr, "info", stream, "-o", "json")
+		if err := protojson.Unmarshal([]byte(out), &in); err != nil {
+			t.Fatalf("info -o json: %v\n%s", err, out)
+		}
+		return &in
+	}
+	if in := state("doc-1"); !in.GetExists() || in.GetHead() != 1 || in.GetEventCount() != 2 {
+		t.Errorf("info %v", in)
+	}
+	out := mustRun(t, addr, "info", "doc-1")
+	for _, want := range []string{"STATE", "live", "HEAD", "EVENTS", "CREATED", "UPDATED"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("info table lacks %q:\n%s", want, out)
+		}
+	}
+	if out := mustRun(t, addr, "info", "never"); !strings.Contains(out, "absent") {
+		t.Errorf("info of a stream never written:\n%s", out)
+	}
+
+	out = mustRun(t, addr, "delete", "doc-1", "--expected", "1")
+	if !strings.Contains(out, "POSITION") || !strings.Contains(out, "4") {
+		t.Errorf("delete output:\n%s", out)
+	}
+	if in := state("doc-1"); !in.GetDeleted() || in.GetExists() {
+		t.Errorf("after delete: %v", in)
+	}
+	out = mustRun(t, addr, "delete", "doc-2", "--tombstone", "-o", "json")
+	var resp esdv1.DeleteStreamResponse
+	if err := protojson.Unmarshal([]byte(out), &resp); err != nil || resp.GetPosition() != 5 {
+		t.Errorf("delete -o json: %v %v\n%s", err, &resp, out)
+	}
+	out = mustRun(t, addr, "ls")
+	if !strings.Contains(out, "deleted") || !strings.Contains(out, "tombstoned") {
+		t.Errorf("ls does not show the states:\n%s", out)
+	}
+	_, stderr, code := runCLI(t, addr, nil, "append", "doc-2", "x", "--type", "T")
+	if code != exitError || !strings.Contains(stderr, "(reason: STREAM_TOMBSTONED)") {
+		t.Errorf("append to a tombstone: exit %d, %s", code, stderr)
+	}
+	_, stderr, code = runCLI(t, addr, nil, "read", "doc-1")
+	if code != exitError || !strings.Contains(stderr, "(reason: STREAM_DELETED)") {
+		t.Errorf("read of a deleted stream: exit %d, %s", code, stderr)
+	}
+}
+
+func TestServerInfo(t *testing.T) {
+	t.Parallel()
+	_, addr := newTestServer(t)
+	mustRun(t, addr, "append", "s-1", "x", "--type", "T")
+	out := mustRun(t, addr, "server", "info")
+	for _, want := range []string{"VERSION", "test", "UPTIME", "1m30s", "DATA DIR", "/tmp/esd", "LAST POSITION", "DISK", "3.0 MiB"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("server info lacks %q:\n%s", want, out)
+		}
+	}
+	var resp esdv1.GetServerInfoResponse
+	out = mustRun(t, addr, "server", "info", "-o", "jsonl")
+	if strings.Count(out, "\n") != 1 {
+		t.Errorf("jsonl is not one line:\n%s", out)
+	}
+	if err := protojson.Unmarshal([]byte(out), &resp); err != nil || resp.GetEventCount() != 1 {
+		t.Errorf("server info -o jsonl: %v %v", err, &resp)
+	}
+	if out := mustRun(t, addr, "server"); !strings.Contains(out, "info") {
+		t.Errorf("esctl server does not list its subcommands:\n%s", out)
+	}
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Set at build time: -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+type config struct {
+	DataDir        string
+	Listen         string
+	HTTPListen     string
+	LogLevel       string
+	LogFormat      string
+	MaxEventBytes  int
+	MaxAppendBytes int
+	Shards         int
+	CacheBytes     int64
+	GracePeriod    time.Duration
+}
+
+// parseConfig reads flags, each with an ESD_ environment twin
+// (--data-dir and ESD_DATA_DIR); a flag given on the command line wins.
+// The whole config is checked before anything is opened.
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("esd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the store (one esd per directory)")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7400", "gRPC listen address")
+	fs.StringVar(&c.HTTPListen, "http-listen", "127.0.0.1:7401", "HTTP listen address for /metrics, /healthz, /readyz")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "console", "console (for people) or json (for machines)")
+	fs.IntVar(&c.MaxEventBytes, "max-event-bytes", 1<<20, "largest event data accepted, in bytes")
+	fs.IntVar(&c.MaxAppendBytes, "max-append-bytes", 16<<20, "largest append (all events' data and metadata), in bytes")
+	fs.IntVar(&c.Shards, "shards", runtime.NumCPU(), "writer shards")
+	fs.Int64Var(&c.CacheBytes, "cache-bytes", 256<<20, "Pebble block cache size, in bytes")
+	fs.DurationVar(&c.GracePeriod, "grace-period", 10*time.Second, "how long shutdown waits for requests in flight")
+
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "ESD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, fmt.Errorf("usage of esd:\n%s", usage(fs))
+		}
+		return c, fmt.Errorf("%w\nusage of esd:\n%s", err, usage(fs))
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return c, c.validate()
+}
+
+func usage(fs *flag.FlagSet) string {
+	var b strings.Builder
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	return b.String()
+}
+
+func (c config) validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is empty"))
+	}
+	for name, addr := range map[string]string{"--listen": c.Listen, "--http-listen": c.HTTPListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		}
+	}
+	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level: %w", err))
+	}
+	if c.LogFormat != "console" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want console or json", c.LogFormat))
+	}
+	if c.MaxEventBytes < 1 || c.MaxEventBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("--max-event-bytes %d: want 1 to 64 MiB", c.MaxEventBytes))
+	}
+	if c.MaxAppendBytes < c.MaxEventBytes || c.MaxAppendBytes > 256<<20 {
+		errs = append(errs, fmt.Errorf("--max-append-bytes %d: want --max-event-bytes to 256 MiB", c.MaxAppendBytes))
+	}
+	if c.Shards < 1 || c.Shards > 1024 {
+		errs = append(errs, fmt.Errorf("--shards %d: want 1 to 1024", c.Shards))
+	}
+	if c.CacheBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("--cache-bytes %d: want at least 1 MiB", c.CacheBytes))
+	}
+	if c.GracePeriod <= 0 {
+		errs = append(errs, fmt.Errorf("--grace-period %v: want > 0", c.GracePeriod))
+	}
+	return errors.Join(errs...)
+}
+
+// newLogger builds zap: console for people, json (sampled, ISO8601 times)
+// for machines.
+func newLogger(c config) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(c.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	var zc zap.Config
+	if c.LogFormat == "json" {
+		zc = zap.NewProductionConfig()
+		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	} else {
+		zc = zap.NewDevelopmentConfig()
+		zc.Development = false
+		zc.DisableStacktrace = true
+	}
+	zc.Level = zap.NewAtomicLevelAt(level)
+	return zc.Build()
+}
+
+func zapError(err error) zap.Field { return zap.Error(err) }

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+)
+
+// run starts esd and blocks until ctx ends or SIGINT/SIGTERM arrives, then
+// shuts down in order (server.Serve) and closes the store last. A second
+// signal kills the process at once.
+func run(ctx context.Context, cfg config, lg *zap.Logger) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // the default action again: a second signal ends the process
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+	)
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	defer lis.Close()
+	httpLis, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTPListen, err)
+	}
+	defer httpLis.Close()
+
+	db, err := eslog.Open(cfg.DataDir, eslog.Options{Logger: lg.Named("log"), Registerer: reg, CacheBytes: cfg.CacheBytes})
+	if err != nil {
+		return fmt.Errorf("open log %s: %w", cfg.DataDir, err)
+	}
+	srv := server.New(db, server.Config{
+		DataDir:     cfg.DataDir,
+		Shards:      cfg.Shards,
+		Limits:      server.Limits{MaxEventBytes: cfg.MaxEventBytes, MaxAppendBytes: cfg.MaxAppendBytes},
+		Version:     version,
+		Commit:      commit,
+		GracePeriod: cfg.GracePeriod,
+	}, lg.Named("server"), reg)
+
+	httpSrv := &http.Server{Handler: srv.HTTPHandler(reg), ReadHeaderTimeout: 5 * time.Second}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- httpSrv.Serve(httpLis) }()
+	lg.Info("http listening", zap.String("addr", httpLis.Addr().String()))
+
+	serveErr := srv.Serve(ctx, lis)
+
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutCtx)
+	if err := <-httpErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serveErr = errors.Join(serveErr, fmt.Errorf("serve http: %w", err))
+	}
+	closeErr := db.Close() // last: after the server and writer have drained
+	if closeErr == nil {
+		lg.Info("store closed", zap.String("dir", cfg.DataDir))
+	}
+	return errors.Join(serveErr, closeErr)
+}
+
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "esd_build_info", Help: "Always 1; labels say which esd this is.",
+	}, []string{"version", "commit"})
+	g.WithLabelValues(version, commit).Set(1)
+	return g
+}

@@ -1,0 +1,35 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	eslog "github.com/esdhq/esd/internal/log"
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// adminService implements esd.v1.AdminService.
+type adminService struct {
+	esdv1.UnimplementedAdminServiceServer
+	log     *eslog.Log
+	cfg     Config
+	started time.Time
+}
+
+func (a *adminService) GetServerInfo(ctx context.Context, _ *esdv1.GetServerInfoRequest) (*esdv1.GetServerInfoResponse, error) {
+	st := a.log.Stats()
+	return &esdv1.GetServerInfoResponse{
+		Version:      a.cfg.Version,
+		Commit:       a.cfg.Commit,
+		Uptime:       durationpb.New(time.Since(a.started)),
+		Started:      timestamppb.New(a.started),
+		DataDir:      a.cfg.DataDir,
+		LastPosition: st.LastPosition,
+		StreamCount:  st.Streams,
+		EventCount:   st.Events,
+		DiskBytes:    a.log.DiskBytes(),
+		Shards:       uint32(a.cfg.Shards),
+	}, nil
+}

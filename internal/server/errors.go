@@ -1,0 +1,174 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	eslog "github.com/esdhq/esd/internal/log"
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// Reasons, the ErrorInfo.Reason values of API.md.
+const (
+	reasonWrongExpectedRevision = "WRONG_EXPECTED_REVISION"
+	reasonStreamNotFound        = "STREAM_NOT_FOUND"
+	reasonStreamDeleted         = "STREAM_DELETED"
+	reasonStreamTombstoned      = "STREAM_TOMBSTONED"
+	reasonEventIDConflict       = "EVENT_ID_CONFLICT"
+	reasonInvalidArgument       = "INVALID_ARGUMENT"
+	reasonEventTooLarge         = "EVENT_TOO_LARGE"
+	reasonRequestTooLarge       = "REQUEST_TOO_LARGE"
+	reasonOverloaded            = "OVERLOADED"
+	reasonShuttingDown          = "SHUTTING_DOWN"
+	reasonStorageFailed         = "STORAGE_FAILED"
+)
+
+// errOnWrite marks a stream error met by a write: a tombstone is then
+// FAILED_PRECONDITION rather than NOT_FOUND.
+var errOnWrite = errors.New("write refused")
+
+func tombstonedWrite(stream string) error {
+	return fmt.Errorf("%w: %w", errOnWrite, &eslog.StreamError{Stream: stream, Err: eslog.ErrStreamTombstoned})
+}
+
+// invalidError is a bad request: reason INVALID_ARGUMENT, EVENT_TOO_LARGE
+// or REQUEST_TOO_LARGE, with a violation per bad field.
+type invalidError struct {
+	reason     string
+	stream     string
+	violations []*errdetails.BadRequest_FieldViolation
+}
+
+func (e *invalidError) Error() string {
+	msg := "invalid request"
+	for i, v := range e.violations {
+		if i == 0 {
+			msg += ": "
+		} else {
+			msg += "; "
+		}
+		msg += v.Field + ": " + v.Description
+	}
+	return msg
+}
+
+// conflictDetail is the WrongExpectedRevision detail with its delta; the
+// stream service fills it before mapping the error.
+type conflictError struct {
+	*eslog.WrongRevisionError
+	detail *esdv1.WrongExpectedRevision
+}
+
+func (e *conflictError) Unwrap() error { return e.WrongRevisionError }
+
+// toStatus maps an error to its gRPC status with an ErrorInfo. It is the
+// one place that knows the mapping; errors_test.go has a row per case.
+func toStatus(err error) error {
+	var (
+		wr       *eslog.WrongRevisionError
+		conflict *conflictError
+		se       *eslog.StreamError
+		idc      *eslog.IDConflictError
+		inv      *invalidError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	case errors.As(err, &conflict):
+		return withReason(codes.Aborted, conflict.Error(), reasonWrongExpectedRevision, conflict.Stream, conflict.detail)
+	case errors.As(err, &wr):
+		return withReason(codes.Aborted, wr.Error(), reasonWrongExpectedRevision, wr.Stream, wrongRevisionDetail(wr))
+	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamTombstoned):
+		code := codes.NotFound
+		if errors.Is(err, errOnWrite) {
+			code = codes.FailedPrecondition
+		}
+		return withReason(code, se.Error(), reasonStreamTombstoned, se.Stream)
+	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamDeleted):
+		return withReason(codes.NotFound, se.Error(), reasonStreamDeleted, se.Stream)
+	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamNotFound):
+		return withReason(codes.NotFound, se.Error(), reasonStreamNotFound, se.Stream)
+	case errors.As(err, &idc):
+		return withReason(codes.AlreadyExists, idc.Error(), reasonEventIDConflict, idc.Stream)
+	case errors.As(err, &inv):
+		return withReason(codes.InvalidArgument, inv.Error(), inv.reason, inv.stream,
+			&errdetails.BadRequest{FieldViolations: inv.violations})
+	case errors.Is(err, ErrOverloaded):
+		return withReason(codes.ResourceExhausted, "writer queue full: retry with backoff", reasonOverloaded, "")
+	case errors.Is(err, ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
+		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
+	case errors.Is(err, eslog.ErrStorageFailed):
+		return withReason(codes.Unavailable, "storage failed: writes stop until esd restarts", reasonStorageFailed, "")
+	case isStatus(err): // already mapped (by gRPC itself, or the recovery interceptor)
+		return err
+	default: // the interceptor logs the real error with the method name
+		return status.Error(codes.Internal, "internal error")
+	}
+}
+
+func isStatus(err error) bool {
+	_, ok := status.FromError(err)
+	return ok
+}
+
+// reasonOf names an error's outcome for metrics.
+func reasonOf(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	st := status.Convert(toStatus(err))
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.Reason
+		}
+	}
+	return st.Code().String()
+}
+
+// withReason attaches google.rpc.ErrorInfo{domain "esd", reason, metadata
+// stream} plus extra details.
+func withReason(c codes.Code, msg, reason, stream string, extra ...protoadapt.MessageV1) error {
+	st := status.New(c, msg)
+	info := &errdetails.ErrorInfo{Domain: "esd", Reason: reason}
+	if stream != "" {
+		info.Metadata = map[string]string{"stream": stream}
+	}
+	details := append([]protoadapt.MessageV1{info}, extra...)
+	if d, derr := st.WithDetails(details...); derr == nil {
+		st = d
+	}
+	return st.Err() // never drop WithDetails' error: a nil *Status reads as OK
+}
+
+func wrongRevisionDetail(wr *eslog.WrongRevisionError) *esdv1.WrongExpectedRevision {
+	d := &esdv1.WrongExpectedRevision{
+		Stream:       wr.Stream,
+		Expected:     expectedProto(wr.Expected),
+		StreamExists: wr.Exists,
+	}
+	if wr.Exists {
+		d.ActualHead = wr.Head
+	}
+	return d
+}
+
+func expectedProto(e eslog.Expectation) *esdv1.ExpectedRevision {
+	switch e.Kind {
+	case eslog.ExpectNoStream:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_NoStream{NoStream: &emptypb.Empty{}}}
+	case eslog.ExpectExists:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_StreamExists{StreamExists: &emptypb.Empty{}}}
+	case eslog.ExpectExact:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Exact{Exact: e.Revision}}
+	default:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Any{Any: &emptypb.Empty{}}}
+	}
+}

@@ -1,0 +1,231 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	eslog "github.com/esdhq/esd/internal/log"
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+)
+
+// Config configures a Server.
+type Config struct {
+	DataDir string // reported by GetServerInfo
+	Shards  int    // writer shards; 0 means 1
+	Limits  Limits
+	Version string
+	Commit  string
+	// GracePeriod bounds the wait for RPCs in flight at shutdown, after
+	// which they are cut. 0 means 10s.
+	GracePeriod time.Duration
+	// MaxConcurrentStreams bounds the RPCs in flight on one connection; 0
+	// means 1024.
+	MaxConcurrentStreams uint32
+}
+
+// Server serves the esd gRPC API over a log.
+type Server struct {
+	cfg      Config
+	log      *eslog.Log
+	lg       *zap.Logger
+	writer   *Writer
+	grpc     *grpc.Server
+	health   *health.Server
+	draining atomic.Bool // new requests are refused
+	// stopCtx ends when streaming RPCs must end (shutdown).
+	stopCtx  context.Context
+	stopRPCs context.CancelFunc
+}
+
+// New builds a server on l, registering its metrics with reg. Its writer
+// starts at once; Serve runs it and shuts it down.
+func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Server {
+	if cfg.Shards <= 0 {
+		cfg.Shards = 1
+	}
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits
+	}
+	if cfg.GracePeriod == 0 {
+		cfg.GracePeriod = 10 * time.Second
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = 1024
+	}
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    l,
+		lg:     lg,
+		writer: NewWriter(l, cfg.Shards, newWriterMetrics(reg)),
+		health: health.NewServer(),
+	}
+	s.stopCtx, s.stopRPCs = context.WithCancel(context.Background())
+	grpcMet := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0001, 2, 18))))
+	reg.MustRegister(grpcMet)
+	recover := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		lg.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes+(1<<20)),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ChainUnaryInterceptor(grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover)),
+		grpc.ChainStreamInterceptor(grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover)),
+	)
+	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{writer: s.writer, log: l, lim: cfg.Limits, met: newReadMetrics(reg)})
+	esdv1.RegisterAdminServiceServer(s.grpc, &adminService{log: l, cfg: cfg, started: time.Now()})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	grpcMet.InitializeMetrics(s.grpc)
+	return s
+}
+
+// Serve serves gRPC on lis until ctx ends, then shuts down in order:
+// health NOT_SERVING and new requests refused with SHUTTING_DOWN; the
+// writer commits and answers what it has queued; streaming RPCs are told
+// to end; in-flight RPCs get GracePeriod to finish, then are cut. It
+// returns after that; the caller closes the log last. A listener failure
+// returns at once (after the same shutdown).
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(lis) }()
+	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.cfg.Shards))
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		serveErr = fmt.Errorf("serve grpc: %w", serveErr)
+	}
+	s.shutdown()
+	if serveErr == nil {
+		if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			serveErr = err
+		}
+	}
+	return serveErr
+}
+
+func (s *Server) shutdown() {
+	start := time.Now()
+	s.draining.Store(true)
+	s.health.Shutdown() // NOT_SERVING for every service
+	s.writer.Close()
+	s.stopRPCs()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(s.cfg.GracePeriod):
+		s.lg.Warn("grace period over, cutting RPCs in flight", zap.Duration("duration", s.cfg.GracePeriod))
+		s.grpc.Stop()
+		<-stopped
+	}
+	s.lg.Info("server stopped", zap.Duration("duration", time.Since(start)))
+}
+
+// Ready reports whether the server takes requests.
+func (s *Server) Ready() bool { return !s.draining.Load() && s.log.Failed() == nil }
+
+// HTTPHandler serves /metrics from g, /healthz (the process is alive),
+// /readyz (it takes requests and its storage works) and Go's profiler at
+// /debug/pprof/ (the HTTP address is loopback by default).
+func (s *Server) HTTPHandler(g prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case s.draining.Load():
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		case s.log.Failed() != nil:
+			http.Error(w, "storage failed: "+s.log.Failed().Error(), http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ready")
+		}
+	})
+	return mux
+}
+
+// unaryGate refuses requests while draining, maps handler errors to
+// statuses and logs the ones an operator must see.
+func (s *Server) unaryGate(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if s.draining.Load() && info.FullMethod != healthpb.Health_Check_FullMethodName {
+		return nil, toStatus(ErrShuttingDown)
+	}
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	return resp, s.mapError(ctx, info.FullMethod, err, start)
+}
+
+func (s *Server) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if s.draining.Load() {
+		return toStatus(ErrShuttingDown)
+	}
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	defer context.AfterFunc(s.stopCtx, cancel)() // end streaming RPCs at shutdown
+	start := time.Now()
+	err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	if err != nil && errors.Is(err, context.Canceled) && s.draining.Load() && ss.Context().Err() == nil {
+		err = ErrShuttingDown
+	}
+	return s.mapError(ss.Context(), info.FullMethod, err, start)
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c *ctxStream) Context() context.Context { return c.ctx }
+
+func (s *Server) mapError(ctx context.Context, method string, err error, start time.Time) error {
+	st := toStatus(err)
+	if s.lg.Core().Enabled(zap.DebugLevel) || status.Code(st) == codes.Internal {
+		fields := []zap.Field{zap.String("method", method), zap.Duration("duration", time.Since(start)), zap.Stringer("code", status.Code(st))}
+		if p, ok := peer.FromContext(ctx); ok {
+			fields = append(fields, zap.Stringer("peer", p.Addr))
+		}
+		if status.Code(st) == codes.Internal {
+			s.lg.Error("request failed", append(fields, zap.Error(err))...)
+		} else {
+			s.lg.Debug("request", append(fields, zap.Error(err))...)
+		}
+	}
+	return st
+}

@@ -1,0 +1,307 @@
+package server
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	eslog "github.com/esdhq/esd/internal/log"
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+)
+
+// Limits of API.md.
+const (
+	maxStreamNameBytes  = 512
+	maxTypeBytes        = 256
+	maxContentTypeBytes = 256
+	maxMetadataBytes    = 64 << 10
+	maxTags             = 32
+	maxTagBytes         = 128
+	maxMultiEntries     = 128
+	maxFilterPrefixes   = 32
+	maxPageSize         = 1000
+	defaultPageSize     = 100
+)
+
+// Limits are the configurable request limits.
+type Limits struct {
+	// MaxEventBytes bounds an event's data (EVENT_TOO_LARGE).
+	MaxEventBytes int
+	// MaxAppendBytes bounds the events of one Append or AppendMulti, data
+	// and metadata together (REQUEST_TOO_LARGE).
+	MaxAppendBytes int
+}
+
+// DefaultLimits are API.md's defaults.
+var DefaultLimits = Limits{MaxEventBytes: 1 << 20, MaxAppendBytes: 16 << 20}
+
+// validator collects every bad field of a request.
+type validator struct {
+	lim        Limits
+	stream     string
+	reason     string
+	violations []*errdetails.BadRequest_FieldViolation
+}
+
+func (v *validator) bad(reason, field, format string, args ...any) {
+	if v.reason == "" {
+		v.reason = reason
+	}
+	v.violations = append(v.violations, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) err() error {
+	if len(v.violations) == 0 {
+		return nil
+	}
+	return &invalidError{reason: v.reason, stream: v.stream, violations: v.violations}
+}
+
+// streamName checks a stream name; system names ("$...") only for reads.
+func (v *validator) streamName(field, name string, write bool) {
+	switch {
+	case name == "":
+		v.bad(reasonInvalidArgument, field, "stream name is empty")
+	case len(name) > maxStreamNameBytes:
+		v.bad(reasonInvalidArgument, field, "stream name of %d bytes, at most %d", len(name), maxStreamNameBytes)
+	case !printableUTF8(name):
+		v.bad(reasonInvalidArgument, field, "stream name must be UTF-8 without control characters")
+	case write && name[0] == '$':
+		v.bad(reasonInvalidArgument, field, "stream names starting with $ are reserved for system streams")
+	}
+}
+
+func printableUTF8(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// expectation converts the expected_revision oneof (nil means any).
+func expectation(x any) eslog.Expectation {
+	switch e := x.(type) {
+	case *esdv1.AppendRequest_NoStream, *esdv1.DeleteStreamRequest_NoStream:
+		return eslog.Expectation{Kind: eslog.ExpectNoStream}
+	case *esdv1.AppendRequest_StreamExists, *esdv1.DeleteStreamRequest_StreamExists:
+		return eslog.Expectation{Kind: eslog.ExpectExists}
+	case *esdv1.AppendRequest_Exact:
+		return eslog.Expectation{Kind: eslog.ExpectExact, Revision: e.Exact}
+	case *esdv1.DeleteStreamRequest_Exact:
+		return eslog.Expectation{Kind: eslog.ExpectExact, Revision: e.Exact}
+	default:
+		return eslog.Expectation{Kind: eslog.ExpectAny}
+	}
+}
+
+// appendOp validates one AppendRequest (field names under prefix) and
+// converts it; ids collects the ids seen so far, to refuse repeats.
+func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[16]byte]string, total *int) AppendOp {
+	if v.stream == "" {
+		v.stream = req.GetStream()
+	}
+	v.streamName(prefix+"stream", req.GetStream(), true)
+	op := AppendOp{Stream: req.GetStream(), Expect: expectation(req.GetExpectedRevision())}
+	if len(req.GetEvents()) > 0 {
+		op.Events = make([]eslog.Event, len(req.GetEvents()))
+	}
+	for i, pe := range req.GetEvents() {
+		f := fmt.Sprintf("%sevents[%d].", prefix, i)
+		ev := &op.Events[i]
+		if pe.GetId() != "" {
+			id, err := parseID(pe.GetId())
+			if err != nil {
+				v.bad(reasonInvalidArgument, f+"id", "%v", err)
+			} else if first, dup := ids[id]; dup {
+				v.bad(reasonInvalidArgument, f+"id", "event id repeats %s", first)
+			} else {
+				ids[id] = f + "id"
+				ev.ID = id
+				op.ClientIDs++
+			}
+		} else {
+			ev.ID = eslog.NewEventID()
+		}
+		switch t := pe.GetType(); {
+		case t == "":
+			v.bad(reasonInvalidArgument, f+"type", "event type is required")
+		case len(t) > maxTypeBytes:
+			v.bad(reasonInvalidArgument, f+"type", "event type of %d bytes, at most %d", len(t), maxTypeBytes)
+		case !printableUTF8(t):
+			v.bad(reasonInvalidArgument, f+"type", "event type must be UTF-8 without control characters")
+		}
+		if n := len(pe.GetData()); n > v.lim.MaxEventBytes {
+			v.bad(reasonEventTooLarge, f+"data", "event data of %d bytes, at most %d", n, v.lim.MaxEventBytes)
+		}
+		if n := len(pe.GetMetadata()); n > maxMetadataBytes {
+			v.bad(reasonEventTooLarge, f+"metadata", "event metadata of %d bytes, at most %d", n, maxMetadataBytes)
+		}
+		ct := pe.GetContentType()
+		if len(ct) > maxContentTypeBytes || !printableUTF8(ct) {
+			v.bad(reasonInvalidArgument, f+"content_type", "content type must be at most %d bytes of UTF-8 without control characters", maxContentTypeBytes)
+		}
+		if ct == defaultContentType {
+			ct = "" // stored as empty, read back as the default
+		}
+		if len(pe.GetTags()) > maxTags {
+			v.bad(reasonInvalidArgument, f+"tags", "%d tags, at most %d", len(pe.GetTags()), maxTags)
+		}
+		for j, tag := range pe.GetTags() {
+			if tag == "" || len(tag) > maxTagBytes || !printableUTF8(tag) {
+				v.bad(reasonInvalidArgument, fmt.Sprintf("%stags[%d]", f, j), "a tag is 1 to %d bytes of UTF-8 without control characters", maxTagBytes)
+			}
+		}
+		ev.Type, ev.ContentType, ev.Tags = pe.GetType(), ct, pe.GetTags()
+		ev.Data, ev.Metadata = pe.GetData(), pe.GetMetadata()
+		*total += len(ev.Data) + len(ev.Metadata)
+	}
+	return op
+}
+
+func (v *validator) checkTotal(total int) {
+	if total > v.lim.MaxAppendBytes {
+		v.bad(reasonRequestTooLarge, "events", "events of %d bytes in all, at most %d in one request", total, v.lim.MaxAppendBytes)
+	}
+}
+
+const defaultContentType = "application/octet-stream"
+
+// parseID parses a UUID in canonical 36-character form only.
+func parseID(s string) ([16]byte, error) {
+	var id [16]byte
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return id, fmt.Errorf("event id %q is not a UUID in canonical 36-character form", truncate(s, 64))
+	}
+	var hexs [32]byte
+	copy(hexs[0:8], s[0:8])
+	copy(hexs[8:12], s[9:13])
+	copy(hexs[12:16], s[14:18])
+	copy(hexs[16:20], s[19:23])
+	copy(hexs[20:32], s[24:36])
+	if _, err := hex.Decode(id[:], hexs[:]); err != nil {
+		return id, fmt.Errorf("event id %q is not a UUID in canonical 36-character form", truncate(s, 64))
+	}
+	if id == [16]byte{} {
+		return id, fmt.Errorf("event id is the nil UUID")
+	}
+	return id, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "..."
+}
+
+// validateAppend validates an AppendRequest.
+func validateAppend(lim Limits, req *esdv1.AppendRequest) (AppendOp, error) {
+	v := validator{lim: lim}
+	total := 0
+	op := v.appendOp("", req, make(map[[16]byte]string), &total)
+	v.checkTotal(total)
+	return op, v.err()
+}
+
+// validateAppendMulti validates an AppendMultiRequest.
+func validateAppendMulti(lim Limits, req *esdv1.AppendMultiRequest) ([]AppendOp, error) {
+	v := validator{lim: lim}
+	n := len(req.GetAppends())
+	switch {
+	case n == 0:
+		v.bad(reasonInvalidArgument, "appends", "no appends")
+	case n > maxMultiEntries:
+		v.bad(reasonInvalidArgument, "appends", "%d appends, at most %d", n, maxMultiEntries)
+		return nil, v.err()
+	}
+	ids := make(map[[16]byte]string)
+	streams := make(map[string]int)
+	ops := make([]AppendOp, n)
+	total := 0
+	for i, a := range req.GetAppends() {
+		prefix := fmt.Sprintf("appends[%d].", i)
+		ops[i] = v.appendOp(prefix, a, ids, &total)
+		if j, dup := streams[a.GetStream()]; dup && a.GetStream() != "" {
+			v.bad(reasonInvalidArgument, prefix+"stream", "stream %q appears in appends[%d] too: a stream may appear once", truncate(a.GetStream(), 64), j)
+		}
+		streams[a.GetStream()] = i
+	}
+	v.checkTotal(total)
+	return ops, v.err()
+}
+
+func validateDelete(req *esdv1.DeleteStreamRequest) (eslog.Expectation, eslog.DeleteMode, error) {
+	v := validator{stream: req.GetStream()}
+	v.streamName("stream", req.GetStream(), true)
+	mode := eslog.DeleteSoft
+	if req.GetTombstone() {
+		mode = eslog.DeleteTombstone
+	}
+	return expectation(req.GetExpectedRevision()), mode, v.err()
+}
+
+func validateDirection(v *validator, d esdv1.ReadDirection) bool {
+	switch d {
+	case esdv1.ReadDirection_READ_DIRECTION_UNSPECIFIED, esdv1.ReadDirection_READ_DIRECTION_FORWARD:
+		return false
+	case esdv1.ReadDirection_READ_DIRECTION_BACKWARD:
+		return true
+	default:
+		v.bad(reasonInvalidArgument, "direction", "unknown direction %d", d)
+		return false
+	}
+}
+
+func validateReadStream(req *esdv1.ReadStreamRequest) (eslog.StreamQuery, error) {
+	v := validator{stream: req.GetStream()}
+	v.streamName("stream", req.GetStream(), false)
+	q := eslog.StreamQuery{
+		Stream:   req.GetStream(),
+		From:     req.GetFromRevision(),
+		FromSet:  req.FromRevision != nil,
+		Backward: validateDirection(&v, req.GetDirection()),
+		Max:      req.GetMaxCount(),
+	}
+	return q, v.err()
+}
+
+func validateFilter(v *validator, f *esdv1.Filter) (streams, types []string) {
+	check := func(field string, ps []string) {
+		if len(ps) > maxFilterPrefixes {
+			v.bad(reasonInvalidArgument, field, "%d prefixes, at most %d", len(ps), maxFilterPrefixes)
+		}
+		for i, p := range ps {
+			if p == "" || len(p) > maxStreamNameBytes || !printableUTF8(p) {
+				v.bad(reasonInvalidArgument, fmt.Sprintf("%s[%d]", field, i), "a prefix is 1 to %d bytes of UTF-8 without control characters", maxStreamNameBytes)
+			}
+		}
+	}
+	check("filter.stream_prefixes", f.GetStreamPrefixes())
+	check("filter.event_type_prefixes", f.GetEventTypePrefixes())
+	return f.GetStreamPrefixes(), f.GetEventTypePrefixes()
+}
+
+func validateReadAll(req *esdv1.ReadAllRequest) (eslog.AllQuery, error) {
+	var v validator
+	q := eslog.AllQuery{
+		From:     req.GetFromPosition(),
+		Backward: validateDirection(&v, req.GetDirection()),
+		Max:      req.GetMaxCount(),
+	}
+	if req.FromPosition != nil && q.From == 0 {
+		if q.Backward {
+			v.bad(reasonInvalidArgument, "from_position", "positions start at 1; backward from 0 reads nothing")
+		}
+		q.From = 1 // forward from 0 is from the start
+	}
+	q.StreamPrefixes, q.TypePrefixes = validateFilter(&v, req.GetFilter())
+	return q, v.err()
+}
