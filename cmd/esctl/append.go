@@ -203,7 +203,7 @@ func (a *app) appendData(args []string, file string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
+		defer f.Close() //nolint:errcheck // read-only: a close error loses nothing
 		return readData(f, file)
 	case a.stdin != nil && !isTerminal(a.stdin):
 		return readData(a.stdin, "stdin")

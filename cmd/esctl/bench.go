@@ -762,7 +762,7 @@ func drain[T any, P eventsResponse[T]](rs grpc.ServerStreamingClient[T], follows
 	var prev *esdv1.RecordedEvent
 	for {
 		resp, err := rs.Recv()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return n, inOrder, nil
 		}
 		if err != nil {

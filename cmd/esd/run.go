@@ -40,12 +40,12 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	defer lis.Close()
+	defer lis.Close() //nolint:errcheck // already closed by Serve on the normal path
 	httpLis, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.HTTPListen, err)
 	}
-	defer httpLis.Close()
+	defer httpLis.Close() //nolint:errcheck // already closed by Shutdown on the normal path
 
 	db, err := eslog.Open(cfg.DataDir, eslog.Options{Logger: lg.Named("log"), Registerer: reg, CacheBytes: cfg.CacheBytes})
 	if err != nil {

@@ -233,13 +233,11 @@ func (l *Log) recover() error {
 	for it.First(); it.Valid(); it.Next() {
 		sid, err := decodeStreamKey(it.Key())
 		if err != nil {
-			it.Close()
-			return err
+			return errors.Join(err, it.Close())
 		}
 		s, ok, err := l.state(sid)
 		if err != nil || !ok {
-			it.Close()
-			return errors.Join(err, fmt.Errorf("%w: deleted stream %d has no state", ErrCorrupt, sid))
+			return errors.Join(err, fmt.Errorf("%w: deleted stream %d has no state", ErrCorrupt, sid), it.Close())
 		}
 		deleted[sid] = deletion{truncateBefore: s.TruncateBefore, tombstoned: s.Tombstoned}
 	}

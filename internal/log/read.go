@@ -158,8 +158,7 @@ func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, 
 		UpperBound: appendEventKey(nil, hi+1),
 	})
 	if err != nil {
-		idx.Close()
-		return err
+		return errors.Join(err, idx.Close())
 	}
 	err = l.scanIndex(ctx, idx, evs, s, q, hi, emit)
 	return errors.Join(err, idx.Close(), evs.Close())
@@ -298,7 +297,7 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 		if err != nil {
 			return fmt.Errorf("position %d: %w", pos, err)
 		}
-		if filtered && !(hasAnyPrefix(name, q.StreamPrefixes) && hasAnyPrefixBytes(view.typ, q.TypePrefixes)) {
+		if filtered && (!hasAnyPrefix(name, q.StreamPrefixes) || !hasAnyPrefixBytes(view.typ, q.TypePrefixes)) {
 			sinceMatch++
 			if checkpoint != nil && q.CheckpointEvery > 0 && sinceMatch >= uint64(q.CheckpointEvery) {
 				sinceMatch = 0

@@ -39,7 +39,7 @@ type Config struct {
 	// which they are cut. 0 means 10s.
 	GracePeriod time.Duration
 	// MaxConcurrentStreams bounds the RPCs in flight on one connection; 0
-	// means 1024.
+	// means 256.
 	MaxConcurrentStreams uint32
 }
 
@@ -70,7 +70,7 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *S
 		cfg.GracePeriod = 10 * time.Second
 	}
 	if cfg.MaxConcurrentStreams == 0 {
-		cfg.MaxConcurrentStreams = 1024
+		cfg.MaxConcurrentStreams = 256
 	}
 	if lg == nil {
 		lg = zap.NewNop()

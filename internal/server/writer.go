@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	eslog "github.com/esdhq/esd/internal/log"
@@ -64,6 +65,9 @@ var (
 	maxRoundBytes = 32 << 20
 	// stateCacheLen bounds the stream states a shard caches.
 	stateCacheLen = 1 << 18
+	// maxInflightBytes bounds the event bytes the writer holds (queued or
+	// being committed); past it, appends get RESOURCE_EXHAUSTED/OVERLOADED.
+	maxInflightBytes int64 = 256 << 20
 )
 
 var (
@@ -116,6 +120,8 @@ type Writer struct {
 
 	mu      sync.RWMutex // guards closing against sends to the shards
 	closing bool
+
+	inflight atomic.Int64 // event bytes accepted and not yet answered
 }
 
 // NewWriter starts n shards writing to log.
@@ -206,7 +212,11 @@ func (w *Writer) Delete(ctx context.Context, stream string, expect eslog.Expecta
 }
 
 func (w *Writer) submit(ctx context.Context, o *op) (opResult, error) {
+	if err := w.reserve(int64(o.size)); err != nil {
+		return opResult{}, err
+	}
 	if err := w.send(w.shardOf(o.stream), o); err != nil {
+		w.inflight.Add(-int64(o.size))
 		return opResult{}, err
 	}
 	select {
@@ -215,6 +225,22 @@ func (w *Writer) submit(ctx context.Context, o *op) (opResult, error) {
 	case <-ctx.Done():
 		return opResult{}, ctx.Err()
 	}
+}
+
+// reserve takes n bytes of the in-flight budget.
+func (w *Writer) reserve(n int64) error {
+	if w.inflight.Add(n) > maxInflightBytes && n > 0 {
+		w.inflight.Add(-n)
+		return ErrOverloaded
+	}
+	return nil
+}
+
+// answer gives o its result and returns its bytes to the budget: the
+// shard holds nothing of o after this.
+func (w *Writer) answer(o *op, r opResult) {
+	o.done <- r
+	w.inflight.Add(-int64(o.size))
 }
 
 // settle waits until what r reports is durable and visible.
@@ -413,7 +439,7 @@ func (rs *roundState) commit() (retry []*op) {
 		s.inflight = ticket
 		if err != nil { // nothing applied; the log takes no more writes
 			for i := range rs.dec {
-				rs.dec[i].o.done <- opResult{err: err}
+				s.w.answer(rs.dec[i].o, opResult{err: err})
 			}
 			s.cache.clear()
 			return nil
@@ -438,10 +464,10 @@ func (rs *roundState) commit() (retry []*op) {
 		}
 		switch {
 		case d.write != nil && d.write.Err != nil:
-			d.o.done <- opResult{err: d.write.Err}
+			s.w.answer(d.o, opResult{err: d.write.Err})
 		case d.write != nil:
 			s.cache.put(d.write.After)
-			d.o.done <- opResult{append: writeResult(d.write), ticket: ticket}
+			s.w.answer(d.o, opResult{append: writeResult(d.write), ticket: ticket})
 		case d.leader >= 0:
 			lw := rs.dec[d.leader].write
 			r := writeResult(lw)
@@ -449,12 +475,12 @@ func (rs *roundState) commit() (retry []*op) {
 			r.FirstRevision += uint64(d.offset)
 			r.FirstPosition += uint64(d.offset)
 			r.LastRevision, r.LastPosition = r.FirstRevision+n-1, r.FirstPosition+n-1
-			d.o.done <- opResult{append: r, ticket: ticket}
+			s.w.answer(d.o, opResult{append: r, ticket: ticket})
 		default:
 			if d.res.err == nil && rs.touched[d.stream] {
 				d.res.ticket = ticket // its answer includes this round's writes
 			}
-			d.o.done <- d.res
+			s.w.answer(d.o, d.res)
 		}
 	}
 	return retry
@@ -567,7 +593,6 @@ func (rs *roundState) decideAppend(o *op, st *eslog.StreamState) (w *eslog.Write
 // in-round retry of an earlier op (leader), an idempotent retry of a
 // stored append (res), or a conflict (res.err).
 func (rs *roundState) checkIDs(o *op, st *eslog.StreamState) (leader, offset int, res opResult, done bool) {
-	leader = -1
 	evs := o.events
 	inRound := 0
 	for i := range evs {
@@ -706,6 +731,16 @@ type partReady struct {
 }
 
 func (w *Writer) appendMulti(ctx context.Context, ops []AppendOp) ([]AppendResult, error) {
+	var size int64
+	for i := range ops {
+		for j := range ops[i].Events {
+			size += int64(len(ops[i].Events[j].Data) + len(ops[i].Events[j].Metadata))
+		}
+	}
+	if err := w.reserve(size); err != nil {
+		return nil, err
+	}
+	defer w.inflight.Add(-size)
 	byShard := make(map[int]*lockPart)
 	for i := range ops {
 		s := w.shardOf(ops[i].Stream)

@@ -1,0 +1,175 @@
+package log
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// The append benchmarks run on the real file system (b.TempDir) with
+// fsync, like esd. They report events/s; compare BenchmarkLogCommit with
+// BenchmarkPebbleSyncBaseline of the same run (the same bytes written by
+// bare Pebble commits, no esd logic) rather than with figures from
+// another run.
+
+const benchPayload = 256
+
+// BenchmarkPebbleSyncBaseline: 64 goroutines each committing one synced
+// batch per event with the keys an append writes (event, index, id,
+// stream state).
+func BenchmarkPebbleSyncBaseline(b *testing.B) {
+	db, err := pebble.Open(b.TempDir(), &pebble.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	data := make([]byte, benchPayload+64)
+	var pos atomic.Uint64
+	b.SetParallelism(32) // 64 goroutines on 2 CPUs
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var key [32]byte
+		for pb.Next() {
+			p := pos.Add(1)
+			batch := db.NewBatch()
+			_ = batch.Set(appendEventKey(key[:0], p), data, nil)
+			_ = batch.Set(appendIndexKey(key[:0], p%10000, p), data[:8], nil)
+			var id [16]byte
+			binary.BigEndian.PutUint64(id[:], p*0x9e3779b97f4a7c15)
+			_ = batch.Set(appendIDKey(key[:0], id), data[:24], nil)
+			_ = batch.Set(appendStreamKey(key[:0], p%10000), data[:60], nil)
+			if err := batch.Commit(pebble.Sync); err != nil {
+				b.Error(err)
+				return
+			}
+			_ = batch.Close()
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkLogCommit: 64 goroutines, each appending one event per commit
+// to its own streams through Log.Commit and waiting for durability (what
+// a shard does, minus the shard).
+func BenchmarkLogCommit(b *testing.B) {
+	l, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	data := make([]byte, benchPayload)
+	var next atomic.Uint64
+	var mu sync.Mutex // guards states
+	states := make(map[int]StreamState)
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n := next.Add(1)
+			stream := int(n % 10000)
+			mu.Lock()
+			st, ok := states[stream]
+			if ok && st.ID == 0 { // another goroutine is writing it: take a fresh one
+				stream += 10000 + int(n)
+				ok = false
+			}
+			states[stream] = StreamState{} // claimed
+			mu.Unlock()
+			w := &Write{State: st}
+			if !ok {
+				w.State = StreamState{ID: l.NewStreamID(), Name: fmt.Sprintf("bench-%d", stream)}
+				w.New = true
+			}
+			var id [16]byte
+			binary.BigEndian.PutUint64(id[:], n*0x9e3779b97f4a7c15)
+			w.Events = []Event{{ID: id, Type: "Benchmarked", Data: data}}
+			w.CheckIDs, w.LookupEpoch = true, l.IDEpoch()
+			tk, err := l.Commit([]*Write{w}, false)
+			if err == nil && w.Err != nil {
+				err = w.Err
+			}
+			if err == nil {
+				err = tk.Wait(context.Background())
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			mu.Lock()
+			states[stream] = w.After
+			mu.Unlock()
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkReadAll reads $all over b.N events (written first, not timed).
+func BenchmarkReadAll(b *testing.B) {
+	l, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	fillLog(b, l, b.N, 100)
+	b.ResetTimer()
+	n := 0
+	err = l.ReadAll(context.Background(), AllQuery{}, func(*RecordedEvent) error { n++; return nil }, nil)
+	if err != nil || n != b.N {
+		b.Fatalf("read %d of %d: %v", n, b.N, err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkReadStream reads one stream of b.N events among others.
+func BenchmarkReadStream(b *testing.B) {
+	l, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	fillLog(b, l, b.N, 1)
+	b.ResetTimer()
+	n := 0
+	err = l.ReadStream(context.Background(), StreamQuery{Stream: "fill-0"}, func(*RecordedEvent) error { n++; return nil })
+	if err != nil || n != b.N {
+		b.Fatalf("read %d of %d: %v", n, b.N, err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// fillLog writes n events over the given number of streams, 500 a commit.
+func fillLog(b *testing.B, l *Log, n, streams int) {
+	b.Helper()
+	data := make([]byte, benchPayload)
+	states := make([]StreamState, streams)
+	for i := range states {
+		states[i] = StreamState{ID: l.NewStreamID(), Name: fmt.Sprintf("fill-%d", i)}
+	}
+	var tk *Ticket
+	for done := 0; done < n; {
+		k := min(500, n-done)
+		s := done / 500 % streams
+		evs := make([]Event, k)
+		for i := range evs {
+			binary.BigEndian.PutUint64(evs[i].ID[:], uint64(done+i+1))
+			evs[i].Type, evs[i].Data = "Filled", data
+		}
+		w := &Write{State: states[s], New: !states[s].Written, Events: evs}
+		var err error
+		if tk, err = l.Commit([]*Write{w}, false); err != nil || w.Err != nil {
+			b.Fatal(err, w.Err)
+		}
+		states[s] = w.After
+		done += k
+	}
+	if tk != nil {
+		if err := tk.Wait(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

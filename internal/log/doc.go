@@ -1,0 +1,45 @@
+// Package log is esd's append-only event log on Pebble: the only package
+// that imports Pebble. It owns the key encoding (keys.go), the event
+// record (record.go), stream states (state.go), commits (commit.go) and
+// reads (read.go). It knows nothing about gRPC.
+//
+// # Key spaces
+//
+// One prefix byte per key space, integers fixed-width big-endian:
+//
+//	0x00 name             -> format version, store-wide counts
+//	0x01 pos              -> event record (two CRC32-C checksums)
+//	0x02 sid rev          -> pos              per-stream version index
+//	0x03 stream name      -> sid              names interned to 8-byte ids
+//	0x04 sid              -> stream state     head, deletion, times, name
+//	0x05 event id         -> sid rev pos      durable id index (idempotency)
+//	0x06 sid              -> (empty)          streams with deleted events
+//
+// # Invariants
+//
+//  1. A commit (Commit) is one Pebble batch: all of it or none of it
+//     survives a crash. Commit runs under one lock, which assigns
+//     positions, so positions are contiguous and in commit order, and
+//     Pebble's WAL holds the batches in position order.
+//  2. Commit writes the batch with Pebble's ApplyNoSyncWait and returns;
+//     one syncer goroutine waits for each batch's fsync in order and only
+//     then publishes its positions. Pebble makes a batch readable before
+//     its fsync, so every read is capped at the published position: no
+//     reader sees a position before every position below it is durable.
+//  3. Event ids are unique across the store. The writer looks ids up
+//     (LookupIDs) before deciding an append; Commit checks, under its
+//     lock, the ids committed since that lookup (kept in memory), so two
+//     shards cannot store one id twice.
+//  4. Deleted events stay on disk (until a scavenge, not yet built) and
+//     are hidden from every read: a stream's TruncateBefore hides its
+//     older revisions, and readers of $all skip them using the in-memory
+//     set of streams with deletions, loaded at Open from 0x06.
+//  5. Open reads only the last keys of the event and stream spaces, the
+//     counts and the deleted streams: no scan of the events.
+//
+// # Concurrency
+//
+// Log is safe for concurrent use. Lock order: commitMu, then pubMu. The
+// syncer goroutine is started by Open and stopped by Close, which first
+// refuses new commits and waits until every applied batch is answered.
+package log
