@@ -311,7 +311,7 @@ type commitState struct {
 	events    int
 	bytes     int
 	key       [32]byte
-	val       [24]byte
+	val       [40]byte
 }
 
 func (c *commitState) apply(w *Write) {
@@ -324,19 +324,20 @@ func (c *commitState) apply(w *Write) {
 	}
 	if len(w.Events) > 0 {
 		rev := s.NextRevision()
+		first, last := rev, rev+uint64(len(w.Events))-1
 		for i := range w.Events {
 			rec := w.record(i)
 			stampRecord(rec, c.now)
 			_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
 			_ = c.b.Set(appendIndexKey(c.key[:0], s.ID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
-			_ = c.b.Set(appendIDKey(c.key[:0], w.Events[i].ID), appendIDValue(c.val[:0], idLoc{sid: s.ID, rev: rev, pos: c.pos}), nil)
+			_ = c.b.Set(appendIDKey(c.key[:0], w.Events[i].ID), appendIDValue(c.val[:0], idLoc{sid: s.ID, rev: rev, pos: c.pos, first: first, last: last}), nil)
 			c.ids = append(c.ids, w.Events[i].ID)
 			c.bytes += len(rec)
 			rev++
 			c.pos++
 		}
 		c.events += len(w.Events)
-		if !s.Written {
+		if !s.Written || s.Created == 0 { // a state predicted by the writer has no time yet
 			s.Created = c.now
 		}
 		s.Written = true
@@ -381,7 +382,7 @@ func (c *commitState) delete(s *StreamState, mode DeleteMode) {
 	stampRecord(rec, c.now)
 	_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
 	_ = c.b.Set(appendIndexKey(c.key[:0], deletedStreamID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
-	_ = c.b.Set(appendIDKey(c.key[:0], ev.ID), appendIDValue(c.val[:0], idLoc{sid: deletedStreamID, rev: rev, pos: c.pos}), nil)
+	_ = c.b.Set(appendIDKey(c.key[:0], ev.ID), appendIDValue(c.val[:0], idLoc{sid: deletedStreamID, rev: rev, pos: c.pos, first: rev, last: rev}), nil)
 	c.ids = append(c.ids, ev.ID)
 	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)
 	if c.sysNw {

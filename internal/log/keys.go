@@ -115,24 +115,36 @@ func decodeU64(v []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// idLoc is where an event id is stored.
+// idLoc is where an event id is stored, and which append stored it
+// (revisions first..last of the stream): a retry must repeat a whole
+// append to be one.
 type idLoc struct {
 	sid, rev, pos uint64
+	first, last   uint64
 }
 
+// appendIDValue encodes l: sid(8) rev(8) pos(8) first(8) last(8).
 func appendIDValue(dst []byte, l idLoc) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, l.sid)
 	dst = binary.BigEndian.AppendUint64(dst, l.rev)
-	return binary.BigEndian.AppendUint64(dst, l.pos)
+	dst = binary.BigEndian.AppendUint64(dst, l.pos)
+	dst = binary.BigEndian.AppendUint64(dst, l.first)
+	return binary.BigEndian.AppendUint64(dst, l.last)
 }
 
 func decodeIDValue(v []byte) (idLoc, error) {
-	if len(v) != 24 {
+	if len(v) != 40 {
 		return idLoc{}, fmt.Errorf("%w: id value of %d bytes", ErrCorrupt, len(v))
 	}
-	return idLoc{
-		sid: binary.BigEndian.Uint64(v[0:8]),
-		rev: binary.BigEndian.Uint64(v[8:16]),
-		pos: binary.BigEndian.Uint64(v[16:24]),
-	}, nil
+	l := idLoc{
+		sid:   binary.BigEndian.Uint64(v[0:8]),
+		rev:   binary.BigEndian.Uint64(v[8:16]),
+		pos:   binary.BigEndian.Uint64(v[16:24]),
+		first: binary.BigEndian.Uint64(v[24:32]),
+		last:  binary.BigEndian.Uint64(v[32:40]),
+	}
+	if l.first > l.rev || l.rev > l.last {
+		return idLoc{}, fmt.Errorf("%w: id value: revision %d outside its append %d..%d", ErrCorrupt, l.rev, l.first, l.last)
+	}
+	return l, nil
 }

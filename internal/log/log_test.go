@@ -281,7 +281,7 @@ func TestLookupIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []IDLocation{{Found: true, StreamID: w.State.ID, Revision: 1, Position: 2}, {}}
+	want := []IDLocation{{Found: true, StreamID: w.State.ID, Revision: 1, Position: 2, AppendFirst: 0, AppendLast: 1}, {}}
 	if diff := cmp.Diff(want, locs); diff != "" {
 		t.Fatal(diff)
 	}

@@ -60,6 +60,9 @@ type IDLocation struct {
 	StreamID uint64
 	Revision uint64
 	Position uint64
+	// AppendFirst and AppendLast are the revisions of the first and last
+	// events of the append that stored it.
+	AppendFirst, AppendLast uint64
 }
 
 // LookupIDs finds where each id is stored, including writes applied but
@@ -79,7 +82,7 @@ func (l *Log) LookupIDs(ids [][16]byte) ([]IDLocation, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[i] = IDLocation{Found: true, StreamID: loc.sid, Revision: loc.rev, Position: loc.pos}
+		out[i] = IDLocation{Found: true, StreamID: loc.sid, Revision: loc.rev, Position: loc.pos, AppendFirst: loc.first, AppendLast: loc.last}
 	}
 	return out, nil
 }
@@ -376,9 +379,14 @@ func (l *Log) streamName(sid uint64) (string, error) {
 func (l *Log) ListStreams(ctx context.Context, prefix, after string, limit int) (out []StreamState, more bool, err error) {
 	lower := appendNameKey(nil, prefix)
 	if after != "" {
-		lower = append(appendNameKey(nil, after), 0) // the least key after it
+		if a := append(appendNameKey(nil, after), 0); bytes.Compare(a, lower) > 0 { // the least key after it
+			lower = a
+		}
 	}
 	upper := prefixEnd(appendNameKey(nil, prefix))
+	if upper != nil && bytes.Compare(lower, upper) >= 0 {
+		return nil, false, nil // the token is past every name with the prefix
+	}
 	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, false, err

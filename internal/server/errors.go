@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	eslog "github.com/esdhq/esd/internal/log"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -138,8 +139,8 @@ func reasonOf(err error) string {
 func withReason(c codes.Code, msg, reason, stream string, extra ...protoadapt.MessageV1) error {
 	st := status.New(c, msg)
 	info := &errdetails.ErrorInfo{Domain: "esd", Reason: reason}
-	if stream != "" {
-		info.Metadata = map[string]string{"stream": stream}
+	if stream != "" { // a bad name may be bad UTF-8, which a proto string cannot carry
+		info.Metadata = map[string]string{"stream": strings.ToValidUTF8(stream, "\uFFFD")}
 	}
 	details := append([]protoadapt.MessageV1{info}, extra...)
 	if d, derr := st.WithDetails(details...); derr == nil {

@@ -41,7 +41,8 @@ var DefaultLimits = Limits{MaxEventBytes: 1 << 20, MaxAppendBytes: 16 << 20}
 // validator collects every bad field of a request.
 type validator struct {
 	lim        Limits
-	stream     string
+	cur        string // the stream of the entry being validated
+	stream     string // the stream of the first violation (ErrorInfo metadata)
 	reason     string
 	violations []*errdetails.BadRequest_FieldViolation
 }
@@ -49,6 +50,9 @@ type validator struct {
 func (v *validator) bad(reason, field, format string, args ...any) {
 	if v.reason == "" {
 		v.reason = reason
+		if v.cur != "" {
+			v.stream = v.cur
+		}
 	}
 	v.violations = append(v.violations, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
 }
@@ -105,9 +109,7 @@ func expectation(x any) eslog.Expectation {
 // appendOp validates one AppendRequest (field names under prefix) and
 // converts it; ids collects the ids seen so far, to refuse repeats.
 func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[16]byte]string, total *int) AppendOp {
-	if v.stream == "" {
-		v.stream = req.GetStream()
-	}
+	v.cur = req.GetStream()
 	v.streamName(prefix+"stream", req.GetStream(), true)
 	op := AppendOp{Stream: req.GetStream(), Expect: expectation(req.GetExpectedRevision())}
 	if len(req.GetEvents()) > 0 {
@@ -166,9 +168,9 @@ func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[1
 	return op
 }
 
-func (v *validator) checkTotal(total int) {
+func (v *validator) checkTotal(field string, total int) {
 	if total > v.lim.MaxAppendBytes {
-		v.bad(reasonRequestTooLarge, "events", "events of %d bytes in all, at most %d in one request", total, v.lim.MaxAppendBytes)
+		v.bad(reasonRequestTooLarge, field, "events of %d bytes in all, at most %d in one request", total, v.lim.MaxAppendBytes)
 	}
 }
 
@@ -207,7 +209,7 @@ func validateAppend(lim Limits, req *esdv1.AppendRequest) (AppendOp, error) {
 	v := validator{lim: lim}
 	total := 0
 	op := v.appendOp("", req, make(map[[16]byte]string), &total)
-	v.checkTotal(total)
+	v.checkTotal("events", total)
 	return op, v.err()
 }
 
@@ -234,7 +236,8 @@ func validateAppendMulti(lim Limits, req *esdv1.AppendMultiRequest) ([]AppendOp,
 		}
 		streams[a.GetStream()] = i
 	}
-	v.checkTotal(total)
+	v.cur = "" // the total is no one entry's fault
+	v.checkTotal("appends", total)
 	return ops, v.err()
 }
 

@@ -603,7 +603,9 @@ func (rs *roundState) checkIDs(o *op, st *eslog.StreamState) (leader, offset int
 	if inRound > 0 {
 		first := rs.ids[evs[0].ID]
 		ld := &rs.dec[first.dec]
-		same := inRound == len(evs) && o.clientIDs == len(evs) && ld.stream == o.stream
+		// A retry repeats a whole append: the same ids, in order, no more.
+		same := inRound == len(evs) && o.clientIDs == len(evs) && ld.stream == o.stream &&
+			first.event == 0 && len(ld.o.events) == len(evs)
 		for i := 1; same && i < len(evs); i++ {
 			r := rs.ids[evs[i].ID]
 			same = r.dec == first.dec && r.event == first.event+i
@@ -631,7 +633,10 @@ func (rs *roundState) checkIDs(o *op, st *eslog.StreamState) (leader, offset int
 	if found == 0 {
 		return -1, 0, res, false
 	}
-	replay := found == len(evs) && o.clientIDs == len(evs) && st.ID != 0
+	// A retry repeats a whole stored append: the same ids, in the same
+	// order, from its first event to its last.
+	replay := found == len(evs) && o.clientIDs == len(evs) && st.ID != 0 &&
+		locs[0].Revision == locs[0].AppendFirst && locs[len(locs)-1].Revision == locs[0].AppendLast
 	for i, l := range locs {
 		replay = replay && l.StreamID == st.ID && l.Revision == locs[0].Revision+uint64(i)
 	}

@@ -64,25 +64,25 @@ func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
 type GetServerInfoResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The esd version (a release tag or "dev").
-	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,1,opt,name=version" json:"version,omitempty"`
 	// How long the server has been running.
-	Uptime *durationpb.Duration `protobuf:"bytes,2,opt,name=uptime,proto3" json:"uptime,omitempty"`
+	Uptime *durationpb.Duration `protobuf:"bytes,2,opt,name=uptime" json:"uptime,omitempty"`
 	// The data directory, as given to --data-dir.
-	DataDir string `protobuf:"bytes,3,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"`
+	DataDir string `protobuf:"bytes,3,opt,name=data_dir,json=dataDir" json:"data_dir,omitempty"`
 	// The last position of $all visible to readers (0 for an empty store).
-	LastPosition uint64 `protobuf:"varint,4,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	LastPosition uint64 `protobuf:"varint,4,opt,name=last_position,json=lastPosition" json:"last_position,omitempty"`
 	// Streams with visible events.
-	StreamCount uint64 `protobuf:"varint,5,opt,name=stream_count,json=streamCount,proto3" json:"stream_count,omitempty"`
+	StreamCount uint64 `protobuf:"varint,5,opt,name=stream_count,json=streamCount" json:"stream_count,omitempty"`
 	// Visible events, over all streams (system streams included).
-	EventCount uint64 `protobuf:"varint,6,opt,name=event_count,json=eventCount,proto3" json:"event_count,omitempty"`
+	EventCount uint64 `protobuf:"varint,6,opt,name=event_count,json=eventCount" json:"event_count,omitempty"`
 	// Bytes the store takes on disk.
-	DiskBytes uint64 `protobuf:"varint,7,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	DiskBytes uint64 `protobuf:"varint,7,opt,name=disk_bytes,json=diskBytes" json:"disk_bytes,omitempty"`
 	// When the server started.
-	Started *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started,proto3" json:"started,omitempty"`
+	Started *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started" json:"started,omitempty"`
 	// The version control commit esd was built from, or "unknown".
-	Commit string `protobuf:"bytes,9,opt,name=commit,proto3" json:"commit,omitempty"`
+	Commit string `protobuf:"bytes,9,opt,name=commit" json:"commit,omitempty"`
 	// The number of writer shards (--shards).
-	Shards        uint32 `protobuf:"varint,10,opt,name=shards,proto3" json:"shards,omitempty"`
+	Shards        uint32 `protobuf:"varint,10,opt,name=shards" json:"shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -208,7 +208,7 @@ const file_esd_v1_admin_service_proto_rawDesc = "" +
 	"\x06shards\x18\n" +
 	" \x01(\rR\x06shards2\\\n" +
 	"\fAdminService\x12L\n" +
-	"\rGetServerInfo\x12\x1c.esd.v1.GetServerInfoRequest\x1a\x1d.esd.v1.GetServerInfoResponseB)Z'github.com/esdhq/esd/proto/esd/v1;esdv1b\x06proto3"
+	"\rGetServerInfo\x12\x1c.esd.v1.GetServerInfoRequest\x1a\x1d.esd.v1.GetServerInfoResponseB0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_esd_v1_admin_service_proto_rawDescOnce sync.Once

@@ -114,19 +114,19 @@ type isExpectedRevision_Kind interface {
 }
 
 type ExpectedRevision_Any struct {
-	Any *emptypb.Empty `protobuf:"bytes,1,opt,name=any,proto3,oneof"`
+	Any *emptypb.Empty `protobuf:"bytes,1,opt,name=any,oneof"`
 }
 
 type ExpectedRevision_NoStream struct {
-	NoStream *emptypb.Empty `protobuf:"bytes,2,opt,name=no_stream,json=noStream,proto3,oneof"`
+	NoStream *emptypb.Empty `protobuf:"bytes,2,opt,name=no_stream,json=noStream,oneof"`
 }
 
 type ExpectedRevision_StreamExists struct {
-	StreamExists *emptypb.Empty `protobuf:"bytes,3,opt,name=stream_exists,json=streamExists,proto3,oneof"`
+	StreamExists *emptypb.Empty `protobuf:"bytes,3,opt,name=stream_exists,json=streamExists,oneof"`
 }
 
 type ExpectedRevision_Exact struct {
-	Exact uint64 `protobuf:"varint,4,opt,name=exact,proto3,oneof"`
+	Exact uint64 `protobuf:"varint,4,opt,name=exact,oneof"`
 }
 
 func (*ExpectedRevision_Any) isExpectedRevision_Kind() {}
@@ -141,19 +141,19 @@ func (*ExpectedRevision_Exact) isExpectedRevision_Kind() {}
 // error: the condition did not hold and nothing was written.
 type WrongExpectedRevision struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
-	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Stream string                 `protobuf:"bytes,1,opt,name=stream" json:"stream,omitempty"`
 	// What the request expected.
-	Expected *ExpectedRevision `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
+	Expected *ExpectedRevision `protobuf:"bytes,2,opt,name=expected" json:"expected,omitempty"`
 	// The stream's head; meaningful only when stream_exists.
-	ActualHead uint64 `protobuf:"varint,3,opt,name=actual_head,json=actualHead,proto3" json:"actual_head,omitempty"`
+	ActualHead uint64 `protobuf:"varint,3,opt,name=actual_head,json=actualHead" json:"actual_head,omitempty"`
 	// The stream has visible events.
-	StreamExists bool `protobuf:"varint,4,opt,name=stream_exists,json=streamExists,proto3" json:"stream_exists,omitempty"`
+	StreamExists bool `protobuf:"varint,4,opt,name=stream_exists,json=streamExists" json:"stream_exists,omitempty"`
 	// The conflict delta: the first visible events after the expected revision
 	// (after nothing, for no_stream), at most 16 events or 256 KiB, so that a
 	// caller can re-decide without another read.
-	EventsSince []*RecordedEvent `protobuf:"bytes,5,rep,name=events_since,json=eventsSince,proto3" json:"events_since,omitempty"`
+	EventsSince []*RecordedEvent `protobuf:"bytes,5,rep,name=events_since,json=eventsSince" json:"events_since,omitempty"`
 	// More events follow events_since than were sent.
-	Truncated     bool `protobuf:"varint,6,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Truncated     bool `protobuf:"varint,6,opt,name=truncated" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -248,7 +248,7 @@ const file_esd_v1_errors_proto_rawDesc = "" +
 	"actualHead\x12#\n" +
 	"\rstream_exists\x18\x04 \x01(\bR\fstreamExists\x128\n" +
 	"\fevents_since\x18\x05 \x03(\v2\x15.esd.v1.RecordedEventR\veventsSince\x12\x1c\n" +
-	"\ttruncated\x18\x06 \x01(\bR\ttruncatedB)Z'github.com/esdhq/esd/proto/esd/v1;esdv1b\x06proto3"
+	"\ttruncated\x18\x06 \x01(\bR\ttruncatedB0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_esd_v1_errors_proto_rawDescOnce sync.Once

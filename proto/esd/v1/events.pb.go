@@ -87,17 +87,17 @@ type ProposedEvent struct {
 	// UUIDv7. A client that sets it gets idempotent retries: an append whose
 	// ids are already stored on the stream, in the same order, stores nothing
 	// and returns the original result.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// What happened, e.g. "ProductRenamed". Required.
-	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Type string `protobuf:"bytes,2,opt,name=type" json:"type,omitempty"`
 	// The event's payload, opaque to the server.
-	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,3,opt,name=data" json:"data,omitempty"`
 	// Opaque metadata (correlation ids, user, ...).
-	Metadata []byte `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata []byte `protobuf:"bytes,4,opt,name=metadata" json:"metadata,omitempty"`
 	// The media type of data; empty means "application/octet-stream".
-	ContentType string `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	ContentType string `protobuf:"bytes,5,opt,name=content_type,json=contentType" json:"content_type,omitempty"`
 	// Stored and returned as given, for indexing features to come.
-	Tags          []string `protobuf:"bytes,6,rep,name=tags,proto3" json:"tags,omitempty"`
+	Tags          []string `protobuf:"bytes,6,rep,name=tags" json:"tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -178,21 +178,21 @@ func (x *ProposedEvent) GetTags() []string {
 type RecordedEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The event id, canonical UUID text.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// The stream the event belongs to.
-	Stream string `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
+	Stream string `protobuf:"bytes,2,opt,name=stream" json:"stream,omitempty"`
 	// The event's place in its stream; the first event is revision 0.
-	Revision uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,3,opt,name=revision" json:"revision,omitempty"`
 	// The event's place in the global log ($all); the first event ever is 1.
-	Position uint64 `protobuf:"varint,4,opt,name=position,proto3" json:"position,omitempty"`
-	Type     string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
-	Data     []byte `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
-	Metadata []byte `protobuf:"bytes,7,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Position uint64 `protobuf:"varint,4,opt,name=position" json:"position,omitempty"`
+	Type     string `protobuf:"bytes,5,opt,name=type" json:"type,omitempty"`
+	Data     []byte `protobuf:"bytes,6,opt,name=data" json:"data,omitempty"`
+	Metadata []byte `protobuf:"bytes,7,opt,name=metadata" json:"metadata,omitempty"`
 	// Never empty: "application/octet-stream" when the append gave none.
-	ContentType string   `protobuf:"bytes,8,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
-	Tags        []string `protobuf:"bytes,9,rep,name=tags,proto3" json:"tags,omitempty"`
+	ContentType string   `protobuf:"bytes,8,opt,name=content_type,json=contentType" json:"content_type,omitempty"`
+	Tags        []string `protobuf:"bytes,9,rep,name=tags" json:"tags,omitempty"`
 	// The server's commit time: every event of one commit has the same time.
-	Created       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created,proto3" json:"created,omitempty"`
+	Created       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created" json:"created,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -300,23 +300,23 @@ func (x *RecordedEvent) GetCreated() *timestamppb.Timestamp {
 // StreamInfo describes one stream.
 type StreamInfo struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
-	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Stream string                 `protobuf:"bytes,1,opt,name=stream" json:"stream,omitempty"`
 	// The revision of the last event ever appended (also after a soft delete,
 	// so a caller knows where revisions will continue). Meaningful only when
 	// the stream was ever written (created is set).
-	Head uint64 `protobuf:"varint,2,opt,name=head,proto3" json:"head,omitempty"`
+	Head uint64 `protobuf:"varint,2,opt,name=head" json:"head,omitempty"`
 	// The stream has at least one visible event.
-	Exists bool `protobuf:"varint,3,opt,name=exists,proto3" json:"exists,omitempty"`
+	Exists bool `protobuf:"varint,3,opt,name=exists" json:"exists,omitempty"`
 	// Soft-deleted and not appended to since.
-	Deleted bool `protobuf:"varint,4,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Deleted bool `protobuf:"varint,4,opt,name=deleted" json:"deleted,omitempty"`
 	// Deleted forever.
-	Tombstoned bool `protobuf:"varint,5,opt,name=tombstoned,proto3" json:"tombstoned,omitempty"`
+	Tombstoned bool `protobuf:"varint,5,opt,name=tombstoned" json:"tombstoned,omitempty"`
 	// The number of visible events.
-	EventCount uint64 `protobuf:"varint,6,opt,name=event_count,json=eventCount,proto3" json:"event_count,omitempty"`
+	EventCount uint64 `protobuf:"varint,6,opt,name=event_count,json=eventCount" json:"event_count,omitempty"`
 	// When the first event was committed; unset for a stream never written.
-	Created *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created,proto3" json:"created,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created" json:"created,omitempty"`
 	// When the stream last changed (append or delete).
-	Updated       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated,proto3" json:"updated,omitempty"`
+	Updated       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated" json:"updated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -413,8 +413,8 @@ func (x *StreamInfo) GetUpdated() *timestamppb.Timestamp {
 // At most 32 prefixes a list, each 1 to 512 bytes.
 type Filter struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
-	StreamPrefixes    []string               `protobuf:"bytes,1,rep,name=stream_prefixes,json=streamPrefixes,proto3" json:"stream_prefixes,omitempty"`
-	EventTypePrefixes []string               `protobuf:"bytes,2,rep,name=event_type_prefixes,json=eventTypePrefixes,proto3" json:"event_type_prefixes,omitempty"`
+	StreamPrefixes    []string               `protobuf:"bytes,1,rep,name=stream_prefixes,json=streamPrefixes" json:"stream_prefixes,omitempty"`
+	EventTypePrefixes []string               `protobuf:"bytes,2,rep,name=event_type_prefixes,json=eventTypePrefixes" json:"event_type_prefixes,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -506,7 +506,7 @@ const file_esd_v1_events_proto_rawDesc = "" +
 	"\rReadDirection\x12\x1e\n" +
 	"\x1aREAD_DIRECTION_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16READ_DIRECTION_FORWARD\x10\x01\x12\x1b\n" +
-	"\x17READ_DIRECTION_BACKWARD\x10\x02B)Z'github.com/esdhq/esd/proto/esd/v1;esdv1b\x06proto3"
+	"\x17READ_DIRECTION_BACKWARD\x10\x02B0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_esd_v1_events_proto_rawDescOnce sync.Once

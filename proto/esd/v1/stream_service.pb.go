@@ -28,7 +28,7 @@ type AppendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream name: 1 to 512 bytes of UTF-8, no control characters, no
 	// leading "$".
-	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Stream string `protobuf:"bytes,1,opt,name=stream" json:"stream,omitempty"`
 	// The revision the stream must be at; unset means any.
 	//
 	// Types that are valid to be assigned to ExpectedRevision:
@@ -40,7 +40,7 @@ type AppendRequest struct {
 	ExpectedRevision isAppendRequest_ExpectedRevision `protobuf_oneof:"expected_revision"`
 	// The events, written atomically with consecutive revisions. None: the
 	// append only checks the expected revision and returns the head.
-	Events        []*ProposedEvent `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
+	Events        []*ProposedEvent `protobuf:"bytes,6,rep,name=events" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,23 +138,23 @@ type isAppendRequest_ExpectedRevision interface {
 
 type AppendRequest_Any struct {
 	// Always holds.
-	Any *emptypb.Empty `protobuf:"bytes,2,opt,name=any,proto3,oneof"`
+	Any *emptypb.Empty `protobuf:"bytes,2,opt,name=any,oneof"`
 }
 
 type AppendRequest_NoStream struct {
 	// Holds when the stream has no visible events (never written, or
 	// soft-deleted).
-	NoStream *emptypb.Empty `protobuf:"bytes,3,opt,name=no_stream,json=noStream,proto3,oneof"`
+	NoStream *emptypb.Empty `protobuf:"bytes,3,opt,name=no_stream,json=noStream,oneof"`
 }
 
 type AppendRequest_StreamExists struct {
 	// Holds when the stream has at least one visible event.
-	StreamExists *emptypb.Empty `protobuf:"bytes,4,opt,name=stream_exists,json=streamExists,proto3,oneof"`
+	StreamExists *emptypb.Empty `protobuf:"bytes,4,opt,name=stream_exists,json=streamExists,oneof"`
 }
 
 type AppendRequest_Exact struct {
 	// Holds when the stream's head equals it.
-	Exact uint64 `protobuf:"varint,5,opt,name=exact,proto3,oneof"`
+	Exact uint64 `protobuf:"varint,5,opt,name=exact,oneof"`
 }
 
 func (*AppendRequest_Any) isAppendRequest_ExpectedRevision() {}
@@ -171,19 +171,19 @@ type AppendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision of the first event written. For an append of no events,
 	// the head (as last_revision).
-	FirstRevision uint64 `protobuf:"varint,1,opt,name=first_revision,json=firstRevision,proto3" json:"first_revision,omitempty"`
+	FirstRevision uint64 `protobuf:"varint,1,opt,name=first_revision,json=firstRevision" json:"first_revision,omitempty"`
 	// The revision of the last event written: the stream's new head.
-	LastRevision uint64 `protobuf:"varint,2,opt,name=last_revision,json=lastRevision,proto3" json:"last_revision,omitempty"`
+	LastRevision uint64 `protobuf:"varint,2,opt,name=last_revision,json=lastRevision" json:"last_revision,omitempty"`
 	// The position in $all of the first event written; 0 for no events.
-	FirstPosition uint64 `protobuf:"varint,3,opt,name=first_position,json=firstPosition,proto3" json:"first_position,omitempty"`
+	FirstPosition uint64 `protobuf:"varint,3,opt,name=first_position,json=firstPosition" json:"first_position,omitempty"`
 	// The position in $all of the last event written; 0 for no events.
-	LastPosition uint64 `protobuf:"varint,4,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	LastPosition uint64 `protobuf:"varint,4,opt,name=last_position,json=lastPosition" json:"last_position,omitempty"`
 	// The commit time of the events; unset for no events.
-	CommitTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
+	CommitTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=commit_time,json=commitTime" json:"commit_time,omitempty"`
 	// The stream has visible events after the append (always true when events
 	// were written; for an append of no events it says whether the revisions
 	// above mean anything).
-	StreamExists  bool `protobuf:"varint,6,opt,name=stream_exists,json=streamExists,proto3" json:"stream_exists,omitempty"`
+	StreamExists  bool `protobuf:"varint,6,opt,name=stream_exists,json=streamExists" json:"stream_exists,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,7 +264,7 @@ func (x *AppendResponse) GetStreamExists() bool {
 type AppendMultiRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 128 entries, each stream at most once.
-	Appends       []*AppendRequest `protobuf:"bytes,1,rep,name=appends,proto3" json:"appends,omitempty"`
+	Appends       []*AppendRequest `protobuf:"bytes,1,rep,name=appends" json:"appends,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -309,7 +309,7 @@ func (x *AppendMultiRequest) GetAppends() []*AppendRequest {
 // AppendMultiResponse holds one result per entry, in request order.
 type AppendMultiResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*AppendResponse      `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Results       []*AppendResponse      `protobuf:"bytes,1,rep,name=results" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,14 +354,14 @@ func (x *AppendMultiResponse) GetResults() []*AppendResponse {
 // ReadStreamRequest reads one stream.
 type ReadStreamRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
-	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Stream string                 `protobuf:"bytes,1,opt,name=stream" json:"stream,omitempty"`
 	// The first revision to return (inclusive). Unset: 0 when reading
 	// forward, the head when reading backward. A revision before the first
 	// visible one reads from the first visible one.
-	FromRevision *uint64       `protobuf:"varint,2,opt,name=from_revision,json=fromRevision,proto3,oneof" json:"from_revision,omitempty"`
-	Direction    ReadDirection `protobuf:"varint,3,opt,name=direction,proto3,enum=esd.v1.ReadDirection" json:"direction,omitempty"`
+	FromRevision *uint64       `protobuf:"varint,2,opt,name=from_revision,json=fromRevision" json:"from_revision,omitempty"`
+	Direction    ReadDirection `protobuf:"varint,3,opt,name=direction,enum=esd.v1.ReadDirection" json:"direction,omitempty"`
 	// The most events to return; 0 = all.
-	MaxCount      uint64 `protobuf:"varint,4,opt,name=max_count,json=maxCount,proto3" json:"max_count,omitempty"`
+	MaxCount      uint64 `protobuf:"varint,4,opt,name=max_count,json=maxCount" json:"max_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -427,7 +427,7 @@ func (x *ReadStreamRequest) GetMaxCount() uint64 {
 // ReadStreamResponse is one chunk of a stream read.
 type ReadStreamResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*RecordedEvent       `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Events        []*RecordedEvent       `protobuf:"bytes,1,rep,name=events" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -474,13 +474,13 @@ type ReadAllRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The first position to return (inclusive). Unset: the start when reading
 	// forward, the last position when reading backward.
-	FromPosition *uint64       `protobuf:"varint,1,opt,name=from_position,json=fromPosition,proto3,oneof" json:"from_position,omitempty"`
-	Direction    ReadDirection `protobuf:"varint,2,opt,name=direction,proto3,enum=esd.v1.ReadDirection" json:"direction,omitempty"`
+	FromPosition *uint64       `protobuf:"varint,1,opt,name=from_position,json=fromPosition" json:"from_position,omitempty"`
+	Direction    ReadDirection `protobuf:"varint,2,opt,name=direction,enum=esd.v1.ReadDirection" json:"direction,omitempty"`
 	// The most events to return; 0 = all (up to the last position at the
 	// moment the read starts).
-	MaxCount uint64 `protobuf:"varint,3,opt,name=max_count,json=maxCount,proto3" json:"max_count,omitempty"`
+	MaxCount uint64 `protobuf:"varint,3,opt,name=max_count,json=maxCount" json:"max_count,omitempty"`
 	// Only events that match; unset matches everything.
-	Filter        *Filter `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
+	Filter        *Filter `protobuf:"bytes,4,opt,name=filter" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -547,11 +547,11 @@ func (x *ReadAllRequest) GetFilter() *Filter {
 type ReadAllResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Events in position order (of the read's direction).
-	Events []*RecordedEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Events []*RecordedEvent `protobuf:"bytes,1,rep,name=events" json:"events,omitempty"`
 	// Set (non-zero) when a filtered read scanned far without a match, and on
 	// the last message of a filtered read: every position up to it (down to
 	// it, backward) was scanned, so a client can resume after it.
-	Checkpoint    uint64 `protobuf:"varint,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Checkpoint    uint64 `protobuf:"varint,2,opt,name=checkpoint" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -603,7 +603,7 @@ func (x *ReadAllResponse) GetCheckpoint() uint64 {
 // DeleteStreamRequest deletes a stream.
 type DeleteStreamRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
-	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Stream string                 `protobuf:"bytes,1,opt,name=stream" json:"stream,omitempty"`
 	// As in AppendRequest; unset means any.
 	//
 	// Types that are valid to be assigned to ExpectedRevision:
@@ -614,7 +614,7 @@ type DeleteStreamRequest struct {
 	//	*DeleteStreamRequest_Exact
 	ExpectedRevision isDeleteStreamRequest_ExpectedRevision `protobuf_oneof:"expected_revision"`
 	// Delete forever instead of soft-deleting.
-	Tombstone     bool `protobuf:"varint,6,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	Tombstone     bool `protobuf:"varint,6,opt,name=tombstone" json:"tombstone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -711,19 +711,19 @@ type isDeleteStreamRequest_ExpectedRevision interface {
 }
 
 type DeleteStreamRequest_Any struct {
-	Any *emptypb.Empty `protobuf:"bytes,2,opt,name=any,proto3,oneof"`
+	Any *emptypb.Empty `protobuf:"bytes,2,opt,name=any,oneof"`
 }
 
 type DeleteStreamRequest_NoStream struct {
-	NoStream *emptypb.Empty `protobuf:"bytes,3,opt,name=no_stream,json=noStream,proto3,oneof"`
+	NoStream *emptypb.Empty `protobuf:"bytes,3,opt,name=no_stream,json=noStream,oneof"`
 }
 
 type DeleteStreamRequest_StreamExists struct {
-	StreamExists *emptypb.Empty `protobuf:"bytes,4,opt,name=stream_exists,json=streamExists,proto3,oneof"`
+	StreamExists *emptypb.Empty `protobuf:"bytes,4,opt,name=stream_exists,json=streamExists,oneof"`
 }
 
 type DeleteStreamRequest_Exact struct {
-	Exact uint64 `protobuf:"varint,5,opt,name=exact,proto3,oneof"`
+	Exact uint64 `protobuf:"varint,5,opt,name=exact,oneof"`
 }
 
 func (*DeleteStreamRequest_Any) isDeleteStreamRequest_ExpectedRevision() {}
@@ -738,9 +738,9 @@ func (*DeleteStreamRequest_Exact) isDeleteStreamRequest_ExpectedRevision() {}
 type DeleteStreamResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The position of the deletion's "$deleted" event in $all.
-	Position uint64 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	Position uint64 `protobuf:"varint,1,opt,name=position" json:"position,omitempty"`
 	// The commit time of the deletion.
-	CommitTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
+	CommitTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=commit_time,json=commitTime" json:"commit_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -792,7 +792,7 @@ func (x *DeleteStreamResponse) GetCommitTime() *timestamppb.Timestamp {
 // GetStreamRequest names the stream to describe.
 type GetStreamRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Stream        string                 `protobuf:"bytes,1,opt,name=stream" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -839,7 +839,7 @@ func (x *GetStreamRequest) GetStream() string {
 // StreamInfo is wrapped.)
 type GetStreamResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Info          *StreamInfo            `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	Info          *StreamInfo            `protobuf:"bytes,1,opt,name=info" json:"info,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -885,11 +885,11 @@ func (x *GetStreamResponse) GetInfo() *StreamInfo {
 type ListStreamsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only streams whose name starts with it; empty lists all.
-	Prefix string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Prefix string `protobuf:"bytes,1,opt,name=prefix" json:"prefix,omitempty"`
 	// At most this many a page; 0 means 100, at most 1000.
-	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
 	// From a previous response's next_page_token; empty for the first page.
-	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -948,9 +948,9 @@ func (x *ListStreamsRequest) GetPageToken() string {
 // ListStreamsResponse is a page of streams.
 type ListStreamsResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
-	Streams []*StreamInfo          `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
+	Streams []*StreamInfo          `protobuf:"bytes,1,rep,name=streams" json:"streams,omitempty"`
 	// Set when more streams follow: pass it as page_token.
-	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1023,21 +1023,19 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\x12AppendMultiRequest\x12/\n" +
 	"\aappends\x18\x01 \x03(\v2\x15.esd.v1.AppendRequestR\aappends\"G\n" +
 	"\x13AppendMultiResponse\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.esd.v1.AppendResponseR\aresults\"\xb9\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.esd.v1.AppendResponseR\aresults\"\xa9\x01\n" +
 	"\x11ReadStreamRequest\x12\x16\n" +
-	"\x06stream\x18\x01 \x01(\tR\x06stream\x12(\n" +
-	"\rfrom_revision\x18\x02 \x01(\x04H\x00R\ffromRevision\x88\x01\x01\x123\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12*\n" +
+	"\rfrom_revision\x18\x02 \x01(\x04B\x05\xaa\x01\x02\b\x01R\ffromRevision\x123\n" +
 	"\tdirection\x18\x03 \x01(\x0e2\x15.esd.v1.ReadDirectionR\tdirection\x12\x1b\n" +
-	"\tmax_count\x18\x04 \x01(\x04R\bmaxCountB\x10\n" +
-	"\x0e_from_revision\"C\n" +
+	"\tmax_count\x18\x04 \x01(\x04R\bmaxCount\"C\n" +
 	"\x12ReadStreamResponse\x12-\n" +
-	"\x06events\x18\x01 \x03(\v2\x15.esd.v1.RecordedEventR\x06events\"\xc6\x01\n" +
-	"\x0eReadAllRequest\x12(\n" +
-	"\rfrom_position\x18\x01 \x01(\x04H\x00R\ffromPosition\x88\x01\x01\x123\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.esd.v1.RecordedEventR\x06events\"\xb6\x01\n" +
+	"\x0eReadAllRequest\x12*\n" +
+	"\rfrom_position\x18\x01 \x01(\x04B\x05\xaa\x01\x02\b\x01R\ffromPosition\x123\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x15.esd.v1.ReadDirectionR\tdirection\x12\x1b\n" +
 	"\tmax_count\x18\x03 \x01(\x04R\bmaxCount\x12&\n" +
-	"\x06filter\x18\x04 \x01(\v2\x0e.esd.v1.FilterR\x06filterB\x10\n" +
-	"\x0e_from_position\"`\n" +
+	"\x06filter\x18\x04 \x01(\v2\x0e.esd.v1.FilterR\x06filter\"`\n" +
 	"\x0fReadAllResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.esd.v1.RecordedEventR\x06events\x12\x1e\n" +
 	"\n" +
@@ -1075,7 +1073,7 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\aReadAll\x12\x16.esd.v1.ReadAllRequest\x1a\x17.esd.v1.ReadAllResponse0\x01\x12I\n" +
 	"\fDeleteStream\x12\x1b.esd.v1.DeleteStreamRequest\x1a\x1c.esd.v1.DeleteStreamResponse\x12@\n" +
 	"\tGetStream\x12\x18.esd.v1.GetStreamRequest\x1a\x19.esd.v1.GetStreamResponse\x12F\n" +
-	"\vListStreams\x12\x1a.esd.v1.ListStreamsRequest\x1a\x1b.esd.v1.ListStreamsResponseB)Z'github.com/esdhq/esd/proto/esd/v1;esdv1b\x06proto3"
+	"\vListStreams\x12\x1a.esd.v1.ListStreamsRequest\x1a\x1b.esd.v1.ListStreamsResponseB0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_esd_v1_stream_service_proto_rawDescOnce sync.Once
@@ -1165,8 +1163,6 @@ func file_esd_v1_stream_service_proto_init() {
 		(*AppendRequest_StreamExists)(nil),
 		(*AppendRequest_Exact)(nil),
 	}
-	file_esd_v1_stream_service_proto_msgTypes[4].OneofWrappers = []any{}
-	file_esd_v1_stream_service_proto_msgTypes[6].OneofWrappers = []any{}
 	file_esd_v1_stream_service_proto_msgTypes[8].OneofWrappers = []any{
 		(*DeleteStreamRequest_Any)(nil),
 		(*DeleteStreamRequest_NoStream)(nil),
