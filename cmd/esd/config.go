@@ -128,6 +128,7 @@ func newLogger(c config) (*zap.Logger, error) {
 	if c.LogFormat == "json" {
 		zc = zap.NewProductionConfig()
 		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+		zc.DisableStacktrace = true // errors carry their facts; panics log their own stack
 	} else {
 		zc = zap.NewDevelopmentConfig()
 		zc.Development = false

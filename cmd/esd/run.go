@@ -36,21 +36,22 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		buildInfo(),
 	)
 
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	defer lis.Close() //nolint:errcheck // already closed by Serve on the normal path
-	httpLis, err := net.Listen("tcp", cfg.HTTPListen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.HTTPListen, err)
-	}
-	defer httpLis.Close() //nolint:errcheck // already closed by Shutdown on the normal path
-
+	// The store first: its lock says "another esd uses this directory",
+	// which is what a second esd on the same ports must be told.
 	db, err := eslog.Open(cfg.DataDir, eslog.Options{Logger: lg.Named("log"), Registerer: reg, CacheBytes: cfg.CacheBytes})
 	if err != nil {
 		return fmt.Errorf("open log %s: %w", cfg.DataDir, err)
 	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen %s: %w", cfg.Listen, err), db.Close())
+	}
+	defer lis.Close() //nolint:errcheck // already closed by Serve on the normal path
+	httpLis, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen %s: %w", cfg.HTTPListen, err), db.Close())
+	}
+	defer httpLis.Close() //nolint:errcheck // already closed by Shutdown on the normal path
 	srv := server.New(db, server.Config{
 		DataDir:     cfg.DataDir,
 		Shards:      cfg.Shards,

@@ -205,7 +205,22 @@ func (l *Log) Commit(writes []*Write, atomic bool) (*Ticket, error) {
 	t := &Ticket{batch: c.b, last: c.pos - 1, deletions: c.deletions, done: make(chan struct{})}
 	l.met.commit(applied, c.events, c.bytes)
 	l.syncq <- t // in position order: the syncer publishes in this order
+	l.newest.Store(t)
 	return t, nil
+}
+
+// Pending returns the newest commit if it is not yet durable, else nil.
+func (l *Log) Pending() *Ticket {
+	t := l.newest.Load()
+	if t == nil {
+		return nil
+	}
+	select {
+	case <-t.done:
+		return nil
+	default:
+		return t
+	}
 }
 
 // checkIDs fails w if one of its ids is stored already, or is written by

@@ -89,8 +89,9 @@ type Log struct {
 	recent   recentIDs             // ids of the last commits
 	epoch    atomic.Uint64         // applied commits; written under commitMu
 
-	syncq    chan *Ticket  // applied batches, in position order
-	syncDone chan struct{} // closed when the syncer has stopped
+	syncq    chan *Ticket           // applied batches, in position order
+	newest   atomic.Pointer[Ticket] // the last batch applied
+	syncDone chan struct{}          // closed when the syncer has stopped
 }
 
 // Open opens (or creates) the log in dir. It takes Pebble's lock on the

@@ -84,6 +84,7 @@ type store interface {
 	NewStreamID() uint64
 	Commit(ws []*eslog.Write, atomic bool) (*eslog.Ticket, error)
 	IDEpoch() uint64
+	Pending() *eslog.Ticket
 	WaitPublished(ctx context.Context, pos uint64) error
 	CommitTime(pos uint64) (int64, error)
 }
@@ -312,11 +313,6 @@ type shard struct {
 	quit    chan struct{}
 	stopped chan struct{}
 	cache   *stateCache // touched only by the shard goroutine
-	// inflight is the shard's last commit. The shard waits for it to be
-	// durable before committing again: a commit applied meanwhile would
-	// wait for the next fsync anyway, so waiting costs no latency, and
-	// what piles up meanwhile goes into one commit instead of many.
-	inflight *eslog.Ticket
 }
 
 func (s *shard) loop() {
@@ -356,17 +352,21 @@ func (s *shard) round(first *op) {
 		return len(rs.dec) < maxRoundOps && rs.bytes < maxRoundBytes
 	}
 	open := add(first)
-	for open && s.inflight != nil {
+	// Commit only once the newest commit (of any shard) is durable: a
+	// commit applied meanwhile would wait for the next fsync anyway, so
+	// waiting costs no latency, and what piles up meanwhile, in this shard
+	// and in the others, goes into that next fsync as a few large commits.
+	wait := s.w.log.Pending()
+	for open && wait != nil {
 		select {
 		case o := <-s.in:
 			open = add(o)
-		case <-s.inflight.Done():
-			s.inflight = nil
+		case <-wait.Done():
+			wait = nil
 		}
 	}
-	if s.inflight != nil { // the round filled up first
-		<-s.inflight.Done()
-		s.inflight = nil
+	if wait != nil { // the round filled up first
+		<-wait.Done()
 	}
 	for open {
 		select {
@@ -436,7 +436,6 @@ func (rs *roundState) commit() (retry []*op) {
 	if len(writes) > 0 {
 		var err error
 		ticket, err = s.w.log.Commit(writes, false)
-		s.inflight = ticket
 		if err != nil { // nothing applied; the log takes no more writes
 			for i := range rs.dec {
 				s.w.answer(rs.dec[i].o, opResult{err: err})
