@@ -98,7 +98,7 @@ any call failed.`,
 	f.Int64VarP(&o.count, "count", "n", 0, "stop after this many measured calls (reads for read workloads) over all clients (0 = no limit)")
 	f.IntVarP(&o.clients, "clients", "c", 0, "concurrent clients (default 64 for append and contention, 1 for reads)")
 	f.IntVar(&o.conns, "conns", 4, "gRPC connections, shared round-robin by the clients")
-	f.IntVarP(&o.batch, "batch", "b", 1, "events per append")
+	f.IntVarP(&o.batch, "batch", "b", 1, "events per append (append: 0 sends empty appends, which check the expected revision and write nothing: the request path without the disk)")
 	f.IntVarP(&o.streams, "streams", "s", 10000, "append: streams written to")
 	f.IntVarP(&o.keys, "keys", "k", 8, "contention: streams contended for")
 	f.IntVar(&o.size, "size", 256, "bytes of data per event")
@@ -127,8 +127,8 @@ func (o *benchOptions) check(workload string) error {
 		return usagef("--clients must be at least 1")
 	case o.conns < 1:
 		return usagef("--conns must be at least 1")
-	case o.batch < 1:
-		return usagef("--batch must be at least 1")
+	case o.batch < 0, o.batch == 0 && workload != workloadAppend:
+		return usagef("--batch must be at least 1 (0, empty appends, only for the append workload)")
 	case o.streams < 1:
 		return usagef("--streams must be at least 1")
 	case o.keys < 1:
@@ -459,6 +459,9 @@ func (w *appendWorker) op(ctx context.Context, st *benchStats) error {
 		return nil
 	}
 	n := uint64(len(w.req.Events))
+	if n == 0 { // --batch 0: a pure condition check, nothing written
+		return nil
+	}
 	st.events += int64(n)
 	if resp.GetFirstRevision() != w.next[k] || resp.GetLastRevision() != w.next[k]+n-1 {
 		st.addError(errRevisionMismatch)

@@ -126,21 +126,64 @@ func (t *Ticket) Wait(ctx context.Context) error {
 // write fails them all. Without it, a failed write makes the later writes
 // to the same stream ErrRetry (their revisions assumed it).
 //
+// Concurrent calls are combined: whoever takes the commit lock applies
+// every call queued by then as one batch, so that shards committing at
+// the same moment share one WAL write and one fsync rather than queueing
+// for the next.
+//
 // An error return means nothing was applied: ErrClosed, or ErrStorageFailed
 // (and every later Commit fails too).
 func (l *Log) Commit(writes []*Write, atomic bool) (*Ticket, error) {
 	for _, w := range writes {
 		w.Prepare()
 	}
+	r := &commitReq{writes: writes, atomic: atomic}
+	l.queueMu.Lock()
+	l.queue = append(l.queue, r)
+	l.queueMu.Unlock()
+
 	l.commitMu.Lock()
 	defer l.commitMu.Unlock()
+	if !r.done { // no one has applied it yet: apply everything queued
+		l.queueMu.Lock()
+		reqs := l.queue
+		l.queue = make([]*commitReq, 0, cap(reqs))
+		l.queueMu.Unlock()
+		l.commitLocked(reqs)
+	}
+	return r.ticket, r.err
+}
+
+// commitReq is one Commit call waiting to be applied.
+type commitReq struct {
+	writes []*Write
+	atomic bool
+	// Set under commitMu by whoever applies it.
+	done   bool
+	ticket *Ticket
+	err    error
+}
+
+// commitLocked applies reqs as one batch. Called with commitMu held.
+func (l *Log) commitLocked(reqs []*commitReq) {
+	finish := func(t *Ticket, err error) {
+		for _, r := range reqs {
+			r.done, r.err = true, err
+			for _, w := range r.writes {
+				if w.Err == nil && err == nil {
+					r.ticket = t
+				}
+			}
+		}
+	}
 	if l.closed {
-		return nil, ErrClosed
+		finish(nil, ErrClosed)
+		return
 	}
 	if err := l.Failed(); err != nil {
-		return nil, err
+		finish(nil, err)
+		return
 	}
-
 	c := commitState{
 		l:     l,
 		pos:   l.nextPos,
@@ -151,11 +194,51 @@ func (l *Log) Commit(writes []*Write, atomic bool) (*Ticket, error) {
 	}
 	clear(l.idSeen)
 	size := 0
-	for _, w := range writes {
-		size += len(w.recs) + 64*len(w.Events) + 256
+	for _, r := range reqs {
+		for _, w := range r.writes {
+			size += len(w.recs) + 64*len(w.Events) + 256
+		}
 	}
 	c.b = l.db.NewBatchWithSize(size)
+	applied := 0
+	for _, r := range reqs {
+		if r.atomic {
+			applied += l.applyAtomic(&c, r.writes)
+		} else {
+			applied += l.applyEach(&c, r.writes)
+		}
+	}
+	if applied == 0 {
+		_ = c.b.Close()
+		finish(nil, nil)
+		return
+	}
+	l.scratch = appendStats(l.scratch[:0], c.st)
+	_ = c.b.Set(metaStatsKey, l.scratch, nil)
 
+	if err := l.db.ApplyNoSyncWait(c.b, pebble.Sync); err != nil {
+		_ = c.b.Close()
+		for _, r := range reqs {
+			for _, w := range r.writes {
+				w.Err = err
+			}
+		}
+		finish(nil, l.fail(err))
+		return
+	}
+	l.nextPos, l.lastTime, l.sys, l.sysNew, l.st = c.pos, c.now, c.sys, c.sysNw, c.st
+	epoch := l.epoch.Add(1) // after the apply: lookups from now on see this commit
+	l.recent.add(epoch, c.ids)
+	t := &Ticket{batch: c.b, last: c.pos - 1, deletions: c.deletions, done: make(chan struct{})}
+	l.met.commit(applied, c.events, c.bytes)
+	l.syncq <- t // in position order: the syncer publishes in this order
+	l.newest.Store(t)
+	finish(t, nil)
+}
+
+// applyEach applies writes one by one; a refused write makes the later
+// writes to its stream ErrRetry. It returns how many were applied.
+func (l *Log) applyEach(c *commitState, writes []*Write) int {
 	var failedStreams []uint64
 	applied := 0
 	for _, w := range writes {
@@ -168,59 +251,42 @@ func (l *Log) Commit(writes []*Write, atomic bool) (*Ticket, error) {
 			if err := l.checkIDs(w); err != nil {
 				w.Err = err
 				failedStreams = append(failedStreams, w.State.ID)
-				if atomic {
-					break
-				}
 				continue
 			}
 		}
 		c.apply(w)
 		applied++
 	}
-	if atomic && len(failedStreams) > 0 {
-		for _, w := range writes {
-			if w.Err == nil {
-				w.Err = ErrAborted
-			}
-		}
-		applied = 0
-	}
-	if applied == 0 {
-		_ = c.b.Close()
-		return nil, nil
-	}
-	l.scratch = appendStats(l.scratch[:0], c.st)
-	_ = c.b.Set(metaStatsKey, l.scratch, nil)
-
-	if err := l.db.ApplyNoSyncWait(c.b, pebble.Sync); err != nil {
-		_ = c.b.Close()
-		for _, w := range writes {
-			w.Err = err
-		}
-		return nil, l.fail(err)
-	}
-	l.nextPos, l.lastTime, l.sys, l.sysNew, l.st = c.pos, c.now, c.sys, c.sysNw, c.st
-	epoch := l.epoch.Add(1) // after the apply: lookups from now on see this commit
-	l.recent.add(epoch, c.ids)
-	t := &Ticket{batch: c.b, last: c.pos - 1, deletions: c.deletions, done: make(chan struct{})}
-	l.met.commit(applied, c.events, c.bytes)
-	l.syncq <- t // in position order: the syncer publishes in this order
-	l.newest.Store(t)
-	return t, nil
+	return applied
 }
 
-// Pending returns the newest commit if it is not yet durable, else nil.
-func (l *Log) Pending() *Ticket {
-	t := l.newest.Load()
-	if t == nil {
-		return nil
+// applyAtomic applies all of writes or, if one is refused, none: every
+// check comes before the first write goes into the batch.
+func (l *Log) applyAtomic(c *commitState, writes []*Write) int {
+	for i, w := range writes {
+		w.Err = nil
+		if !w.CheckIDs {
+			continue
+		}
+		if err := l.checkIDs(w); err != nil {
+			w.Err = err
+			for _, ok := range writes[:i] { // their ids are not written after all
+				for j := range ok.Events {
+					delete(l.idSeen, ok.Events[j].ID)
+				}
+			}
+			for _, other := range writes {
+				if other.Err == nil {
+					other.Err = ErrAborted
+				}
+			}
+			return 0
+		}
 	}
-	select {
-	case <-t.done:
-		return nil
-	default:
-		return t
+	for _, w := range writes {
+		c.apply(w)
 	}
+	return len(writes)
 }
 
 // checkIDs fails w if one of its ids is stored already, or is written by
@@ -434,3 +500,17 @@ func newEventID() [16]byte {
 
 // NewEventID makes an event id for an event whose client gave none.
 func NewEventID() [16]byte { return newEventID() }
+
+// Pending returns the newest commit if it is not yet durable, else nil.
+func (l *Log) Pending() *Ticket {
+	t := l.newest.Load()
+	if t == nil {
+		return nil
+	}
+	select {
+	case <-t.done:
+		return nil
+	default:
+		return t
+	}
+}

@@ -83,6 +83,7 @@ func (e Expectation) Holds(s *StreamState) bool {
 // WrongRevisionError: an expectation did not hold; nothing was written.
 type WrongRevisionError struct {
 	Stream   string
+	StreamID uint64 // 0 for a stream never stored
 	Expected Expectation
 	Head     uint64 // meaningful only when Exists
 	Exists   bool

@@ -77,7 +77,10 @@ type Log struct {
 
 	failed atomic.Pointer[error] // the first storage failure; writes stop
 
-	commitMu sync.Mutex // serializes Commit; guards everything below
+	queueMu sync.Mutex   // guards queue
+	queue   []*commitReq // Commit calls waiting for the commit lock
+
+	commitMu sync.Mutex // serializes commits; guards everything below
 	closed   bool
 	nextPos  uint64 // the next position to assign
 	lastTime int64  // commit times never go backwards in position order

@@ -2,6 +2,7 @@ package log
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // logMetrics are the log's own figures plus Pebble's, read at scrape time.
@@ -71,18 +72,20 @@ func (m *logMetrics) unregister() {
 }
 
 var (
-	pebbleDiskBytes   = prometheus.NewDesc("esd_pebble_disk_bytes", "Bytes Pebble takes on disk.", nil, nil)
-	pebbleReadAmp     = prometheus.NewDesc("esd_pebble_read_amplification", "Pebble's read amplification (sublevels over all levels).", nil, nil)
-	pebbleL0Sublevels = prometheus.NewDesc("esd_pebble_l0_sublevels", "Sublevels in L0; many mean compaction is behind.", nil, nil)
-	pebbleMemtable    = prometheus.NewDesc("esd_pebble_memtable_bytes", "Bytes in Pebble's memtables.", nil, nil)
-	pebbleWALBytes    = prometheus.NewDesc("esd_pebble_wal_written_bytes_total", "Bytes written to Pebble's WAL.", nil, nil)
-	pebbleCompactions = prometheus.NewDesc("esd_pebble_compactions_total", "Pebble compactions.", nil, nil)
-	pebbleCompactDebt = prometheus.NewDesc("esd_pebble_compaction_debt_bytes", "Estimated bytes Pebble must compact to reach a stable state.", nil, nil)
-	pebbleFlushes     = prometheus.NewDesc("esd_pebble_flushes_total", "Pebble memtable flushes.", nil, nil)
-	pebbleCacheBytes  = prometheus.NewDesc("esd_pebble_block_cache_bytes", "Bytes in Pebble's block cache.", nil, nil)
-	pebbleCacheHits   = prometheus.NewDesc("esd_pebble_block_cache_hits_total", "Pebble block cache hits.", nil, nil)
-	pebbleCacheMisses = prometheus.NewDesc("esd_pebble_block_cache_misses_total", "Pebble block cache misses.", nil, nil)
-	pebbleTables      = prometheus.NewDesc("esd_pebble_tables", "Live sstables.", nil, nil)
+	pebbleDiskBytes    = prometheus.NewDesc("esd_pebble_disk_bytes", "Bytes Pebble takes on disk.", nil, nil)
+	pebbleReadAmp      = prometheus.NewDesc("esd_pebble_read_amplification", "Pebble's read amplification (sublevels over all levels).", nil, nil)
+	pebbleL0Sublevels  = prometheus.NewDesc("esd_pebble_l0_sublevels", "Sublevels in L0; many mean compaction is behind.", nil, nil)
+	pebbleMemtable     = prometheus.NewDesc("esd_pebble_memtable_bytes", "Bytes in Pebble's memtables.", nil, nil)
+	pebbleWALBytes     = prometheus.NewDesc("esd_pebble_wal_written_bytes_total", "Bytes written to Pebble's WAL.", nil, nil)
+	pebbleCompactions  = prometheus.NewDesc("esd_pebble_compactions_total", "Pebble compactions.", nil, nil)
+	pebbleCompactDebt  = prometheus.NewDesc("esd_pebble_compaction_debt_bytes", "Estimated bytes Pebble must compact to reach a stable state.", nil, nil)
+	pebbleFlushes      = prometheus.NewDesc("esd_pebble_flushes_total", "Pebble memtable flushes.", nil, nil)
+	pebbleCacheBytes   = prometheus.NewDesc("esd_pebble_block_cache_bytes", "Bytes in Pebble's block cache.", nil, nil)
+	pebbleCacheHits    = prometheus.NewDesc("esd_pebble_block_cache_hits_total", "Pebble block cache hits.", nil, nil)
+	pebbleCacheMisses  = prometheus.NewDesc("esd_pebble_block_cache_misses_total", "Pebble block cache misses.", nil, nil)
+	pebbleTables       = prometheus.NewDesc("esd_pebble_tables", "Live sstables.", nil, nil)
+	pebbleFsyncs       = prometheus.NewDesc("esd_pebble_wal_fsyncs_total", "WAL fsyncs (one serves every commit written meanwhile).", nil, nil)
+	pebbleFsyncSeconds = prometheus.NewDesc("esd_pebble_wal_fsync_seconds_total", "Time spent in WAL fsyncs.", nil, nil)
 )
 
 // pebbleCollector reads db.Metrics() at scrape time.
@@ -90,7 +93,8 @@ type pebbleCollector struct{ l *Log }
 
 func (c *pebbleCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{pebbleDiskBytes, pebbleReadAmp, pebbleL0Sublevels, pebbleMemtable, pebbleWALBytes,
-		pebbleCompactions, pebbleCompactDebt, pebbleFlushes, pebbleCacheBytes, pebbleCacheHits, pebbleCacheMisses, pebbleTables} {
+		pebbleCompactions, pebbleCompactDebt, pebbleFlushes, pebbleCacheBytes, pebbleCacheHits, pebbleCacheMisses, pebbleTables,
+		pebbleFsyncs, pebbleFsyncSeconds} {
 		ch <- d
 	}
 }
@@ -117,4 +121,11 @@ func (c *pebbleCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(pebbleCacheHits, float64(m.BlockCache.Hits))
 	counter(pebbleCacheMisses, float64(m.BlockCache.Misses))
 	gauge(pebbleTables, float64(tables))
+	if h := m.LogWriter.FsyncLatency; h != nil { // Pebble's histogram has no name: read its totals
+		var d dto.Metric
+		if h.Write(&d) == nil && d.Histogram != nil {
+			counter(pebbleFsyncs, float64(d.Histogram.GetSampleCount()))
+			counter(pebbleFsyncSeconds, d.Histogram.GetSampleSum()/1e9) // observed in nanoseconds
+		}
+	}
 }

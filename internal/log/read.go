@@ -119,9 +119,12 @@ func (l *Log) ReadStream(ctx context.Context, q StreamQuery, emit func(*Recorded
 	return l.readRevisions(ctx, &s, q, emit)
 }
 
-// ReadRevisions is ReadStream on a known state, with no existence checks:
-// for the conflict delta of a failed append.
-func (l *Log) ReadRevisions(ctx context.Context, s *StreamState, q StreamQuery, emit func(*RecordedEvent) error) error {
+// ReadPublished reads the events of q from a stream in state s (as its
+// writer knows it) without waiting: it returns those published now,
+// however far the writer has gone, and nothing for a stream without
+// visible events. It is for the conflict delta of a failed append, which
+// must not wait for the commit it lost to.
+func (l *Log) ReadPublished(ctx context.Context, s *StreamState, q StreamQuery, emit func(*RecordedEvent) error) error {
 	return l.readRevisions(ctx, s, q, emit)
 }
 

@@ -120,18 +120,39 @@ func isStatus(err error) bool {
 	return ok
 }
 
-// reasonOf names an error's outcome for metrics.
+// reasonOf names an error's outcome for metrics, without building the
+// status (the hot path of a contended stream fails often).
 func reasonOf(err error) string {
-	if err == nil {
+	var (
+		wr  *eslog.WrongRevisionError
+		se  *eslog.StreamError
+		idc *eslog.IDConflictError
+		inv *invalidError
+	)
+	switch {
+	case err == nil:
 		return "ok"
+	case errors.As(err, &wr):
+		return reasonWrongExpectedRevision
+	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamTombstoned):
+		return reasonStreamTombstoned
+	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamDeleted):
+		return reasonStreamDeleted
+	case errors.As(err, &se):
+		return reasonStreamNotFound
+	case errors.As(err, &idc):
+		return reasonEventIDConflict
+	case errors.As(err, &inv):
+		return inv.reason
+	case errors.Is(err, ErrOverloaded):
+		return reasonOverloaded
+	case errors.Is(err, ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
+		return reasonShuttingDown
+	case errors.Is(err, eslog.ErrStorageFailed):
+		return reasonStorageFailed
+	default:
+		return status.Code(toStatus(err)).String()
 	}
-	st := status.Convert(toStatus(err))
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return info.Reason
-		}
-	}
-	return st.Code().String()
 }
 
 // withReason attaches google.rpc.ErrorInfo{domain "esd", reason, metadata

@@ -28,6 +28,7 @@ var checkpointEvery = 4096
 // reader is what the read RPCs need of the log.
 type reader interface {
 	ReadStream(ctx context.Context, q eslog.StreamQuery, emit func(*eslog.RecordedEvent) error) error
+	ReadPublished(ctx context.Context, s *eslog.StreamState, q eslog.StreamQuery, emit func(*eslog.RecordedEvent) error) error
 	ReadAll(ctx context.Context, q eslog.AllQuery, emit func(*eslog.RecordedEvent) error, checkpoint func(uint64) error) error
 	StreamInfo(ctx context.Context, name string) (eslog.StreamState, bool, error)
 	ListStreams(ctx context.Context, prefix, after string, limit int) ([]eslog.StreamState, bool, error)
@@ -87,8 +88,12 @@ func appendResponse(r AppendResult) *esdv1.AppendResponse {
 
 // withConflictDelta gives a wrong-revision error its detail, with the
 // events appended after the expected revision so that the caller can
-// re-decide without another read. Failing to read them only leaves the
-// delta out.
+// re-decide without another read. The detail is answered at once: its
+// actual_head is the head the writer decided against, which may include a
+// commit not yet durable (the one that won), and events_since holds the
+// durable events only (truncated is then set). Waiting for the winner's
+// fsync would make every loser of a contended stream miss the next
+// commit. Failing to read the events only leaves the delta out.
 func (s *streamService) withConflictDelta(ctx context.Context, err error) error {
 	var wr *eslog.WrongRevisionError
 	if !errors.As(err, &wr) {
@@ -104,10 +109,9 @@ func (s *streamService) withConflictDelta(ctx context.Context, err error) error 
 		return &conflictError{WrongRevisionError: wr, detail: detail}
 	}
 	if wr.Exists {
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
 		bytes := 0
-		_ = s.log.ReadStream(ctx, q, func(e *eslog.RecordedEvent) error {
+		st := eslog.StreamState{ID: wr.StreamID, Name: wr.Stream, Written: true, Head: wr.Head, TruncateBefore: wr.TruncateBefore}
+		_ = s.log.ReadPublished(ctx, &st, q, func(e *eslog.RecordedEvent) error {
 			size := len(e.Data) + len(e.Metadata)
 			if len(detail.EventsSince) == conflictDeltaEvents || (len(detail.EventsSince) > 0 && bytes+size > conflictDeltaBytes) {
 				detail.Truncated = true
@@ -117,6 +121,16 @@ func (s *streamService) withConflictDelta(ctx context.Context, err error) error 
 			detail.EventsSince = append(detail.EventsSince, recordedEvent(e))
 			return nil
 		})
+		// Truncated: the head is past what is listed (the rest did not fit,
+		// or is not durable yet).
+		switch n := len(detail.EventsSince); {
+		case n > 0:
+			detail.Truncated = detail.EventsSince[n-1].Revision < wr.Head
+		case wr.Expected.Kind == eslog.ExpectNoStream:
+			detail.Truncated = true // it has events; none is listed
+		default:
+			detail.Truncated = wr.Head > wr.Expected.Revision
+		}
 	}
 	return &conflictError{WrongRevisionError: wr, detail: detail}
 }

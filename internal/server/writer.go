@@ -703,7 +703,7 @@ func predict(st *eslog.StreamState, w *eslog.Write) {
 
 func wrongRevision(stream string, e eslog.Expectation, st *eslog.StreamState) *eslog.WrongRevisionError {
 	return &eslog.WrongRevisionError{
-		Stream: stream, Expected: e, Head: st.Head, Exists: st.Exists(),
+		Stream: stream, StreamID: st.ID, Expected: e, Head: st.Head, Exists: st.Exists(),
 		HeadPosition: st.LastPosition, TruncateBefore: st.TruncateBefore,
 	}
 }

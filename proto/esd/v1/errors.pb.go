@@ -144,15 +144,20 @@ type WrongExpectedRevision struct {
 	Stream string                 `protobuf:"bytes,1,opt,name=stream" json:"stream,omitempty"`
 	// What the request expected.
 	Expected *ExpectedRevision `protobuf:"bytes,2,opt,name=expected" json:"expected,omitempty"`
-	// The stream's head; meaningful only when stream_exists.
+	// The stream's head; meaningful only when stream_exists. It is the head
+	// the write was decided against, so it may count a commit that is not
+	// yet durable (the one that won): the error is answered at once, without
+	// waiting for the winner's fsync. An append expecting it succeeds unless
+	// that commit fails.
 	ActualHead uint64 `protobuf:"varint,3,opt,name=actual_head,json=actualHead" json:"actual_head,omitempty"`
 	// The stream has visible events.
 	StreamExists bool `protobuf:"varint,4,opt,name=stream_exists,json=streamExists" json:"stream_exists,omitempty"`
 	// The conflict delta: the first visible events after the expected revision
-	// (after nothing, for no_stream), at most 16 events or 256 KiB, so that a
-	// caller can re-decide without another read.
+	// (after nothing, for no_stream), at most 16 events or 256 KiB, durable
+	// ones only, so that a caller can re-decide without another read.
 	EventsSince []*RecordedEvent `protobuf:"bytes,5,rep,name=events_since,json=eventsSince" json:"events_since,omitempty"`
-	// More events follow events_since than were sent.
+	// More events follow events_since, up to actual_head, than were sent
+	// (they did not fit, or are not durable yet: read them with ReadStream).
 	Truncated     bool `protobuf:"varint,6,opt,name=truncated" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
