@@ -131,8 +131,11 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	// Point lookups (names, ids, stream states) mostly miss on the append
 	// path; bloom filters make the misses cheap.
+	// Reads of $all and of long streams scan: 32 KiB blocks cost an eighth
+	// of the block loads (and cache allocations) of Pebble's 4 KiB.
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		po.Levels[i].BlockSize = 32 << 10
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {

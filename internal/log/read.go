@@ -104,6 +104,12 @@ type StreamQuery struct {
 // each event. It fails with *StreamError for a stream that does not
 // exist, is deleted or tombstoned.
 func (l *Log) ReadStream(ctx context.Context, q StreamQuery, emit func(*RecordedEvent) error) error {
+	return l.ReadStreamViews(ctx, q, materializing(emit))
+}
+
+// ReadStreamViews is ReadStream handing out views: no copy, no allocation
+// per event; each view is valid only during its call of emit.
+func (l *Log) ReadStreamViews(ctx context.Context, q StreamQuery, emit func(*EventView) error) error {
 	s, ok, err := l.StreamInfo(ctx, q.Stream)
 	if err != nil {
 		return err
@@ -125,10 +131,10 @@ func (l *Log) ReadStream(ctx context.Context, q StreamQuery, emit func(*Recorded
 // visible events. It is for the conflict delta of a failed append, which
 // must not wait for the commit it lost to.
 func (l *Log) ReadPublished(ctx context.Context, s *StreamState, q StreamQuery, emit func(*RecordedEvent) error) error {
-	return l.readRevisions(ctx, s, q, emit)
+	return l.readRevisions(ctx, s, q, materializing(emit))
 }
 
-func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, emit func(*RecordedEvent) error) error {
+func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, emit func(*EventView) error) error {
 	if !s.Exists() {
 		return nil
 	}
@@ -170,11 +176,11 @@ func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, 
 	return errors.Join(err, idx.Close(), evs.Close())
 }
 
-func (l *Log) scanIndex(ctx context.Context, idx, evs *pebble.Iterator, s *StreamState, q StreamQuery, hi uint64, emit func(*RecordedEvent) error) error {
+func (l *Log) scanIndex(ctx context.Context, idx, evs *pebble.Iterator, s *StreamState, q StreamQuery, hi uint64, emit func(*EventView) error) error {
 	var (
-		n    uint64
-		view recordView
-		key  [9]byte
+		n   uint64
+		ev  = EventView{Stream: s.Name}
+		key [9]byte
 	)
 	valid := idx.First()
 	if q.Backward {
@@ -200,12 +206,11 @@ func (l *Log) scanIndex(ctx context.Context, idx, evs *pebble.Iterator, s *Strea
 		if !evs.SeekGE(ek) || !bytes.Equal(evs.Key(), ek) {
 			return fmt.Errorf("%w: stream %q index points at missing position %d", ErrCorrupt, s.Name, pos)
 		}
-		if err := decodeRecord(evs.Value(), &view); err != nil {
+		if err := decodeRecord(evs.Value(), &ev.v); err != nil {
 			return fmt.Errorf("position %d: %w", pos, err)
 		}
-		ev := new(RecordedEvent)
-		view.materialize(ev, pos, s.Name)
-		if err := emit(ev); err != nil {
+		ev.Position = pos
+		if err := emit(&ev); err != nil {
 			if errors.Is(err, errStop) {
 				return nil
 			}
@@ -246,6 +251,12 @@ type AllQuery struct {
 // called as AllQuery.CheckpointEvery says and once at the end of a
 // filtered read, with the last position scanned.
 func (l *Log) ReadAll(ctx context.Context, q AllQuery, emit func(*RecordedEvent) error, checkpoint func(pos uint64) error) error {
+	return l.ReadAllViews(ctx, q, materializing(emit), checkpoint)
+}
+
+// ReadAllViews is ReadAll handing out views: no copy, no allocation per
+// event; each view is valid only during its call of emit.
+func (l *Log) ReadAllViews(ctx context.Context, q AllQuery, emit func(*EventView) error, checkpoint func(pos uint64) error) error {
 	hi := l.published.Load()
 	lo, up := uint64(1), hi
 	if q.From > 0 {
@@ -269,13 +280,15 @@ func (l *Log) ReadAll(ctx context.Context, q AllQuery, emit func(*RecordedEvent)
 	return errors.Join(err, it.Close())
 }
 
-func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit func(*RecordedEvent) error, checkpoint func(uint64) error) error {
+func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit func(*EventView) error, checkpoint func(uint64) error) error {
 	filtered := len(q.StreamPrefixes) > 0 || len(q.TypePrefixes) > 0
 	deleted := *l.deleted.Load()
 	var (
 		n, scanned, sinceMatch uint64
-		view                   recordView
+		ev                     EventView
+		view                   = &ev.v
 		pos                    uint64
+		lastSID                uint64 // the stream of the previous event, often the same
 	)
 	valid := it.First()
 	if q.Backward {
@@ -293,17 +306,19 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 		if pos, err = decodeEventKey(it.Key()); err != nil {
 			return err
 		}
-		if err := decodeRecord(it.Value(), &view); err != nil {
+		if err := decodeRecord(it.Value(), view); err != nil {
 			return fmt.Errorf("position %d: %w", pos, err)
 		}
 		if d, ok := deleted[view.sid]; ok && (d.tombstoned || view.rev < d.truncateBefore) {
 			continue
 		}
-		name, err := l.streamName(view.sid)
-		if err != nil {
-			return fmt.Errorf("position %d: %w", pos, err)
+		if view.sid != lastSID || ev.Stream == "" {
+			if ev.Stream, err = l.streamName(view.sid); err != nil {
+				return fmt.Errorf("position %d: %w", pos, err)
+			}
+			lastSID = view.sid
 		}
-		if filtered && (!hasAnyPrefix(name, q.StreamPrefixes) || !hasAnyPrefixBytes(view.typ, q.TypePrefixes)) {
+		if filtered && (!hasAnyPrefix(ev.Stream, q.StreamPrefixes) || !hasAnyPrefixBytes(view.typ, q.TypePrefixes)) {
 			sinceMatch++
 			if checkpoint != nil && q.CheckpointEvery > 0 && sinceMatch >= uint64(q.CheckpointEvery) {
 				sinceMatch = 0
@@ -314,9 +329,8 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 			continue
 		}
 		sinceMatch = 0
-		ev := new(RecordedEvent)
-		view.materialize(ev, pos, name)
-		if err := emit(ev); err != nil {
+		ev.Position = pos
+		if err := emit(&ev); err != nil {
 			if errors.Is(err, errStop) {
 				return nil
 			}
@@ -483,4 +497,33 @@ func (l *Log) CommitTime(pos uint64) (int64, error) {
 		return 0, fmt.Errorf("position %d: %w", pos, err)
 	}
 	return view.created, nil
+}
+
+// EventView is a stored event as a read meets it. Its slices alias the
+// store's buffers: valid only during the callback that receives it.
+type EventView struct {
+	Position uint64
+	Stream   string
+	v        recordView
+}
+
+func (e *EventView) Revision() uint64    { return e.v.rev }
+func (e *EventView) ID() [16]byte        { return e.v.id }
+func (e *EventView) Type() []byte        { return e.v.typ }
+func (e *EventView) ContentType() []byte { return e.v.ctype }
+func (e *EventView) Tags() [][]byte      { return e.v.tags }
+func (e *EventView) Metadata() []byte    { return e.v.meta }
+func (e *EventView) Data() []byte        { return e.v.data }
+func (e *EventView) Created() int64      { return e.v.created } // unix nanoseconds
+
+// Materialize copies the event out of the view.
+func (e *EventView) Materialize() *RecordedEvent {
+	ev := new(RecordedEvent)
+	e.v.materialize(ev, e.Position, e.Stream)
+	return ev
+}
+
+// materializing adapts an emit of owned events to views.
+func materializing(emit func(*RecordedEvent) error) func(*EventView) error {
+	return func(v *EventView) error { return emit(v.Materialize()) }
 }

@@ -93,6 +93,9 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *S
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes+(1<<20)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		// Reads stream MiBs: write in large frames and syscalls.
+		grpc.WriteBufferSize(256<<10),
+		grpc.ForceServerCodecV2(newCodec()), // proto, plus reads' pre-encoded messages (wire.go)
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover)),

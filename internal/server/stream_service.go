@@ -27,9 +27,9 @@ var checkpointEvery = 4096
 
 // reader is what the read RPCs need of the log.
 type reader interface {
-	ReadStream(ctx context.Context, q eslog.StreamQuery, emit func(*eslog.RecordedEvent) error) error
+	ReadStreamViews(ctx context.Context, q eslog.StreamQuery, emit func(*eslog.EventView) error) error
 	ReadPublished(ctx context.Context, s *eslog.StreamState, q eslog.StreamQuery, emit func(*eslog.RecordedEvent) error) error
-	ReadAll(ctx context.Context, q eslog.AllQuery, emit func(*eslog.RecordedEvent) error, checkpoint func(uint64) error) error
+	ReadAllViews(ctx context.Context, q eslog.AllQuery, emit func(*eslog.EventView) error, checkpoint func(uint64) error) error
 	StreamInfo(ctx context.Context, name string) (eslog.StreamState, bool, error)
 	ListStreams(ctx context.Context, prefix, after string, limit int) ([]eslog.StreamState, bool, error)
 }
@@ -142,23 +142,20 @@ func (s *streamService) ReadStream(req *esdv1.ReadStreamRequest, stream grpc.Ser
 	if err != nil {
 		return err
 	}
-	var c chunker
-	err = s.log.ReadStream(stream.Context(), q, func(e *eslog.RecordedEvent) error {
+	var c wireChunk
+	send := func() error {
+		s.met.events.WithLabelValues("ReadStream").Add(float64(c.events))
+		return stream.SendMsg(c.message(0))
+	}
+	err = s.log.ReadStreamViews(stream.Context(), q, func(e *eslog.EventView) error {
 		if c.add(e) {
-			return s.sendStream(stream, &c)
+			return send()
 		}
 		return nil
 	})
-	if err == nil && (len(c.events) > 0 || c.sent == 0) {
-		err = s.sendStream(stream, &c) // an empty read still answers once
+	if err == nil && (c.events > 0 || c.sent == 0) {
+		err = send() // an empty read still answers once
 	}
-	return ignoreStop(err)
-}
-
-func (s *streamService) sendStream(stream grpc.ServerStreamingServer[esdv1.ReadStreamResponse], c *chunker) error {
-	s.met.events.WithLabelValues("ReadStream").Add(float64(len(c.events)))
-	err := stream.Send(&esdv1.ReadStreamResponse{Events: c.events})
-	c.reset()
 	return err
 }
 
@@ -168,15 +165,13 @@ func (s *streamService) ReadAll(req *esdv1.ReadAllRequest, stream grpc.ServerStr
 		return err
 	}
 	q.CheckpointEvery = checkpointEvery
-	var c chunker
+	var c wireChunk
 	send := func(checkpoint uint64) error {
-		s.met.events.WithLabelValues("ReadAll").Add(float64(len(c.events)))
-		err := stream.Send(&esdv1.ReadAllResponse{Events: c.events, Checkpoint: checkpoint})
-		c.reset()
-		return err
+		s.met.events.WithLabelValues("ReadAll").Add(float64(c.events))
+		return stream.SendMsg(c.message(checkpoint))
 	}
-	err = s.log.ReadAll(stream.Context(), q,
-		func(e *eslog.RecordedEvent) error {
+	err = s.log.ReadAllViews(stream.Context(), q,
+		func(e *eslog.EventView) error {
 			if c.add(e) {
 				return send(0)
 			}
@@ -184,38 +179,10 @@ func (s *streamService) ReadAll(req *esdv1.ReadAllRequest, stream grpc.ServerStr
 		},
 		send, // a checkpoint flushes the events before it with it
 	)
-	if err == nil && (len(c.events) > 0 || c.sent == 0) {
+	if err == nil && (c.events > 0 || c.sent == 0) {
 		err = send(0)
 	}
-	return ignoreStop(err)
-}
-
-func ignoreStop(err error) error {
-	if errors.Is(err, errStopRead) {
-		return nil
-	}
 	return err
-}
-
-// chunker gathers events into messages of about chunkBytes or
-// chunkEvents.
-type chunker struct {
-	events []*esdv1.RecordedEvent
-	bytes  int
-	sent   int // messages sent
-}
-
-// add appends e and reports whether the chunk is full.
-func (c *chunker) add(e *eslog.RecordedEvent) bool {
-	c.events = append(c.events, recordedEvent(e))
-	c.bytes += len(e.Data) + len(e.Metadata) + len(e.Stream) + len(e.Type) + 64
-	return len(c.events) >= chunkEvents || c.bytes >= chunkBytes
-}
-
-func (c *chunker) reset() {
-	c.events = c.events[:0:0] // the sent slice belongs to gRPC now
-	c.bytes = 0
-	c.sent++
 }
 
 func recordedEvent(e *eslog.RecordedEvent) *esdv1.RecordedEvent {

@@ -1,0 +1,191 @@
+package server
+
+import (
+	"encoding/hex"
+
+	eslog "github.com/esdhq/esd/internal/log"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Reads send events encoded straight from the stored records into the
+// protobuf wire form of ReadStreamResponse / ReadAllResponse, rather than
+// copying each event into a RecordedEvent message and marshaling that:
+// the copy, the message and the marshal were most of a read's cost.
+// wire_test.go checks the encoding against the generated messages.
+
+// Field numbers of esd.v1 messages, as in the .proto files.
+const (
+	fieldResponseEvents     protowire.Number = 1 // ReadStreamResponse.events, ReadAllResponse.events
+	fieldResponseCheckpoint protowire.Number = 2 // ReadAllResponse.checkpoint
+
+	fieldEventID          protowire.Number = 1
+	fieldEventStream      protowire.Number = 2
+	fieldEventRevision    protowire.Number = 3
+	fieldEventPosition    protowire.Number = 4
+	fieldEventType        protowire.Number = 5
+	fieldEventData        protowire.Number = 6
+	fieldEventMetadata    protowire.Number = 7
+	fieldEventContentType protowire.Number = 8
+	fieldEventTags        protowire.Number = 9
+	fieldEventCreated     protowire.Number = 10
+
+	fieldTimestampSeconds protowire.Number = 1
+	fieldTimestampNanos   protowire.Number = 2
+)
+
+// encodedMessage is a message already in wire form; codec sends it as is.
+// gRPC frees buf (back to the pool) once it is written.
+type encodedMessage struct {
+	buf *[]byte
+}
+
+// codec is gRPC's proto codec that also sends encodedMessage.
+type codec struct{ encoding.CodecV2 }
+
+func newCodec() codec { return codec{encoding.GetCodecV2("proto")} }
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(*encodedMessage); ok {
+		return mem.BufferSlice{mem.NewBuffer(m.buf, mem.DefaultBufferPool())}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
+// wireChunk gathers encoded events into one response message of about
+// chunkBytes or chunkEvents.
+type wireChunk struct {
+	buf    *[]byte // from the pool; nil before the first event
+	events int
+	sent   int // messages sent
+}
+
+// add encodes e as one more event and reports whether the chunk is full.
+func (c *wireChunk) add(e *eslog.EventView) bool {
+	if c.buf == nil {
+		c.buf = mem.DefaultBufferPool().Get(chunkBytes + 64<<10)
+		*c.buf = (*c.buf)[:0]
+	}
+	*c.buf = appendEvent(*c.buf, fieldResponseEvents, e)
+	c.events++
+	return c.events >= chunkEvents || len(*c.buf) >= chunkBytes
+}
+
+// message hands the chunk over as a message, with a checkpoint if not 0,
+// and starts a new one.
+func (c *wireChunk) message(checkpoint uint64) *encodedMessage {
+	if c.buf == nil {
+		c.buf = mem.DefaultBufferPool().Get(16)
+		*c.buf = (*c.buf)[:0]
+	}
+	if checkpoint != 0 {
+		*c.buf = protowire.AppendTag(*c.buf, fieldResponseCheckpoint, protowire.VarintType)
+		*c.buf = protowire.AppendVarint(*c.buf, checkpoint)
+	}
+	m := &encodedMessage{buf: c.buf}
+	c.buf, c.events = nil, 0
+	c.sent++
+	return m
+}
+
+// appendEvent appends e as a length-delimited RecordedEvent in field f.
+// Zero values are left out, as proto3 marshaling does.
+func appendEvent(b []byte, f protowire.Number, e *eslog.EventView) []byte {
+	secs, nanos := splitTime(e.Created())
+	tsSize := sizeVarintField(fieldTimestampSeconds, uint64(secs)) + sizeVarintField(fieldTimestampNanos, uint64(nanos))
+	ct := e.ContentType()
+	if len(ct) == 0 {
+		ct = []byte(defaultContentType)
+	}
+	size := sizeBytesField(fieldEventID, 36) +
+		sizeBytesField(fieldEventStream, len(e.Stream)) +
+		sizeVarintField(fieldEventRevision, e.Revision()) +
+		sizeVarintField(fieldEventPosition, e.Position) +
+		sizeBytesField(fieldEventType, len(e.Type())) +
+		sizeBytesField(fieldEventData, len(e.Data())) +
+		sizeBytesField(fieldEventMetadata, len(e.Metadata())) +
+		sizeBytesField(fieldEventContentType, len(ct)) +
+		protowire.SizeTag(fieldEventCreated) + protowire.SizeBytes(tsSize)
+	for _, t := range e.Tags() {
+		size += protowire.SizeTag(fieldEventTags) + protowire.SizeBytes(len(t))
+	}
+
+	b = protowire.AppendTag(b, f, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	b = protowire.AppendTag(b, fieldEventID, protowire.BytesType)
+	b = protowire.AppendVarint(b, 36)
+	b = appendID(b, e.ID())
+	b = appendBytesField(b, fieldEventStream, e.Stream)
+	b = appendVarintField(b, fieldEventRevision, e.Revision())
+	b = appendVarintField(b, fieldEventPosition, e.Position)
+	b = appendBytesField(b, fieldEventType, e.Type())
+	b = appendBytesField(b, fieldEventData, e.Data())
+	b = appendBytesField(b, fieldEventMetadata, e.Metadata())
+	b = appendBytesField(b, fieldEventContentType, ct)
+	for _, t := range e.Tags() {
+		b = protowire.AppendTag(b, fieldEventTags, protowire.BytesType)
+		b = protowire.AppendBytes(b, t)
+	}
+	b = protowire.AppendTag(b, fieldEventCreated, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(tsSize))
+	b = appendVarintField(b, fieldTimestampSeconds, uint64(secs))
+	return appendVarintField(b, fieldTimestampNanos, uint64(nanos))
+}
+
+// splitTime splits unix nanoseconds as google.protobuf.Timestamp does
+// (nanos always in [0, 1e9)).
+func splitTime(ns int64) (secs int64, nanos int32) {
+	secs, n := ns/1e9, ns%1e9
+	if n < 0 {
+		secs, n = secs-1, n+1e9
+	}
+	return secs, int32(n)
+}
+
+func sizeVarintField(f protowire.Number, v uint64) int {
+	if v == 0 {
+		return 0
+	}
+	return protowire.SizeTag(f) + protowire.SizeVarint(v)
+}
+
+func sizeBytesField(f protowire.Number, n int) int {
+	if n == 0 {
+		return 0
+	}
+	return protowire.SizeTag(f) + protowire.SizeBytes(n)
+}
+
+func appendVarintField(b []byte, f protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, f, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+func appendBytesField[T []byte | string](b []byte, f protowire.Number, v T) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, f, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+// appendID appends id as canonical UUID text (eslog.FormatID, without the
+// string).
+func appendID(b []byte, id [16]byte) []byte {
+	var t [36]byte
+	hex.Encode(t[0:8], id[0:4])
+	t[8] = '-'
+	hex.Encode(t[9:13], id[4:6])
+	t[13] = '-'
+	hex.Encode(t[14:18], id[6:8])
+	t[18] = '-'
+	hex.Encode(t[19:23], id[8:10])
+	t[23] = '-'
+	hex.Encode(t[24:], id[10:])
+	return append(b, t[:]...)
+}
