@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.uber.org/zap"
 )
 
 // The append benchmarks run on the real file system (b.TempDir) with
@@ -23,7 +24,7 @@ const benchPayload = 256
 // batch per event with the keys an append writes (event, index, id,
 // stream state).
 func BenchmarkPebbleSyncBaseline(b *testing.B) {
-	db, err := pebble.Open(b.TempDir(), &pebble.Options{})
+	db, err := pebble.Open(b.TempDir(), &pebble.Options{Logger: pebbleLogger{zap.NewNop().Sugar()}})
 	if err != nil {
 		b.Fatal(err)
 	}
