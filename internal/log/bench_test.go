@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -172,5 +174,98 @@ func fillLog(b *testing.B, l *Log, n, streams int) {
 		if err := tk.Wait(context.Background()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// categoryBench is a log of benchCategoryEvents events of which 1% are in
+// category "target" (spread through the log), shared by the category
+// benchmarks. ESD_BENCH_EVENTS overrides the size for quick runs.
+var categoryBench struct {
+	once sync.Once
+	l    *Log
+	dir  string
+	err  error
+}
+
+func categoryLog(b *testing.B) *Log {
+	categoryBench.once.Do(func() {
+		n := 1_000_000
+		if v := os.Getenv("ESD_BENCH_EVENTS"); v != "" {
+			n, _ = strconv.Atoi(v)
+		}
+		categoryBench.dir, categoryBench.err = os.MkdirTemp("", "esd-category-bench")
+		if categoryBench.err != nil {
+			return
+		}
+		l, err := Open(categoryBench.dir, Options{})
+		if err != nil {
+			categoryBench.err = err
+			return
+		}
+		categoryBench.l = l
+		data := make([]byte, benchPayload)
+		states := map[string]StreamState{}
+		var tk *Ticket
+		for done := 0; done < n; done += 100 { // 99 noise events, then 1 target event
+			var ws []*Write
+			for _, name := range []string{fmt.Sprintf("noise-%d", done/100%100), fmt.Sprintf("target-%d", done/100%10)} {
+				st, ok := states[name]
+				w := &Write{State: st}
+				if !ok {
+					w.State, w.New = StreamState{ID: l.NewStreamID(), Name: name}, true
+				}
+				k := 99
+				if name[0] == 't' {
+					k = 1
+				}
+				for i := range k {
+					var id [16]byte
+					binary.BigEndian.PutUint64(id[:], uint64(done+i+1))
+					if k == 1 {
+						id[8] = 1
+					}
+					w.Events = append(w.Events, Event{ID: id, Type: "Filled", Data: data})
+				}
+				ws = append(ws, w)
+			}
+			if tk, err = l.Commit(ws, false); err != nil {
+				categoryBench.err = err
+				return
+			}
+			for _, w := range ws {
+				states[w.State.Name] = w.After
+			}
+		}
+		if tk != nil {
+			categoryBench.err = tk.Wait(context.Background())
+		}
+	})
+	if categoryBench.err != nil {
+		b.Fatal(categoryBench.err)
+	}
+	return categoryBench.l
+}
+
+// BenchmarkCategoryRead reads the 1% category through its index and as a
+// filtered scan of $all; compare their ns/op.
+func BenchmarkCategoryRead(b *testing.B) {
+	l := categoryLog(b)
+	for _, mode := range []struct {
+		name    string
+		noIndex bool
+	}{{"index", false}, {"scan", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			total := 0
+			for b.Loop() {
+				n := 0
+				err := l.ReadAllViews(context.Background(), AllQuery{StreamPrefixes: []string{"target-"}, NoIndex: mode.noIndex},
+					func(*EventView) error { n++; return nil }, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += n
+			}
+			b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "events/s")
+		})
 	}
 }

@@ -94,6 +94,7 @@ type Ticket struct {
 	batch     *pebble.Batch
 	last      uint64 // the commit's last position
 	deletions map[uint64]deletion
+	events    []Committed // for the publish hook
 	done      chan struct{}
 	err       error
 }
@@ -229,7 +230,7 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 	l.nextPos, l.lastTime, l.sys, l.sysNew, l.st = c.pos, c.now, c.sys, c.sysNw, c.st
 	epoch := l.epoch.Add(1) // after the apply: lookups from now on see this commit
 	l.recent.add(epoch, c.ids)
-	t := &Ticket{batch: c.b, last: c.pos - 1, deletions: c.deletions, done: make(chan struct{})}
+	t := &Ticket{batch: c.b, last: c.pos - 1, deletions: c.deletions, events: c.committed, done: make(chan struct{})}
 	l.met.commit(applied, c.events, c.bytes)
 	l.syncq <- t // in position order: the syncer publishes in this order
 	l.newest.Store(t)
@@ -388,7 +389,8 @@ type commitState struct {
 	sysNw     bool
 	st        stats
 	deletions map[uint64]deletion
-	ids       [][16]byte // every id written, for l.recent
+	ids       [][16]byte  // every id written, for l.recent
+	committed []Committed // every event written, for the publish hook
 	events    int
 	bytes     int
 	key       [32]byte
@@ -406,12 +408,16 @@ func (c *commitState) apply(w *Write) {
 	if len(w.Events) > 0 {
 		rev := s.NextRevision()
 		first, last := rev, rev+uint64(len(w.Events))-1
+		category := Category(s.Name)
 		for i := range w.Events {
 			rec := w.record(i)
 			stampRecord(rec, c.now)
 			_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
 			_ = c.b.Set(appendIndexKey(c.key[:0], s.ID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
 			_ = c.b.Set(appendIDKey(c.key[:0], w.Events[i].ID), appendIDValue(c.val[:0], idLoc{sid: s.ID, rev: rev, pos: c.pos, first: first, last: last}), nil)
+			_ = c.b.Set(appendCategoryKey(c.key[:0], category, c.pos), rec, nil) // covering: see index.go
+			c.committed = append(c.committed, Committed{Position: c.pos, StreamID: s.ID, Revision: rev, Stream: s.Name, Record: rec})
+			_ = c.b.Set(appendTypeKey(c.key[:0], w.Events[i].Type, c.pos), nil, nil)
 			c.ids = append(c.ids, w.Events[i].ID)
 			c.bytes += len(rec)
 			rev++
@@ -464,6 +470,10 @@ func (c *commitState) delete(s *StreamState, mode DeleteMode) {
 	_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
 	_ = c.b.Set(appendIndexKey(c.key[:0], deletedStreamID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
 	_ = c.b.Set(appendIDKey(c.key[:0], ev.ID), appendIDValue(c.val[:0], idLoc{sid: deletedStreamID, rev: rev, pos: c.pos, first: rev, last: rev}), nil)
+	_ = c.b.Set(appendCategoryKey(c.key[:0], Category(deletedStreamName), c.pos), rec, nil)
+	c.committed = append(c.committed, Committed{Position: c.pos, StreamID: deletedStreamID, Revision: rev, Stream: deletedStreamName, Record: rec,
+		Deletes: s.Name, Tombstone: mode == DeleteTombstone})
+	_ = c.b.Set(appendTypeKey(c.key[:0], typ, c.pos), nil, nil)
 	c.ids = append(c.ids, ev.ID)
 	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)
 	if c.sysNw {

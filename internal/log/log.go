@@ -92,9 +92,11 @@ type Log struct {
 	recent   recentIDs             // ids of the last commits
 	epoch    atomic.Uint64         // applied commits; written under commitMu
 
-	syncq    chan *Ticket           // applied batches, in position order
-	newest   atomic.Pointer[Ticket] // the last batch applied
-	syncDone chan struct{}          // closed when the syncer has stopped
+	syncq  chan *Ticket           // applied batches, in position order
+	newest atomic.Pointer[Ticket] // the last batch applied
+
+	onPublish atomic.Pointer[func([]Committed)] // see OnPublish
+	syncDone  chan struct{}                     // closed when the syncer has stopped
 }
 
 // Open opens (or creates) the log in dir. It takes Pebble's lock on the
@@ -315,6 +317,29 @@ func (l *Log) publish(pos uint64) {
 	l.pubMu.Unlock()
 }
 
+// OnPublish sets fn to be called with every commit's events once they are
+// published, in position order, from one goroutine. fn must not block
+// (the log's writes wait for it) and must not modify the events; it may
+// keep them.
+func (l *Log) OnPublish(fn func([]Committed)) { l.onPublish.Store(&fn) }
+
+// Committed is an event as committed, for live subscribers.
+type Committed struct {
+	Position, StreamID, Revision uint64
+	Stream                       string
+	Record                       []byte // the encoded record: read through EventView.Decode
+	// For an event of "$deleted": the stream it deletes, and whether
+	// forever.
+	Deletes   string
+	Tombstone bool
+}
+
+// Hidden reports whether the event sid/rev is deleted.
+func (l *Log) Hidden(sid, rev uint64) bool {
+	d, ok := (*l.deleted.Load())[sid]
+	return ok && (d.tombstoned || rev < d.truncateBefore)
+}
+
 // Failed returns the storage failure that stopped writes, or nil.
 func (l *Log) Failed() error {
 	if p := l.failed.Load(); p != nil {
@@ -356,7 +381,11 @@ func (l *Log) syncer() {
 				l.applyDeletions(t.deletions)
 			}
 			l.publish(t.last)
+			if hook := l.onPublish.Load(); hook != nil {
+				(*hook)(t.events)
+			}
 		}
+		t.events = nil
 		close(t.done)
 	}
 }

@@ -320,19 +320,33 @@ func TestFilteredReadAllCheckpoints(t *testing.T) {
 		appendTo(t, l, fmt.Sprintf("noise-%d", i), testEvent(i))
 	}
 	appendTo(t, l, "order-1", testEvent(100))
-	var got []*RecordedEvent
-	var cps []uint64
-	err := l.ReadAll(context.Background(), AllQuery{StreamPrefixes: []string{"order-"}, CheckpointEvery: 20},
-		func(e *RecordedEvent) error { got = append(got, e); return nil },
-		func(p uint64) error { cps = append(cps, p); return nil })
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		q    AllQuery
+		cps  []uint64
+	}{
+		// A scan checkpoints every 20 events without a match, and at the end.
+		{"scan", AllQuery{StreamPrefixes: []string{"order-"}, CheckpointEvery: 20, NoIndex: true}, []uint64{20, 40, 51}},
+		// The category index reads only order-1's event: one checkpoint, at the end.
+		{"category index", AllQuery{StreamPrefixes: []string{"order-"}, CheckpointEvery: 20}, []uint64{51}},
 	}
-	if len(got) != 1 || got[0].Stream != "order-1" {
-		t.Fatalf("got %+v", got)
-	}
-	if diff := cmp.Diff([]uint64{20, 40, 51}, cps); diff != "" {
-		t.Fatal(diff)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []*RecordedEvent
+			var cps []uint64
+			err := l.ReadAll(context.Background(), tc.q,
+				func(e *RecordedEvent) error { got = append(got, e); return nil },
+				func(p uint64) error { cps = append(cps, p); return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Stream != "order-1" {
+				t.Fatalf("got %+v", got)
+			}
+			if diff := cmp.Diff(tc.cps, cps); diff != "" {
+				t.Fatal(diff)
+			}
+		})
 	}
 	back := readAll(t, l, AllQuery{Backward: true, Max: 2})
 	if len(back) != 2 || back[0].Position != 51 || back[1].Position != 50 {

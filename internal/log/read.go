@@ -93,6 +93,7 @@ var errStop = errors.New("stop")
 // StreamQuery selects events of one stream.
 type StreamQuery struct {
 	Stream   string
+	To       uint64 // the last position (inclusive) to read; 0: the published one
 	From     uint64 // the first revision (inclusive)
 	FromSet  bool   // false: from the start (forward) or the head (backward)
 	Backward bool
@@ -139,6 +140,9 @@ func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, 
 		return nil
 	}
 	hi := l.published.Load()
+	if q.To > 0 {
+		hi = min(hi, q.To)
+	}
 	first, last := s.TruncateBefore, s.Head
 	var lo, up uint64 // revisions [lo, up] to read
 	if q.Backward {
@@ -234,8 +238,13 @@ func step(it *pebble.Iterator, backward bool) bool {
 // AllQuery selects events of $all.
 type AllQuery struct {
 	From     uint64 // the first position (inclusive); 0: the start, or the end backward
+	To       uint64 // the last position (inclusive); 0: the published one
 	Backward bool
 	Max      uint64 // 0: all
+	// Categories: only streams of these categories (see Category).
+	Categories []string
+	// NoIndex: scan even where an index could serve (benchmarks, tests).
+	NoIndex bool
 	// An event matches when its stream has one of StreamPrefixes and its
 	// type one of TypePrefixes (an empty list matches all).
 	StreamPrefixes []string
@@ -258,6 +267,9 @@ func (l *Log) ReadAll(ctx context.Context, q AllQuery, emit func(*RecordedEvent)
 // event; each view is valid only during its call of emit.
 func (l *Log) ReadAllViews(ctx context.Context, q AllQuery, emit func(*EventView) error, checkpoint func(pos uint64) error) error {
 	hi := l.published.Load()
+	if q.To > 0 {
+		hi = min(hi, q.To)
+	}
 	lo, up := uint64(1), hi
 	if q.From > 0 {
 		if q.Backward {
@@ -268,6 +280,15 @@ func (l *Log) ReadAllViews(ctx context.Context, q AllQuery, emit func(*EventView
 	}
 	if lo > up {
 		return nil
+	}
+	if q.filtered() {
+		runs, err := l.indexRuns(ctx, q)
+		if err != nil {
+			return err
+		}
+		if runs != nil {
+			return l.scanRuns(ctx, runs, lo, up, q, emit, checkpoint)
+		}
 	}
 	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
 		LowerBound: appendEventKey(nil, lo),
@@ -281,7 +302,7 @@ func (l *Log) ReadAllViews(ctx context.Context, q AllQuery, emit func(*EventView
 }
 
 func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit func(*EventView) error, checkpoint func(uint64) error) error {
-	filtered := len(q.StreamPrefixes) > 0 || len(q.TypePrefixes) > 0
+	filtered := q.filtered()
 	deleted := *l.deleted.Load()
 	var (
 		n, scanned, sinceMatch uint64
@@ -318,7 +339,7 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 			}
 			lastSID = view.sid
 		}
-		if filtered && (!hasAnyPrefix(ev.Stream, q.StreamPrefixes) || !hasAnyPrefixBytes(view.typ, q.TypePrefixes)) {
+		if filtered && !q.matches(ev.Stream, view.typ) {
 			sinceMatch++
 			if checkpoint != nil && q.CheckpointEvery > 0 && sinceMatch >= uint64(q.CheckpointEvery) {
 				sinceMatch = 0
@@ -515,6 +536,12 @@ func (e *EventView) Tags() [][]byte      { return e.v.tags }
 func (e *EventView) Metadata() []byte    { return e.v.meta }
 func (e *EventView) Data() []byte        { return e.v.data }
 func (e *EventView) Created() int64      { return e.v.created } // unix nanoseconds
+
+// Decode points the view at a committed event.
+func (e *EventView) Decode(c *Committed) error {
+	e.Position, e.Stream = c.Position, c.Stream
+	return decodeRecord(c.Record, &e.v)
+}
 
 // Materialize copies the event out of the view.
 func (e *EventView) Materialize() *RecordedEvent {

@@ -212,20 +212,25 @@ func TestReadAllFilter(t *testing.T) {
 		req  *esdv1.ReadAllRequest
 		want []msg
 	}{
+		// Stream prefixes with a '-' are read through the category index, and
+		// type prefixes through the type index: only matching events are
+		// read, so the one checkpoint is the one at the end.
 		{"stream prefix", &esdv1.ReadAllRequest{Filter: &esdv1.Filter{StreamPrefixes: []string{"order-"}}},
-			[]msg{{nil, 5}, {nil, 10}, {[]uint64{13}, 18}, {[]uint64{21}, 23}}},
+			[]msg{{[]uint64{13, 21}, 23}}},
 		{"stream and type prefix", &esdv1.ReadAllRequest{Filter: &esdv1.Filter{StreamPrefixes: []string{"order-"}, EventTypePrefixes: []string{"OrderPl"}}},
-			// 19..23 scan without a match: a checkpoint at 23, then the
-			// last message repeats it.
-			[]msg{{nil, 5}, {nil, 10}, {[]uint64{13}, 18}, {nil, 23}, {nil, 23}}},
+			[]msg{{[]uint64{13}, 23}}},
 		{"type prefix", &esdv1.ReadAllRequest{Filter: &esdv1.Filter{EventTypePrefixes: []string{"OrderPlaced"}}},
-			[]msg{{nil, 5}, {nil, 10}, {[]uint64{13}, 18}, {[]uint64{22, 23}, 23}}},
+			[]msg{{[]uint64{13, 22, 23}, 23}}},
 		{"two stream prefixes", &esdv1.ReadAllRequest{Filter: &esdv1.Filter{StreamPrefixes: []string{"noise-", "order-"}, EventTypePrefixes: []string{"Order"}}},
-			[]msg{{nil, 5}, {nil, 10}, {[]uint64{13}, 18}, {[]uint64{21, 23}, 23}}},
+			[]msg{{[]uint64{13, 21, 23}, 23}}},
 		{"backward", &esdv1.ReadAllRequest{Direction: backward, Filter: &esdv1.Filter{StreamPrefixes: []string{"order-"}}},
-			[]msg{{[]uint64{21}, 16}, {[]uint64{13}, 8}, {nil, 3}, {nil, 1}}},
+			[]msg{{[]uint64{21, 13}, 1}}},
 		{"from a position", &esdv1.ReadAllRequest{FromPosition: new(uint64(14)), Filter: &esdv1.Filter{StreamPrefixes: []string{"order-"}}},
-			[]msg{{nil, 18}, {[]uint64{21}, 23}}},
+			[]msg{{[]uint64{21}, 23}}},
+		// A prefix without '-' may span categories: a scan, which
+		// checkpoints every 5 events without a match.
+		{"stream prefix without a dash", &esdv1.ReadAllRequest{Filter: &esdv1.Filter{StreamPrefixes: []string{"orde"}}},
+			[]msg{{nil, 5}, {nil, 10}, {[]uint64{13}, 18}, {[]uint64{21, 22}, 23}}},
 		{"nothing matches", &esdv1.ReadAllRequest{Filter: &esdv1.Filter{StreamPrefixes: []string{"zzz"}}},
 			[]msg{{nil, 5}, {nil, 10}, {nil, 15}, {nil, 20}, {nil, 23}}},
 		{"unfiltered from 20 max 2", &esdv1.ReadAllRequest{FromPosition: new(uint64(20)), MaxCount: 2}, []msg{{[]uint64{20, 21}, 0}}},

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/subscription"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -49,6 +50,7 @@ type Server struct {
 	log      *eslog.Log
 	lg       *zap.Logger
 	writer   *Writer
+	hub      *subscription.Hub
 	grpc     *grpc.Server
 	health   *health.Server
 	draining atomic.Bool // new requests are refused
@@ -83,6 +85,8 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *S
 		health: health.NewServer(),
 	}
 	s.stopCtx, s.stopRPCs = context.WithCancel(context.Background())
+	s.hub = subscription.NewHub(l, subscription.Options{Registerer: reg})
+	l.OnPublish(s.hub.Publish) // before anything writes: the hub sees every commit
 	grpcMet := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0001, 2, 18))))
 	reg.MustRegister(grpcMet)
@@ -101,7 +105,8 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *S
 		grpc.ChainUnaryInterceptor(grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover)),
 		grpc.ChainStreamInterceptor(grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover)),
 	)
-	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{writer: s.writer, log: l, lim: cfg.Limits, met: newReadMetrics(reg)})
+	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{writer: s.writer, log: l, hub: s.hub, lim: cfg.Limits,
+		met: newReadMetrics(reg), stopping: s.stopCtx})
 	esdv1.RegisterAdminServiceServer(s.grpc, &adminService{log: l, cfg: cfg, started: time.Now()})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

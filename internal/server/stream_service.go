@@ -7,6 +7,7 @@ import (
 	"time"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/subscription"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -38,10 +39,12 @@ type reader interface {
 // errors; the error interceptor maps them with toStatus.
 type streamService struct {
 	esdv1.UnimplementedStreamServiceServer
-	writer *Writer
-	log    reader
-	lim    Limits
-	met    *readMetrics
+	writer   *Writer
+	log      reader
+	hub      *subscription.Hub
+	lim      Limits
+	met      *readMetrics
+	stopping context.Context // ends when the server shuts down
 }
 
 func (s *streamService) Append(ctx context.Context, req *esdv1.AppendRequest) (*esdv1.AppendResponse, error) {

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/subscription"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
@@ -307,4 +308,51 @@ func validateReadAll(req *esdv1.ReadAllRequest) (eslog.AllQuery, error) {
 	}
 	q.StreamPrefixes, q.TypePrefixes = validateFilter(&v, req.GetFilter())
 	return q, v.err()
+}
+
+// validateSubscribe converts a SubscribeRequest.
+func validateSubscribe(req *esdv1.SubscribeRequest) (subscription.Request, error) {
+	var v validator
+	var r subscription.Request
+	switch t := req.GetTarget().(type) {
+	case *esdv1.SubscribeRequest_Stream:
+		r.Target, r.Name = subscription.TargetStream, t.Stream
+		v.stream = t.Stream
+		v.streamName("stream", t.Stream, false)
+	case *esdv1.SubscribeRequest_Category:
+		r.Target, r.Name = subscription.TargetCategory, t.Category
+		switch c := t.Category; {
+		case c == "" || len(c) > maxStreamNameBytes || !printableUTF8(c):
+			v.bad(reasonInvalidArgument, "category", "a category is 1 to %d bytes of UTF-8 without control characters", maxStreamNameBytes)
+		case strings.Contains(c, "-"):
+			v.bad(reasonInvalidArgument, "category", "a category is the part of a stream name before its first '-': it has none")
+		}
+	case *esdv1.SubscribeRequest_All:
+		r.Target = subscription.TargetAll
+	default:
+		v.bad(reasonInvalidArgument, "target", "set one of stream, category or all")
+	}
+	switch f := req.GetFrom().(type) {
+	case nil, *esdv1.SubscribeRequest_Start:
+		r.Start = subscription.FromStart
+	case *esdv1.SubscribeRequest_End:
+		r.Start = subscription.FromEnd
+	case *esdv1.SubscribeRequest_AfterRevision:
+		r.Start, r.After = subscription.AfterRevision, f.AfterRevision
+		if r.Target != subscription.TargetStream {
+			v.bad(reasonInvalidArgument, "after_revision", "after_revision is for a stream target; use after_position")
+		}
+	case *esdv1.SubscribeRequest_AfterPosition:
+		r.Start, r.After = subscription.AfterPosition, f.AfterPosition
+		if r.Target == subscription.TargetStream {
+			v.bad(reasonInvalidArgument, "after_position", "after_position is for category and all targets; use after_revision")
+		}
+	}
+	if req.GetFilter() != nil {
+		if r.Target != subscription.TargetAll {
+			v.bad(reasonInvalidArgument, "filter", "a filter is for the all target")
+		}
+		r.StreamPrefixes, r.TypePrefixes = validateFilter(&v, req.GetFilter())
+	}
+	return r, v.err()
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 
 	eslog "github.com/esdhq/esd/internal/log"
@@ -17,8 +18,9 @@ import (
 
 // Field numbers of esd.v1 messages, as in the .proto files.
 const (
-	fieldResponseEvents     protowire.Number = 1 // ReadStreamResponse.events, ReadAllResponse.events
+	fieldResponseEvents     protowire.Number = 1 // ReadStreamResponse.events, ReadAllResponse.events, EventBatch.events
 	fieldResponseCheckpoint protowire.Number = 2 // ReadAllResponse.checkpoint
+	fieldSubscribeEvents    protowire.Number = 1 // SubscribeResponse.events (an EventBatch)
 
 	fieldEventID          protowire.Number = 1
 	fieldEventStream      protowire.Number = 2
@@ -56,16 +58,26 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 // wireChunk gathers encoded events into one response message of about
 // chunkBytes or chunkEvents.
 type wireChunk struct {
+	// wrap, when not 0, nests the events in a message in this field of the
+	// response (SubscribeResponse.events holds an EventBatch).
+	wrap   protowire.Number
 	buf    *[]byte // from the pool; nil before the first event
 	events int
 	sent   int // messages sent
 }
+
+// wrapRoom is kept free at the start of a wrapped chunk for its tag and
+// length, which are known only when it is sent.
+const wrapRoom = 1 + binary.MaxVarintLen64
 
 // add encodes e as one more event and reports whether the chunk is full.
 func (c *wireChunk) add(e *eslog.EventView) bool {
 	if c.buf == nil {
 		c.buf = mem.DefaultBufferPool().Get(chunkBytes + 64<<10)
 		*c.buf = (*c.buf)[:0]
+		if c.wrap != 0 {
+			*c.buf = append(*c.buf, make([]byte, wrapRoom)...)
+		}
 	}
 	*c.buf = appendEvent(*c.buf, fieldResponseEvents, e)
 	c.events++
@@ -82,6 +94,14 @@ func (c *wireChunk) message(checkpoint uint64) *encodedMessage {
 	if checkpoint != 0 {
 		*c.buf = protowire.AppendTag(*c.buf, fieldResponseCheckpoint, protowire.VarintType)
 		*c.buf = protowire.AppendVarint(*c.buf, checkpoint)
+	}
+	if c.wrap != 0 && len(*c.buf) >= wrapRoom {
+		var head [wrapRoom]byte
+		h := protowire.AppendTag(head[:0], c.wrap, protowire.BytesType)
+		h = protowire.AppendVarint(h, uint64(len(*c.buf)-wrapRoom))
+		start := wrapRoom - len(h)
+		copy((*c.buf)[start:], h)
+		*c.buf = (*c.buf)[start:]
 	}
 	m := &encodedMessage{buf: c.buf}
 	c.buf, c.events = nil, 0

@@ -999,6 +999,507 @@ func (x *ListStreamsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// SubscribeRequest says what to follow and from where.
+type SubscribeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to follow.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*SubscribeRequest_Stream
+	//	*SubscribeRequest_Category
+	//	*SubscribeRequest_All
+	Target isSubscribeRequest_Target `protobuf_oneof:"target"`
+	// Where to start; unset means start.
+	//
+	// Types that are valid to be assigned to From:
+	//
+	//	*SubscribeRequest_Start
+	//	*SubscribeRequest_End
+	//	*SubscribeRequest_AfterRevision
+	//	*SubscribeRequest_AfterPosition
+	From isSubscribeRequest_From `protobuf_oneof:"from"`
+	// Only events that match (all target only), as in ReadAll.
+	Filter        *Filter `protobuf:"bytes,8,opt,name=filter" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeRequest) Reset() {
+	*x = SubscribeRequest{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeRequest) ProtoMessage() {}
+
+func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SubscribeRequest) GetTarget() isSubscribeRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetStream() string {
+	if x != nil {
+		if x, ok := x.Target.(*SubscribeRequest_Stream); ok {
+			return x.Stream
+		}
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetCategory() string {
+	if x != nil {
+		if x, ok := x.Target.(*SubscribeRequest_Category); ok {
+			return x.Category
+		}
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetAll() *emptypb.Empty {
+	if x != nil {
+		if x, ok := x.Target.(*SubscribeRequest_All); ok {
+			return x.All
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetFrom() isSubscribeRequest_From {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetStart() *emptypb.Empty {
+	if x != nil {
+		if x, ok := x.From.(*SubscribeRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetEnd() *emptypb.Empty {
+	if x != nil {
+		if x, ok := x.From.(*SubscribeRequest_End); ok {
+			return x.End
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetAfterRevision() uint64 {
+	if x != nil {
+		if x, ok := x.From.(*SubscribeRequest_AfterRevision); ok {
+			return x.AfterRevision
+		}
+	}
+	return 0
+}
+
+func (x *SubscribeRequest) GetAfterPosition() uint64 {
+	if x != nil {
+		if x, ok := x.From.(*SubscribeRequest_AfterPosition); ok {
+			return x.AfterPosition
+		}
+	}
+	return 0
+}
+
+func (x *SubscribeRequest) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+type isSubscribeRequest_Target interface {
+	isSubscribeRequest_Target()
+}
+
+type SubscribeRequest_Stream struct {
+	// One stream (it need not exist yet).
+	Stream string `protobuf:"bytes,1,opt,name=stream,oneof"`
+}
+
+type SubscribeRequest_Category struct {
+	// Every stream of a category: "product" follows "product-42", "product-7"
+	// and "product" itself (the category is the part of a stream's name
+	// before its first "-", or the whole name).
+	Category string `protobuf:"bytes,2,opt,name=category,oneof"`
+}
+
+type SubscribeRequest_All struct {
+	// The global log, with filter.
+	All *emptypb.Empty `protobuf:"bytes,3,opt,name=all,oneof"`
+}
+
+func (*SubscribeRequest_Stream) isSubscribeRequest_Target() {}
+
+func (*SubscribeRequest_Category) isSubscribeRequest_Target() {}
+
+func (*SubscribeRequest_All) isSubscribeRequest_Target() {}
+
+type isSubscribeRequest_From interface {
+	isSubscribeRequest_From()
+}
+
+type SubscribeRequest_Start struct {
+	// From the first event.
+	Start *emptypb.Empty `protobuf:"bytes,4,opt,name=start,oneof"`
+}
+
+type SubscribeRequest_End struct {
+	// Only events committed after the subscription began.
+	End *emptypb.Empty `protobuf:"bytes,5,opt,name=end,oneof"`
+}
+
+type SubscribeRequest_AfterRevision struct {
+	// After this revision of the stream (stream target).
+	AfterRevision uint64 `protobuf:"varint,6,opt,name=after_revision,json=afterRevision,oneof"`
+}
+
+type SubscribeRequest_AfterPosition struct {
+	// After this position of $all (category and all targets), e.g. a
+	// checkpoint or the last position a read model handled.
+	AfterPosition uint64 `protobuf:"varint,7,opt,name=after_position,json=afterPosition,oneof"`
+}
+
+func (*SubscribeRequest_Start) isSubscribeRequest_From() {}
+
+func (*SubscribeRequest_End) isSubscribeRequest_From() {}
+
+func (*SubscribeRequest_AfterRevision) isSubscribeRequest_From() {}
+
+func (*SubscribeRequest_AfterPosition) isSubscribeRequest_From() {}
+
+// SubscribeResponse is one message of a subscription.
+type SubscribeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Content:
+	//
+	//	*SubscribeResponse_Events
+	//	*SubscribeResponse_CaughtUp
+	//	*SubscribeResponse_Checkpoint
+	//	*SubscribeResponse_Ended
+	Content       isSubscribeResponse_Content `protobuf_oneof:"content"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeResponse) Reset() {
+	*x = SubscribeResponse{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeResponse) ProtoMessage() {}
+
+func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SubscribeResponse) GetContent() isSubscribeResponse_Content {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetEvents() *EventBatch {
+	if x != nil {
+		if x, ok := x.Content.(*SubscribeResponse_Events); ok {
+			return x.Events
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetCaughtUp() *CaughtUp {
+	if x != nil {
+		if x, ok := x.Content.(*SubscribeResponse_CaughtUp); ok {
+			return x.CaughtUp
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		if x, ok := x.Content.(*SubscribeResponse_Checkpoint); ok {
+			return x.Checkpoint
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetEnded() *Ended {
+	if x != nil {
+		if x, ok := x.Content.(*SubscribeResponse_Ended); ok {
+			return x.Ended
+		}
+	}
+	return nil
+}
+
+type isSubscribeResponse_Content interface {
+	isSubscribeResponse_Content()
+}
+
+type SubscribeResponse_Events struct {
+	// Events, in order.
+	Events *EventBatch `protobuf:"bytes,1,opt,name=events,oneof"`
+}
+
+type SubscribeResponse_CaughtUp struct {
+	// History is replayed; live events follow.
+	CaughtUp *CaughtUp `protobuf:"bytes,2,opt,name=caught_up,json=caughtUp,oneof"`
+}
+
+type SubscribeResponse_Checkpoint struct {
+	// Every position up to this one was considered (filtered all only).
+	Checkpoint *Checkpoint `protobuf:"bytes,3,opt,name=checkpoint,oneof"`
+}
+
+type SubscribeResponse_Ended struct {
+	// The subscription is over; the stream ends after this message.
+	Ended *Ended `protobuf:"bytes,4,opt,name=ended,oneof"`
+}
+
+func (*SubscribeResponse_Events) isSubscribeResponse_Content() {}
+
+func (*SubscribeResponse_CaughtUp) isSubscribeResponse_Content() {}
+
+func (*SubscribeResponse_Checkpoint) isSubscribeResponse_Content() {}
+
+func (*SubscribeResponse_Ended) isSubscribeResponse_Content() {}
+
+// EventBatch is a chunk of events.
+type EventBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*RecordedEvent       `protobuf:"bytes,1,rep,name=events" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventBatch) Reset() {
+	*x = EventBatch{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventBatch) ProtoMessage() {}
+
+func (x *EventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
+func (*EventBatch) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EventBatch) GetEvents() []*RecordedEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// CaughtUp marks the switch from history to live events.
+type CaughtUp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last position of $all the history covered.
+	Position      uint64 `protobuf:"varint,1,opt,name=position" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaughtUp) Reset() {
+	*x = CaughtUp{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaughtUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaughtUp) ProtoMessage() {}
+
+func (x *CaughtUp) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
+func (*CaughtUp) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CaughtUp) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+// Checkpoint is a position a subscriber may resume after.
+type Checkpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Position      uint64                 `protobuf:"varint,1,opt,name=position" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Checkpoint) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+// Ended says why a subscription is over.
+type Ended struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// STREAM_DELETED, STREAM_TOMBSTONED or SHUTTING_DOWN.
+	Reason        string `protobuf:"bytes,1,opt,name=reason" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ended) Reset() {
+	*x = Ended{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ended) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ended) ProtoMessage() {}
+
+func (x *Ended) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ended.ProtoReflect.Descriptor instead.
+func (*Ended) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Ended) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_esd_v1_stream_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_stream_service_proto_rawDesc = "" +
@@ -1064,7 +1565,36 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"k\n" +
 	"\x13ListStreamsResponse\x12,\n" +
 	"\astreams\x18\x01 \x03(\v2\x12.esd.v1.StreamInfoR\astreams\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xea\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xde\x02\n" +
+	"\x10SubscribeRequest\x12\x18\n" +
+	"\x06stream\x18\x01 \x01(\tH\x00R\x06stream\x12\x1c\n" +
+	"\bcategory\x18\x02 \x01(\tH\x00R\bcategory\x12*\n" +
+	"\x03all\x18\x03 \x01(\v2\x16.google.protobuf.EmptyH\x00R\x03all\x12.\n" +
+	"\x05start\x18\x04 \x01(\v2\x16.google.protobuf.EmptyH\x01R\x05start\x12*\n" +
+	"\x03end\x18\x05 \x01(\v2\x16.google.protobuf.EmptyH\x01R\x03end\x12'\n" +
+	"\x0eafter_revision\x18\x06 \x01(\x04H\x01R\rafterRevision\x12'\n" +
+	"\x0eafter_position\x18\a \x01(\x04H\x01R\rafterPosition\x12&\n" +
+	"\x06filter\x18\b \x01(\v2\x0e.esd.v1.FilterR\x06filterB\b\n" +
+	"\x06targetB\x06\n" +
+	"\x04from\"\xda\x01\n" +
+	"\x11SubscribeResponse\x12,\n" +
+	"\x06events\x18\x01 \x01(\v2\x12.esd.v1.EventBatchH\x00R\x06events\x12/\n" +
+	"\tcaught_up\x18\x02 \x01(\v2\x10.esd.v1.CaughtUpH\x00R\bcaughtUp\x124\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\v2\x12.esd.v1.CheckpointH\x00R\n" +
+	"checkpoint\x12%\n" +
+	"\x05ended\x18\x04 \x01(\v2\r.esd.v1.EndedH\x00R\x05endedB\t\n" +
+	"\acontent\";\n" +
+	"\n" +
+	"EventBatch\x12-\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.esd.v1.RecordedEventR\x06events\"&\n" +
+	"\bCaughtUp\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\"(\n" +
+	"\n" +
+	"Checkpoint\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\"\x1f\n" +
+	"\x05Ended\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason2\xae\x04\n" +
 	"\rStreamService\x127\n" +
 	"\x06Append\x12\x15.esd.v1.AppendRequest\x1a\x16.esd.v1.AppendResponse\x12F\n" +
 	"\vAppendMulti\x12\x1a.esd.v1.AppendMultiRequest\x1a\x1b.esd.v1.AppendMultiResponse\x12E\n" +
@@ -1073,7 +1603,8 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\aReadAll\x12\x16.esd.v1.ReadAllRequest\x1a\x17.esd.v1.ReadAllResponse0\x01\x12I\n" +
 	"\fDeleteStream\x12\x1b.esd.v1.DeleteStreamRequest\x1a\x1c.esd.v1.DeleteStreamResponse\x12@\n" +
 	"\tGetStream\x12\x18.esd.v1.GetStreamRequest\x1a\x19.esd.v1.GetStreamResponse\x12F\n" +
-	"\vListStreams\x12\x1a.esd.v1.ListStreamsRequest\x1a\x1b.esd.v1.ListStreamsResponseB0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\vListStreams\x12\x1a.esd.v1.ListStreamsRequest\x1a\x1b.esd.v1.ListStreamsResponse\x12B\n" +
+	"\tSubscribe\x12\x18.esd.v1.SubscribeRequest\x1a\x19.esd.v1.SubscribeResponse0\x01B0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_esd_v1_stream_service_proto_rawDescOnce sync.Once
@@ -1087,7 +1618,7 @@ func file_esd_v1_stream_service_proto_rawDescGZIP() []byte {
 	return file_esd_v1_stream_service_proto_rawDescData
 }
 
-var file_esd_v1_stream_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_esd_v1_stream_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_esd_v1_stream_service_proto_goTypes = []any{
 	(*AppendRequest)(nil),         // 0: esd.v1.AppendRequest
 	(*AppendResponse)(nil),        // 1: esd.v1.AppendResponse
@@ -1103,52 +1634,69 @@ var file_esd_v1_stream_service_proto_goTypes = []any{
 	(*GetStreamResponse)(nil),     // 11: esd.v1.GetStreamResponse
 	(*ListStreamsRequest)(nil),    // 12: esd.v1.ListStreamsRequest
 	(*ListStreamsResponse)(nil),   // 13: esd.v1.ListStreamsResponse
-	(*emptypb.Empty)(nil),         // 14: google.protobuf.Empty
-	(*ProposedEvent)(nil),         // 15: esd.v1.ProposedEvent
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(ReadDirection)(0),            // 17: esd.v1.ReadDirection
-	(*RecordedEvent)(nil),         // 18: esd.v1.RecordedEvent
-	(*Filter)(nil),                // 19: esd.v1.Filter
-	(*StreamInfo)(nil),            // 20: esd.v1.StreamInfo
+	(*SubscribeRequest)(nil),      // 14: esd.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),     // 15: esd.v1.SubscribeResponse
+	(*EventBatch)(nil),            // 16: esd.v1.EventBatch
+	(*CaughtUp)(nil),              // 17: esd.v1.CaughtUp
+	(*Checkpoint)(nil),            // 18: esd.v1.Checkpoint
+	(*Ended)(nil),                 // 19: esd.v1.Ended
+	(*emptypb.Empty)(nil),         // 20: google.protobuf.Empty
+	(*ProposedEvent)(nil),         // 21: esd.v1.ProposedEvent
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(ReadDirection)(0),            // 23: esd.v1.ReadDirection
+	(*RecordedEvent)(nil),         // 24: esd.v1.RecordedEvent
+	(*Filter)(nil),                // 25: esd.v1.Filter
+	(*StreamInfo)(nil),            // 26: esd.v1.StreamInfo
 }
 var file_esd_v1_stream_service_proto_depIdxs = []int32{
-	14, // 0: esd.v1.AppendRequest.any:type_name -> google.protobuf.Empty
-	14, // 1: esd.v1.AppendRequest.no_stream:type_name -> google.protobuf.Empty
-	14, // 2: esd.v1.AppendRequest.stream_exists:type_name -> google.protobuf.Empty
-	15, // 3: esd.v1.AppendRequest.events:type_name -> esd.v1.ProposedEvent
-	16, // 4: esd.v1.AppendResponse.commit_time:type_name -> google.protobuf.Timestamp
+	20, // 0: esd.v1.AppendRequest.any:type_name -> google.protobuf.Empty
+	20, // 1: esd.v1.AppendRequest.no_stream:type_name -> google.protobuf.Empty
+	20, // 2: esd.v1.AppendRequest.stream_exists:type_name -> google.protobuf.Empty
+	21, // 3: esd.v1.AppendRequest.events:type_name -> esd.v1.ProposedEvent
+	22, // 4: esd.v1.AppendResponse.commit_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: esd.v1.AppendMultiRequest.appends:type_name -> esd.v1.AppendRequest
 	1,  // 6: esd.v1.AppendMultiResponse.results:type_name -> esd.v1.AppendResponse
-	17, // 7: esd.v1.ReadStreamRequest.direction:type_name -> esd.v1.ReadDirection
-	18, // 8: esd.v1.ReadStreamResponse.events:type_name -> esd.v1.RecordedEvent
-	17, // 9: esd.v1.ReadAllRequest.direction:type_name -> esd.v1.ReadDirection
-	19, // 10: esd.v1.ReadAllRequest.filter:type_name -> esd.v1.Filter
-	18, // 11: esd.v1.ReadAllResponse.events:type_name -> esd.v1.RecordedEvent
-	14, // 12: esd.v1.DeleteStreamRequest.any:type_name -> google.protobuf.Empty
-	14, // 13: esd.v1.DeleteStreamRequest.no_stream:type_name -> google.protobuf.Empty
-	14, // 14: esd.v1.DeleteStreamRequest.stream_exists:type_name -> google.protobuf.Empty
-	16, // 15: esd.v1.DeleteStreamResponse.commit_time:type_name -> google.protobuf.Timestamp
-	20, // 16: esd.v1.GetStreamResponse.info:type_name -> esd.v1.StreamInfo
-	20, // 17: esd.v1.ListStreamsResponse.streams:type_name -> esd.v1.StreamInfo
-	0,  // 18: esd.v1.StreamService.Append:input_type -> esd.v1.AppendRequest
-	2,  // 19: esd.v1.StreamService.AppendMulti:input_type -> esd.v1.AppendMultiRequest
-	4,  // 20: esd.v1.StreamService.ReadStream:input_type -> esd.v1.ReadStreamRequest
-	6,  // 21: esd.v1.StreamService.ReadAll:input_type -> esd.v1.ReadAllRequest
-	8,  // 22: esd.v1.StreamService.DeleteStream:input_type -> esd.v1.DeleteStreamRequest
-	10, // 23: esd.v1.StreamService.GetStream:input_type -> esd.v1.GetStreamRequest
-	12, // 24: esd.v1.StreamService.ListStreams:input_type -> esd.v1.ListStreamsRequest
-	1,  // 25: esd.v1.StreamService.Append:output_type -> esd.v1.AppendResponse
-	3,  // 26: esd.v1.StreamService.AppendMulti:output_type -> esd.v1.AppendMultiResponse
-	5,  // 27: esd.v1.StreamService.ReadStream:output_type -> esd.v1.ReadStreamResponse
-	7,  // 28: esd.v1.StreamService.ReadAll:output_type -> esd.v1.ReadAllResponse
-	9,  // 29: esd.v1.StreamService.DeleteStream:output_type -> esd.v1.DeleteStreamResponse
-	11, // 30: esd.v1.StreamService.GetStream:output_type -> esd.v1.GetStreamResponse
-	13, // 31: esd.v1.StreamService.ListStreams:output_type -> esd.v1.ListStreamsResponse
-	25, // [25:32] is the sub-list for method output_type
-	18, // [18:25] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	23, // 7: esd.v1.ReadStreamRequest.direction:type_name -> esd.v1.ReadDirection
+	24, // 8: esd.v1.ReadStreamResponse.events:type_name -> esd.v1.RecordedEvent
+	23, // 9: esd.v1.ReadAllRequest.direction:type_name -> esd.v1.ReadDirection
+	25, // 10: esd.v1.ReadAllRequest.filter:type_name -> esd.v1.Filter
+	24, // 11: esd.v1.ReadAllResponse.events:type_name -> esd.v1.RecordedEvent
+	20, // 12: esd.v1.DeleteStreamRequest.any:type_name -> google.protobuf.Empty
+	20, // 13: esd.v1.DeleteStreamRequest.no_stream:type_name -> google.protobuf.Empty
+	20, // 14: esd.v1.DeleteStreamRequest.stream_exists:type_name -> google.protobuf.Empty
+	22, // 15: esd.v1.DeleteStreamResponse.commit_time:type_name -> google.protobuf.Timestamp
+	26, // 16: esd.v1.GetStreamResponse.info:type_name -> esd.v1.StreamInfo
+	26, // 17: esd.v1.ListStreamsResponse.streams:type_name -> esd.v1.StreamInfo
+	20, // 18: esd.v1.SubscribeRequest.all:type_name -> google.protobuf.Empty
+	20, // 19: esd.v1.SubscribeRequest.start:type_name -> google.protobuf.Empty
+	20, // 20: esd.v1.SubscribeRequest.end:type_name -> google.protobuf.Empty
+	25, // 21: esd.v1.SubscribeRequest.filter:type_name -> esd.v1.Filter
+	16, // 22: esd.v1.SubscribeResponse.events:type_name -> esd.v1.EventBatch
+	17, // 23: esd.v1.SubscribeResponse.caught_up:type_name -> esd.v1.CaughtUp
+	18, // 24: esd.v1.SubscribeResponse.checkpoint:type_name -> esd.v1.Checkpoint
+	19, // 25: esd.v1.SubscribeResponse.ended:type_name -> esd.v1.Ended
+	24, // 26: esd.v1.EventBatch.events:type_name -> esd.v1.RecordedEvent
+	0,  // 27: esd.v1.StreamService.Append:input_type -> esd.v1.AppendRequest
+	2,  // 28: esd.v1.StreamService.AppendMulti:input_type -> esd.v1.AppendMultiRequest
+	4,  // 29: esd.v1.StreamService.ReadStream:input_type -> esd.v1.ReadStreamRequest
+	6,  // 30: esd.v1.StreamService.ReadAll:input_type -> esd.v1.ReadAllRequest
+	8,  // 31: esd.v1.StreamService.DeleteStream:input_type -> esd.v1.DeleteStreamRequest
+	10, // 32: esd.v1.StreamService.GetStream:input_type -> esd.v1.GetStreamRequest
+	12, // 33: esd.v1.StreamService.ListStreams:input_type -> esd.v1.ListStreamsRequest
+	14, // 34: esd.v1.StreamService.Subscribe:input_type -> esd.v1.SubscribeRequest
+	1,  // 35: esd.v1.StreamService.Append:output_type -> esd.v1.AppendResponse
+	3,  // 36: esd.v1.StreamService.AppendMulti:output_type -> esd.v1.AppendMultiResponse
+	5,  // 37: esd.v1.StreamService.ReadStream:output_type -> esd.v1.ReadStreamResponse
+	7,  // 38: esd.v1.StreamService.ReadAll:output_type -> esd.v1.ReadAllResponse
+	9,  // 39: esd.v1.StreamService.DeleteStream:output_type -> esd.v1.DeleteStreamResponse
+	11, // 40: esd.v1.StreamService.GetStream:output_type -> esd.v1.GetStreamResponse
+	13, // 41: esd.v1.StreamService.ListStreams:output_type -> esd.v1.ListStreamsResponse
+	15, // 42: esd.v1.StreamService.Subscribe:output_type -> esd.v1.SubscribeResponse
+	35, // [35:43] is the sub-list for method output_type
+	27, // [27:35] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_esd_v1_stream_service_proto_init() }
@@ -1169,13 +1717,28 @@ func file_esd_v1_stream_service_proto_init() {
 		(*DeleteStreamRequest_StreamExists)(nil),
 		(*DeleteStreamRequest_Exact)(nil),
 	}
+	file_esd_v1_stream_service_proto_msgTypes[14].OneofWrappers = []any{
+		(*SubscribeRequest_Stream)(nil),
+		(*SubscribeRequest_Category)(nil),
+		(*SubscribeRequest_All)(nil),
+		(*SubscribeRequest_Start)(nil),
+		(*SubscribeRequest_End)(nil),
+		(*SubscribeRequest_AfterRevision)(nil),
+		(*SubscribeRequest_AfterPosition)(nil),
+	}
+	file_esd_v1_stream_service_proto_msgTypes[15].OneofWrappers = []any{
+		(*SubscribeResponse_Events)(nil),
+		(*SubscribeResponse_CaughtUp)(nil),
+		(*SubscribeResponse_Checkpoint)(nil),
+		(*SubscribeResponse_Ended)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_esd_v1_stream_service_proto_rawDesc), len(file_esd_v1_stream_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

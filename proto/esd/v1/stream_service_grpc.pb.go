@@ -26,6 +26,7 @@ const (
 	StreamService_DeleteStream_FullMethodName = "/esd.v1.StreamService/DeleteStream"
 	StreamService_GetStream_FullMethodName    = "/esd.v1.StreamService/GetStream"
 	StreamService_ListStreams_FullMethodName  = "/esd.v1.StreamService/ListStreams"
+	StreamService_Subscribe_FullMethodName    = "/esd.v1.StreamService/Subscribe"
 )
 
 // StreamServiceClient is the client API for StreamService service.
@@ -91,6 +92,25 @@ type StreamServiceClient interface {
 	//
 	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT (bad prefix or page token).
 	ListStreams(ctx context.Context, in *ListStreamsRequest, opts ...grpc.CallOption) (*ListStreamsResponse, error)
+	// Subscribe replays history, then goes live: every event of the target
+	// after the start point, each exactly once, in position order (revision
+	// order for a stream), with exactly one caught_up between history and
+	// live events. A subscriber that reads slowly is served from the log
+	// until it catches up again, without a gap or a duplicate; the server
+	// never buffers more than a chunk for it.
+	//
+	// Messages: events (chunks of about 1 MiB or 512 events), one caught_up,
+	// checkpoint during long filtered scans (every position up to it was
+	// considered: resume after it), and ended when the subscription is over
+	// (the stream was deleted: reason STREAM_DELETED or STREAM_TOMBSTONED;
+	// the server shuts down: SHUTTING_DOWN, followed by the status
+	// UNAVAILABLE/SHUTTING_DOWN).
+	//
+	// Errors: NOT_FOUND/STREAM_TOMBSTONED (a tombstoned stream),
+	// INVALID_ARGUMENT/INVALID_ARGUMENT (bad target, from or filter; from
+	// after_revision only with a stream, after_position only with a category
+	// or all; filter only with all), UNAVAILABLE/SHUTTING_DOWN.
+	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 }
 
 type streamServiceClient struct {
@@ -189,6 +209,25 @@ func (c *streamServiceClient) ListStreams(ctx context.Context, in *ListStreamsRe
 	return out, nil
 }
 
+func (c *streamServiceClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[2], StreamService_Subscribe_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeRequest, SubscribeResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamService_SubscribeClient = grpc.ServerStreamingClient[SubscribeResponse]
+
 // StreamServiceServer is the server API for StreamService service.
 // All implementations must embed UnimplementedStreamServiceServer
 // for forward compatibility.
@@ -252,6 +291,25 @@ type StreamServiceServer interface {
 	//
 	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT (bad prefix or page token).
 	ListStreams(context.Context, *ListStreamsRequest) (*ListStreamsResponse, error)
+	// Subscribe replays history, then goes live: every event of the target
+	// after the start point, each exactly once, in position order (revision
+	// order for a stream), with exactly one caught_up between history and
+	// live events. A subscriber that reads slowly is served from the log
+	// until it catches up again, without a gap or a duplicate; the server
+	// never buffers more than a chunk for it.
+	//
+	// Messages: events (chunks of about 1 MiB or 512 events), one caught_up,
+	// checkpoint during long filtered scans (every position up to it was
+	// considered: resume after it), and ended when the subscription is over
+	// (the stream was deleted: reason STREAM_DELETED or STREAM_TOMBSTONED;
+	// the server shuts down: SHUTTING_DOWN, followed by the status
+	// UNAVAILABLE/SHUTTING_DOWN).
+	//
+	// Errors: NOT_FOUND/STREAM_TOMBSTONED (a tombstoned stream),
+	// INVALID_ARGUMENT/INVALID_ARGUMENT (bad target, from or filter; from
+	// after_revision only with a stream, after_position only with a category
+	// or all; filter only with all), UNAVAILABLE/SHUTTING_DOWN.
+	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	mustEmbedUnimplementedStreamServiceServer()
 }
 
@@ -282,6 +340,9 @@ func (UnimplementedStreamServiceServer) GetStream(context.Context, *GetStreamReq
 }
 func (UnimplementedStreamServiceServer) ListStreams(context.Context, *ListStreamsRequest) (*ListStreamsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListStreams not implemented")
+}
+func (UnimplementedStreamServiceServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
 }
 func (UnimplementedStreamServiceServer) mustEmbedUnimplementedStreamServiceServer() {}
 func (UnimplementedStreamServiceServer) testEmbeddedByValue()                       {}
@@ -416,6 +477,17 @@ func _StreamService_ListStreams_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StreamService_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StreamServiceServer).Subscribe(m, &grpc.GenericServerStream[SubscribeRequest, SubscribeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamService_SubscribeServer = grpc.ServerStreamingServer[SubscribeResponse]
+
 // StreamService_ServiceDesc is the grpc.ServiceDesc for StreamService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -453,6 +525,11 @@ var StreamService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ReadAll",
 			Handler:       _StreamService_ReadAll_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Subscribe",
+			Handler:       _StreamService_Subscribe_Handler,
 			ServerStreams: true,
 		},
 	},
