@@ -52,7 +52,7 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		return errors.Join(fmt.Errorf("listen %s: %w", cfg.HTTPListen, err), db.Close())
 	}
 	defer httpLis.Close() //nolint:errcheck // already closed by Shutdown on the normal path
-	srv := server.New(db, server.Config{
+	srv, err := server.New(db, server.Config{
 		DataDir:     cfg.DataDir,
 		Shards:      cfg.Shards,
 		Limits:      server.Limits{MaxEventBytes: cfg.MaxEventBytes, MaxAppendBytes: cfg.MaxAppendBytes},
@@ -60,6 +60,9 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		Commit:      commit,
 		GracePeriod: cfg.GracePeriod,
 	}, lg.Named("server"), reg)
+	if err != nil {
+		return errors.Join(fmt.Errorf("start server: %w", err), db.Close())
+	}
 
 	httpSrv := &http.Server{Handler: srv.HTTPHandler(reg), ReadHeaderTimeout: 5 * time.Second}
 	httpErr := make(chan error, 1)

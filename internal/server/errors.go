@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/esdhq/esd/internal/group"
 	eslog "github.com/esdhq/esd/internal/log"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -28,6 +29,8 @@ const (
 	reasonOverloaded            = "OVERLOADED"
 	reasonShuttingDown          = "SHUTTING_DOWN"
 	reasonStorageFailed         = "STORAGE_FAILED"
+	reasonGroupNotFound         = "GROUP_NOT_FOUND"
+	reasonGroupExists           = "GROUP_EXISTS"
 )
 
 // errOnWrite marks a stream error met by a write: a tombstone is then
@@ -102,6 +105,14 @@ func toStatus(err error) error {
 	case errors.As(err, &inv):
 		return withReason(codes.InvalidArgument, inv.Error(), inv.reason, inv.stream,
 			&errdetails.BadRequest{FieldViolations: inv.violations})
+	case errors.Is(err, group.ErrNotFound):
+		return withReason(codes.NotFound, err.Error(), reasonGroupNotFound, "")
+	case errors.Is(err, group.ErrExists):
+		return withReason(codes.AlreadyExists, err.Error(), reasonGroupExists, "")
+	case errors.Is(err, group.ErrImmutable):
+		return withReason(codes.InvalidArgument, err.Error(), reasonInvalidArgument, "")
+	case errors.Is(err, group.ErrClosed):
+		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, ErrOverloaded):
 		return withReason(codes.ResourceExhausted, "writer queue full: retry with backoff", reasonOverloaded, "")
 	case errors.Is(err, ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
@@ -144,6 +155,10 @@ func reasonOf(err error) string {
 		return reasonEventIDConflict
 	case errors.As(err, &inv):
 		return inv.reason
+	case errors.Is(err, group.ErrNotFound):
+		return reasonGroupNotFound
+	case errors.Is(err, group.ErrExists):
+		return reasonGroupExists
 	case errors.Is(err, ErrOverloaded):
 		return reasonOverloaded
 	case errors.Is(err, ErrShuttingDown), errors.Is(err, eslog.ErrClosed):

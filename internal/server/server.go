@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/esdhq/esd/internal/group"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/subscription"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -51,6 +52,7 @@ type Server struct {
 	lg       *zap.Logger
 	writer   *Writer
 	hub      *subscription.Hub
+	groups   *group.Manager
 	grpc     *grpc.Server
 	health   *health.Server
 	draining atomic.Bool // new requests are refused
@@ -61,7 +63,7 @@ type Server struct {
 
 // New builds a server on l, registering its metrics with reg. Its writer
 // starts at once; Serve runs it and shuts it down.
-func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *Server {
+func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) (*Server, error) {
 	if cfg.Shards <= 0 {
 		cfg.Shards = 1
 	}
@@ -87,6 +89,12 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *S
 	s.stopCtx, s.stopRPCs = context.WithCancel(context.Background())
 	s.hub = subscription.NewHub(l, subscription.Options{Registerer: reg})
 	l.OnPublish(s.hub.Publish) // before anything writes: the hub sees every commit
+	groups, err := group.NewManager(l, s.hub, lg.Named("group"), reg)
+	if err != nil {
+		s.writer.Close()
+		return nil, err
+	}
+	s.groups = groups
 	grpcMet := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0001, 2, 18))))
 	reg.MustRegister(grpcMet)
@@ -108,10 +116,11 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) *S
 	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{writer: s.writer, log: l, hub: s.hub, lim: cfg.Limits,
 		met: newReadMetrics(reg), stopping: s.stopCtx})
 	esdv1.RegisterAdminServiceServer(s.grpc, &adminService{log: l, cfg: cfg, started: time.Now()})
+	esdv1.RegisterConsumerGroupServiceServer(s.grpc, &groupService{groups: s.groups})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	grpcMet.InitializeMetrics(s.grpc)
-	return s
+	return s, nil
 }
 
 // Serve serves gRPC on lis until ctx ends, then shuts down in order:
@@ -146,6 +155,7 @@ func (s *Server) shutdown() {
 	s.health.Shutdown() // NOT_SERVING for every service
 	s.writer.Close()
 	s.stopRPCs()
+	s.groups.Close() // stores the groups' checkpoints
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

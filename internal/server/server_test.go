@@ -129,7 +129,12 @@ func (ts *testServer) start() {
 		t.Fatalf("open log: %v", err)
 	}
 	ts.log = l
-	ts.srv = New(l, ts.cfg, lg.Named("server"), ts.reg)
+	srv, err := New(l, ts.cfg, lg.Named("server"), ts.reg)
+	if err != nil {
+		_ = l.Close()
+		ts.t.Fatalf("new server: %v", err)
+	}
+	ts.srv = srv
 	if ts.beforeServe != nil {
 		ts.beforeServe(ts.srv)
 	}
