@@ -27,7 +27,8 @@ import (
 // fakeServer is an in-memory StreamService and AdminService with the real
 // semantics of what esctl's tests touch: expected revisions with the
 // ABORTED/WRONG_EXPECTED_REVISION status and its detail, soft delete and
-// tombstones, chunked reads, paged listing.
+// tombstones, chunked reads, paged listing, subscriptions (history,
+// caught_up, live events, ended). Its ConsumerGroupService is groups.
 type fakeServer struct {
 	esdv1.UnimplementedStreamServiceServer
 	esdv1.UnimplementedAdminServiceServer
@@ -39,6 +40,12 @@ type fakeServer struct {
 	chunk     int   // events per read message, small so clients see several
 	getErr    error // when set, GetStream fails with it
 	getHang   bool  // when set, GetStream answers only when the caller gives up
+
+	changed chan struct{}             // closed and replaced at each append or delete, for live subscriptions
+	subReqs []*esdv1.SubscribeRequest // every Subscribe request, in order
+	subEnd  string                    // when set, Subscribe ends with this reason right after caught_up
+
+	groups *fakeGroups
 }
 
 type fakeStream struct {
@@ -51,7 +58,15 @@ type fakeStream struct {
 }
 
 func newFakeServer() *fakeServer {
-	return &fakeServer{streams: make(map[string]*fakeStream), chunk: 3}
+	f := &fakeServer{streams: make(map[string]*fakeStream), chunk: 3, changed: make(chan struct{})}
+	f.groups = newFakeGroups(f)
+	return f
+}
+
+// notify wakes the live subscriptions; call with f.mu held.
+func (f *fakeServer) notify() {
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 // newTestServer serves a fake on a 127.0.0.1 port (esctl dials --addr like
@@ -66,6 +81,7 @@ func newTestServer(t *testing.T) (*fakeServer, string) {
 	f := newFakeServer()
 	esdv1.RegisterStreamServiceServer(srv, f)
 	esdv1.RegisterAdminServiceServer(srv, f)
+	esdv1.RegisterConsumerGroupServiceServer(srv, f.groups)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -225,6 +241,7 @@ func (f *fakeServer) Append(_ context.Context, req *esdv1.AppendRequest) (*esdv1
 		s.next++
 	}
 	resp.LastRevision, resp.LastPosition = s.next-1, uint64(len(f.log))
+	f.notify()
 	return resp, nil
 }
 
@@ -373,6 +390,7 @@ func (f *fakeServer) DeleteStream(_ context.Context, req *esdv1.DeleteStreamRequ
 		Id: uuid.Must(uuid.NewV7()).String(), Stream: "$deleted", Position: pos, Type: typ,
 		Data: fmt.Appendf(nil, `{"stream":%q}`, name), Created: timestamppb.New(now),
 	})
+	f.notify()
 	return &esdv1.DeleteStreamResponse{Position: pos, CommitTime: timestamppb.New(now)}, nil
 }
 

@@ -104,8 +104,9 @@ func (a *app) newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "esctl",
 		Short: "Command-line client for the esd event store",
-		Long: `esctl talks to an esd server over gRPC: it appends and reads events,
-inspects streams and the server, and benchmarks it (esctl bench).
+		Long: `esctl talks to an esd server over gRPC: it appends, reads and subscribes
+to events, manages consumer groups, inspects streams and the server, and
+benchmarks it (esctl bench).
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 4 wrong expected revision.`,
@@ -115,7 +116,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 	}
 	f := root.PersistentFlags()
 	f.StringVar(&a.addr, "addr", defaultAddr, "server address host:port (env "+envAddr+")")
-	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each unary call (not streaming reads or bench); 0 = none")
+	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each unary call (not streaming reads, subscribe or bench); 0 = none")
 	f.StringVarP(&a.output, "output", "o", formatTable, "output format: table, json or jsonl")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
 		[]string{formatTable, formatJSON, formatJSONL}, cobra.ShellCompDirectiveNoFileComp))
@@ -124,9 +125,11 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 		a.newAppendCmd(),
 		a.newReadCmd(),
 		a.newReadAllCmd(),
+		a.newSubscribeCmd(),
 		a.newInfoCmd(),
 		a.newLsCmd(),
 		a.newDeleteCmd(),
+		a.newGroupCmd(),
 		a.newServerCmd(),
 		a.newBenchCmd(),
 	)

@@ -209,7 +209,7 @@ func TestHelp(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d", code)
 	}
-	for _, cmd := range []string{"append", "read", "read-all", "info", "ls", "delete", "server", "bench", "completion"} {
+	for _, cmd := range []string{"append", "read", "read-all", "subscribe", "info", "ls", "delete", "group", "server", "bench", "completion"} {
 		if !strings.Contains(out, cmd) {
 			t.Errorf("help lacks %q:\n%s", cmd, out)
 		}

@@ -162,7 +162,7 @@ func (m *Manager) startDispatcher(g *group, checkpoint uint64) *dispatcher {
 	replay := g.replay
 	g.replay = nil
 	m.met.running.Inc()
-	go d.source(ctx, checkpoint)
+	go d.source(ctx, checkpoint, d.s) // a copy: Update changes d.s, not the target
 	go d.loop(replay)
 	return d
 }
@@ -556,13 +556,13 @@ func (d *dispatcher) save() {
 // source feeds the dispatcher from a subscription starting after from,
 // subscribing again (after the last position handed over) should the
 // subscription end.
-func (d *dispatcher) source(ctx context.Context, from uint64) {
+func (d *dispatcher) source(ctx context.Context, from uint64, s Settings) {
 	defer close(d.srcDone)
 	sink := &sourceSink{ctx: ctx, out: d.src, pos: from}
 	for ctx.Err() == nil {
 		req := subscription.Request{
-			Target: d.s.Target, Name: d.s.TargetName,
-			StreamPrefixes: d.s.StreamPrefixes, TypePrefixes: d.s.TypePrefixes,
+			Target: s.Target, Name: s.TargetName,
+			StreamPrefixes: s.StreamPrefixes, TypePrefixes: s.TypePrefixes,
 			Start: subscription.AfterPosition, After: sink.pos,
 			CheckpointEvery: 1024,
 		}
@@ -571,7 +571,7 @@ func (d *dispatcher) source(ctx context.Context, from uint64) {
 			return
 		}
 		if err != nil && !errors.Is(err, context.Canceled) {
-			d.m.lg.Warn("group source failed; subscribing again", zap.String("group", d.s.Name), zap.Error(err))
+			d.m.lg.Warn("group source failed; subscribing again", zap.String("group", s.Name), zap.Error(err))
 		}
 		select {
 		case <-time.After(resubscribeAfter):

@@ -1286,7 +1286,9 @@ type Delivery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Event *RecordedEvent         `protobuf:"bytes,1,opt,name=event" json:"event,omitempty"`
 	// 1 for the first delivery of this event to the group, 2 for the first
-	// redelivery, and so on.
+	// redelivery, and so on. The count lives in memory: it starts again when
+	// the server restarts or when every member has left the group (the
+	// events after the checkpoint are then read again).
 	DeliveryCount uint32 `protobuf:"varint,2,opt,name=delivery_count,json=deliveryCount" json:"delivery_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -60,8 +60,10 @@ type ConsumerGroupServiceClient interface {
 	ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error)
 	// Join makes the caller a member. It sends join first; the server
 	// answers joined, then deliveries; the member sends ack and nack for
-	// the event ids it was delivered. Closing the stream (or losing the
-	// connection) hands the member's unacknowledged events to the others.
+	// the event ids it was delivered. The server sends a member up to 64
+	// deliveries ahead of its acks (within the group's max_in_flight).
+	// Closing the stream (or losing the connection) hands the member's
+	// unacknowledged events to the others.
 	Join(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[JoinRequest, JoinResponse], error)
 	// ListParked lists a group's parked events, in position order.
 	ListParked(ctx context.Context, in *ListParkedRequest, opts ...grpc.CallOption) (*ListParkedResponse, error)
@@ -192,8 +194,10 @@ type ConsumerGroupServiceServer interface {
 	ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error)
 	// Join makes the caller a member. It sends join first; the server
 	// answers joined, then deliveries; the member sends ack and nack for
-	// the event ids it was delivered. Closing the stream (or losing the
-	// connection) hands the member's unacknowledged events to the others.
+	// the event ids it was delivered. The server sends a member up to 64
+	// deliveries ahead of its acks (within the group's max_in_flight).
+	// Closing the stream (or losing the connection) hands the member's
+	// unacknowledged events to the others.
 	Join(grpc.BidiStreamingServer[JoinRequest, JoinResponse]) error
 	// ListParked lists a group's parked events, in position order.
 	ListParked(context.Context, *ListParkedRequest) (*ListParkedResponse, error)
