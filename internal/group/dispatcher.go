@@ -136,6 +136,7 @@ type dispatcher struct {
 	members           map[uint64]*Member
 	ring              []*Member // members in join order, for round robin
 	next              int
+	parkedAhead       map[uint64]bool   // parked positions above the checkpoint the dispatcher started from
 	holder            map[string]uint64 // by stream: the position in flight of each stream
 	sticky            map[string]uint64 // by stream: the member a stream goes to
 	joined            bool
@@ -159,6 +160,14 @@ func (m *Manager) startDispatcher(g *group, checkpoint uint64) *dispatcher {
 		holder:  make(map[string]uint64),
 		sticky:  make(map[string]uint64),
 	}
+	d.parkedAhead = make(map[uint64]bool)
+	prefix := parkedGroupPrefix(g.settings.Name)
+	_ = m.store.AuxScan(prefix, func(k, _ []byte) error {
+		if pos := binary.BigEndian.Uint64(k[len(prefix):]); pos > checkpoint {
+			d.parkedAhead[pos] = true
+		}
+		return nil
+	})
 	replay := g.replay
 	g.replay = nil
 	m.met.running.Inc()
@@ -221,17 +230,29 @@ func (d *dispatcher) shutdown() {
 	d.srcStop()
 	<-d.srcDone
 	d.save()
-	err := d.stopErr
-	if err == nil {
-		err = ErrClosed
+	err := error(ErrClosed)
+	select {
+	case <-d.quit: // stop wrote stopErr before closing quit
+		if d.stopErr != nil {
+			err = d.stopErr
+		}
+	default: // the last member left
 	}
 	for _, m := range append([]*Member(nil), d.ring...) {
 		d.leave(m, err)
 	}
+	var replay []uint64
+	for pos, e := range d.entries {
+		if e.replay && !e.done {
+			replay = append(replay, pos)
+		}
+	}
+	sort.Slice(replay, func(i, j int) bool { return replay[i] < replay[j] })
 	d.g.mu.Lock()
 	if d.g.run == d {
 		d.g.run = nil
 	}
+	d.g.replay = mergePositions(d.g.replay, replay)
 	d.g.mu.Unlock()
 	d.m.met.running.Dec()
 }
@@ -284,6 +305,14 @@ func (d *dispatcher) fromSource(msg srcMsg) {
 	if _, dup := d.entries[pos]; dup || pos <= d.checkpoint {
 		return
 	}
+	if d.parkedAhead[pos] { // parked before: out of delivery until replayed
+		delete(d.parkedAhead, pos)
+		d.entries[pos] = &entry{ev: msg.ev, done: true}
+		d.order = append(d.order, pos)
+		d.srcPos = pos
+		d.advance()
+		return
+	}
 	d.entries[pos] = &entry{ev: msg.ev}
 	d.live++
 	d.order = append(d.order, pos)
@@ -297,10 +326,12 @@ func (d *dispatcher) fromSource(msg srcMsg) {
 func (d *dispatcher) advance() {
 	for len(d.order) > 0 {
 		e := d.entries[d.order[0]]
-		if e != nil && !e.done {
+		if e != nil && !e.done && !e.replay {
 			break
 		}
-		delete(d.entries, d.order[0])
+		if e == nil || !e.replay {
+			delete(d.entries, d.order[0])
+		}
 		d.order = d.order[1:]
 	}
 	cp := d.srcPos
@@ -522,8 +553,8 @@ func (d *dispatcher) park(pos uint64, e *entry, reason string) {
 // replayParked takes parked events back into delivery.
 func (d *dispatcher) replayParked(positions []uint64) {
 	for _, pos := range positions {
-		if _, ok := d.entries[pos]; ok {
-			continue
+		if e, ok := d.entries[pos]; ok && !(e.done && !e.replay) {
+			continue // being delivered (or replayed) already
 		}
 		ev, ok, err := d.m.store.EventAt(pos)
 		if err != nil || !ok {

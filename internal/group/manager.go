@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -22,8 +23,8 @@ var (
 	ErrExists = errors.New("group: exists")
 	// ErrClosed: the manager is shutting down.
 	ErrClosed = errors.New("group: shutting down")
-	// ErrImmutable: an update changes a group's target.
-	ErrImmutable = errors.New("group: the target of a group cannot change")
+	// ErrImmutable: an update changes a group's target, filter or strategy.
+	ErrImmutable = errors.New("group: a group's target, filter and strategy cannot change")
 )
 
 // StartKind is where a new group starts.
@@ -57,9 +58,10 @@ type Manager struct {
 	met   *metrics
 	ids   atomic.Uint64 // member ids
 
-	mu     sync.Mutex // guards groups, closed
-	groups map[string]*group
-	closed bool
+	mu      sync.Mutex // guards groups, closed
+	groups  map[string]*group
+	closed  bool
+	closing atomic.Bool // closed, for Join under a group's lock
 }
 
 // group is one group's state outside its dispatcher.
@@ -113,6 +115,7 @@ func NewManager(store Store, hub *subscription.Hub, lg *zap.Logger, reg promethe
 func (m *Manager) Close() {
 	m.mu.Lock()
 	m.closed = true
+	m.closing.Store(true)
 	var runs []*dispatcher
 	for _, g := range m.groups {
 		g.mu.Lock()
@@ -177,7 +180,11 @@ func (m *Manager) Update(s Settings) (Info, error) {
 	}
 	g.mu.Lock()
 	old := g.settings
-	if old.Target != s.Target || old.TargetName != s.TargetName {
+	// The target and filter feed a running source, and the strategy the
+	// order of events in flight: changing them under it would break its
+	// guarantees, so they are the group's for good.
+	if old.Target != s.Target || old.TargetName != s.TargetName || old.Strategy != s.Strategy ||
+		!slices.Equal(old.StreamPrefixes, s.StreamPrefixes) || !slices.Equal(old.TypePrefixes, s.TypePrefixes) {
 		g.mu.Unlock()
 		return Info{}, ErrImmutable
 	}
@@ -205,17 +212,28 @@ func (m *Manager) Delete(name string) error {
 		}
 		return fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
-	delete(m.groups, name)
 	m.mu.Unlock()
 	g.mu.Lock()
+	if g.deleted {
+		g.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
 	g.deleted = true
 	run := g.run
 	g.mu.Unlock()
 	if run != nil {
 		run.stop(fmt.Errorf("%w: %q was deleted", ErrNotFound, name))
 	}
+	m.mu.Lock() // a Create of the name waits until the keys are gone
+	defer m.mu.Unlock()
 	w := new(eslog.AuxWrite).Delete(settingsKey(name)).Delete(checkpointKey(name)).DeletePrefix(parkedGroupPrefix(name))
-	return m.store.ApplyAux(w)
+	if err := m.store.ApplyAux(w); err != nil {
+		return err
+	}
+	if m.groups[name] == g {
+		delete(m.groups, name)
+	}
+	return nil
 }
 
 // Get describes a group.
@@ -381,6 +399,10 @@ func (m *Manager) Join(name, memberName string) (*Member, error) {
 			return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
 		}
 		run := g.run
+		if run == nil && m.closing.Load() {
+			g.mu.Unlock()
+			return nil, ErrClosed
+		}
 		if run == nil {
 			checkpoint, err := m.checkpoint(name)
 			if err != nil {

@@ -555,7 +555,8 @@ func (x *CreateGroupResponse) GetInfo() *GroupInfo {
 
 type UpdateGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The group's new settings; name, target and start must be as they are.
+	// The group's new settings; name, target, filter and strategy must be as
+	// they are, start unset.
 	Group         *Group `protobuf:"bytes,1,opt,name=group" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -48,8 +48,10 @@ const (
 type ConsumerGroupServiceClient interface {
 	// CreateGroup creates a group. Errors: ALREADY_EXISTS/GROUP_EXISTS.
 	CreateGroup(ctx context.Context, in *CreateGroupRequest, opts ...grpc.CallOption) (*CreateGroupResponse, error)
-	// UpdateGroup changes a group's settings; its name, target and start
-	// stay. Members see the change at once.
+	// UpdateGroup changes a group's ack_timeout, max_deliveries and
+	// max_in_flight; its name, target, filter, strategy and start stay
+	// (INVALID_ARGUMENT if they differ). Members see the change at once;
+	// deliveries already out keep the ack_timeout they were sent with.
 	UpdateGroup(ctx context.Context, in *UpdateGroupRequest, opts ...grpc.CallOption) (*UpdateGroupResponse, error)
 	// DeleteGroup deletes a group, its checkpoint and parked events; its
 	// members' Join streams end with NOT_FOUND/GROUP_NOT_FOUND.
@@ -182,8 +184,10 @@ func (c *consumerGroupServiceClient) ReplayParked(ctx context.Context, in *Repla
 type ConsumerGroupServiceServer interface {
 	// CreateGroup creates a group. Errors: ALREADY_EXISTS/GROUP_EXISTS.
 	CreateGroup(context.Context, *CreateGroupRequest) (*CreateGroupResponse, error)
-	// UpdateGroup changes a group's settings; its name, target and start
-	// stay. Members see the change at once.
+	// UpdateGroup changes a group's ack_timeout, max_deliveries and
+	// max_in_flight; its name, target, filter, strategy and start stay
+	// (INVALID_ARGUMENT if they differ). Members see the change at once;
+	// deliveries already out keep the ack_timeout they were sent with.
 	UpdateGroup(context.Context, *UpdateGroupRequest) (*UpdateGroupResponse, error)
 	// DeleteGroup deletes a group, its checkpoint and parked events; its
 	// members' Join streams end with NOT_FOUND/GROUP_NOT_FOUND.
