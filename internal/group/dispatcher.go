@@ -230,14 +230,7 @@ func (d *dispatcher) shutdown() {
 	d.srcStop()
 	<-d.srcDone
 	d.save()
-	err := error(ErrClosed)
-	select {
-	case <-d.quit: // stop wrote stopErr before closing quit
-		if d.stopErr != nil {
-			err = d.stopErr
-		}
-	default: // the last member left
-	}
+	err := d.membersErr()
 	for _, m := range append([]*Member(nil), d.ring...) {
 		d.leave(m, err)
 	}
@@ -258,6 +251,20 @@ func (d *dispatcher) shutdown() {
 }
 
 func (d *dispatcher) inFlight() int { return d.live }
+
+// membersErr is what the members are told at shutdown: stop's error, or
+// ErrClosed. stopErr is read only once quit is closed (stop writes it
+// before), since a dispatcher whose last member left stops on its own.
+func (d *dispatcher) membersErr() error {
+	select {
+	case <-d.quit:
+		if d.stopErr != nil {
+			return d.stopErr
+		}
+	default:
+	}
+	return ErrClosed
+}
 
 func (d *dispatcher) join(m *Member) {
 	d.joined = true
@@ -553,7 +560,7 @@ func (d *dispatcher) park(pos uint64, e *entry, reason string) {
 // replayParked takes parked events back into delivery.
 func (d *dispatcher) replayParked(positions []uint64) {
 	for _, pos := range positions {
-		if e, ok := d.entries[pos]; ok && !(e.done && !e.replay) {
+		if e, ok := d.entries[pos]; ok && (!e.done || e.replay) {
 			continue // being delivered (or replayed) already
 		}
 		ev, ok, err := d.m.store.EventAt(pos)

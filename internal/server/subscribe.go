@@ -19,7 +19,9 @@ func (s *streamService) Subscribe(req *esdv1.SubscribeRequest, stream grpc.Serve
 	if err != nil {
 		return err
 	}
-	r.CheckpointEvery = checkpointEvery
+	if r.Target == subscription.TargetAll && (len(r.StreamPrefixes) > 0 || len(r.TypePrefixes) > 0) {
+		r.CheckpointEvery = checkpointEvery // the API sends checkpoints to filtered all targets only
+	}
 	sink := &subscribeSink{stream: stream, chunk: wireChunk{wrap: fieldSubscribeEvents}, met: s.met}
 	err = s.hub.Subscribe(stream.Context(), r, sink)
 	if errors.Is(err, context.Canceled) && s.stopping.Err() != nil {

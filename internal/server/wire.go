@@ -64,6 +64,11 @@ type wireChunk struct {
 	buf    *[]byte // from the pool; nil before the first event
 	events int
 	sent   int // messages sent
+	// last is the size of the last message: the next one's buffer starts
+	// at about it. (gRPC's default pool clears every buffer it hands out
+	// and pools none above 1 MiB: a buffer of the largest chunk for every
+	// message cost a 1 MiB clear per live event.)
+	last int
 }
 
 // wrapRoom is kept free at the start of a wrapped chunk for its tag and
@@ -73,7 +78,7 @@ const wrapRoom = 1 + binary.MaxVarintLen64
 // add encodes e as one more event and reports whether the chunk is full.
 func (c *wireChunk) add(e *eslog.EventView) bool {
 	if c.buf == nil {
-		c.buf = mem.DefaultBufferPool().Get(chunkBytes + 64<<10)
+		c.buf = mem.DefaultBufferPool().Get(min(max(2*c.last, 4<<10), chunkBytes+64<<10))
 		*c.buf = (*c.buf)[:0]
 		if c.wrap != 0 {
 			*c.buf = append(*c.buf, make([]byte, wrapRoom)...)
@@ -103,6 +108,7 @@ func (c *wireChunk) message(checkpoint uint64) *encodedMessage {
 		copy((*c.buf)[start:], h)
 		*c.buf = (*c.buf)[start:]
 	}
+	c.last = len(*c.buf)
 	m := &encodedMessage{buf: c.buf}
 	c.buf, c.events = nil, 0
 	c.sent++

@@ -133,6 +133,9 @@ func (h *Hub) evict() {
 func (h *Hub) since(cursor uint64, dst []eslog.Committed, max int) (_ []eslog.Committed, newest uint64, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if cursor >= h.next-1 { // nothing after cursor yet (and cursor+1 may overflow)
+		return dst, h.next - 1, true
+	}
 	oldest := h.next - uint64(h.n) // positions in the ring are contiguous
 	if cursor+1 < oldest {
 		return dst, h.next - 1, false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 
 	eslog "github.com/esdhq/esd/internal/log"
 )
@@ -77,7 +78,7 @@ const liveBatch = 512
 // position considered. The subscriber's memory is one batch of the buffer
 // and the sink's message, however slow it is.
 func (h *Hub) Subscribe(ctx context.Context, req Request, sink Sink) error {
-	s := &subscriber{h: h, req: req, sink: sink, lastRev: -1, began: h.log.LastPosition()}
+	s := &subscriber{h: h, req: req, sink: sink, began: h.log.LastPosition()}
 	switch req.Target {
 	case TargetStream:
 		s.in = interest{stream: req.Name}
@@ -89,7 +90,7 @@ func (h *Hub) Subscribe(ctx context.Context, req Request, sink Sink) error {
 			return &eslog.StreamError{Stream: req.Name, Err: eslog.ErrStreamTombstoned}
 		}
 		if req.Start == AfterRevision {
-			s.lastRev = int64(req.After)
+			s.nextRev, s.noRev = req.After+1, req.After == math.MaxUint64
 		}
 	case TargetCategory:
 		s.in = interest{category: req.Name}
@@ -98,7 +99,7 @@ func (h *Hub) Subscribe(ctx context.Context, req Request, sink Sink) error {
 	}
 	switch req.Start {
 	case FromEnd:
-		s.cursor = h.log.LastPosition()
+		s.cursor = s.began
 	case AfterPosition:
 		s.cursor = req.After
 	}
@@ -109,7 +110,7 @@ func (h *Hub) Subscribe(ctx context.Context, req Request, sink Sink) error {
 	state := "catching_up"
 	defer func() { h.met.active.WithLabelValues(kind, state).Dec() }()
 
-	if ended, err := s.catchUp(ctx, req.Start != FromEnd); err != nil || ended {
+	if ended, err := s.catchUp(ctx); err != nil || ended {
 		return err
 	}
 	if err := s.sink.CaughtUp(s.cursor); err != nil {
@@ -124,7 +125,7 @@ func (h *Hub) Subscribe(ctx context.Context, req Request, sink Sink) error {
 		evs, newest, ok := h.since(s.cursor, buf[:0], liveBatch)
 		if !ok { // fell behind the buffer: back to the log
 			h.met.fallbacks.Inc()
-			if ended, err := s.catchUp(ctx, true); err != nil || ended {
+			if ended, err := s.catchUp(ctx); err != nil || ended {
 				return err
 			}
 			continue
@@ -154,27 +155,26 @@ type subscriber struct {
 	in     interest
 	cursor uint64 // every position up to it has been considered
 	began  uint64 // the last position when it began: older deletions do not end it
-	// lastRev is the last revision delivered (stream targets; -1: none),
-	// so that a revision is never delivered twice.
-	lastRev   int64
+	// nextRev is the least revision still to deliver (stream targets), so
+	// that a revision is never delivered twice; noRev: none can follow.
+	nextRev   uint64
+	noRev     bool
 	unmatched int // events considered without a match since the last message
 	view      eslog.EventView
 }
 
 // catchUp reads the log from the cursor up to the last published position,
-// again until the hub's buffer reaches back to the cursor. history false
-// only skips to the end (from end).
-func (s *subscriber) catchUp(ctx context.Context, history bool) (ended bool, err error) {
+// again until the hub's buffer reaches back to the cursor.
+func (s *subscriber) catchUp(ctx context.Context) (ended bool, err error) {
 	for {
-		hi := s.h.log.LastPosition()
-		if hi > s.cursor {
-			if !history {
-				s.cursor = hi
-			} else if ended, err := s.readLog(ctx, hi); err != nil || ended {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		if hi := s.h.log.LastPosition(); hi > s.cursor {
+			if ended, err := s.readLog(ctx, hi); err != nil || ended {
 				return ended, err
 			}
 		}
-		history = true // what came after the first look is to be delivered
 		if _, _, ok := s.h.since(s.cursor, nil, 0); ok {
 			return false, s.sink.Flush(0)
 		}
@@ -211,18 +211,21 @@ func (s *subscriber) readLog(ctx context.Context, hi uint64) (ended bool, err er
 		if endAt > 0 {
 			to = endAt
 		}
-		q := eslog.StreamQuery{Stream: s.req.Name, From: uint64(s.lastRev + 1), FromSet: true, To: to}
-		err = s.h.log.ReadStreamViews(ctx, q, func(v *eslog.EventView) error {
-			if int64(v.Revision()) <= s.lastRev || v.Position <= s.cursor {
-				return nil
-			}
-			s.lastRev = int64(v.Revision())
-			return emit(v)
-		})
+		q := eslog.StreamQuery{Stream: s.req.Name, From: s.nextRev, FromSet: true, To: to}
+		if !s.noRev {
+			err = s.h.log.ReadStreamViews(ctx, q, func(v *eslog.EventView) error {
+				if v.Revision() < s.nextRev || v.Position <= s.cursor {
+					return nil
+				}
+				s.nextRev = v.Revision() + 1
+				return emit(v)
+			})
+		}
 		var se *eslog.StreamError
-		if err != nil && !errors.As(err, &se) { // no visible events: nothing to deliver
+		if err != nil && !errors.As(err, &se) {
 			return false, err
 		}
+		err = nil // a StreamError: no visible events, nothing to deliver
 		if endAt > 0 {
 			return true, errors.Join(s.sink.Flush(0), s.sink.Ended(reason))
 		}
@@ -272,10 +275,10 @@ func (s *subscriber) deliver(evs []eslog.Committed) (ended bool, err error) {
 			continue
 		}
 		if s.req.Target == TargetStream {
-			if int64(e.Revision) <= s.lastRev {
+			if s.noRev || e.Revision < s.nextRev {
 				continue
 			}
-			s.lastRev = int64(e.Revision)
+			s.nextRev = e.Revision + 1
 		}
 		s.h.met.delivered.Inc()
 		if err := s.sink.Event(&s.view); err != nil {
