@@ -115,6 +115,12 @@ func (e *IDConflictError) Error() string {
 // FormatID formats an event id as canonical UUID text.
 func FormatID(id [16]byte) string {
 	var b [36]byte
+	return string(AppendID(b[:0], id))
+}
+
+// AppendID appends an event id as canonical UUID text to dst.
+func AppendID(dst []byte, id [16]byte) []byte {
+	var b [36]byte
 	hex.Encode(b[0:8], id[0:4])
 	b[8] = '-'
 	hex.Encode(b[9:13], id[4:6])
@@ -124,5 +130,5 @@ func FormatID(id [16]byte) string {
 	hex.Encode(b[19:23], id[8:10])
 	b[23] = '-'
 	hex.Encode(b[24:], id[10:])
-	return string(b[:])
+	return append(dst, b[:]...)
 }

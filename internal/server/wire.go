@@ -2,7 +2,6 @@ package server
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 
 	eslog "github.com/esdhq/esd/internal/log"
 	"google.golang.org/grpc/encoding"
@@ -141,7 +140,7 @@ func appendEvent(b []byte, f protowire.Number, e *eslog.EventView) []byte {
 	b = protowire.AppendVarint(b, uint64(size))
 	b = protowire.AppendTag(b, fieldEventID, protowire.BytesType)
 	b = protowire.AppendVarint(b, 36)
-	b = appendID(b, e.ID())
+	b = eslog.AppendID(b, e.ID())
 	b = appendBytesField(b, fieldEventStream, e.Stream)
 	b = appendVarintField(b, fieldEventRevision, e.Revision())
 	b = appendVarintField(b, fieldEventPosition, e.Position)
@@ -198,20 +197,4 @@ func appendBytesField[T []byte | string](b []byte, f protowire.Number, v T) []by
 	b = protowire.AppendTag(b, f, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(len(v)))
 	return append(b, v...)
-}
-
-// appendID appends id as canonical UUID text (eslog.FormatID, without the
-// string).
-func appendID(b []byte, id [16]byte) []byte {
-	var t [36]byte
-	hex.Encode(t[0:8], id[0:4])
-	t[8] = '-'
-	hex.Encode(t[9:13], id[4:6])
-	t[13] = '-'
-	hex.Encode(t[14:18], id[6:8])
-	t[18] = '-'
-	hex.Encode(t[19:23], id[8:10])
-	t[23] = '-'
-	hex.Encode(t[24:], id[10:])
-	return append(b, t[:]...)
 }
