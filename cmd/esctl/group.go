@@ -449,39 +449,15 @@ func (a *app) runGroupParked(ctx context.Context, name string, o groupParkedOpti
 		req.PageSize = uint32(o.limit) // no point fetching a full page
 	}
 	out := newRecordWriter(a, []string{"POSITION", "STREAM", "REVISION", "TYPE", "DELIVERIES", "REASON", "PARKED-AT"}, parkedRow)
-	n := 0
-	for {
-		resp, err := a.parkedPage(ctx, cli, req)
-		if err != nil {
-			out.abort()
-			return err
-		}
-		for _, p := range resp.GetEvents() {
-			if err := out.add(p); err != nil {
-				return err
-			}
-			n++
-			if n == o.limit {
-				return out.close() // do not fetch a page only to drop it
-			}
-		}
-		next := resp.GetNextPageToken()
-		if next == "" {
-			return out.close()
-		}
-		if next == req.PageToken {
-			out.abort()
-			return fmt.Errorf("server returned the same page token %q twice", next)
-		}
-		req.PageToken = next
-	}
+	return writePages(out, o.limit, func(token string) ([]*esdv1.ParkedEvent, string, error) {
+		req.PageToken = token
+		cctx, cancel := a.callCtx(ctx)
+		defer cancel()
+		resp, err := cli.ListParked(cctx, req)
+		return resp.GetEvents(), resp.GetNextPageToken(), err
+	})
 }
 
-func (a *app) parkedPage(ctx context.Context, cli esdv1.ConsumerGroupServiceClient, req *esdv1.ListParkedRequest) (*esdv1.ListParkedResponse, error) {
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	return cli.ListParked(cctx, req)
-}
 
 // parkedRow shows a parked event; one deleted since it was parked comes
 // back as its position alone.

@@ -500,3 +500,34 @@ func printable(b []byte) bool {
 	}
 	return true
 }
+
+// writePages writes the records of every page fetch returns (following
+// its next-page tokens, each page its own call) up to limit (0: all),
+// fetching no page only to drop it.
+func writePages[T proto.Message](out *recordWriter[T], limit int, fetch func(token string) ([]T, string, error)) error {
+	n, token := 0, ""
+	for {
+		recs, next, err := fetch(token)
+		if err != nil {
+			out.abort()
+			return err
+		}
+		for _, r := range recs {
+			if err := out.add(r); err != nil {
+				return err
+			}
+			n++
+			if n == limit {
+				return out.close()
+			}
+		}
+		if next == "" {
+			return out.close()
+		}
+		if next == token {
+			out.abort()
+			return fmt.Errorf("server returned the same page token %q twice", next)
+		}
+		token = next
+	}
+}

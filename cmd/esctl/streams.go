@@ -116,39 +116,15 @@ func (a *app) runLs(ctx context.Context, prefix string, o lsOptions) error {
 			return []string{s.GetStream(), formatHead(s), strconv.FormatUint(s.GetEventCount(), 10),
 				streamState(s), formatTime(s.GetUpdated())}
 		})
-	n := 0
-	for {
-		resp, err := a.listPage(ctx, cli, req)
-		if err != nil {
-			out.abort()
-			return err
-		}
-		for _, s := range resp.GetStreams() {
-			if err := out.add(s); err != nil {
-				return err
-			}
-			n++
-			if n == o.limit {
-				return out.close() // do not fetch a page only to drop it
-			}
-		}
-		next := resp.GetNextPageToken()
-		if next == "" {
-			return out.close()
-		}
-		if next == req.PageToken {
-			out.abort()
-			return fmt.Errorf("server returned the same page token %q twice", next)
-		}
-		req.PageToken = next
-	}
+	return writePages(out, o.limit, func(token string) ([]*esdv1.StreamInfo, string, error) {
+		req.PageToken = token
+		cctx, cancel := a.callCtx(ctx)
+		defer cancel()
+		resp, err := cli.ListStreams(cctx, req)
+		return resp.GetStreams(), resp.GetNextPageToken(), err
+	})
 }
 
-func (a *app) listPage(ctx context.Context, cli esdv1.StreamServiceClient, req *esdv1.ListStreamsRequest) (*esdv1.ListStreamsResponse, error) {
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	return cli.ListStreams(cctx, req)
-}
 
 type deleteOptions struct {
 	tombstone bool

@@ -74,12 +74,6 @@ func (w *Write) Prepare() {
 	}
 }
 
-// Size is the write's encoded size in bytes.
-func (w *Write) Size() int {
-	w.Prepare()
-	return len(w.recs)
-}
-
 func (w *Write) record(i int) []byte {
 	start := 0
 	if i > 0 {

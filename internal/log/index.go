@@ -242,7 +242,7 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 		}
 		ev.Position = pos
 		if err := emit(&ev); err != nil {
-			if errors.Is(err, errStop) {
+			if errors.Is(err, ErrStop) {
 				return nil
 			}
 			return err
@@ -280,5 +280,5 @@ func (q *AllQuery) matches(stream string, typ []byte) bool {
 			return false
 		}
 	}
-	return hasAnyPrefix(stream, q.StreamPrefixes) && hasAnyPrefixBytes(typ, q.TypePrefixes)
+	return HasAnyPrefix(stream, q.StreamPrefixes) && HasAnyPrefix(typ, q.TypePrefixes)
 }

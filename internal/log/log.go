@@ -412,9 +412,6 @@ func (l *Log) NewStreamID() uint64 {
 	return id
 }
 
-// Metrics returns Pebble's metrics, for the server's collectors.
-func (l *Log) Metrics() *pebble.Metrics { return l.db.Metrics() }
-
 // DiskBytes is the space the store takes on disk.
 func (l *Log) DiskBytes() uint64 { return l.db.Metrics().DiskSpaceUsage() }
 

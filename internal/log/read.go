@@ -87,8 +87,8 @@ func (l *Log) LookupIDs(ids [][16]byte) ([]IDLocation, error) {
 	return out, nil
 }
 
-// errStop ends a scan early without error.
-var errStop = errors.New("stop")
+// ErrStop, returned by a read's emit, ends the read early without error.
+var ErrStop = errors.New("log: stop reading")
 
 // StreamQuery selects events of one stream.
 type StreamQuery struct {
@@ -215,7 +215,7 @@ func (l *Log) scanIndex(ctx context.Context, idx, evs *pebble.Iterator, s *Strea
 		}
 		ev.Position = pos
 		if err := emit(&ev); err != nil {
-			if errors.Is(err, errStop) {
+			if errors.Is(err, ErrStop) {
 				return nil
 			}
 			return err
@@ -352,7 +352,7 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 		sinceMatch = 0
 		ev.Position = pos
 		if err := emit(&ev); err != nil {
-			if errors.Is(err, errStop) {
+			if errors.Is(err, ErrStop) {
 				return nil
 			}
 			return err
@@ -371,24 +371,14 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 	return nil
 }
 
-func hasAnyPrefix(s string, prefixes []string) bool {
+// HasAnyPrefix reports whether s starts with one of prefixes; with no
+// prefixes, it holds for everything (an empty filter list).
+func HasAnyPrefix[T string | []byte](s T, prefixes []string) bool {
 	if len(prefixes) == 0 {
 		return true
 	}
 	for _, p := range prefixes {
-		if len(s) >= len(p) && s[:len(p)] == p {
-			return true
-		}
-	}
-	return false
-}
-
-func hasAnyPrefixBytes(b []byte, prefixes []string) bool {
-	if len(prefixes) == 0 {
-		return true
-	}
-	for _, p := range prefixes {
-		if len(b) >= len(p) && string(b[:len(p)]) == p {
+		if len(s) >= len(p) && string(s[:len(p)]) == p {
 			return true
 		}
 	}

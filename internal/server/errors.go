@@ -62,7 +62,7 @@ func (e *invalidError) Error() string {
 	return msg
 }
 
-// conflictDetail is the WrongExpectedRevision detail with its delta; the
+// conflictError is a wrong revision with its detail and delta; the
 // stream service fills it before mapping the error.
 type conflictError struct {
 	*eslog.WrongRevisionError

@@ -118,7 +118,7 @@ func (s *streamService) withConflictDelta(ctx context.Context, err error) error 
 			size := len(e.Data) + len(e.Metadata)
 			if len(detail.EventsSince) == conflictDeltaEvents || (len(detail.EventsSince) > 0 && bytes+size > conflictDeltaBytes) {
 				detail.Truncated = true
-				return errStopRead
+				return eslog.ErrStop
 			}
 			bytes += size
 			detail.EventsSince = append(detail.EventsSince, recordedEvent(e))
@@ -137,8 +137,6 @@ func (s *streamService) withConflictDelta(ctx context.Context, err error) error 
 	}
 	return &conflictError{WrongRevisionError: wr, detail: detail}
 }
-
-var errStopRead = errors.New("stop read")
 
 func (s *streamService) ReadStream(req *esdv1.ReadStreamRequest, stream grpc.ServerStreamingServer[esdv1.ReadStreamResponse]) error {
 	q, err := validateReadStream(req)

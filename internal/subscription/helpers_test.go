@@ -577,3 +577,17 @@ func describe(got []item) string {
 	}
 	return b.String()
 }
+
+// hasAnyPrefix is the test's own statement of the filter rule (an empty
+// list matches everything), apart from the code under test.
+func hasAnyPrefix(s string, prefixes []string) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}

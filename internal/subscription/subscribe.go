@@ -200,11 +200,11 @@ func (s *subscriber) readLog(ctx context.Context, hi uint64) (ended bool, err er
 					if tomb {
 						reason = EndedStreamTombstoned
 					}
-					return errStopEarly
+					return eslog.ErrStop
 				}
 				return nil
 			}, nil)
-		if err != nil && !errors.Is(err, errStopEarly) {
+		if err != nil {
 			return false, err
 		}
 		to := hi
@@ -246,8 +246,6 @@ func (s *subscriber) readLog(ctx context.Context, hi uint64) (ended bool, err er
 	s.cursor = hi
 	return false, nil
 }
-
-var errStopEarly = errors.New("stop")
 
 // deliver hands the buffered events evs (in order, after the cursor) to the
 // sink.
@@ -308,34 +306,13 @@ func (s *subscriber) matches(e *eslog.Committed) bool {
 	case TargetCategory:
 		return eslog.Category(e.Stream) == s.req.Name
 	default:
-		return hasAnyPrefix(e.Stream, s.req.StreamPrefixes)
+		return eslog.HasAnyPrefix(e.Stream, s.req.StreamPrefixes)
 	}
 }
 
 // matchesType is the type filter of an all target, on the decoded view.
 func (s *subscriber) matchesType() bool {
-	if len(s.req.TypePrefixes) == 0 {
-		return true
-	}
-	t := s.view.Type()
-	for _, p := range s.req.TypePrefixes {
-		if len(t) >= len(p) && string(t[:len(p)]) == p {
-			return true
-		}
-	}
-	return false
-}
-
-func hasAnyPrefix(s string, prefixes []string) bool {
-	if len(prefixes) == 0 {
-		return true
-	}
-	for _, p := range prefixes {
-		if len(s) >= len(p) && s[:len(p)] == p {
-			return true
-		}
-	}
-	return false
+	return eslog.HasAnyPrefix(s.view.Type(), s.req.TypePrefixes)
 }
 
 func targetLabel(t TargetKind) string {
