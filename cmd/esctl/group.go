@@ -458,7 +458,6 @@ func (a *app) runGroupParked(ctx context.Context, name string, o groupParkedOpti
 	})
 }
 
-
 // parkedRow shows a parked event; one deleted since it was parked comes
 // back as its position alone.
 func parkedRow(p *esdv1.ParkedEvent) []string {

@@ -125,7 +125,6 @@ func (a *app) runLs(ctx context.Context, prefix string, o lsOptions) error {
 	})
 }
 
-
 type deleteOptions struct {
 	tombstone bool
 	expected  expectedRevision
