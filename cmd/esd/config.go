@@ -30,6 +30,7 @@ type config struct {
 	MaxAppendBytes int
 	Shards         int
 	CacheBytes     int64
+	SubBufferBytes int
 	GracePeriod    time.Duration
 }
 
@@ -49,6 +50,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.MaxAppendBytes, "max-append-bytes", 16<<20, "largest append (all events' data and metadata), in bytes")
 	fs.IntVar(&c.Shards, "shards", runtime.NumCPU(), "writer shards")
 	fs.Int64Var(&c.CacheBytes, "cache-bytes", 256<<20, "Pebble block cache size, in bytes")
+	fs.IntVar(&c.SubBufferBytes, "subscription-buffer-bytes", 64<<20,
+		"recent events held in memory for live subscribers, in bytes (one buffer shared by all; a subscriber behind it reads the store)")
 	fs.DurationVar(&c.GracePeriod, "grace-period", 10*time.Second, "how long shutdown waits for requests in flight")
 
 	var envErr error
@@ -110,6 +113,9 @@ func (c config) validate() error {
 	}
 	if c.CacheBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("--cache-bytes %d: want at least 1 MiB", c.CacheBytes))
+	}
+	if c.SubBufferBytes < 1<<20 || c.SubBufferBytes > 16<<30 {
+		errs = append(errs, fmt.Errorf("--subscription-buffer-bytes %d: want 1 MiB to 16 GiB", c.SubBufferBytes))
 	}
 	if c.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--grace-period %v: want > 0", c.GracePeriod))

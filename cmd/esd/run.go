@@ -53,12 +53,13 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	}
 	defer httpLis.Close() //nolint:errcheck // already closed by Shutdown on the normal path
 	srv, err := server.New(db, server.Config{
-		DataDir:     cfg.DataDir,
-		Shards:      cfg.Shards,
-		Limits:      server.Limits{MaxEventBytes: cfg.MaxEventBytes, MaxAppendBytes: cfg.MaxAppendBytes},
-		Version:     version,
-		Commit:      commit,
-		GracePeriod: cfg.GracePeriod,
+		DataDir:                 cfg.DataDir,
+		Shards:                  cfg.Shards,
+		Limits:                  server.Limits{MaxEventBytes: cfg.MaxEventBytes, MaxAppendBytes: cfg.MaxAppendBytes},
+		Version:                 version,
+		Commit:                  commit,
+		GracePeriod:             cfg.GracePeriod,
+		SubscriptionBufferBytes: cfg.SubBufferBytes,
 	}, lg.Named("server"), reg)
 	if err != nil {
 		return errors.Join(fmt.Errorf("start server: %w", err), db.Close())

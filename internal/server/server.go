@@ -43,6 +43,9 @@ type Config struct {
 	// MaxConcurrentStreams bounds the RPCs in flight on one connection; 0
 	// means 256.
 	MaxConcurrentStreams uint32
+	// SubscriptionBufferBytes bounds the record bytes of recent events held
+	// for live subscribers; 0 means 64 MiB.
+	SubscriptionBufferBytes int
 }
 
 // Server serves the esd gRPC API over a log.
@@ -87,7 +90,7 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) (*
 		health: health.NewServer(),
 	}
 	s.stopCtx, s.stopRPCs = context.WithCancel(context.Background())
-	s.hub = subscription.NewHub(l, subscription.Options{Registerer: reg})
+	s.hub = subscription.NewHub(l, subscription.Options{BufferBytes: cfg.SubscriptionBufferBytes, Registerer: reg})
 	l.OnPublish(s.hub.Publish) // before anything writes: the hub sees every commit
 	groups, err := group.NewManager(l, s.hub, lg.Named("group"), reg)
 	if err != nil {

@@ -70,10 +70,16 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// buildBinaries builds esd and esctl into dir from the module root, which
-// is two levels above this package's directory (go test runs a test in
-// its package's directory).
+// buildBinaries builds esd and esctl into dir, with -race when the tests
+// run with it.
 func buildBinaries(dir string) error {
+	return goBuild(dir, raceEnabled, "./cmd/esd", "./cmd/esctl")
+}
+
+// goBuild builds the packages pkgs of the module into dir. The module root
+// is two levels above this package's directory (go test runs a test in its
+// package's directory).
+func goBuild(dir string, race bool, pkgs ...string) error {
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		return err
@@ -82,14 +88,14 @@ func buildBinaries(dir string) error {
 		return fmt.Errorf("module root %s: %w", root, err)
 	}
 	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	if raceEnabled {
+	if race {
 		args = append(args, "-race")
 	}
-	args = append(args, "./cmd/esd", "./cmd/esctl")
+	args = append(args, pkgs...)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	cmd.Env = os.Environ()
-	if raceEnabled {
+	if race {
 		cmd.Env = append(cmd.Env, "CGO_ENABLED=1") // the race detector needs cgo
 	}
 	out, err := cmd.CombinedOutput()
@@ -198,7 +204,13 @@ func (s *logSink) String() string {
 // JSON logs, and returns once both listening addresses are logged.
 func startESD(t testing.TB, dataDir string, extraFlags ...string) *esdProc {
 	t.Helper()
-	p := spawnESD(t, dataDir, extraFlags...)
+	return startESDBin(t, esdBin, dataDir, extraFlags...)
+}
+
+// startESDBin is startESD with another esd binary.
+func startESDBin(t testing.TB, bin, dataDir string, extraFlags ...string) *esdProc {
+	t.Helper()
+	p := spawnESDBin(t, bin, dataDir, extraFlags...)
 	select {
 	case <-p.logs.ready:
 	case <-p.done:
@@ -216,6 +228,11 @@ func startESD(t testing.TB, dataDir string, extraFlags ...string) *esdProc {
 // spawnESD starts esd without waiting for it to listen.
 func spawnESD(t testing.TB, dataDir string, extraFlags ...string) *esdProc {
 	t.Helper()
+	return spawnESDBin(t, esdBin, dataDir, extraFlags...)
+}
+
+func spawnESDBin(t testing.TB, bin, dataDir string, extraFlags ...string) *esdProc {
+	t.Helper()
 	args := append([]string{
 		"--data-dir", dataDir,
 		"--listen", "127.0.0.1:0",
@@ -223,7 +240,7 @@ func spawnESD(t testing.TB, dataDir string, extraFlags ...string) *esdProc {
 		"--log-format", "json",
 	}, extraFlags...)
 	p := &esdProc{t: t, DataDir: dataDir, logs: newLogSink(), done: make(chan struct{})}
-	p.cmd = exec.Command(esdBin, args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = childEnv()
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
