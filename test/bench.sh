@@ -22,6 +22,22 @@ fi
 echo "== in process: bare Pebble vs the log (64 committers, 1 event per commit)"
 go test -run '^$' -bench 'PebbleSyncBaseline|LogCommit' -benchtime 3s ./internal/log/ | grep -E '^Benchmark'
 
+echo "== in process: appends with 100 idle + 10 active subscribers vs none (7 interleaved pairs, medians)"
+go test -c -o "$dir/server.test" ./internal/server/
+for _ in 1 2 3 4 5 6 7; do
+  for s in none 100idle10active; do
+    (cd internal/server && "$dir/server.test" -test.run '^$' -test.bench "AppendWithSubscribers/$s\$" -test.benchtime 5x) | grep -E '^Benchmark'
+  done
+done | python3 -c '
+import statistics, sys
+runs = {}
+for line in sys.stdin:
+    f = line.split()
+    runs.setdefault(f[0].split("/")[1].rsplit("-", 1)[0], []).append(float(f[2]))
+m = {k: statistics.median(v) for k, v in runs.items()}
+for k, v in runs.items(): print("%s appends/s: %s (median %.0f)" % (k, " ".join("%.0f" % x for x in v), m[k]))
+print("with_subscribers_vs_none %.2f" % (m["100idle10active"] / m["none"]))'
+
 echo "== esd"
 ./bin/esd --data-dir "$dir/data" --listen $ADDR --http-listen 127.0.0.1:17401 --log-level warn &
 pid=$!
