@@ -1,0 +1,67 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     func(string) string
+		check   func(config) bool
+		wantErr string // a part of the error; "" means none
+	}{
+		{name: "defaults", check: func(c config) bool {
+			return c.DataDir == "./data" && c.Listen == "127.0.0.1:7400" && c.CacheBytes == 256<<20 &&
+				c.SubBufferBytes == 64<<20 && c.GracePeriod == 10*time.Second && c.Shards >= 1
+		}},
+		{name: "flags", args: []string{"--data-dir", "/d", "--shards", "3", "--subscription-buffer-bytes", "1048576"},
+			check: func(c config) bool { return c.DataDir == "/d" && c.Shards == 3 && c.SubBufferBytes == 1<<20 }},
+		{name: "environment", env: env("ESD_DATA_DIR", "/e", "ESD_SUBSCRIPTION_BUFFER_BYTES", "2097152"),
+			check: func(c config) bool { return c.DataDir == "/e" && c.SubBufferBytes == 2<<20 }},
+		{name: "flag wins over environment", args: []string{"--data-dir", "/f"}, env: env("ESD_DATA_DIR", "/e"),
+			check: func(c config) bool { return c.DataDir == "/f" }},
+		{name: "bad environment value", env: env("ESD_SHARDS", "many"), wantErr: `ESD_SHARDS="many"`},
+		{name: "unknown flag", args: []string{"--nope"}, wantErr: "flag provided but not defined"},
+		{name: "stray argument", args: []string{"serve"}, wantErr: "unexpected arguments"},
+		{name: "help", args: []string{"-h"}, wantErr: "usage of esd"},
+		{name: "empty data dir", args: []string{"--data-dir", ""}, wantErr: "--data-dir is empty"},
+		{name: "bad listen", args: []string{"--listen", "7400"}, wantErr: "--listen"},
+		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: "--log-level"},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: "--log-format"},
+		{name: "event limit 0", args: []string{"--max-event-bytes", "0"}, wantErr: "--max-event-bytes"},
+		{name: "append limit below event limit", args: []string{"--max-append-bytes", "1024"}, wantErr: "--max-append-bytes"},
+		{name: "shards 0", args: []string{"--shards", "0"}, wantErr: "--shards"},
+		{name: "tiny cache", args: []string{"--cache-bytes", "1000"}, wantErr: "--cache-bytes"},
+		{name: "tiny subscription buffer", args: []string{"--subscription-buffer-bytes", "1000"}, wantErr: "--subscription-buffer-bytes"},
+		{name: "grace period 0", args: []string{"--grace-period", "0s"}, wantErr: "--grace-period"},
+		{name: "every error at once", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--shards 0"},
+		{name: "every error at once (2)", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--log-format \"xml\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			getenv := tc.env
+			if getenv == nil {
+				getenv = env()
+			}
+			c, err := parseConfig(tc.args, getenv)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("error %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			case tc.check != nil && !tc.check(c):
+				t.Fatalf("config %+v", c)
+			}
+		})
+	}
+}
