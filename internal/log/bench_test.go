@@ -269,3 +269,67 @@ func BenchmarkCategoryRead(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLookupIDs: the idempotency lookups of an append of 100 events,
+// in a log of ESD_BENCH_EVENTS (default 300k) events with random ids, so
+// that the id index spans the memtables and several sstables. fresh: ids
+// never stored (the common case); stored: ids of stored events.
+func BenchmarkLookupIDs(b *testing.B) {
+	n := 300_000
+	if v, err := strconv.Atoi(os.Getenv("ESD_BENCH_EVENTS")); err == nil && v > 0 {
+		n = v
+	}
+	l, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	randomID := func(k uint64) (id [16]byte) {
+		binary.BigEndian.PutUint64(id[:], k*0x9e3779b97f4a7c15)
+		binary.BigEndian.PutUint64(id[8:], (k^0xabcdef)*0xbf58476d1ce4e5b9)
+		return id
+	}
+	data := make([]byte, benchPayload)
+	st := StreamState{ID: l.NewStreamID(), Name: "lookup-1"}
+	var tk *Ticket
+	for done := 0; done < n; done += 500 {
+		evs := make([]Event, 500)
+		for i := range evs {
+			evs[i] = Event{ID: randomID(uint64(done + i)), Type: "Filled", Data: data}
+		}
+		w := &Write{State: st, New: !st.Written, Events: evs}
+		if tk, err = l.Commit([]*Write{w}, false); err != nil || w.Err != nil {
+			b.Fatal(err, w.Err)
+		}
+		st = w.After
+	}
+	if err := tk.Wait(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		base  uint64
+		found bool
+	}{{"fresh", 1 << 40, false}, {"stored", 0, true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ids := make([][16]byte, 100)
+			k := uint64(0)
+			for b.Loop() {
+				for i := range ids {
+					ids[i] = randomID(tc.base + k%uint64(n))
+					k += 7919
+				}
+				locs, err := l.LookupIDs(ids)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, loc := range locs {
+					if loc.Found != tc.found {
+						b.Fatalf("found %v, want %v", loc.Found, tc.found)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ids)), "ns/id")
+		})
+	}
+}
