@@ -36,10 +36,16 @@ const (
 	fieldTimestampNanos   protowire.Number = 2
 )
 
-// encodedMessage is a message already in wire form; codec sends it as is.
-// gRPC frees buf (back to the pool) once it is written.
+// encodedMessage is a message already in wire form, head then buf; codec
+// sends it as is. gRPC frees buf (back to the pool) once it is written.
 type encodedMessage struct {
-	buf *[]byte
+	head []byte // the tag and length of a wrapped chunk, or nil
+	buf  *[]byte
+}
+
+// bytes is the message as one slice (for tests).
+func (m *encodedMessage) bytes() []byte {
+	return append(append([]byte(nil), m.head...), *m.buf...)
 }
 
 // codec is gRPC's proto codec that also sends encodedMessage.
@@ -49,7 +55,11 @@ func newCodec() codec { return codec{encoding.GetCodecV2("proto")} }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if m, ok := v.(*encodedMessage); ok {
-		return mem.BufferSlice{mem.NewBuffer(m.buf, mem.DefaultBufferPool())}, nil
+		body := mem.NewBuffer(m.buf, wirePool)
+		if m.head == nil {
+			return mem.BufferSlice{body}, nil
+		}
+		return mem.BufferSlice{mem.SliceBuffer(m.head), body}, nil
 	}
 	return c.CodecV2.Marshal(v)
 }
@@ -64,24 +74,16 @@ type wireChunk struct {
 	events int
 	sent   int // messages sent
 	// last is the size of the last message: the next one's buffer starts
-	// at about it. (gRPC's default pool clears every buffer it hands out
-	// and pools none above 1 MiB: a buffer of the largest chunk for every
-	// message cost a 1 MiB clear per live event.)
+	// at about it, so that a live subscriber sent a few events at a time
+	// does not hold a buffer of the largest chunk.
 	last int
 }
-
-// wrapRoom is kept free at the start of a wrapped chunk for its tag and
-// length, which are known only when it is sent.
-const wrapRoom = 1 + binary.MaxVarintLen64
 
 // add encodes e as one more event and reports whether the chunk is full.
 func (c *wireChunk) add(e *eslog.EventView) bool {
 	if c.buf == nil {
-		c.buf = mem.DefaultBufferPool().Get(min(max(2*c.last, 4<<10), chunkBytes+64<<10))
+		c.buf = wirePool.Get(min(max(2*c.last, 4<<10), chunkBytes+64<<10))
 		*c.buf = (*c.buf)[:0]
-		if c.wrap != 0 {
-			*c.buf = append(*c.buf, make([]byte, wrapRoom)...)
-		}
 	}
 	*c.buf = appendEvent(*c.buf, fieldResponseEvents, e)
 	c.events++
@@ -92,23 +94,21 @@ func (c *wireChunk) add(e *eslog.EventView) bool {
 // and starts a new one.
 func (c *wireChunk) message(checkpoint uint64) *encodedMessage {
 	if c.buf == nil {
-		c.buf = mem.DefaultBufferPool().Get(16)
+		c.buf = wirePool.Get(16)
 		*c.buf = (*c.buf)[:0]
 	}
 	if checkpoint != 0 {
 		*c.buf = protowire.AppendTag(*c.buf, fieldResponseCheckpoint, protowire.VarintType)
 		*c.buf = protowire.AppendVarint(*c.buf, checkpoint)
 	}
-	if c.wrap != 0 && len(*c.buf) >= wrapRoom {
-		var head [wrapRoom]byte
-		h := protowire.AppendTag(head[:0], c.wrap, protowire.BytesType)
-		h = protowire.AppendVarint(h, uint64(len(*c.buf)-wrapRoom))
-		start := wrapRoom - len(h)
-		copy((*c.buf)[start:], h)
-		*c.buf = (*c.buf)[start:]
+	m := &encodedMessage{buf: c.buf}
+	if c.wrap != 0 {
+		// A separate buffer: the length is known only now, and cutting
+		// room for it off the front of buf would shrink buf for the pool.
+		m.head = protowire.AppendTag(make([]byte, 0, 1+binary.MaxVarintLen64), c.wrap, protowire.BytesType)
+		m.head = protowire.AppendVarint(m.head, uint64(len(*c.buf)))
 	}
 	c.last = len(*c.buf)
-	m := &encodedMessage{buf: c.buf}
 	c.buf, c.events = nil, 0
 	c.sent++
 	return m

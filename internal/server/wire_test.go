@@ -75,9 +75,11 @@ func TestWireEncodingMatchesProto(t *testing.T) {
 	}
 
 	var c wireChunk
+	wrapped := wireChunk{wrap: fieldSubscribeEvents}
 	var want esdv1.ReadAllResponse
 	err = l.ReadAllViews(context.Background(), eslog.AllQuery{}, func(v *eslog.EventView) error {
 		c.add(v)
+		wrapped.add(v)
 		want.Events = append(want.Events, recordedEvent(v.Materialize()))
 		return nil
 	}, nil)
@@ -86,7 +88,7 @@ func TestWireEncodingMatchesProto(t *testing.T) {
 	}
 	want.Checkpoint = 12345
 	var got esdv1.ReadAllResponse
-	if err := proto.Unmarshal(*c.message(12345).buf, &got); err != nil {
+	if err := proto.Unmarshal(c.message(12345).bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(&want, &got, protocmp.Transform()); diff != "" {
@@ -94,6 +96,14 @@ func TestWireEncodingMatchesProto(t *testing.T) {
 	}
 	if got.Events[0].Revision != 0 || got.Events[3].Revision != 3 {
 		t.Fatalf("revisions %d, %d", got.Events[0].Revision, got.Events[3].Revision)
+	}
+	// The same events wrapped as a SubscribeResponse's EventBatch.
+	var sub esdv1.SubscribeResponse
+	if err := proto.Unmarshal(wrapped.message(0).bytes(), &sub); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want.Events, sub.GetEvents().GetEvents(), protocmp.Transform()); diff != "" {
+		t.Fatalf("decoded wrapped encoding differs (-want +got):\n%s", diff)
 	}
 }
 
