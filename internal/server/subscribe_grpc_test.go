@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1315,4 +1316,61 @@ func BenchmarkAppendWithSubscribers(b *testing.B) {
 			}
 		})
 	}
+}
+
+// idleSubscribers is how many subscriptions TestIdleSubscribersCost opens.
+const idleSubscribers = 2000
+
+// TestIdleSubscribersCost: 2,000 live subscriptions to streams nobody
+// writes (over 10 connections) cost little: the heap and stacks they add,
+// client and server sides together since both run here, stay under 48
+// KiB per subscription (about 30 KiB measured, half of it goroutine
+// stacks; a subscriber's batch buffer of 50 KiB used to be allocated up
+// front); writes elsewhere wake none of them (the hub's tests).
+func TestIdleSubscribersCost(t *testing.T) {
+	srv := startSubServer(t, t.TempDir())
+	var conns []esdv1.StreamServiceClient
+	for range 10 {
+		conns = append(conns, esdv1.NewStreamServiceClient(srv.dial(t)))
+	}
+	// One subscription first, so that the connections' and the server's
+	// one-time costs are not counted.
+	for _, c := range conns {
+		if _, err := c.GetStream(context.Background(), &esdv1.GetStreamRequest{Stream: "warm-1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	memInUse := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse + m.StackInuse
+	}
+	before, goroutines := memInUse(), runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var streams []grpc.ServerStreamingClient[esdv1.SubscribeResponse]
+	for i := range idleSubscribers {
+		s, err := conns[i%len(conns)].Subscribe(ctx, subStream(fmt.Sprintf("idle-%d", i), subFromEnd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err := s.Recv(); err != nil || m.GetCaughtUp() == nil {
+			t.Fatalf("subscription %d: first message %v, %v: want caught_up", i, m, err)
+		}
+		streams = append(streams, s)
+	}
+	per := (int64(memInUse()) - int64(before)) / idleSubscribers
+	t.Logf("%d idle subscriptions: %d bytes each (heap and stacks, client and server), %d goroutines each",
+		idleSubscribers, per, (runtime.NumGoroutine()-goroutines)/idleSubscribers)
+	if per > 48<<10 {
+		t.Errorf("an idle subscription costs %d bytes, want at most 48 KiB", per)
+	}
+	cancel()
+	for _, s := range streams {
+		if _, err := s.Recv(); status.Code(err) != codes.Canceled {
+			t.Fatalf("after cancel: %v, want Canceled", err)
+		}
+	}
+	eventually(t, "the server to drop the subscriptions", func() bool { return subscriptionsOpen(t, srv.reg) == 0 })
 }

@@ -120,9 +120,12 @@ func (h *Hub) Subscribe(ctx context.Context, req Request, sink Sink) error {
 	h.met.active.WithLabelValues(kind, "live").Inc()
 	state = "live"
 
-	buf := make([]eslog.Committed, 0, liveBatch)
+	// The batch buffer grows with the batches taken (up to liveBatch): an
+	// idle subscriber holds none.
+	var buf []eslog.Committed
 	for {
 		evs, newest, ok := h.since(s.cursor, buf[:0], liveBatch)
+		buf = evs
 		if !ok { // fell behind the buffer: back to the log
 			h.met.fallbacks.Inc()
 			if ended, err := s.catchUp(ctx); err != nil || ended {
