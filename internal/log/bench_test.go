@@ -306,18 +306,29 @@ func BenchmarkLookupIDs(b *testing.B) {
 	if err := tk.Wait(context.Background()); err != nil {
 		b.Fatal(err)
 	}
+	// timeID is a UUIDv7-like id (as clients make them, and esctl bench):
+	// later than every stored one, increasing within an append.
+	timeID := func(k uint64) (id [16]byte) {
+		binary.BigEndian.PutUint64(id[:], 0xff00_0000_0000_0000|k)
+		binary.BigEndian.PutUint64(id[8:], k*0xbf58476d1ce4e5b9)
+		return id
+	}
 	for _, tc := range []struct {
 		name  string
-		base  uint64
+		id    func(k uint64) [16]byte
 		found bool
-	}{{"fresh", 1 << 40, false}, {"stored", 0, true}} {
+	}{
+		{"fresh-random", func(k uint64) [16]byte { return randomID(1<<40 + k%uint64(n)*7919) }, false},
+		{"fresh-time-ordered", timeID, false},
+		{"stored", func(k uint64) [16]byte { return randomID(k * 7919 % uint64(n)) }, true},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
 			ids := make([][16]byte, 100)
 			k := uint64(0)
 			for b.Loop() {
 				for i := range ids {
-					ids[i] = randomID(tc.base + k%uint64(n))
-					k += 7919
+					ids[i] = tc.id(k)
+					k++
 				}
 				locs, err := l.LookupIDs(ids)
 				if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -284,6 +285,47 @@ func TestLookupIDs(t *testing.T) {
 	want := []IDLocation{{Found: true, StreamID: w.State.ID, Revision: 1, Position: 2, AppendFirst: 0, AppendLast: 1}, {}}
 	if diff := cmp.Diff(want, locs); diff != "" {
 		t.Fatal(diff)
+	}
+}
+
+// TestLookupIDsOrder: a lookup of many ids (through one iterator, in key
+// order) answers each in its place, as a lookup of that id alone (a Get)
+// does: ids stored in sstables and in the memtable, absent ones,
+// duplicates, in shuffled order.
+func TestLookupIDsOrder(t *testing.T) {
+	l := openTest(t, nil)
+	defer l.Close()
+	for s := range 4 {
+		var evs []Event
+		for i := range 25 {
+			evs = append(evs, testEvent(s*50+i))
+		}
+		appendTo(t, l, fmt.Sprintf("s-%d", s), evs...)
+		if s == 1 {
+			if err := l.db.Flush(); err != nil { // the first two appends' ids in an sstable
+				t.Fatal(err)
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 20 {
+		ids := make([][16]byte, 2+rng.IntN(60))
+		for i := range ids {
+			ids[i] = testEvent(rng.IntN(220)).ID
+		}
+		locs, err := l.LookupIDs(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, id := range ids {
+			one, err := l.LookupIDs([][16]byte{id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if locs[i] != one[0] {
+				t.Fatalf("round %d: id %d of %d (%s): %+v, alone %+v", round, i, len(ids), FormatID(id), locs[i], one[0])
+			}
+		}
 	}
 }
 

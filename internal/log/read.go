@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -67,24 +68,56 @@ type IDLocation struct {
 
 // LookupIDs finds where each id is stored, including writes applied but
 // not yet durable (the writer waits for those before answering).
+//
+// The ids are looked up in key order through one iterator rather than a
+// Get each: a Get sets up the memtables' and every level's iterators
+// again, and seeks from the top of each; the iterator's prefix seeks still
+// consult each sstable's bloom filter, and a seek just after the last one
+// (time-ordered ids of one append, UUIDv7 as clients make them, land next
+// to each other) moves a step instead of searching.
 func (l *Log) LookupIDs(ids [][16]byte) ([]IDLocation, error) {
 	out := make([]IDLocation, len(ids))
-	var kb [17]byte
-	for i, id := range ids {
-		v, ok, err := l.get(appendIDKey(kb[:0], id))
-		if err != nil {
-			return nil, err
+	if len(ids) == 1 { // a Get costs less than an iterator
+		v, ok, err := l.get(appendIDKey(nil, ids[0]))
+		if err != nil || !ok {
+			return out, err
 		}
-		if !ok {
+		return out, out[0].decode(v)
+	}
+	order := make([]int, len(ids))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(ids[a][:], ids[b][:]) })
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kID}, UpperBound: []byte{kID + 1}})
+	if err != nil {
+		return nil, err
+	}
+	var kb [17]byte
+	for _, i := range order {
+		key := appendIDKey(kb[:0], ids[i])
+		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
 			continue
 		}
-		loc, err := decodeIDValue(v)
+		v, err := it.ValueAndErr()
 		if err != nil {
-			return nil, err
+			return nil, errors.Join(err, it.Close())
 		}
-		out[i] = IDLocation{Found: true, StreamID: loc.sid, Revision: loc.rev, Position: loc.pos, AppendFirst: loc.first, AppendLast: loc.last}
+		if err := out[i].decode(v); err != nil {
+			return nil, errors.Join(err, it.Close())
+		}
 	}
-	return out, nil
+	return out, it.Close()
+}
+
+// decode sets loc from a stored id value.
+func (loc *IDLocation) decode(v []byte) error {
+	d, err := decodeIDValue(v)
+	if err != nil {
+		return err
+	}
+	*loc = IDLocation{Found: true, StreamID: d.sid, Revision: d.rev, Position: d.pos, AppendFirst: d.first, AppendLast: d.last}
+	return nil
 }
 
 // ErrStop, returned by a read's emit, ends the read early without error.
