@@ -114,7 +114,7 @@ func (c config) validate() error {
 	if c.CacheBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("--cache-bytes %d: want at least 1 MiB", c.CacheBytes))
 	}
-	if c.SubBufferBytes < 1<<20 || c.SubBufferBytes > 16<<30 {
+	if c.SubBufferBytes < 1<<20 || int64(c.SubBufferBytes) > 16<<30 {
 		errs = append(errs, fmt.Errorf("--subscription-buffer-bytes %d: want 1 MiB to 16 GiB", c.SubBufferBytes))
 	}
 	if c.GracePeriod <= 0 {
