@@ -44,6 +44,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "shards 0", args: []string{"--shards", "0"}, wantErr: "--shards"},
 		{name: "tiny cache", args: []string{"--cache-bytes", "1000"}, wantErr: "--cache-bytes"},
 		{name: "tiny subscription buffer", args: []string{"--subscription-buffer-bytes", "1000"}, wantErr: "--subscription-buffer-bytes"},
+		{name: "huge subscription buffer", args: []string{"--subscription-buffer-bytes", "17179869185"}, wantErr: "subscription-buffer-bytes"},
 		{name: "grace period 0", args: []string{"--grace-period", "0s"}, wantErr: "--grace-period"},
 		{name: "every error at once", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--shards 0"},
 		{name: "every error at once (2)", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--log-format \"xml\""},

@@ -10,9 +10,8 @@ import (
 // buffer comes back to it when gRPC has written the message out.
 //
 // gRPC's default pool does not suit them: it clears every buffer it hands
-// out, and a buffer above its largest class (1 MiB) is allocated anew on
-// every Get but put back into the 1 MiB class, where nothing takes it
-// again. Nor does a sync.Pool: the buffer is put back by gRPC's writer
+// out, and those above its largest class (1 MiB) go to a fallback
+// sync.Pool. Nor does a sync.Pool: the buffer is put back by gRPC's writer
 // goroutine, into its P's private slot, where the sender's Get on another
 // P does not look; a catch-up subscriber allocated a new 1 MiB buffer for
 // one message in four, and the heap held tens of MiB of them.
@@ -25,10 +24,11 @@ var wirePool = newClassPool([]*poolClass{
 })
 
 // classPool is a mem.BufferPool of a few size classes, each a bounded free
-// list: it keeps at most keep buffers of a class (about 16 MiB in all for
-// wirePool), whatever the traffic was. A buffer must come back whole (as
-// mem.BufferPool asks): one cut at the front would have less capacity
-// each time round, and fall to a smaller class.
+// list: it keeps at most keep buffers of a class, each at most a quarter
+// larger than the class (a chunk that grew past it by an event or two);
+// about 20 MiB in all for wirePool, whatever the traffic was. A buffer
+// must come back whole (as mem.BufferPool asks): one cut at the front
+// would have less capacity each time round, and fall to a smaller class.
 type classPool struct {
 	classes []*poolClass
 }
@@ -67,11 +67,15 @@ func (p *classPool) Get(n int) *[]byte {
 	return &b
 }
 
-// Put keeps b in the largest class its capacity covers, unless that class
-// keeps enough already; the rest are left to the garbage collector.
+// Put keeps b in the largest class its capacity covers, unless it is more
+// than a quarter larger or that class keeps enough already; the rest are
+// left to the garbage collector.
 func (p *classPool) Put(b *[]byte) {
 	for i := len(p.classes) - 1; i >= 0; i-- {
 		if c := p.classes[i]; cap(*b) >= c.size {
+			if cap(*b) > c.size+c.size/4 {
+				return
+			}
 			*b = (*b)[:0]
 			select {
 			case c.free <- b:

@@ -21,22 +21,30 @@ func TestClassPool(t *testing.T) {
 		}
 	}
 
-	// A buffer put back is handed out again, also when it grew; one put
-	// back shorter than its class goes to the class below.
+	// A buffer put back is handed out again, also when it grew a little;
+	// one put back shorter than its class goes to the class below.
 	b := p.Get(500)
 	p.Put(b)
 	if c := p.Get(900); c != b {
 		t.Errorf("Get after Put: a new buffer, want the one put back")
 	}
-	grown := append(make([]byte, 0, 1500), 'x')
+	grown := append(make([]byte, 0, 1250), 'x')
 	p.Put(&grown)
 	if c := p.Get(1000); c != &grown || len(*c) != 1000 {
 		t.Errorf("Get after Put of a grown buffer: a new buffer, want the one put back")
 	}
-	cut := make([]byte, 0, 999)
+	huge := make([]byte, 0, 1251) // more than a quarter above its class: not kept
+	p.Put(&huge)
+	if n := len(p.classes[1].free); n != 0 {
+		t.Errorf("a buffer of 1251 bytes was kept in the class of 1000")
+	}
+	short := make([]byte, 0, 999) // short of its class, too large for the one below
+	p.Put(&short)
+	cut := make([]byte, 0, 120)
 	p.Put(&cut)
 	if len(p.classes[1].free) != 0 || len(p.classes[0].free) != 1 {
-		t.Errorf("a buffer of 999 bytes went to the class of 1000")
+		t.Fatalf("free lists %d, %d: want the buffer of 120 bytes in the class of 100, not that of 999",
+			len(p.classes[0].free), len(p.classes[1].free))
 	}
 	<-p.classes[0].free
 

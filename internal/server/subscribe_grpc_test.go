@@ -1333,8 +1333,8 @@ func TestIdleSubscribersCost(t *testing.T) {
 	for range 10 {
 		conns = append(conns, esdv1.NewStreamServiceClient(srv.dial(t)))
 	}
-	// One subscription first, so that the connections' and the server's
-	// one-time costs are not counted.
+	// A call on each connection first, so that the connections' one-time
+	// costs are not counted.
 	for _, c := range conns {
 		if _, err := c.GetStream(context.Background(), &esdv1.GetStreamRequest{Stream: "warm-1"}); err != nil {
 			t.Fatal(err)

@@ -19,11 +19,12 @@ type Reader interface {
 
 // Options size the hub's buffer. The zero value is usable.
 type Options struct {
-	// BufferEvents and BufferBytes bound the buffer of recent events
-	// (defaults 65536 events, 64 MiB). A subscriber further behind reads
-	// the log instead.
-	BufferEvents int
+	// BufferBytes bounds the buffer of recent events (default 64 MiB): its
+	// events' records plus slotBytes each. A subscriber further behind
+	// reads the log instead. BufferEvents bounds the number of events too;
+	// 0 leaves it to BufferBytes.
 	BufferBytes  int
+	BufferEvents int
 	// Registerer gets the subscription metrics; nil means none.
 	Registerer prometheus.Registerer
 }
@@ -36,12 +37,13 @@ type Hub struct {
 	log Reader
 	met *metrics
 
-	mu         sync.Mutex // guards everything below
-	ring       []eslog.Committed
-	start, n   int    // the oldest event's index in ring, and how many
-	bytes      int    // record bytes in the ring
-	next       uint64 // the position the next published event will have
+	mu         sync.Mutex        // guards everything below
+	ring       []eslog.Committed // grows up to maxEvents as it fills
+	start, n   int               // the oldest event's index in ring, and how many
+	bytes      int               // what the ring's events count for (records plus slotBytes each)
+	next       uint64            // the position the next published event will have
 	maxBytes   int
+	maxEvents  int
 	byStream   map[string]map[*waiter]struct{}
 	byCategory map[string]map[*waiter]struct{}
 	all        map[*waiter]struct{}
@@ -58,17 +60,18 @@ type waiter struct {
 // log.LastPosition()+1: install hub.Publish as the log's publish hook
 // before anything else writes.
 func NewHub(log Reader, opts Options) *Hub {
-	if opts.BufferEvents <= 0 {
-		opts.BufferEvents = 1 << 16
-	}
 	if opts.BufferBytes <= 0 {
 		opts.BufferBytes = 64 << 20
 	}
+	if opts.BufferEvents <= 0 {
+		opts.BufferEvents = max(1, opts.BufferBytes/slotBytes)
+	}
 	h := &Hub{
 		log:        log,
-		ring:       make([]eslog.Committed, opts.BufferEvents),
+		ring:       make([]eslog.Committed, min(opts.BufferEvents, 1024)),
 		next:       log.LastPosition() + 1,
 		maxBytes:   opts.BufferBytes,
+		maxEvents:  opts.BufferEvents,
 		byStream:   make(map[string]map[*waiter]struct{}),
 		byCategory: make(map[string]map[*waiter]struct{}),
 		all:        make(map[*waiter]struct{}),
@@ -87,12 +90,15 @@ func (h *Hub) Publish(evs []eslog.Committed) {
 	woken := h.woken[:0]
 	for i := range evs {
 		e := &evs[i]
-		for h.n == len(h.ring) || (h.n > 0 && h.bytes+len(e.Record) > h.maxBytes) {
+		for h.n == h.maxEvents || (h.n > 0 && h.bytes+len(e.Record)+slotBytes > h.maxBytes) {
 			h.evict()
+		}
+		if h.n == len(h.ring) {
+			h.grow()
 		}
 		h.ring[(h.start+h.n)%len(h.ring)] = *e
 		h.n++
-		h.bytes += len(e.Record)
+		h.bytes += len(e.Record) + slotBytes
 		h.next = e.Position + 1
 		woken = appendWaiters(woken, h.byStream[e.Stream])
 		woken = appendWaiters(woken, h.byCategory[eslog.Category(e.Stream)])
@@ -118,10 +124,24 @@ func appendWaiters(dst []*waiter, set map[*waiter]struct{}) []*waiter {
 	return dst
 }
 
+// slotBytes is what the buffer counts for an event besides its record:
+// its slot in the ring and the strings the slot points to, so that the
+// byte bound is a bound on the buffer's memory.
+const slotBytes = 128
+
+// grow doubles the ring (up to maxEvents), keeping the events in order.
+// Called with mu held, when it is full.
+func (h *Hub) grow() {
+	ring := make([]eslog.Committed, min(2*len(h.ring), h.maxEvents))
+	n := copy(ring, h.ring[h.start:])
+	copy(ring[n:], h.ring[:h.start])
+	h.ring, h.start = ring, 0
+}
+
 // evict drops the oldest event. Called with mu held.
 func (h *Hub) evict() {
 	old := &h.ring[h.start]
-	h.bytes -= len(old.Record)
+	h.bytes -= len(old.Record) + slotBytes
 	*old = eslog.Committed{}
 	h.start = (h.start + 1) % len(h.ring)
 	h.n--

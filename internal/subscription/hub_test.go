@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 
@@ -325,5 +326,69 @@ func TestIdleSubscribersCostNoWakeups(t *testing.T) {
 	}
 	if g := metricValue(t, reg, "esd_subscriptions"); g != 0 {
 		t.Errorf("esd_subscriptions %v after every subscription ended", g)
+	}
+}
+
+// TestHubRingGrowsInOrder: the ring starts small and doubles as it fills
+// (up to its event bound), also when evictions by bytes have moved its
+// start; the buffer holds, in order, the newest events within both bounds.
+func TestHubRingGrowsInOrder(t *testing.T) {
+	l := openLog(t)
+	const maxEvents, maxBytes = 4096, 3 << 20
+	h := NewHub(l, Options{BufferEvents: maxEvents, BufferBytes: maxBytes})
+	rng := rand.New(rand.NewPCG(3, 4))
+	var published []eslog.Committed
+	next := l.LastPosition() + 1
+	wrapGrows := 0 // growths of a ring whose start had moved
+	for round := 0; len(published) < 12000; round++ {
+		var evs []eslog.Committed
+		for range 1 + rng.IntN(40) {
+			// Large events first (evictions by bytes move the ring's start
+			// while it is small), then mostly small ones (the ring fills and
+			// grows, around its end, up to its event bound), now and then a
+			// large one.
+			size := rng.IntN(64)
+			if len(published) < 500 || rng.IntN(50) == 0 {
+				size = 32 << 10
+			}
+			evs = append(evs, eslog.Committed{Position: next, Stream: "s-1", Record: make([]byte, size)})
+			next++
+		}
+		slots, start := len(h.ring), h.start
+		h.Publish(evs)
+		published = append(published, evs...)
+		grew := len(h.ring) != slots
+		if grew && start != 0 {
+			wrapGrows++
+		}
+		if !grew && round%8 != 0 {
+			continue
+		}
+
+		// The buffer: the newest events, contiguous, within both bounds.
+		n, bytes := h.buffered()
+		oldest := published[len(published)-n].Position
+		got, newest, ok := h.since(oldest-1, nil, maxEvents)
+		if !ok || newest != next-1 || len(got) != n {
+			t.Fatalf("since(%d): %d events, newest %d, ok %v; want %d, %d, true", oldest-1, len(got), newest, ok, n, next-1)
+		}
+		want := 0
+		for i, e := range got {
+			if p := published[len(published)-n+i]; e.Position != p.Position || len(e.Record) != len(p.Record) {
+				t.Fatalf("buffered event %d: position %d (%d bytes), want %d (%d bytes)", i, e.Position, len(e.Record), p.Position, len(p.Record))
+			}
+			want += len(e.Record) + slotBytes
+		}
+		if bytes != want || n > maxEvents || (n > 1 && bytes > maxBytes) {
+			t.Fatalf("%d events, %d bytes (counted %d); bounds %d, %d", n, bytes, want, maxEvents, maxBytes)
+		}
+		// Nothing older than the buffer is in it: the caller reads the log.
+		if _, _, ok := h.since(oldest-2, nil, 1); ok && oldest > 1 {
+			t.Fatalf("since(%d) ok, with the oldest buffered at %d", oldest-2, oldest)
+		}
+	}
+	if len(h.ring) != maxEvents || wrapGrows == 0 {
+		t.Fatalf("ring of %d slots after filling, want %d (grown to its bound); %d growths after its start moved, want some",
+			len(h.ring), maxEvents, wrapGrows)
 	}
 }

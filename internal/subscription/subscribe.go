@@ -120,8 +120,8 @@ func (h *Hub) Subscribe(ctx context.Context, req Request, sink Sink) error {
 	h.met.active.WithLabelValues(kind, "live").Inc()
 	state = "live"
 
-	// The batch buffer grows with the batches taken (up to liveBatch): an
-	// idle subscriber holds none.
+	// The batch buffer grows with the batches taken (up to liveBatch), so
+	// a subscriber that never had a live event holds none.
 	var buf []eslog.Committed
 	for {
 		evs, newest, ok := h.since(s.cursor, buf[:0], liveBatch)

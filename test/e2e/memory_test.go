@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -94,9 +95,13 @@ type memResult struct {
 // against the appends' answers.
 func memRun(t *testing.T, bin string, flags []string, stall bool) memResult {
 	t.Helper()
-	p := startESDBin(t, bin, t.TempDir(), flags...)
+	dir := t.TempDir()
+	defer os.RemoveAll(dir) // 192 MiB: not left until the test ends
+	p := startESDBin(t, bin, dir, flags...)
 	c := dial(t, p.Addr)
-	ctx, cancel := context.WithCancel(context.Background())
+	// A deadline for the whole run: a regression that stops delivery fails
+	// the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	subscribe := func() esdv1.StreamService_SubscribeClient {
 		t.Helper()
