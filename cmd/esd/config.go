@@ -50,7 +50,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.MaxAppendBytes, "max-append-bytes", 16<<20, "largest append (all events' data and metadata), in bytes")
 	fs.IntVar(&c.Shards, "shards", runtime.NumCPU(), "writer shards")
 	fs.Int64Var(&c.CacheBytes, "cache-bytes", 256<<20, "Pebble block cache size, in bytes")
-	fs.IntVar(&c.SubBufferBytes, "subscription-buffer-bytes", 64<<20,
+	fs.IntVar(&c.SubBufferBytes, "subscription-buffer-bytes", 32<<20,
 		"recent events held in memory for live subscribers, in bytes (one buffer shared by all; a subscriber behind it reads the store)")
 	fs.DurationVar(&c.GracePeriod, "grace-period", 10*time.Second, "how long shutdown waits for requests in flight")
 

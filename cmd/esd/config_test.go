@@ -23,7 +23,7 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{name: "defaults", check: func(c config) bool {
 			return c.DataDir == "./data" && c.Listen == "127.0.0.1:7400" && c.CacheBytes == 256<<20 &&
-				c.SubBufferBytes == 64<<20 && c.GracePeriod == 10*time.Second && c.Shards >= 1
+				c.SubBufferBytes == 32<<20 && c.GracePeriod == 10*time.Second && c.Shards >= 1
 		}},
 		{name: "flags", args: []string{"--data-dir", "/d", "--shards", "3", "--subscription-buffer-bytes", "1048576"},
 			check: func(c config) bool { return c.DataDir == "/d" && c.Shards == 3 && c.SubBufferBytes == 1<<20 }},

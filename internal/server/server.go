@@ -44,7 +44,7 @@ type Config struct {
 	// means 256.
 	MaxConcurrentStreams uint32
 	// SubscriptionBufferBytes bounds the record bytes of recent events held
-	// for live subscribers; 0 means 64 MiB.
+	// for live subscribers; 0 means 32 MiB.
 	SubscriptionBufferBytes int
 }
 

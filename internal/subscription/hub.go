@@ -19,7 +19,7 @@ type Reader interface {
 
 // Options size the hub's buffer. The zero value is usable.
 type Options struct {
-	// BufferBytes bounds the buffer of recent events (default 64 MiB): its
+	// BufferBytes bounds the buffer of recent events (default 32 MiB): its
 	// events' records plus slotBytes each. A subscriber further behind
 	// reads the log instead. BufferEvents bounds the number of events too;
 	// 0 leaves it to BufferBytes.
@@ -61,7 +61,7 @@ type waiter struct {
 // before anything else writes.
 func NewHub(log Reader, opts Options) *Hub {
 	if opts.BufferBytes <= 0 {
-		opts.BufferBytes = 64 << 20
+		opts.BufferBytes = 32 << 20
 	}
 	if opts.BufferEvents <= 0 {
 		opts.BufferEvents = max(1, opts.BufferBytes/slotBytes)
