@@ -68,7 +68,7 @@ func NewHub(log Reader, opts Options) *Hub {
 	}
 	h := &Hub{
 		log:        log,
-		ring:       make([]eslog.Committed, min(opts.BufferEvents, 1024)),
+		ring:       make([]eslog.Committed, min(opts.BufferEvents, initialRingSlots)),
 		next:       log.LastPosition() + 1,
 		maxBytes:   opts.BufferBytes,
 		maxEvents:  opts.BufferEvents,
@@ -123,6 +123,10 @@ func appendWaiters(dst []*waiter, set map[*waiter]struct{}) []*waiter {
 	}
 	return dst
 }
+
+// initialRingSlots is the ring's size until it fills (a variable: tests
+// lower it to make the ring grow under load).
+var initialRingSlots = 1024
 
 // slotBytes is what the buffer counts for an event besides its record:
 // its slot in the ring and the strings the slot points to, so that the

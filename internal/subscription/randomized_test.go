@@ -44,6 +44,12 @@ func hubRandomRun(t *testing.T, seed uint64, ops int) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	l := openLog(t)
 	opts := Options{BufferEvents: 4 + rng.IntN(60), BufferBytes: 1<<10 + rng.IntN(16<<10)}
+	if rng.IntN(3) == 0 { // the ring grows (from 8 slots) while subscribers read it
+		opts.BufferEvents = 100 + rng.IntN(400)
+		old := initialRingSlots
+		initialRingSlots = 8
+		t.Cleanup(func() { initialRingSlots = old })
+	}
 	h := newHub(l, opts, nil)
 	t.Logf("seed %d: buffer %d events, %d bytes", seed, opts.BufferEvents, opts.BufferBytes)
 
