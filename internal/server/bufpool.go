@@ -24,9 +24,10 @@ var wirePool = newClassPool([]*poolClass{
 })
 
 // classPool is a mem.BufferPool of a few size classes, each a bounded free
-// list: it keeps at most keep buffers of a class, each at most a quarter
-// larger than the class (a chunk that grew past it by an event or two);
-// about 20 MiB in all for wirePool, whatever the traffic was. A buffer
+// list: it keeps at most keep buffers of a class, each at most half as
+// large again as the class (a chunk that grew past it by append, which
+// adds a quarter and rounds up); about 25 MiB in all for wirePool,
+// whatever the traffic was. A buffer
 // must come back whole (as mem.BufferPool asks): one cut at the front
 // would have less capacity each time round, and fall to a smaller class.
 type classPool struct {
@@ -68,12 +69,12 @@ func (p *classPool) Get(n int) *[]byte {
 }
 
 // Put keeps b in the largest class its capacity covers, unless it is more
-// than a quarter larger or that class keeps enough already; the rest are
-// left to the garbage collector.
+// than half as large again or that class keeps enough already; the rest
+// are left to the garbage collector.
 func (p *classPool) Put(b *[]byte) {
 	for i := len(p.classes) - 1; i >= 0; i-- {
 		if c := p.classes[i]; cap(*b) >= c.size {
-			if cap(*b) > c.size+c.size/4 {
+			if cap(*b) > c.size+c.size/2 {
 				return
 			}
 			*b = (*b)[:0]

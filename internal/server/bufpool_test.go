@@ -28,15 +28,17 @@ func TestClassPool(t *testing.T) {
 	if c := p.Get(900); c != b {
 		t.Errorf("Get after Put: a new buffer, want the one put back")
 	}
-	grown := append(make([]byte, 0, 1250), 'x')
-	p.Put(&grown)
-	if c := p.Get(1000); c != &grown || len(*c) != 1000 {
-		t.Errorf("Get after Put of a grown buffer: a new buffer, want the one put back")
+	q := newClassPool([]*poolClass{{size: 4 << 10, keep: 1}}) // the smallest class of wirePool
+	full := q.Get(4 << 10)
+	grown := append(*full, 'x') // as a chunk grows past its class
+	q.Put(&grown)
+	if c := q.Get(4 << 10); c != &grown || len(*c) != 4<<10 {
+		t.Errorf("Get after Put of a buffer grown by append (cap %d): a new buffer, want the one put back", cap(grown))
 	}
-	huge := make([]byte, 0, 1251) // more than a quarter above its class: not kept
-	p.Put(&huge)
-	if n := len(p.classes[1].free); n != 0 {
-		t.Errorf("a buffer of 1251 bytes was kept in the class of 1000")
+	huge := make([]byte, 0, 6<<10+1) // more than half as large again as its class: not kept
+	q.Put(&huge)
+	if n := len(q.classes[0].free); n != 0 {
+		t.Errorf("a buffer of %d bytes was kept in the class of 4 KiB", cap(huge))
 	}
 	short := make([]byte, 0, 999) // short of its class, too large for the one below
 	p.Put(&short)

@@ -43,7 +43,7 @@ type Config struct {
 	// MaxConcurrentStreams bounds the RPCs in flight on one connection; 0
 	// means 256.
 	MaxConcurrentStreams uint32
-	// SubscriptionBufferBytes bounds the record bytes of recent events held
+	// SubscriptionBufferBytes bounds the memory of the recent events held
 	// for live subscribers; 0 means 32 MiB.
 	SubscriptionBufferBytes int
 }

@@ -3,6 +3,7 @@ package subscription
 import (
 	"context"
 	"sync"
+	"unsafe"
 
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,10 +20,11 @@ type Reader interface {
 
 // Options size the hub's buffer. The zero value is usable.
 type Options struct {
-	// BufferBytes bounds the buffer of recent events (default 32 MiB): its
-	// events' records plus slotBytes each. A subscriber further behind
-	// reads the log instead. BufferEvents bounds the number of events too;
-	// 0 leaves it to BufferBytes.
+	// BufferBytes bounds the memory of the buffer of recent events
+	// (default 32 MiB): its ring's slots and its events' records and
+	// names. A subscriber further behind reads the log instead.
+	// BufferEvents bounds the number of events too; 0 leaves it to
+	// BufferBytes.
 	BufferBytes  int
 	BufferEvents int
 	// Registerer gets the subscription metrics; nil means none.
@@ -40,7 +42,7 @@ type Hub struct {
 	mu         sync.Mutex        // guards everything below
 	ring       []eslog.Committed // grows up to maxEvents as it fills
 	start, n   int               // the oldest event's index in ring, and how many
-	bytes      int               // what the ring's events count for (records plus slotBytes each)
+	bytes      int               // the ring's events' records and names (eventBytes)
 	next       uint64            // the position the next published event will have
 	maxBytes   int
 	maxEvents  int
@@ -64,11 +66,11 @@ func NewHub(log Reader, opts Options) *Hub {
 		opts.BufferBytes = 32 << 20
 	}
 	if opts.BufferEvents <= 0 {
-		opts.BufferEvents = max(1, opts.BufferBytes/slotBytes)
+		opts.BufferEvents = max(1, opts.BufferBytes/slotSize)
 	}
 	h := &Hub{
 		log:        log,
-		ring:       make([]eslog.Committed, min(opts.BufferEvents, initialRingSlots)),
+		ring:       make([]eslog.Committed, max(1, min(opts.BufferEvents, initialRingSlots, opts.BufferBytes/(2*slotSize)))),
 		next:       log.LastPosition() + 1,
 		maxBytes:   opts.BufferBytes,
 		maxEvents:  opts.BufferEvents,
@@ -90,15 +92,10 @@ func (h *Hub) Publish(evs []eslog.Committed) {
 	woken := h.woken[:0]
 	for i := range evs {
 		e := &evs[i]
-		for h.n == h.maxEvents || (h.n > 0 && h.bytes+len(e.Record)+slotBytes > h.maxBytes) {
-			h.evict()
-		}
-		if h.n == len(h.ring) {
-			h.grow()
-		}
+		h.makeRoom(eventBytes(e))
 		h.ring[(h.start+h.n)%len(h.ring)] = *e
 		h.n++
-		h.bytes += len(e.Record) + slotBytes
+		h.bytes += eventBytes(e)
 		h.next = e.Position + 1
 		woken = appendWaiters(woken, h.byStream[e.Stream])
 		woken = appendWaiters(woken, h.byCategory[eslog.Category(e.Stream)])
@@ -128,10 +125,29 @@ func appendWaiters(dst []*waiter, set map[*waiter]struct{}) []*waiter {
 // lower it to make the ring grow under load).
 var initialRingSlots = 1024
 
-// slotBytes is what the buffer counts for an event besides its record:
-// its slot in the ring and the strings the slot points to, so that the
-// byte bound is a bound on the buffer's memory.
-const slotBytes = 128
+// slotSize is the memory of one slot of the ring, used or not.
+const slotSize = int(unsafe.Sizeof(eslog.Committed{}))
+
+// eventBytes is the memory of an event in the ring besides its slot.
+func eventBytes(e *eslog.Committed) int { return len(e.Record) + len(e.Stream) + len(e.Deletes) }
+
+// makeRoom evicts the oldest events, or grows the ring, until an event of
+// size more bytes fits: the slots (the ring never shrinks) and the
+// events' bytes within maxBytes, the events within maxEvents. An event
+// alone in the buffer may exceed maxBytes. Called with mu held.
+func (h *Hub) makeRoom(size int) {
+	for h.n > 0 {
+		slots := len(h.ring)
+		if h.n == slots && slots < h.maxEvents && h.bytes+size+min(2*slots, h.maxEvents)*slotSize <= h.maxBytes {
+			h.grow()
+			slots = len(h.ring)
+		}
+		if h.n < slots && h.bytes+size+slots*slotSize <= h.maxBytes {
+			return
+		}
+		h.evict()
+	}
+}
 
 // grow doubles the ring (up to maxEvents), keeping the events in order.
 // Called with mu held, when it is full.
@@ -145,7 +161,7 @@ func (h *Hub) grow() {
 // evict drops the oldest event. Called with mu held.
 func (h *Hub) evict() {
 	old := &h.ring[h.start]
-	h.bytes -= len(old.Record) + slotBytes
+	h.bytes -= eventBytes(old)
 	*old = eslog.Committed{}
 	h.start = (h.start + 1) % len(h.ring)
 	h.n--
@@ -222,9 +238,10 @@ func removeWaiter(m map[string]map[*waiter]struct{}, key string, w *waiter) {
 	}
 }
 
-// buffered reports the events and bytes in the ring.
+// buffered reports the events in the ring, and its memory (slots and
+// events).
 func (h *Hub) buffered() (events, bytes int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.n, h.bytes
+	return h.n, h.bytes + len(h.ring)*slotSize
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/prometheus/client_golang/prometheus"
@@ -331,7 +332,8 @@ func TestIdleSubscribersCostNoWakeups(t *testing.T) {
 
 // TestHubRingGrowsInOrder: the ring starts small and doubles as it fills
 // (up to its event bound), also when evictions by bytes have moved its
-// start; the buffer holds, in order, the newest events within both bounds.
+// start; the buffer holds, in order, the newest events within both bounds,
+// its memory (slots, used or not, and events) within the byte bound.
 func TestHubRingGrowsInOrder(t *testing.T) {
 	l := openLog(t)
 	const maxEvents, maxBytes = 4096, 3 << 20
@@ -372,12 +374,12 @@ func TestHubRingGrowsInOrder(t *testing.T) {
 		if !ok || newest != next-1 || len(got) != n {
 			t.Fatalf("since(%d): %d events, newest %d, ok %v; want %d, %d, true", oldest-1, len(got), newest, ok, n, next-1)
 		}
-		want := 0
+		want := len(h.ring) * int(unsafe.Sizeof(eslog.Committed{}))
 		for i, e := range got {
 			if p := published[len(published)-n+i]; e.Position != p.Position || len(e.Record) != len(p.Record) {
 				t.Fatalf("buffered event %d: position %d (%d bytes), want %d (%d bytes)", i, e.Position, len(e.Record), p.Position, len(p.Record))
 			}
-			want += len(e.Record) + slotBytes
+			want += len(e.Record) + len(e.Stream)
 		}
 		if bytes != want || n > maxEvents || (n > 1 && bytes > maxBytes) {
 			t.Fatalf("%d events, %d bytes (counted %d); bounds %d, %d", n, bytes, want, maxEvents, maxBytes)

@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) *metrics {
 				Name: "esd_subscription_buffer_events", Help: "Recent events held for live subscribers.",
 			}, func() float64 { n, _ := h.buffered(); return float64(n) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "esd_subscription_buffer_bytes", Help: "Bytes of the recent events held for live subscribers (records, plus 128 per event for its slot).",
+				Name: "esd_subscription_buffer_bytes", Help: "Memory of the buffer of recent events held for live subscribers (its slots, and its events' records and names).",
 			}, func() float64 { _, b := h.buffered(); return float64(b) }),
 		)
 	}
