@@ -52,5 +52,6 @@ f0=$(fsyncs); run append -c 1 -d $D; f1=$(fsyncs); echo "esd_wal_fsyncs_in_run $
 run append -c 16 -b 100 -d $D
 run contention -c 64 -k 8 -d $D
 run read-all --prepare 1000000 --repeat 3
+run catch-up --repeat 3
 run read-stream --prepare 100000 --repeat 10
 kill -TERM $pid; wait $pid

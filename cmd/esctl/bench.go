@@ -33,9 +33,10 @@ const (
 	workloadContention = "contention"
 	workloadReadStream = "read-stream"
 	workloadReadAll    = "read-all"
+	workloadCatchUp    = "catch-up"
 )
 
-var benchWorkloads = []string{workloadAppend, workloadContention, workloadReadStream, workloadReadAll}
+var benchWorkloads = []string{workloadAppend, workloadContention, workloadReadStream, workloadReadAll, workloadCatchUp}
 
 // What --prepare writes: batches of prepareBatch events; for read-all over
 // prepareStreams streams by prepareClients concurrent clients.
@@ -67,7 +68,7 @@ func (a *app) newBenchCmd() *cobra.Command {
 	var o benchOptions
 	cmd := &cobra.Command{
 		Use:   "bench WORKLOAD",
-		Short: "Load-test the server (append, contention, read-stream, read-all)",
+		Short: "Load-test the server (append, contention, read-stream, read-all, catch-up)",
 		Long: `Load-test the server and report throughput and per-call latency.
 
 Workloads:
@@ -79,6 +80,8 @@ Workloads:
   read-stream  reads one stream (--stream, or --prepare N fresh events) start
                to end, over and over
   read-all     reads $all start to end (--prepare N fills it first)
+  catch-up     subscribes to $all from the start and reads to caught_up, as
+               a read model replays the log (--prepare N fills it first)
 
 The bench checks what it can: appends must land at the expected revision,
 reads must come in order (and without gaps for read-stream). It exits 1 when
@@ -112,7 +115,7 @@ any call failed.`,
 
 // check validates the options for the workload and fills in defaults.
 func (o *benchOptions) check(workload string) error {
-	reads := workload == workloadReadStream || workload == workloadReadAll
+	reads := workload == workloadReadStream || workload == workloadReadAll || workload == workloadCatchUp
 	if o.clients == 0 {
 		o.clients = 64
 		if reads {
@@ -287,13 +290,17 @@ func (b *bench) setup(ctx context.Context) ([]benchWorker, error) {
 				want: want,
 			}
 		}
-	case workloadReadAll:
+	case workloadReadAll, workloadCatchUp:
 		if err := b.prepareReadAll(ctx); err != nil {
 			return nil, err
 		}
 		b.report.Prepared = o.prepare
 		for i := range workers {
-			workers[i] = &readAllWorker{cli: b.client(i), req: &esdv1.ReadAllRequest{}, atLeast: int64(o.prepare)}
+			if b.workload == workloadCatchUp {
+				workers[i] = &catchUpWorker{cli: b.client(i), atLeast: int64(o.prepare)}
+			} else {
+				workers[i] = &readAllWorker{cli: b.client(i), req: &esdv1.ReadAllRequest{}, atLeast: int64(o.prepare)}
+			}
 		}
 	}
 	return workers, nil
@@ -729,6 +736,60 @@ func (w *readAllWorker) op(ctx context.Context, st *benchStats) error {
 	rs, err := w.cli.ReadAll(ctx, w.req)
 	if err == nil {
 		n, inOrder, err = drain(rs, positionIncreases)
+	}
+	st.lat.record(time.Since(t0))
+	st.ops++
+	st.events += n
+	if err != nil {
+		if serr := stopError(ctx, err); serr != nil {
+			return serr
+		}
+		st.addError(errorKey(err))
+		return nil
+	}
+	if !inOrder {
+		st.addError(errOutOfOrder)
+	}
+	if n < w.atLeast {
+		st.addError(errShortRead)
+	}
+	return nil
+}
+
+// catchUpWorker subscribes to $all from the start and reads up to the
+// caught_up marker; positions must increase.
+type catchUpWorker struct {
+	cli     esdv1.StreamServiceClient
+	atLeast int64 // events each catch-up must deliver at least (what --prepare wrote)
+}
+
+var subscribeAllFromStart = &esdv1.SubscribeRequest{
+	Target: &esdv1.SubscribeRequest_All{All: &emptypb.Empty{}},
+	From:   &esdv1.SubscribeRequest_Start{Start: &emptypb.Empty{}},
+}
+
+func (w *catchUpWorker) op(ctx context.Context, st *benchStats) error {
+	t0 := time.Now()
+	sctx, cancel := context.WithCancel(ctx) // ends the subscription after caught_up
+	defer cancel()
+	var n int64
+	inOrder := true
+	ss, err := w.cli.Subscribe(sctx, subscribeAllFromStart)
+	for prev := uint64(0); err == nil; {
+		var m *esdv1.SubscribeResponse
+		if m, err = ss.Recv(); err != nil {
+			break
+		}
+		if m.GetCaughtUp() != nil {
+			break
+		}
+		for _, ev := range m.GetEvents().GetEvents() {
+			if n > 0 && ev.GetPosition() <= prev {
+				inOrder = false
+			}
+			prev = ev.GetPosition()
+			n++
+		}
 	}
 	st.lat.record(time.Since(t0))
 	st.ops++

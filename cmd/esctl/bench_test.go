@@ -175,6 +175,23 @@ func TestBenchReadAll(t *testing.T) {
 	}
 }
 
+func TestBenchCatchUp(t *testing.T) {
+	t.Parallel()
+	fake, addr := newTestServer(t)
+	fake.chunk = 64
+	r := runBenchJSON(t, addr, "catch-up", "--prepare", "1100", "--repeat", "2", "--warmup", "0", "--size", "8", "--stream-prefix", "cu")
+	if r.Errors != 0 || r.Ops != 2 || r.Events != 2200 || r.Prepared != 1100 {
+		t.Errorf("ops %d events %d prepared %d errors %v", r.Ops, r.Events, r.Prepared, r.ErrorsByReason)
+	}
+	fake.mu.Lock()
+	n := len(fake.subReqs)
+	fake.mu.Unlock()
+	if n != 2 {
+		t.Errorf("%d subscriptions, want 2", n)
+	}
+	checkLatencies(t, r)
+}
+
 // TestBenchCountsServerErrors makes every append fail: the run completes,
 // reports the failures by reason and exits 1.
 func TestBenchCountsServerErrors(t *testing.T) {
