@@ -702,23 +702,7 @@ func (w *readStreamWorker) op(ctx context.Context, st *benchStats) error {
 	if err == nil {
 		n, inOrder, err = drain(rs, revisionFollows)
 	}
-	st.lat.record(time.Since(t0))
-	st.ops++
-	st.events += n
-	if err != nil {
-		if serr := stopError(ctx, err); serr != nil {
-			return serr
-		}
-		st.addError(errorKey(err))
-		return nil
-	}
-	if !inOrder {
-		st.addError(errOutOfOrder)
-	}
-	if w.want >= 0 && n != w.want {
-		st.addError(errShortRead)
-	}
-	return nil
+	return recordRead(ctx, st, t0, n, inOrder, w.want >= 0 && n != w.want, err)
 }
 
 // readAllWorker reads $all start to end; positions must increase (gaps are
@@ -737,23 +721,7 @@ func (w *readAllWorker) op(ctx context.Context, st *benchStats) error {
 	if err == nil {
 		n, inOrder, err = drain(rs, positionIncreases)
 	}
-	st.lat.record(time.Since(t0))
-	st.ops++
-	st.events += n
-	if err != nil {
-		if serr := stopError(ctx, err); serr != nil {
-			return serr
-		}
-		st.addError(errorKey(err))
-		return nil
-	}
-	if !inOrder {
-		st.addError(errOutOfOrder)
-	}
-	if n < w.atLeast {
-		st.addError(errShortRead)
-	}
-	return nil
+	return recordRead(ctx, st, t0, n, inOrder, n < w.atLeast, err)
 }
 
 // catchUpWorker subscribes to $all from the start and reads up to the
@@ -791,6 +759,13 @@ func (w *catchUpWorker) op(ctx context.Context, st *benchStats) error {
 			n++
 		}
 	}
+	return recordRead(ctx, st, t0, n, inOrder, n < w.atLeast, err)
+}
+
+// recordRead records a read that began at t0 and delivered n events: its
+// latency, and its failure (err), or else whether the events were out of
+// order or too few (short).
+func recordRead(ctx context.Context, st *benchStats, t0 time.Time, n int64, inOrder, short bool, err error) error {
 	st.lat.record(time.Since(t0))
 	st.ops++
 	st.events += n
@@ -804,7 +779,7 @@ func (w *catchUpWorker) op(ctx context.Context, st *benchStats) error {
 	if !inOrder {
 		st.addError(errOutOfOrder)
 	}
-	if n < w.atLeast {
+	if short {
 		st.addError(errShortRead)
 	}
 	return nil
