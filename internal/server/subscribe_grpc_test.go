@@ -1160,13 +1160,7 @@ func BenchmarkLiveLatency(b *testing.B) {
 		clients = append(clients, esdv1.NewStreamServiceClient(srv.dial(b)))
 	}
 	for i := range subLatencySubscribers {
-		stream, err := clients[i%len(clients)].Subscribe(ctx, subAll(nil, subFromEnd))
-		if err != nil {
-			b.Fatal(err)
-		}
-		if m, err := stream.Recv(); err != nil || m.GetCaughtUp() == nil {
-			b.Fatalf("first message %v, %v: want caught_up", m, err)
-		}
+		stream := subscribeLive(b, ctx, clients[i%len(clients)], subAll(nil, subFromEnd))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -1217,6 +1211,20 @@ func BenchmarkLiveLatency(b *testing.B) {
 	b.ReportMetric(subPercentile(fromCall, 99), "p99_from_call_us")
 }
 
+// subscribeLive subscribes with req (from the end: no history) and reads
+// its first message, which must be caught_up.
+func subscribeLive(tb testing.TB, ctx context.Context, c esdv1.StreamServiceClient, req *esdv1.SubscribeRequest) grpc.ServerStreamingClient[esdv1.SubscribeResponse] {
+	tb.Helper()
+	stream, err := c.Subscribe(ctx, req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || m.GetCaughtUp() == nil {
+		tb.Fatalf("%v: first message %v, %v; want caught_up", req, m, err)
+	}
+	return stream
+}
+
 func subPercentile(xs []float64, p float64) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -1250,13 +1258,7 @@ func BenchmarkAppendWithSubscribers(b *testing.B) {
 				if i >= tc.idle {
 					req = subAll(nil, subFromEnd)
 				}
-				stream, err := clients[i%len(clients)].Subscribe(ctx, req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if m, err := stream.Recv(); err != nil || m.GetCaughtUp() == nil {
-					b.Fatalf("first message %v, %v: want caught_up", m, err)
-				}
+				stream := subscribeLive(b, ctx, clients[i%len(clients)], req)
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -1351,14 +1353,7 @@ func TestIdleSubscribersCost(t *testing.T) {
 	defer cancel()
 	var streams []grpc.ServerStreamingClient[esdv1.SubscribeResponse]
 	for i := range idleSubscribers {
-		s, err := conns[i%len(conns)].Subscribe(ctx, subStream(fmt.Sprintf("idle-%d", i), subFromEnd))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m, err := s.Recv(); err != nil || m.GetCaughtUp() == nil {
-			t.Fatalf("subscription %d: first message %v, %v: want caught_up", i, m, err)
-		}
-		streams = append(streams, s)
+		streams = append(streams, subscribeLive(t, ctx, conns[i%len(conns)], subStream(fmt.Sprintf("idle-%d", i), subFromEnd)))
 	}
 	per := (int64(memInUse()) - int64(before)) / idleSubscribers
 	t.Logf("%d idle subscriptions: %d bytes each (heap and stacks, client and server), %d goroutines each",
