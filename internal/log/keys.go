@@ -17,7 +17,7 @@ const (
 	kDeleted  byte = 0x06 // 0x06 sid(8)             -> empty: the stream has deleted events
 	kCategory byte = 0x07 // 0x07 category 0x00 pos(8) -> event record, a copy (index.go)
 	kType     byte = 0x08 // 0x08 type 0x00 pos(8)     -> empty (index.go)
-	kAux      byte = 0x09 // 0x09 namespace key        -> value of other packages (aux.go)
+	kAux      byte = 0x09 // 0x09 namespace key        -> value of other packages (auxspace.go)
 )
 
 // Meta keys.
