@@ -42,6 +42,13 @@ type Write struct {
 	// ids up (LookupIDs): the log then checks only what was committed
 	// since, in memory.
 	LookupEpoch uint64
+	// Time is the commit time the writer chose (unix nanoseconds). The log
+	// stamps max(Time, the previous commit's time), so that commit times
+	// never go backwards in position order; 0 means the log's clock.
+	Time int64
+	// DeletionID is the id of the "$deleted" event that records a
+	// deletion; zero means the log makes one.
+	DeletionID [16]byte
 
 	recs []byte // the encoded records, back to back (Prepare)
 	ends []int  // ends[i] is the end of record i in recs
@@ -182,7 +189,8 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 	c := commitState{
 		l:     l,
 		pos:   l.nextPos,
-		now:   max(time.Now().UnixNano(), l.lastTime),
+		now:   l.lastTime,
+		clock: time.Now().UnixNano(),
 		sys:   l.sys,
 		sysNw: l.sysNew,
 		st:    l.st,
@@ -378,7 +386,8 @@ type commitState struct {
 	l         *Log
 	b         *pebble.Batch
 	pos       uint64
-	now       int64
+	now       int64 // the time stamped on the last write applied
+	clock     int64 // the time of writes that bring none (Write.Time 0)
 	sys       StreamState
 	sysNw     bool
 	st        stats
@@ -392,6 +401,11 @@ type commitState struct {
 }
 
 func (c *commitState) apply(w *Write) {
+	t := w.Time
+	if t == 0 {
+		t = c.clock
+	}
+	c.now = max(c.now, t)
 	s := w.State
 	wasVisible, wasCount := s.Exists(), s.EventCount()
 	w.FirstPosition = c.pos
@@ -426,7 +440,7 @@ func (c *commitState) apply(w *Write) {
 		s.LastPosition = c.pos - 1
 	}
 	if w.Delete != DeleteNone {
-		c.delete(&s, w.Delete)
+		c.delete(&s, w.Delete, w.DeletionID)
 	}
 	s.Updated = c.now
 	_ = c.b.Set(appendStreamKey(c.key[:0], s.ID), appendState(nil, &s), nil)
@@ -444,7 +458,10 @@ func (c *commitState) apply(w *Write) {
 }
 
 // delete applies a deletion to s and records it as an event of "$deleted".
-func (c *commitState) delete(s *StreamState, mode DeleteMode) {
+func (c *commitState) delete(s *StreamState, mode DeleteMode, id [16]byte) {
+	if id == ([16]byte{}) {
+		id = newEventID()
+	}
 	typ := "$stream-deleted"
 	if mode == DeleteTombstone {
 		typ = "$stream-tombstoned"
@@ -457,7 +474,7 @@ func (c *commitState) delete(s *StreamState, mode DeleteMode) {
 		Stream         string `json:"stream"`
 		TruncateBefore uint64 `json:"truncate_before"`
 	}{s.Name, s.TruncateBefore})
-	ev := Event{ID: newEventID(), Type: typ, ContentType: "application/json", Data: data}
+	ev := Event{ID: id, Type: typ, ContentType: "application/json", Data: data}
 	rev := c.sys.NextRevision()
 	rec := encodeRecord(nil, deletedStreamID, rev, &ev)
 	stampRecord(rec, c.now)
