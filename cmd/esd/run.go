@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,7 +19,8 @@ import (
 )
 
 // run starts esd and blocks until ctx ends or SIGINT/SIGTERM arrives, then
-// shuts down in order (server.Serve) and closes the store last. A second
+// shuts down in order (server.Serve drains the engine) and closes the
+// store last. A second
 // signal kills the process at once.
 func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -38,31 +39,36 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 
 	// The store first: its lock says "another esd uses this directory",
 	// which is what a second esd on the same ports must be told.
-	db, err := eslog.Open(cfg.DataDir, eslog.Options{Logger: lg.Named("log"), Registerer: reg, CacheBytes: cfg.CacheBytes})
+	eng, err := engine.Open(engine.Config{
+		Dir:                     cfg.DataDir,
+		CacheBytes:              cfg.CacheBytes,
+		Shards:                  cfg.Shards,
+		SubscriptionBufferBytes: cfg.SubBufferBytes,
+		Logger:                  lg,
+		Registerer:              reg,
+	})
 	if err != nil {
-		return fmt.Errorf("open log %s: %w", cfg.DataDir, err)
+		return fmt.Errorf("open store %s: %w", cfg.DataDir, err)
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return errors.Join(fmt.Errorf("listen %s: %w", cfg.Listen, err), db.Close())
+		return errors.Join(fmt.Errorf("listen %s: %w", cfg.Listen, err), eng.Close())
 	}
 	defer lis.Close() //nolint:errcheck // already closed by Serve on the normal path
 	httpLis, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
-		return errors.Join(fmt.Errorf("listen %s: %w", cfg.HTTPListen, err), db.Close())
+		return errors.Join(fmt.Errorf("listen %s: %w", cfg.HTTPListen, err), eng.Close())
 	}
 	defer httpLis.Close() //nolint:errcheck // already closed by Shutdown on the normal path
-	srv, err := server.New(db, server.Config{
-		DataDir:                 cfg.DataDir,
-		Shards:                  cfg.Shards,
-		Limits:                  server.Limits{MaxEventBytes: cfg.MaxEventBytes, MaxAppendBytes: cfg.MaxAppendBytes},
-		Version:                 version,
-		Commit:                  commit,
-		GracePeriod:             cfg.GracePeriod,
-		SubscriptionBufferBytes: cfg.SubBufferBytes,
+	srv, err := server.New(eng, server.Config{
+		DataDir:     cfg.DataDir,
+		Limits:      server.Limits{MaxEventBytes: cfg.MaxEventBytes, MaxAppendBytes: cfg.MaxAppendBytes},
+		Version:     version,
+		Commit:      commit,
+		GracePeriod: cfg.GracePeriod,
 	}, lg.Named("server"), reg)
 	if err != nil {
-		return errors.Join(fmt.Errorf("start server: %w", err), db.Close())
+		return errors.Join(fmt.Errorf("start server: %w", err), eng.Close())
 	}
 
 	httpSrv := &http.Server{Handler: srv.HTTPHandler(reg), ReadHeaderTimeout: 5 * time.Second}
@@ -78,7 +84,7 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	if err := <-httpErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		serveErr = errors.Join(serveErr, fmt.Errorf("serve http: %w", err))
 	}
-	closeErr := db.Close() // last: after the server and writer have drained
+	closeErr := eng.Close() // last: after the server and writer have drained
 	if closeErr == nil {
 		lg.Info("store closed", zap.String("dir", cfg.DataDir))
 	}

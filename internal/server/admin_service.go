@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/engine"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -13,13 +13,13 @@ import (
 // adminService implements esd.v1.AdminService.
 type adminService struct {
 	esdv1.UnimplementedAdminServiceServer
-	log     *eslog.Log
+	eng     *engine.Engine
 	cfg     Config
 	started time.Time
 }
 
 func (a *adminService) GetServerInfo(ctx context.Context, _ *esdv1.GetServerInfoRequest) (*esdv1.GetServerInfoResponse, error) {
-	st := a.log.Stats()
+	st := a.eng.Stats()
 	return &esdv1.GetServerInfoResponse{
 		Version:      a.cfg.Version,
 		Commit:       a.cfg.Commit,
@@ -29,7 +29,7 @@ func (a *adminService) GetServerInfo(ctx context.Context, _ *esdv1.GetServerInfo
 		LastPosition: st.LastPosition,
 		StreamCount:  st.Streams,
 		EventCount:   st.Events,
-		DiskBytes:    a.log.DiskBytes(),
-		Shards:       uint32(a.cfg.Shards),
+		DiskBytes:    a.eng.DiskBytes(),
+		Shards:       uint32(a.eng.Shards()),
 	}, nil
 }

@@ -1,15 +1,21 @@
-// Package server holds esd's gRPC services and the sharded writer.
+// Package server is esd's esd.v1 gRPC front door on an engine
+// (internal/engine): it validates requests, calls the engine and maps
+// the engine's typed errors to gRPC statuses. It holds no state of its
+// own beyond the gRPC server.
 //
-//   - writer.go: the sharded writer (its invariants, the AppendMulti
-//     protocol and the designs rejected are in the comment at its top).
-//   - stream_service.go, admin_service.go: the esd.v1 services. Handlers
-//     return plain errors; the interceptors in server.go map them with
-//     toStatus (errors.go), the one place that knows the mapping of API.md.
-//   - validate.go: request validation and API.md's limits.
+//   - stream_service.go, subscribe.go, group_service.go,
+//     admin_service.go: the esd.v1 services. Handlers return plain
+//     errors; the interceptors in server.go map them with toStatus
+//     (errors.go), the one place that knows the mapping of docs/api.md.
+//   - validate.go: request validation and docs/api.md's limits.
+//   - wire.go, bufpool.go: reads' and subscriptions' events encoded
+//     straight from the stored records into the wire form, in pooled
+//     buffers.
+//   - metrics.go: what the services count (the writer, the log and the
+//     hub count their own).
 //   - server.go: the gRPC server (health, reflection, keepalive, metrics,
 //     panic recovery) and its ordered shutdown; the HTTP handler for
-//     /metrics, /healthz, /readyz.
+//     /metrics, /healthz, /readyz and /debug/pprof.
 //
-// Goroutines: one per writer shard (NewWriter starts them, Writer.Close
-// stops them after they have committed what was queued); gRPC's own.
+// Goroutines: gRPC's own; the engine's are the engine's.
 package server

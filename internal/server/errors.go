@@ -3,11 +3,12 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 
+	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/group"
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/writer"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -33,14 +34,6 @@ const (
 	reasonGroupExists           = "GROUP_EXISTS"
 )
 
-// errOnWrite marks a stream error met by a write: a tombstone is then
-// FAILED_PRECONDITION rather than NOT_FOUND.
-var errOnWrite = errors.New("write refused")
-
-func tombstonedWrite(stream string) error {
-	return fmt.Errorf("%w: %w", errOnWrite, &eslog.StreamError{Stream: stream, Err: eslog.ErrStreamTombstoned})
-}
-
 // invalidError is a bad request: reason INVALID_ARGUMENT, EVENT_TOO_LARGE
 // or REQUEST_TOO_LARGE, with a violation per bad field.
 type invalidError struct {
@@ -62,21 +55,12 @@ func (e *invalidError) Error() string {
 	return msg
 }
 
-// conflictError is a wrong revision with its detail and delta; the
-// stream service fills it before mapping the error.
-type conflictError struct {
-	*eslog.WrongRevisionError
-	detail *esdv1.WrongExpectedRevision
-}
-
-func (e *conflictError) Unwrap() error { return e.WrongRevisionError }
-
 // toStatus maps an error to its gRPC status with an ErrorInfo. It is the
 // one place that knows the mapping; errors_test.go has a row per case.
 func toStatus(err error) error {
 	var (
 		wr       *eslog.WrongRevisionError
-		conflict *conflictError
+		conflict *engine.ConflictError
 		se       *eslog.StreamError
 		idc      *eslog.IDConflictError
 		inv      *invalidError
@@ -87,12 +71,12 @@ func toStatus(err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	case errors.As(err, &conflict):
-		return withReason(codes.Aborted, conflict.Error(), reasonWrongExpectedRevision, conflict.Stream, conflict.detail)
+		return withReason(codes.Aborted, conflict.Error(), reasonWrongExpectedRevision, conflict.Stream, deltaDetail(conflict))
 	case errors.As(err, &wr):
 		return withReason(codes.Aborted, wr.Error(), reasonWrongExpectedRevision, wr.Stream, wrongRevisionDetail(wr))
 	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamTombstoned):
 		code := codes.NotFound
-		if errors.Is(err, errOnWrite) {
+		if errors.Is(err, writer.ErrRefused) {
 			code = codes.FailedPrecondition
 		}
 		return withReason(code, se.Error(), reasonStreamTombstoned, se.Stream)
@@ -113,9 +97,9 @@ func toStatus(err error) error {
 		return withReason(codes.InvalidArgument, err.Error(), reasonInvalidArgument, "")
 	case errors.Is(err, group.ErrClosed):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
-	case errors.Is(err, ErrOverloaded):
+	case errors.Is(err, writer.ErrOverloaded):
 		return withReason(codes.ResourceExhausted, "writer queue full: retry with backoff", reasonOverloaded, "")
-	case errors.Is(err, ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
+	case errors.Is(err, writer.ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, eslog.ErrStorageFailed):
 		return withReason(codes.Unavailable, "storage failed: writes stop until esd restarts", reasonStorageFailed, "")
@@ -129,45 +113,6 @@ func toStatus(err error) error {
 func isStatus(err error) bool {
 	_, ok := status.FromError(err)
 	return ok
-}
-
-// reasonOf names an error's outcome for metrics, without building the
-// status (the hot path of a contended stream fails often).
-func reasonOf(err error) string {
-	var (
-		wr  *eslog.WrongRevisionError
-		se  *eslog.StreamError
-		idc *eslog.IDConflictError
-		inv *invalidError
-	)
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.As(err, &wr):
-		return reasonWrongExpectedRevision
-	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamTombstoned):
-		return reasonStreamTombstoned
-	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamDeleted):
-		return reasonStreamDeleted
-	case errors.As(err, &se):
-		return reasonStreamNotFound
-	case errors.As(err, &idc):
-		return reasonEventIDConflict
-	case errors.As(err, &inv):
-		return inv.reason
-	case errors.Is(err, group.ErrNotFound):
-		return reasonGroupNotFound
-	case errors.Is(err, group.ErrExists):
-		return reasonGroupExists
-	case errors.Is(err, ErrOverloaded):
-		return reasonOverloaded
-	case errors.Is(err, ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
-		return reasonShuttingDown
-	case errors.Is(err, eslog.ErrStorageFailed):
-		return reasonStorageFailed
-	default:
-		return status.Code(toStatus(err)).String()
-	}
 }
 
 // withReason attaches google.rpc.ErrorInfo{domain "esd", reason, metadata

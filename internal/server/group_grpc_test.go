@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/google/go-cmp/cmp"
@@ -1274,13 +1275,14 @@ func startRaw(t *testing.T) *rawServer {
 	t.Helper()
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	reg := prometheus.NewRegistry()
-	l, err := eslog.Open(t.TempDir(), eslog.Options{Logger: lg, Registerer: reg, CacheBytes: 8 << 20})
+	eng, err := engine.Open(engine.Config{Dir: t.TempDir(), Logger: lg, Registerer: reg, CacheBytes: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(l, Config{Version: "test"}, lg, reg)
+	l := eng.Log()
+	srv, err := New(eng, Config{Version: "test"}, lg, reg)
 	if err != nil {
-		_ = l.Close()
+		_ = eng.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -1291,8 +1293,8 @@ func startRaw(t *testing.T) *rawServer {
 		if err := <-r.served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		if err := l.Close(); err != nil {
-			t.Errorf("close log: %v", err)
+		if err := eng.Close(); err != nil {
+			t.Errorf("close engine: %v", err)
 		}
 	})
 	return r

@@ -236,17 +236,12 @@ func checkStored(t *testing.T, ts *testServer, successes []success) {
 // RESOURCE_EXHAUSTED/OVERLOADED and writes nothing, instead of buffering;
 // what was queued is still written once the shard moves on.
 func TestOverloaded(t *testing.T) {
-	old := shardQueueLen
-	shardQueueLen = 2
-	t.Cleanup(func() { shardQueueLen = old }) // after the server's cleanup
-	ts := newTestServer(t)
-	sh := ts.srv.writer.shards[0]
+	ts := newTestServer(t, func(ts *testServer) { ts.ecfg.QueueLen = 2 })
 	// Hold the shard as an AppendMulti does while it commits.
-	hold := &lockPart{ready: make(chan partReady, 1), release: make(chan bool, 1)}
-	if err := ts.srv.writer.send(sh, &op{kind: opLock, lock: hold}); err != nil {
+	release, err := ts.eng.Writer().Hold(0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	<-hold.ready
 	queued := make(chan error, 2)
 	for i := range 2 {
 		go func() {
@@ -254,16 +249,16 @@ func TestOverloaded(t *testing.T) {
 			queued <- err
 		}()
 	}
-	eventually(t, "a full queue", func() bool { return len(sh.in) == 2 })
+	eventually(t, "a full queue", func() bool { return ts.eng.Writer().QueueDepth(0) == 2 })
 
-	_, err := ts.streams.Append(testCtx(t), appendReq("ov-x", xAny, event("Refused", "")))
+	_, err = ts.streams.Append(testCtx(t), appendReq("ov-x", xAny, event("Refused", "")))
 	wantError(t, err, codes.ResourceExhausted, reasonOverloaded, "")
 	_, err = ts.streams.AppendMulti(testCtx(t), multiReq(appendReq("ov-y", xAny, event("Refused", ""))))
 	wantError(t, err, codes.ResourceExhausted, reasonOverloaded, "")
 	_, err = ts.streams.DeleteStream(testCtx(t), deleteReq("ov-z", xAny, true))
 	wantError(t, err, codes.ResourceExhausted, reasonOverloaded, "")
 
-	hold.release <- false
+	release()
 	for range 2 {
 		if err := <-queued; err != nil {
 			t.Fatalf("queued append: %v", err)

@@ -22,7 +22,7 @@ import (
 // order differs from the writer's locking order.
 func streamsOnShards(t *testing.T, ts *testServer, prefix string) []string {
 	t.Helper()
-	n := len(ts.srv.writer.shards)
+	n := ts.eng.Writer().Shards()
 	byShard := make([]string, n)
 	found := 0
 	for i := 0; found < n; i++ {
@@ -30,7 +30,7 @@ func streamsOnShards(t *testing.T, ts *testServer, prefix string) []string {
 			t.Fatal("no stream name found for some shard")
 		}
 		name := fmt.Sprintf("%s%d", prefix, i)
-		if idx := ts.srv.writer.shardOf(name).idx; byShard[idx] == "" {
+		if idx := ts.eng.Writer().ShardOf(name); byShard[idx] == "" {
 			byShard[idx] = name
 			found++
 		}

@@ -11,9 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/esdhq/esd/internal/group"
-	eslog "github.com/esdhq/esd/internal/log"
-	"github.com/esdhq/esd/internal/subscription"
+	"github.com/esdhq/esd/internal/engine"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -33,7 +31,6 @@ import (
 // Config configures a Server.
 type Config struct {
 	DataDir string // reported by GetServerInfo
-	Shards  int    // writer shards; 0 means 1
 	Limits  Limits
 	Version string
 	Commit  string
@@ -43,33 +40,21 @@ type Config struct {
 	// MaxConcurrentStreams bounds the RPCs in flight on one connection; 0
 	// means 256.
 	MaxConcurrentStreams uint32
-	// SubscriptionBufferBytes bounds the memory of the recent events held
-	// for live subscribers; 0 means 32 MiB.
-	SubscriptionBufferBytes int
 }
 
-// Server serves the esd gRPC API over a log.
+// Server is the esd.v1 gRPC front door of an engine.
 type Server struct {
 	cfg      Config
-	log      *eslog.Log
+	eng      *engine.Engine
 	lg       *zap.Logger
-	writer   *Writer
-	hub      *subscription.Hub
-	groups   *group.Manager
 	grpc     *grpc.Server
 	health   *health.Server
 	draining atomic.Bool // new requests are refused
-	// stopCtx ends when streaming RPCs must end (shutdown).
-	stopCtx  context.Context
-	stopRPCs context.CancelFunc
 }
 
-// New builds a server on l, registering its metrics with reg. Its writer
-// starts at once; Serve runs it and shuts it down.
-func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) (*Server, error) {
-	if cfg.Shards <= 0 {
-		cfg.Shards = 1
-	}
+// New builds the esd.v1 services on eng, registering their metrics with
+// reg; Serve runs them and, when its ctx ends, drains eng.
+func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Registerer) (*Server, error) {
 	if cfg.Limits == (Limits{}) {
 		cfg.Limits = DefaultLimits
 	}
@@ -84,20 +69,10 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) (*
 	}
 	s := &Server{
 		cfg:    cfg,
-		log:    l,
+		eng:    eng,
 		lg:     lg,
-		writer: NewWriter(l, cfg.Shards, newWriterMetrics(reg)),
 		health: health.NewServer(),
 	}
-	s.stopCtx, s.stopRPCs = context.WithCancel(context.Background())
-	s.hub = subscription.NewHub(l, subscription.Options{BufferBytes: cfg.SubscriptionBufferBytes, Registerer: reg})
-	l.OnPublish(s.hub.Publish) // before anything writes: the hub sees every commit
-	groups, err := group.NewManager(l, s.hub, lg.Named("group"), reg)
-	if err != nil {
-		s.writer.Close()
-		return nil, err
-	}
-	s.groups = groups
 	grpcMet := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0001, 2, 18))))
 	reg.MustRegister(grpcMet)
@@ -116,10 +91,9 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) (*
 		grpc.ChainUnaryInterceptor(grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover)),
 		grpc.ChainStreamInterceptor(grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover)),
 	)
-	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{writer: s.writer, log: l, hub: s.hub, lim: cfg.Limits,
-		met: newReadMetrics(reg), stopping: s.stopCtx})
-	esdv1.RegisterAdminServiceServer(s.grpc, &adminService{log: l, cfg: cfg, started: time.Now()})
-	esdv1.RegisterConsumerGroupServiceServer(s.grpc, &groupService{groups: s.groups})
+	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{eng: eng, lim: cfg.Limits, met: newReadMetrics(reg)})
+	esdv1.RegisterAdminServiceServer(s.grpc, &adminService{eng: eng, cfg: cfg, started: time.Now()})
+	esdv1.RegisterConsumerGroupServiceServer(s.grpc, &groupService{groups: eng.Groups()})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	grpcMet.InitializeMetrics(s.grpc)
@@ -128,15 +102,16 @@ func New(l *eslog.Log, cfg Config, lg *zap.Logger, reg prometheus.Registerer) (*
 
 // Serve serves gRPC on lis until ctx ends, then shuts down in order:
 // health NOT_SERVING and new requests refused with SHUTTING_DOWN; the
-// writer commits and answers what it has queued; streaming RPCs are told
-// to end; in-flight RPCs get GracePeriod to finish, then are cut. It
-// returns after that; the caller closes the log last. A listener failure
+// engine drains (its writer commits and answers what it has queued,
+// streaming RPCs are told to end, consumer groups store their
+// checkpoints); in-flight RPCs get GracePeriod to finish, then are cut.
+// It returns after that; the caller closes the engine last. A listener failure
 // returns at once (after the same shutdown).
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(lis) }()
-	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.cfg.Shards))
+	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.eng.Shards()))
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -156,9 +131,7 @@ func (s *Server) shutdown() {
 	start := time.Now()
 	s.draining.Store(true)
 	s.health.Shutdown() // NOT_SERVING for every service
-	s.writer.Close()
-	s.stopRPCs()
-	s.groups.Close() // stores the groups' checkpoints
+	s.eng.Drain()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -175,7 +148,7 @@ func (s *Server) shutdown() {
 }
 
 // Ready reports whether the server takes requests.
-func (s *Server) Ready() bool { return !s.draining.Load() && s.log.Failed() == nil }
+func (s *Server) Ready() bool { return !s.draining.Load() && s.eng.Ready() }
 
 // HTTPHandler serves /metrics from g, /healthz (the process is alive),
 // /readyz (it takes requests and its storage works) and Go's profiler at
@@ -193,8 +166,8 @@ func (s *Server) HTTPHandler(g prometheus.Gatherer) http.Handler {
 		switch {
 		case s.draining.Load():
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		case s.log.Failed() != nil:
-			http.Error(w, "storage failed: "+s.log.Failed().Error(), http.StatusServiceUnavailable)
+		case s.eng.Failed() != nil:
+			http.Error(w, "storage failed: "+s.eng.Failed().Error(), http.StatusServiceUnavailable)
 		default:
 			fmt.Fprintln(w, "ready")
 		}
@@ -206,7 +179,7 @@ func (s *Server) HTTPHandler(g prometheus.Gatherer) http.Handler {
 // statuses and logs the ones an operator must see.
 func (s *Server) unaryGate(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if s.draining.Load() && info.FullMethod != healthpb.Health_Check_FullMethodName {
-		return nil, toStatus(ErrShuttingDown)
+		return nil, toStatus(engine.ErrShuttingDown)
 	}
 	start := time.Now()
 	resp, err := handler(ctx, req)
@@ -215,15 +188,15 @@ func (s *Server) unaryGate(ctx context.Context, req any, info *grpc.UnaryServerI
 
 func (s *Server) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if s.draining.Load() {
-		return toStatus(ErrShuttingDown)
+		return toStatus(engine.ErrShuttingDown)
 	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
-	defer context.AfterFunc(s.stopCtx, cancel)() // end streaming RPCs at shutdown
+	defer context.AfterFunc(s.eng.Stopping(), cancel)() // end streaming RPCs at shutdown
 	start := time.Now()
 	err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
 	if err != nil && errors.Is(err, context.Canceled) && s.draining.Load() && ss.Context().Err() == nil {
-		err = ErrShuttingDown
+		err = engine.ErrShuttingDown
 	}
 	return s.mapError(ss.Context(), info.FullMethod, err, start)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/google/uuid"
@@ -49,17 +50,19 @@ const rpcTimeout = 30 * time.Second
 // testServer is a running server with its clients. After restart the
 // fields point at the new server: read them at each use.
 type testServer struct {
-	t   *testing.T
-	cfg Config
-	dir string
-	fs  vfs.FS // nil: the operating system's
+	t    *testing.T
+	cfg  Config
+	ecfg engine.Config // Dir, FS, Logger and Registerer are set by start
+	dir  string
+	fs   vfs.FS // nil: the operating system's
 	// beforeServe runs between New and Serve (to register test services).
 	beforeServe func(*Server)
 	// logs, when set, records the server's logs instead of the test log.
 	logs *observer.ObservedLogs
 
 	reg       *prometheus.Registry
-	log       *eslog.Log
+	eng       *engine.Engine
+	log       *eslog.Log // eng's
 	srv       *Server
 	conn      *grpc.ClientConn
 	streams   esdv1.StreamServiceClient
@@ -74,7 +77,7 @@ type testServer struct {
 
 type serverOption func(*testServer)
 
-func withShards(n int) serverOption { return func(ts *testServer) { ts.cfg.Shards = n } }
+func withShards(n int) serverOption { return func(ts *testServer) { ts.ecfg.Shards = n } }
 
 func withLimits(l Limits) serverOption { return func(ts *testServer) { ts.cfg.Limits = l } }
 
@@ -97,7 +100,8 @@ func withBeforeServe(f func(*Server)) serverOption {
 // withDir says otherwise) and stops it at the end of the test.
 func newTestServer(t *testing.T, opts ...serverOption) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, cfg: Config{Shards: 1, Version: "test", Commit: "abc", GracePeriod: 10 * time.Second}}
+	ts := &testServer{t: t, cfg: Config{Version: "test", Commit: "abc", GracePeriod: 10 * time.Second},
+		ecfg: engine.Config{Shards: 1, CacheBytes: 8 << 20}}
 	for _, o := range opts {
 		o(ts)
 	}
@@ -124,14 +128,16 @@ func (ts *testServer) start() {
 		lg = zap.New(core)
 	}
 	ts.reg = prometheus.NewRegistry() // a fresh one: New registers its metrics again
-	l, err := eslog.Open(ts.dir, eslog.Options{FS: ts.fs, Logger: lg.Named("log"), Registerer: ts.reg, CacheBytes: 8 << 20})
+	ecfg := ts.ecfg
+	ecfg.Dir, ecfg.FS, ecfg.Logger, ecfg.Registerer = ts.dir, ts.fs, lg, ts.reg
+	eng, err := engine.Open(ecfg)
 	if err != nil {
-		t.Fatalf("open log: %v", err)
+		t.Fatalf("open engine: %v", err)
 	}
-	ts.log = l
-	srv, err := New(l, ts.cfg, lg.Named("server"), ts.reg)
+	ts.eng, ts.log = eng, eng.Log()
+	srv, err := New(eng, ts.cfg, lg.Named("server"), ts.reg)
 	if err != nil {
-		_ = l.Close()
+		_ = eng.Close()
 		ts.t.Fatalf("new server: %v", err)
 	}
 	ts.srv = srv
@@ -151,7 +157,7 @@ func (ts *testServer) start() {
 	if err != nil {
 		cancel()
 		<-ts.served
-		_ = l.Close()
+		_ = eng.Close()
 		t.Fatalf("dial: %v", err)
 	}
 	ts.conn = conn
@@ -189,7 +195,7 @@ func (ts *testServer) shutdown() error {
 	if !ts.serveDone { // Serve hangs: closing the log under it would only add confusion
 		return errors.Join(serr, cerr)
 	}
-	return errors.Join(serr, cerr, ts.log.Close())
+	return errors.Join(serr, cerr, ts.eng.Close())
 }
 
 // restart shuts the server down and starts a new one on the same store.

@@ -3,11 +3,10 @@ package server
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"time"
 
+	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
-	"github.com/esdhq/esd/internal/subscription"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -17,34 +16,19 @@ import (
 const (
 	chunkEvents = 512
 	chunkBytes  = 1 << 20
-	// conflictDelta bounds the events of a WrongExpectedRevision detail.
-	conflictDeltaEvents = 16
-	conflictDeltaBytes  = 256 << 10
 )
 
 // checkpointEvery is how many events a filtered read scans without a
 // match before it sends a checkpoint. A var: tests lower it.
 var checkpointEvery = 4096
 
-// reader is what the read RPCs need of the log.
-type reader interface {
-	ReadStreamViews(ctx context.Context, q eslog.StreamQuery, emit func(*eslog.EventView) error) error
-	ReadPublished(ctx context.Context, s *eslog.StreamState, q eslog.StreamQuery, emit func(*eslog.RecordedEvent) error) error
-	ReadAllViews(ctx context.Context, q eslog.AllQuery, emit func(*eslog.EventView) error, checkpoint func(uint64) error) error
-	StreamInfo(ctx context.Context, name string) (eslog.StreamState, bool, error)
-	ListStreams(ctx context.Context, prefix, after string, limit int) ([]eslog.StreamState, bool, error)
-}
-
 // streamService implements esd.v1.StreamService. Handlers return plain
 // errors; the error interceptor maps them with toStatus.
 type streamService struct {
 	esdv1.UnimplementedStreamServiceServer
-	writer   *Writer
-	log      reader
-	hub      *subscription.Hub
-	lim      Limits
-	met      *readMetrics
-	stopping context.Context // ends when the server shuts down
+	eng *engine.Engine
+	lim Limits
+	met *readMetrics
 }
 
 func (s *streamService) Append(ctx context.Context, req *esdv1.AppendRequest) (*esdv1.AppendResponse, error) {
@@ -52,9 +36,9 @@ func (s *streamService) Append(ctx context.Context, req *esdv1.AppendRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.writer.Append(ctx, op)
+	res, err := s.eng.Append(ctx, op)
 	if err != nil {
-		return nil, s.withConflictDelta(ctx, err)
+		return nil, err
 	}
 	return appendResponse(res), nil
 }
@@ -64,9 +48,9 @@ func (s *streamService) AppendMulti(ctx context.Context, req *esdv1.AppendMultiR
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.writer.AppendMulti(ctx, ops)
+	res, err := s.eng.AppendMulti(ctx, ops)
 	if err != nil {
-		return nil, s.withConflictDelta(ctx, err)
+		return nil, err
 	}
 	out := &esdv1.AppendMultiResponse{Results: make([]*esdv1.AppendResponse, len(res))}
 	for i, r := range res {
@@ -75,7 +59,7 @@ func (s *streamService) AppendMulti(ctx context.Context, req *esdv1.AppendMultiR
 	return out, nil
 }
 
-func appendResponse(r AppendResult) *esdv1.AppendResponse {
+func appendResponse(r engine.AppendResult) *esdv1.AppendResponse {
 	resp := &esdv1.AppendResponse{
 		FirstRevision: r.FirstRevision,
 		LastRevision:  r.LastRevision,
@@ -89,53 +73,15 @@ func appendResponse(r AppendResult) *esdv1.AppendResponse {
 	return resp
 }
 
-// withConflictDelta gives a wrong-revision error its detail, with the
-// events appended after the expected revision so that the caller can
-// re-decide without another read. The detail is answered at once: its
-// actual_head is the head the writer decided against, which may include a
-// commit not yet durable (the one that won), and events_since holds the
-// durable events only (truncated is then set). Waiting for the winner's
-// fsync would make every loser of a contended stream miss the next
-// commit. Failing to read the events only leaves the delta out.
-func (s *streamService) withConflictDelta(ctx context.Context, err error) error {
-	var wr *eslog.WrongRevisionError
-	if !errors.As(err, &wr) {
-		return err
+// deltaDetail is the WrongExpectedRevision detail of a conflict, with
+// the events appended since the expected revision.
+func deltaDetail(c *engine.ConflictError) *esdv1.WrongExpectedRevision {
+	d := wrongRevisionDetail(c.WrongRevisionError)
+	for _, e := range c.EventsSince {
+		d.EventsSince = append(d.EventsSince, recordedEvent(e))
 	}
-	detail := wrongRevisionDetail(wr)
-	q := eslog.StreamQuery{Stream: wr.Stream, Max: conflictDeltaEvents + 1}
-	switch wr.Expected.Kind {
-	case eslog.ExpectExact:
-		q.From, q.FromSet = wr.Expected.Revision+1, true
-	case eslog.ExpectNoStream:
-	default: // any never fails; stream_exists fails only when there is nothing to show
-		return &conflictError{WrongRevisionError: wr, detail: detail}
-	}
-	if wr.Exists {
-		bytes := 0
-		st := eslog.StreamState{ID: wr.StreamID, Name: wr.Stream, Written: true, Head: wr.Head, TruncateBefore: wr.TruncateBefore}
-		_ = s.log.ReadPublished(ctx, &st, q, func(e *eslog.RecordedEvent) error {
-			size := len(e.Data) + len(e.Metadata)
-			if len(detail.EventsSince) == conflictDeltaEvents || (len(detail.EventsSince) > 0 && bytes+size > conflictDeltaBytes) {
-				detail.Truncated = true
-				return eslog.ErrStop
-			}
-			bytes += size
-			detail.EventsSince = append(detail.EventsSince, recordedEvent(e))
-			return nil
-		})
-		// Truncated: the head is past what is listed (the rest did not fit,
-		// or is not durable yet).
-		switch n := len(detail.EventsSince); {
-		case n > 0:
-			detail.Truncated = detail.EventsSince[n-1].Revision < wr.Head
-		case wr.Expected.Kind == eslog.ExpectNoStream:
-			detail.Truncated = true // it has events; none is listed
-		default:
-			detail.Truncated = wr.Head > wr.Expected.Revision
-		}
-	}
-	return &conflictError{WrongRevisionError: wr, detail: detail}
+	d.Truncated = c.Truncated
+	return d
 }
 
 func (s *streamService) ReadStream(req *esdv1.ReadStreamRequest, stream grpc.ServerStreamingServer[esdv1.ReadStreamResponse]) error {
@@ -148,7 +94,7 @@ func (s *streamService) ReadStream(req *esdv1.ReadStreamRequest, stream grpc.Ser
 		s.met.events.WithLabelValues("ReadStream").Add(float64(c.events))
 		return stream.SendMsg(c.message(0))
 	}
-	err = s.log.ReadStreamViews(stream.Context(), q, func(e *eslog.EventView) error {
+	err = s.eng.ReadStream(stream.Context(), q, func(e *eslog.EventView) error {
 		if c.add(e) {
 			return send()
 		}
@@ -171,7 +117,7 @@ func (s *streamService) ReadAll(req *esdv1.ReadAllRequest, stream grpc.ServerStr
 		s.met.events.WithLabelValues("ReadAll").Add(float64(c.events))
 		return stream.SendMsg(c.message(checkpoint))
 	}
-	err = s.log.ReadAllViews(stream.Context(), q,
+	err = s.eng.ReadAll(stream.Context(), q,
 		func(e *eslog.EventView) error {
 			if c.add(e) {
 				return send(0)
@@ -210,9 +156,9 @@ func (s *streamService) DeleteStream(ctx context.Context, req *esdv1.DeleteStrea
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.writer.Delete(ctx, req.GetStream(), expect, mode)
+	res, err := s.eng.Delete(ctx, req.GetStream(), expect, mode)
 	if err != nil {
-		return nil, s.withConflictDelta(ctx, err)
+		return nil, err
 	}
 	return &esdv1.DeleteStreamResponse{Position: res.Position, CommitTime: timestamppb.New(time.Unix(0, res.CommitTime))}, nil
 }
@@ -223,7 +169,7 @@ func (s *streamService) GetStream(ctx context.Context, req *esdv1.GetStreamReque
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	st, ok, err := s.log.StreamInfo(ctx, req.GetStream())
+	st, ok, err := s.eng.Stream(ctx, req.GetStream())
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +220,7 @@ func (s *streamService) ListStreams(ctx context.Context, req *esdv1.ListStreamsR
 	case size > maxPageSize:
 		size = maxPageSize
 	}
-	states, more, err := s.log.ListStreams(ctx, req.GetPrefix(), after, size)
+	states, more, err := s.eng.ListStreams(ctx, req.GetPrefix(), after, size)
 	if err != nil {
 		return nil, err
 	}

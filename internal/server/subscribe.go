@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/subscription"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -23,10 +24,10 @@ func (s *streamService) Subscribe(req *esdv1.SubscribeRequest, stream grpc.Serve
 		r.CheckpointEvery = checkpointEvery // the API sends checkpoints to filtered all targets only
 	}
 	sink := &subscribeSink{stream: stream, chunk: wireChunk{wrap: fieldSubscribeEvents}, met: s.met}
-	err = s.hub.Subscribe(stream.Context(), r, sink)
-	if errors.Is(err, context.Canceled) && s.stopping.Err() != nil {
+	err = s.eng.Subscribe(stream.Context(), r, sink)
+	if errors.Is(err, context.Canceled) && s.eng.Stopping().Err() != nil {
 		// The server is stopping: say so in the stream, then in the status.
-		return errors.Join(sink.Ended(endedShuttingDown), ErrShuttingDown)
+		return errors.Join(sink.Ended(endedShuttingDown), engine.ErrShuttingDown)
 	}
 	return err
 }

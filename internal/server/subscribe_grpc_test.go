@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -985,13 +986,14 @@ type subServer struct {
 func startSubServer(tb testing.TB, dir string) *subServer {
 	tb.Helper()
 	reg := prometheus.NewRegistry()
-	l, err := eslog.Open(dir, eslog.Options{Registerer: reg, CacheBytes: 64 << 20})
+	eng, err := engine.Open(engine.Config{Dir: dir, Registerer: reg, CacheBytes: 64 << 20, Shards: 2})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := New(l, Config{Version: "test", Shards: 2}, zap.NewNop(), reg)
+	l := eng.Log()
+	srv, err := New(eng, Config{Version: "test"}, zap.NewNop(), reg)
 	if err != nil {
-		_ = l.Close()
+		_ = eng.Close()
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -1002,8 +1004,8 @@ func startSubServer(tb testing.TB, dir string) *subServer {
 		if err := <-s.served; err != nil {
 			tb.Errorf("serve: %v", err)
 		}
-		if err := l.Close(); err != nil {
-			tb.Errorf("close log: %v", err)
+		if err := eng.Close(); err != nil {
+			tb.Errorf("close engine: %v", err)
 		}
 	})
 	return s

@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/subscription"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -109,10 +110,10 @@ func expectation(x any) eslog.Expectation {
 
 // appendOp validates one AppendRequest (field names under prefix) and
 // converts it; ids collects the ids seen so far, to refuse repeats.
-func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[16]byte]string, total *int) AppendOp {
+func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[16]byte]string, total *int) engine.AppendOp {
 	v.cur = req.GetStream()
 	v.streamName(prefix+"stream", req.GetStream(), true)
-	op := AppendOp{Stream: req.GetStream(), Expect: expectation(req.GetExpectedRevision())}
+	op := engine.AppendOp{Stream: req.GetStream(), Expect: expectation(req.GetExpectedRevision())}
 	if len(req.GetEvents()) > 0 {
 		op.Events = make([]eslog.Event, len(req.GetEvents()))
 	}
@@ -206,7 +207,7 @@ func truncate(s string, n int) string {
 }
 
 // validateAppend validates an AppendRequest.
-func validateAppend(lim Limits, req *esdv1.AppendRequest) (AppendOp, error) {
+func validateAppend(lim Limits, req *esdv1.AppendRequest) (engine.AppendOp, error) {
 	v := validator{lim: lim}
 	total := 0
 	op := v.appendOp("", req, make(map[[16]byte]string), &total)
@@ -215,7 +216,7 @@ func validateAppend(lim Limits, req *esdv1.AppendRequest) (AppendOp, error) {
 }
 
 // validateAppendMulti validates an AppendMultiRequest.
-func validateAppendMulti(lim Limits, req *esdv1.AppendMultiRequest) ([]AppendOp, error) {
+func validateAppendMulti(lim Limits, req *esdv1.AppendMultiRequest) ([]engine.AppendOp, error) {
 	v := validator{lim: lim}
 	n := len(req.GetAppends())
 	switch {
@@ -227,7 +228,7 @@ func validateAppendMulti(lim Limits, req *esdv1.AppendMultiRequest) ([]AppendOp,
 	}
 	ids := make(map[[16]byte]string)
 	streams := make(map[string]int)
-	ops := make([]AppendOp, n)
+	ops := make([]engine.AppendOp, n)
 	total := 0
 	for i, a := range req.GetAppends() {
 		prefix := fmt.Sprintf("appends[%d].", i)

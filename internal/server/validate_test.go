@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/google/uuid"
@@ -234,8 +235,8 @@ func TestValidateAppend(t *testing.T) {
 	}
 }
 
-// vtCheckOp checks that a valid request became the right AppendOp.
-func vtCheckOp(t *testing.T, lim Limits, req *esdv1.AppendRequest, op AppendOp) {
+// vtCheckOp checks that a valid request became the right engine.AppendOp.
+func vtCheckOp(t *testing.T, lim Limits, req *esdv1.AppendRequest, op engine.AppendOp) {
 	t.Helper()
 	if op.Stream != req.GetStream() || op.Expect != expectation(req.GetExpectedRevision()) || len(op.Events) != len(req.GetEvents()) {
 		t.Fatalf("op %+v for %v", op, req)

@@ -1,0 +1,33 @@
+// Package engine is esd without a protocol: it opens the log and owns the
+// sharded writer, the subscription hub, the consumer groups and the order
+// in which they stop. Front doors (internal/server for esd.v1 over gRPC,
+// and any other protocol) validate requests, call the engine's
+// operations and map its typed errors to their own statuses; several
+// front doors can share one engine in one process.
+//
+// Operations and their errors:
+//   - Append, AppendMulti, Delete: the writer's (writer.ErrOverloaded,
+//     writer.ErrShuttingDown, writer.ErrRefused with *eslog.StreamError,
+//     *eslog.IDConflictError, eslog.ErrStorageFailed) and *ConflictError
+//     for an expected revision that did not hold, with the events appended
+//     since it.
+//   - ReadStream, ReadAll, Stream, ListStreams: the log's
+//     (*eslog.StreamError for a missing, deleted or tombstoned stream).
+//   - Subscribe: the hub's; Groups: the consumer groups' (group.ErrNotFound,
+//     ...).
+//
+// # Shutdown
+//
+// Drain, called by every front door when it stops (only the first call
+// acts; the others wait for it): the writer refuses new requests and
+// commits and answers what it has queued; Stopping ends, which ends every
+// subscription and every streaming operation of the front doors; the
+// consumer groups store their checkpoints. Close drains, then closes the
+// log last.
+//
+// # Adding to it
+//
+// A feature with durable state (snapshots, leases) gets its own aux
+// namespace in the log and a field here, built in Open and stopped in
+// Drain; a replicated commit replaces writer.Local(log) in Open.
+package engine

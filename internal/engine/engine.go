@@ -1,0 +1,133 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/esdhq/esd/internal/group"
+	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/subscription"
+	"github.com/esdhq/esd/internal/writer"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Config configures Open.
+type Config struct {
+	// Dir is the data directory.
+	Dir string
+	// FS is the file system; nil means the operating system's (tests use
+	// Pebble's in-memory ones).
+	FS vfs.FS
+	// CacheBytes is the log's block cache; 0 means the log's default.
+	CacheBytes int64
+	// Shards is the number of writer shards; 0 means 1.
+	Shards int
+	// QueueLen bounds each writer shard's queue; 0 means the writer's
+	// default.
+	QueueLen int
+	// SubscriptionBufferBytes bounds the memory of the recent events held
+	// for live subscribers; 0 means the hub's default (32 MiB).
+	SubscriptionBufferBytes int
+	// Clock gives commit times; nil means time.Now.
+	Clock func() time.Time
+	// Logger gets lifecycle messages; nil means none.
+	Logger *zap.Logger
+	// Registerer gets every component's metrics; nil means none.
+	Registerer prometheus.Registerer
+}
+
+// Engine is esd's storage and its operations, shared by the front doors.
+// It is safe for concurrent use.
+type Engine struct {
+	cfg    Config
+	log    *eslog.Log
+	writer *writer.Writer
+	hub    *subscription.Hub
+	groups *group.Manager
+
+	stopping context.Context // ends in Drain, after the writer has stopped
+	stop     context.CancelFunc
+	drain    sync.Once
+	closeErr error
+	closed   sync.Once
+}
+
+// Open opens the log in cfg.Dir and starts the writer, the hub and the
+// consumer groups on it.
+func Open(cfg Config) (*Engine, error) {
+	lg := cfg.Logger
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	reg := cfg.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry() // the components register unconditionally
+	}
+	l, err := eslog.Open(cfg.Dir, eslog.Options{FS: cfg.FS, Logger: lg.Named("log"), Registerer: reg, CacheBytes: cfg.CacheBytes})
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: l}
+	e.stopping, e.stop = context.WithCancel(context.Background())
+	e.hub = subscription.NewHub(l, subscription.Options{BufferBytes: cfg.SubscriptionBufferBytes, Registerer: reg})
+	l.OnPublish(e.hub.Publish) // before anything writes: the hub sees every commit
+	e.writer = writer.New(l, writer.Local(l), writer.Config{
+		Shards: cfg.Shards, QueueLen: cfg.QueueLen, Clock: cfg.Clock, Registerer: reg,
+	})
+	e.groups, err = group.NewManager(l, e.hub, lg.Named("group"), reg)
+	if err != nil {
+		e.writer.Close()
+		return nil, errors.Join(fmt.Errorf("load consumer groups: %w", err), l.Close())
+	}
+	return e, nil
+}
+
+// Drain stops the engine's work in order: the writer refuses new requests
+// and commits what it has queued, Stopping ends (subscriptions and
+// streaming operations end), the consumer groups store their checkpoints.
+// Only the first call acts; concurrent calls return when it is done.
+func (e *Engine) Drain() {
+	e.drain.Do(func() {
+		e.writer.Close()
+		e.stop()
+		e.groups.Close()
+	})
+}
+
+// Close drains the engine and closes the log. Calling it twice is
+// harmless.
+func (e *Engine) Close() error {
+	e.closed.Do(func() {
+		e.Drain()
+		e.closeErr = e.log.Close()
+	})
+	return e.closeErr
+}
+
+// Stopping is done once Drain has stopped the writer: front doors end
+// their streaming operations then.
+func (e *Engine) Stopping() context.Context { return e.stopping }
+
+// Ready reports whether the engine takes requests: not draining, and its
+// storage works.
+func (e *Engine) Ready() bool { return e.stopping.Err() == nil && e.log.Failed() == nil }
+
+// Failed returns the storage failure that stopped writes, or nil.
+func (e *Engine) Failed() error { return e.log.Failed() }
+
+// Log is the engine's log, for reads the operations here do not cover.
+func (e *Engine) Log() *eslog.Log { return e.log }
+
+// Writer is the engine's writer (its shards, for tests and metrics).
+func (e *Engine) Writer() *writer.Writer { return e.writer }
+
+// Groups are the consumer groups.
+func (e *Engine) Groups() *group.Manager { return e.groups }
+
+// Shards is the number of writer shards.
+func (e *Engine) Shards() int { return e.writer.Shards() }

@@ -1,0 +1,155 @@
+package engine
+
+import (
+	"context"
+	"errors"
+
+	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/subscription"
+	"github.com/esdhq/esd/internal/writer"
+)
+
+// The writer's request and result types are the engine's.
+type (
+	AppendOp     = writer.AppendOp
+	AppendResult = writer.AppendResult
+	DeleteResult = writer.DeleteResult
+)
+
+// Errors of the engine's operations beyond the log's and the groups'.
+var (
+	ErrShuttingDown = writer.ErrShuttingDown
+	ErrOverloaded   = writer.ErrOverloaded
+)
+
+// Append appends op and waits until it is durable. A wrong expected
+// revision is a *ConflictError.
+func (e *Engine) Append(ctx context.Context, op AppendOp) (AppendResult, error) {
+	res, err := e.writer.Append(ctx, op)
+	if err != nil {
+		return res, e.withConflictDelta(ctx, err)
+	}
+	return res, nil
+}
+
+// AppendMulti appends ops (each to a different stream) atomically and
+// waits until they are durable. A wrong expected revision is a
+// *ConflictError.
+func (e *Engine) AppendMulti(ctx context.Context, ops []AppendOp) ([]AppendResult, error) {
+	res, err := e.writer.AppendMulti(ctx, ops)
+	if err != nil {
+		return nil, e.withConflictDelta(ctx, err)
+	}
+	return res, nil
+}
+
+// Delete deletes a stream (soft, or forever with a tombstone) and waits
+// until it is durable. A wrong expected revision is a *ConflictError.
+func (e *Engine) Delete(ctx context.Context, stream string, expect eslog.Expectation, mode eslog.DeleteMode) (DeleteResult, error) {
+	res, err := e.writer.Delete(ctx, stream, expect, mode)
+	if err != nil {
+		return res, e.withConflictDelta(ctx, err)
+	}
+	return res, nil
+}
+
+// ReadStream reads a stream's published events in q's order; emit may
+// keep nothing of the view after it returns.
+func (e *Engine) ReadStream(ctx context.Context, q eslog.StreamQuery, emit func(*eslog.EventView) error) error {
+	return e.log.ReadStreamViews(ctx, q, emit)
+}
+
+// ReadAll reads $all's published events; checkpoint, when q asks for
+// them, is called with the position a filtered read has scanned to.
+func (e *Engine) ReadAll(ctx context.Context, q eslog.AllQuery, emit func(*eslog.EventView) error, checkpoint func(uint64) error) error {
+	return e.log.ReadAllViews(ctx, q, emit, checkpoint)
+}
+
+// Stream returns a stream's state; ok is false for a stream never written.
+func (e *Engine) Stream(ctx context.Context, name string) (st eslog.StreamState, ok bool, err error) {
+	return e.log.StreamInfo(ctx, name)
+}
+
+// ListStreams lists streams by name after after, with prefix, up to limit.
+func (e *Engine) ListStreams(ctx context.Context, prefix, after string, limit int) ([]eslog.StreamState, bool, error) {
+	return e.log.ListStreams(ctx, prefix, after, limit)
+}
+
+// Subscribe delivers req's events to sink (history, then live) until ctx
+// ends, the subscription ends or the engine stops (Stopping).
+func (e *Engine) Subscribe(ctx context.Context, req subscription.Request, sink subscription.Sink) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(e.stopping, cancel)()
+	return e.hub.Subscribe(ctx, req, sink)
+}
+
+// Stats are the store-wide counts.
+func (e *Engine) Stats() eslog.Stats { return e.log.Stats() }
+
+// DiskBytes is the space the store takes on disk.
+func (e *Engine) DiskBytes() uint64 { return e.log.DiskBytes() }
+
+// Conflict deltas: at most this many events, of about this many bytes.
+const (
+	conflictDeltaEvents = 16
+	conflictDeltaBytes  = 256 << 10
+)
+
+// ConflictError is an expected revision that did not hold, with the
+// events appended after the expected revision so that the caller can
+// decide again without another read. Head is the head the writer decided
+// against, which may include a commit not yet durable (the one that won);
+// EventsSince holds durable events only, and Truncated says the head is
+// past the last of them (they did not fit, or are not durable yet).
+type ConflictError struct {
+	*eslog.WrongRevisionError
+	EventsSince []*eslog.RecordedEvent
+	Truncated   bool
+}
+
+func (e *ConflictError) Unwrap() error { return e.WrongRevisionError }
+
+// withConflictDelta turns a wrong revision into a *ConflictError. It
+// answers at once rather than waiting for the winner's fsync, which would
+// make every loser of a contended stream miss the next commit. Failing to
+// read the events only leaves them out.
+func (e *Engine) withConflictDelta(ctx context.Context, err error) error {
+	var wr *eslog.WrongRevisionError
+	if !errors.As(err, &wr) {
+		return err
+	}
+	c := &ConflictError{WrongRevisionError: wr}
+	q := eslog.StreamQuery{Stream: wr.Stream, Max: conflictDeltaEvents + 1}
+	switch wr.Expected.Kind {
+	case eslog.ExpectExact:
+		q.From, q.FromSet = wr.Expected.Revision+1, true
+	case eslog.ExpectNoStream:
+	default: // any never fails; stream_exists fails only when there is nothing to show
+		return c
+	}
+	if !wr.Exists {
+		return c
+	}
+	bytes := 0
+	st := eslog.StreamState{ID: wr.StreamID, Name: wr.Stream, Written: true, Head: wr.Head, TruncateBefore: wr.TruncateBefore}
+	_ = e.log.ReadPublished(ctx, &st, q, func(ev *eslog.RecordedEvent) error {
+		size := len(ev.Data) + len(ev.Metadata)
+		if len(c.EventsSince) == conflictDeltaEvents || (len(c.EventsSince) > 0 && bytes+size > conflictDeltaBytes) {
+			c.Truncated = true
+			return eslog.ErrStop
+		}
+		bytes += size
+		c.EventsSince = append(c.EventsSince, ev)
+		return nil
+	})
+	switch n := len(c.EventsSince); {
+	case n > 0:
+		c.Truncated = c.EventsSince[n-1].Revision < wr.Head
+	case wr.Expected.Kind == eslog.ExpectNoStream:
+		c.Truncated = true // it has events; none is listed
+	default:
+		c.Truncated = wr.Head > wr.Expected.Revision
+	}
+	return c
+}
