@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# A/B comparison of two builds of esd on one workload, in one run: builds
+# esd at BASE (a git ref, default HEAD~1) and from the work tree, then runs
+# the workload against a fresh store of each, alternating, PAIRS times, and
+# prints each run, the medians and the ratio new/base. Loopback only; each
+# run is bounded by DURATION.
+#
+#   test/ab.sh                          # append -c 64 -s 10000, HEAD~1 vs work tree
+#   BASE=main PAIRS=7 test/ab.sh append -c 16 -b 100
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE=${BASE:-HEAD~1}
+PAIRS=${PAIRS:-5}
+D=${DURATION:-10s}
+ADDR=127.0.0.1:17410
+[ $# -gt 0 ] || set -- append -c 64 -s 10000
+tmp=$(mktemp -d)
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  git worktree remove --force "$tmp/base" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+git worktree add -q --detach "$tmp/base" "$BASE"
+(cd "$tmp/base" && go build -o "$tmp/esd-base" ./cmd/esd)
+go build -o "$tmp/esd-new" ./cmd/esd
+go build -o "$tmp/esctl" ./cmd/esctl
+echo "base $(git rev-parse --short "$BASE"), new: work tree at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'); workload: $*"
+
+one() { # one run of build $1: prints events/s
+  rm -rf "$tmp/data"
+  "$tmp/esd-$1" --data-dir "$tmp/data" --listen $ADDR --http-listen 127.0.0.1:17411 --log-level warn &
+  pid=$!
+  for _ in $(seq 100); do "$tmp/esctl" --addr $ADDR server info >/dev/null 2>&1 && break; sleep 0.1; done
+  "$tmp/esctl" --addr $ADDR -o json bench "$@" -d "$D" | python3 -c 'import json, sys; print(json.load(sys.stdin)["events_per_sec"])'
+  kill -TERM $pid; wait $pid || true
+  pid=
+}
+
+for i in $(seq "$PAIRS"); do
+  for b in base new; do
+    echo "$b $(one $b "$@")"
+  done
+done | tee "$tmp/runs" >&2
+python3 - "$tmp/runs" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    k, v = line.split()
+    runs.setdefault(k, []).append(float(v.replace(",", "")))
+m = {k: statistics.median(v) for k, v in runs.items()}
+for k in ("base", "new"):
+    print("%s events/s: median %.0f of %s" % (k, m[k], " ".join("%.0f" % x for x in runs[k])))
+print("new_vs_base %.3f" % (m["new"] / m["base"]))
+PY
