@@ -29,9 +29,11 @@ go build -o "$tmp/esd-new" ./cmd/esd
 go build -o "$tmp/esctl" ./cmd/esctl
 echo "base $(git rev-parse --short "$BASE"), new: work tree at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'); workload: $*"
 
-one() { # one run of build $1: prints events/s
+one() { # one run of build $1 on workload $2...: prints events/s
+  local b=$1
+  shift
   rm -rf "$tmp/data"
-  "$tmp/esd-$1" --data-dir "$tmp/data" --listen $ADDR --http-listen 127.0.0.1:17411 --log-level warn &
+  "$tmp/esd-$b" --data-dir "$tmp/data" --listen $ADDR --http-listen 127.0.0.1:17411 --log-level warn &
   pid=$!
   for _ in $(seq 100); do "$tmp/esctl" --addr $ADDR server info >/dev/null 2>&1 && break; sleep 0.1; done
   "$tmp/esctl" --addr $ADDR -o json bench "$@" -d "$D" | python3 -c 'import json, sys; print(json.load(sys.stdin)["events_per_sec"])'
