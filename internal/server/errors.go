@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
-// Reasons, the ErrorInfo.Reason values of API.md.
+// Reasons, the ErrorInfo.Reason values of docs/api.md.
 const (
 	reasonWrongExpectedRevision = "WRONG_EXPECTED_REVISION"
 	reasonStreamNotFound        = "STREAM_NOT_FOUND"

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// Chunking of streamed reads (API.md): about 1 MiB or 512 events a message.
+// Chunking of streamed reads (docs/api.md): about 1 MiB or 512 events a message.
 const (
 	chunkEvents = 512
 	chunkBytes  = 1 << 20

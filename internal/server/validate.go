@@ -14,7 +14,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
 
-// Limits of API.md.
+// Limits of docs/api.md.
 const (
 	maxStreamNameBytes  = 512
 	maxTypeBytes        = 256
@@ -37,7 +37,7 @@ type Limits struct {
 	MaxAppendBytes int
 }
 
-// DefaultLimits are API.md's defaults.
+// DefaultLimits are docs/api.md's defaults.
 var DefaultLimits = Limits{MaxEventBytes: 1 << 20, MaxAppendBytes: 16 << 20}
 
 // validator collects every bad field of a request.

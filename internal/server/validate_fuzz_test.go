@@ -53,7 +53,7 @@ func vtFuzzRequest(stream string, kind uint8, exact uint64, n uint8, ids, types,
 	return req
 }
 
-// vtOracle is an independent statement of API.md's rules: the fields a
+// vtOracle is an independent statement of docs/api.md's rules: the fields a
 // request violates, in the order validateAppend reports them, and the
 // reason of the first.
 func vtOracle(lim Limits, req *esdv1.AppendRequest) (fields []string, reason string) {

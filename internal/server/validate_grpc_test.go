@@ -280,7 +280,7 @@ func (rawCodec) Name() string { return "proto" }
 
 // TestValidationInvalidUTF8: names, types and tags that are not valid
 // UTF-8 are INVALID_ARGUMENT with a BadRequest like every other bad
-// field (API.md: "Every error status carries a google.rpc.ErrorInfo").
+// field (docs/api.md: "Every error status carries a google.rpc.ErrorInfo").
 func TestValidationInvalidUTF8(t *testing.T) {
 	ts := newTestServer(t)
 	field := func(num protowire.Number, s string) []byte {
