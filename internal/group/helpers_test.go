@@ -10,6 +10,7 @@ import (
 
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/subscription"
+	"github.com/esdhq/esd/internal/testutil"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -236,13 +237,7 @@ func noDelivery(t *testing.T, mem *Member, d time.Duration) {
 // eventually polls cond until it holds, failing the test after waitFor.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, waitFor, what, cond)
 }
 
 // storedCheckpoint reads a group's checkpoint key as stored.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -235,7 +236,7 @@ func quiesce(t *testing.T, reg prometheus.Gatherer, ms ...*gmember) {
 		m.cancel()
 		<-m.done
 	}
-	eventually(t, "no group running", func() bool { return metricValue(t, reg, "esd_groups_running", nil) == 0 })
+	eventually(t, "no group running", func() bool { return testutil.MetricValue(t, reg, "esd_groups_running", nil) == 0 })
 }
 
 // joinError sends msgs on a new Join stream and returns how it ends.
