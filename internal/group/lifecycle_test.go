@@ -301,6 +301,8 @@ func TestJoinRacesClose(t *testing.T) {
 			b, err = e.m.Join("g", "b")
 		}()
 		a.Leave() // the dispatcher stops: b's Join may find it stopping
+		// Shifts Close against b's Join, try by try (the race under
+		// test); nothing waits for a condition here.
 		time.Sleep(time.Duration(i%5) * 50 * time.Microsecond)
 		e.m.Close()
 		wg.Wait()
