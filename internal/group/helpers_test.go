@@ -165,7 +165,7 @@ func settings(name, category string) Settings {
 
 func (e *env) create(s Settings) Info {
 	e.t.Helper()
-	info, err := e.m.Create(s, StartFromStart, 0)
+	info, err := e.m.Create(s, subscription.FromStart, 0)
 	if err != nil {
 		e.t.Fatalf("create %s: %v", s.Name, err)
 	}
