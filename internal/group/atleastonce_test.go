@@ -128,9 +128,9 @@ func (tr *tracker) member(mem *Member, rng *rand.Rand, crashAfter int, ackAll bo
 			tr.mu.Unlock()
 			late := ackTimeout + time.Duration(rng.IntN(50))*time.Millisecond
 			tr.late.Add(1)
-			go func() { // late, after its ack_timeout
+			go func() {
 				defer tr.late.Done()
-				time.Sleep(late)
+				time.Sleep(late) // the case under test: an ack after ack_timeout, the event maybe out again
 				tr.mu.Lock()
 				tr.acks[pos]++
 				tr.mu.Unlock()
@@ -234,6 +234,8 @@ func TestAtLeastOnceRandomized(t *testing.T) {
 			}
 			wwg.Wait()
 			startMember(0) // in place of the one that leaves
+			// Picks the reopen moment (the members go on meanwhile);
+			// nothing waits for a condition here.
 			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 		} else {
 			eventually(t, "every event acknowledged", tr.allAcked)

@@ -10,6 +10,7 @@ import (
 
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/subscription"
+	"github.com/esdhq/esd/internal/testutil"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -164,7 +165,7 @@ func settings(name, category string) Settings {
 
 func (e *env) create(s Settings) Info {
 	e.t.Helper()
-	info, err := e.m.Create(s, StartFromStart, 0)
+	info, err := e.m.Create(s, subscription.FromStart, 0)
 	if err != nil {
 		e.t.Fatalf("create %s: %v", s.Name, err)
 	}
@@ -236,13 +237,7 @@ func noDelivery(t *testing.T, mem *Member, d time.Duration) {
 // eventually polls cond until it holds, failing the test after waitFor.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, waitFor, what, cond)
 }
 
 // storedCheckpoint reads a group's checkpoint key as stored.

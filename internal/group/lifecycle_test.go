@@ -69,17 +69,23 @@ func TestCreateStartsAndDelete(t *testing.T) {
 	lowerTunables(t)
 	e := newEnv(t)
 	evs := e.appendN("order-1", 4)
-	if _, err := e.m.Create(settings("g", "order"), StartFromStart, 0); err != nil {
+	if _, err := e.m.Create(settings("g", "order"), subscription.FromStart, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.m.Create(settings("g", "invoice"), StartFromStart, 0); !errors.Is(err, ErrExists) {
+	if _, err := e.m.Create(settings("g", "invoice"), subscription.FromStart, 0); !errors.Is(err, ErrExists) {
 		t.Fatalf("second create: %v, want ErrExists", err)
 	}
-	if i, err := e.m.Create(settings("end", "order"), StartFromEnd, 0); err != nil || i.Checkpoint != evs[3].pos {
+	if i, err := e.m.Create(settings("end", "order"), subscription.FromEnd, 0); err != nil || i.Checkpoint != evs[3].pos {
 		t.Fatalf("from end: checkpoint %d, %v; want %d", i.Checkpoint, err, evs[3].pos)
 	}
-	if i, err := e.m.Create(settings("after", "order"), StartAfterPosition, evs[1].pos); err != nil || i.Checkpoint != evs[1].pos {
+	if i, err := e.m.Create(settings("after", "order"), subscription.AfterPosition, evs[1].pos); err != nil || i.Checkpoint != evs[1].pos {
 		t.Fatalf("after position: checkpoint %d, %v", i.Checkpoint, err)
+	}
+	if _, err := e.m.Create(settings("rev", "order"), subscription.AfterRevision, 1); err == nil {
+		t.Fatal("create after a revision: no error (a group's checkpoint is a position)")
+	}
+	if _, err := e.m.Get("rev"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get the group refused at create: %v, want ErrNotFound", err)
 	}
 	e.create(settings("gx", "order")) // "g" prefixes its name
 	first := func(name string) uint64 {
@@ -192,7 +198,7 @@ func TestCloseEndsMembers(t *testing.T) {
 	if _, err := e.m.Join("g", ""); !errors.Is(err, ErrClosed) {
 		t.Errorf("join after close: %v", err)
 	}
-	if _, err := e.m.Create(settings("h", "order"), StartFromStart, 0); !errors.Is(err, ErrClosed) {
+	if _, err := e.m.Create(settings("h", "order"), subscription.FromStart, 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("create after close: %v", err)
 	}
 	mem.Ack(ids(ds[2])) // after Close: ignored, no panic
@@ -253,7 +259,7 @@ func TestDeleteRacesCreate(t *testing.T) {
 			}
 		}()
 		for {
-			_, err := e.m.Create(settings(name, "order"), StartFromStart, 0)
+			_, err := e.m.Create(settings(name, "order"), subscription.FromStart, 0)
 			if err == nil {
 				break
 			}
@@ -301,6 +307,8 @@ func TestJoinRacesClose(t *testing.T) {
 			b, err = e.m.Join("g", "b")
 		}()
 		a.Leave() // the dispatcher stops: b's Join may find it stopping
+		// Shifts Close against b's Join, try by try (the race under
+		// test); nothing waits for a condition here.
 		time.Sleep(time.Duration(i%5) * 50 * time.Microsecond)
 		e.m.Close()
 		wg.Wait()

@@ -27,15 +27,6 @@ var (
 	ErrImmutable = errors.New("group: a group's target, filter and strategy cannot change")
 )
 
-// StartKind is where a new group starts.
-type StartKind uint8
-
-const (
-	StartFromStart StartKind = iota
-	StartFromEnd
-	StartAfterPosition
-)
-
 // Info is a group and its progress.
 type Info struct {
 	Settings    Settings
@@ -143,15 +134,20 @@ func (m *Manager) get(name string) (*group, error) {
 	return g, nil
 }
 
-// Create creates a group starting where start says.
-func (m *Manager) Create(s Settings, start StartKind, after uint64) (Info, error) {
+// Create creates a group starting where start says: from the start, from
+// the end, or after position after (subscription.AfterRevision is for
+// subscriptions to a stream only: a group's checkpoint is a position).
+func (m *Manager) Create(s Settings, start subscription.StartKind, after uint64) (Info, error) {
 	s = s.withDefaults()
 	var checkpoint uint64
 	switch start {
-	case StartFromEnd:
+	case subscription.FromStart:
+	case subscription.FromEnd:
 		checkpoint = m.store.LastPosition()
-	case StartAfterPosition:
+	case subscription.AfterPosition:
 		checkpoint = after
+	default:
+		return Info{}, fmt.Errorf("group: start kind %d: a group starts from the start, from the end or after a position", start)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -106,7 +106,7 @@ func TestByStreamOrderRandomized(t *testing.T) {
 				mu.Unlock() // ignored: it comes back after ack_timeout
 			default:
 				mu.Unlock()
-				time.Sleep(s.AckTimeout + 50*time.Millisecond) // acknowledged late: a copy may be queued
+				time.Sleep(s.AckTimeout + 50*time.Millisecond) // the case under test: acknowledged after ack_timeout, a copy may be queued
 				mu.Lock()
 				delete(held, st)
 				if rev == acked[st] {

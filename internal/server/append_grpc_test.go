@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -275,7 +276,7 @@ type success struct {
 // event is stored once, where its response said.
 func TestAppendRace(t *testing.T) {
 	workers, streams, target := 32, 4, 240 // target: appends that win
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		target = 80
 	}
 	if testing.Short() {

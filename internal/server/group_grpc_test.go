@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,6 +64,24 @@ func getGroup(t *testing.T, ts *testServer, name string) *esdv1.GroupInfo {
 		t.Fatalf("get group %q: %v", name, err)
 	}
 	return resp.GetInfo()
+}
+
+// storedCheckpoint is group name's checkpoint as stored in the log (what
+// a crash keeps; GetGroup reports the dispatcher's, which runs ahead): aux
+// key grp/c/<name>, 8 bytes big-endian, as internal/group/store.go lays
+// it out. It is 0 while none is stored.
+func storedCheckpoint(t *testing.T, ts *testServer, name string) uint64 {
+	t.Helper()
+	v, ok, err := ts.log.AuxGet([]byte("grp/c/" + name))
+	switch {
+	case err != nil:
+		t.Fatalf("stored checkpoint of %q: %v", name, err)
+	case !ok:
+		return 0
+	case len(v) != 8:
+		t.Fatalf("stored checkpoint of %q: %d bytes, want 8", name, len(v))
+	}
+	return binary.BigEndian.Uint64(v)
 }
 
 func listParked(t *testing.T, ts *testServer, name string) []*esdv1.ParkedEvent {
@@ -236,7 +256,7 @@ func quiesce(t *testing.T, reg prometheus.Gatherer, ms ...*gmember) {
 		m.cancel()
 		<-m.done
 	}
-	eventually(t, "no group running", func() bool { return metricValue(t, reg, "esd_groups_running", nil) == 0 })
+	eventually(t, "no group running", func() bool { return testutil.MetricValue(t, reg, "esd_groups_running", nil) == 0 })
 }
 
 // joinError sends msgs on a new Join stream and returns how it ends.
@@ -386,7 +406,7 @@ func (tr *ackTracker) handle(m *gmember, rng *rand.Rand, killAfter int, ackAll b
 			tr.late.Add(1)
 			go func() {
 				defer tr.late.Done()
-				time.Sleep(late)
+				time.Sleep(late) // the case under test: an ack after ack_timeout, the event maybe out again
 				tr.mu.Lock()
 				tr.acks[id]++
 				tr.mu.Unlock()
@@ -522,7 +542,7 @@ func TestGroupAtLeastOnceAcrossRestartsAndCrash(t *testing.T) {
 					tr.mu.Unlock()
 					written += len(req.GetEvents())
 					if written >= quota {
-						time.Sleep(5 * time.Millisecond) // the crash phase goes on at a slower pace
+						time.Sleep(5 * time.Millisecond) // pacing, not a wait: the crash phase goes on at a slower pace
 					}
 				}
 			}()
@@ -535,6 +555,8 @@ func TestGroupAtLeastOnceAcrossRestartsAndCrash(t *testing.T) {
 		case "restart":
 			wwg.Wait()
 			startMember(0) // in place of the one killed
+			// Picks the restart moment (the members go on meanwhile);
+			// nothing waits for a condition here.
 			time.Sleep(time.Duration(50+rng.IntN(300)) * time.Millisecond)
 			stopMonitor()
 			before := getGroup(t, ts, "acc").GetCheckpoint()
@@ -561,7 +583,9 @@ func TestGroupAtLeastOnceAcrossRestartsAndCrash(t *testing.T) {
 			})
 			stopMonitor()
 			stored := getGroup(t, ts, "acc").GetCheckpoint()
-			time.Sleep(300 * time.Millisecond) // the checkpoint is stored within about 100 ms
+			// The dispatcher stores its checkpoint (synced) every 100 ms:
+			// the crash comes once it has stored this one.
+			eventually(t, fmt.Sprintf("checkpoint %d stored", stored), func() bool { return storedCheckpoint(t, ts, "acc") >= stored })
 			clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(seed, 7))})
 			close(crashing)
 			if err := ts.shutdown(); err != nil {
@@ -572,11 +596,11 @@ func TestGroupAtLeastOnceAcrossRestartsAndCrash(t *testing.T) {
 			ts = newTestServer(t, withShards(2), withDir(clone, "db"))
 			info := getGroup(t, ts, "acc")
 			if info.GetCheckpoint() < stored {
-				t.Errorf("checkpoint after the crash %d, below %d reported 300 ms before it", info.GetCheckpoint(), stored)
+				t.Errorf("checkpoint after the crash %d, below %d stored before it", info.GetCheckpoint(), stored)
 			}
 			tr.mu.Lock()
 			kept := targetEvents(t, ts) // appends acknowledged after the clone are not in it
-			t.Logf("crash: %d of %d events of the target kept, checkpoint %d (%d seen 300 ms before)", len(kept), len(tr.target), info.GetCheckpoint(), stored)
+			t.Logf("crash: %d of %d events of the target kept, checkpoint %d (%d stored before it)", len(kept), len(tr.target), info.GetCheckpoint(), stored)
 			tr.target, tr.checkpoint = kept, 0
 			tr.mu.Unlock()
 			tr.sawCheckpoint(info.GetCheckpoint(), "after the crash")
@@ -843,6 +867,8 @@ func TestGroupByStreamGRPC(t *testing.T) {
 					acked[st]++
 				}
 				mu.Unlock()
+				// The member's handling time, under test: the other members
+				// go on while it holds the stream's event.
 				time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
 				if retry {
 					m.nack(esdv1.NackAction_NACK_ACTION_RETRY, "", ev.GetId())

@@ -245,7 +245,7 @@ func validateGroupName(field, name string) error {
 }
 
 // validateGroup converts a Group; creating, its start too.
-func validateGroup(g *esdv1.Group, create bool) (group.Settings, group.StartKind, uint64, error) {
+func validateGroup(g *esdv1.Group, create bool) (group.Settings, subscription.StartKind, uint64, error) {
 	var v validator
 	if g == nil {
 		v.bad(reasonInvalidArgument, "group", "group is required")
@@ -293,12 +293,12 @@ func validateGroup(g *esdv1.Group, create bool) (group.Settings, group.StartKind
 	default:
 		v.bad(reasonInvalidArgument, "group.strategy", "unknown strategy %d", g.GetStrategy())
 	}
-	start, after := group.StartFromStart, uint64(0)
+	start, after := subscription.FromStart, uint64(0)
 	switch st := g.GetStart().(type) {
 	case *esdv1.Group_FromEnd:
-		start = group.StartFromEnd
+		start = subscription.FromEnd
 	case *esdv1.Group_AfterPosition:
-		start, after = group.StartAfterPosition, st.AfterPosition
+		start, after = subscription.AfterPosition, st.AfterPosition
 	}
 	if !create && g.GetStart() != nil {
 		v.bad(reasonInvalidArgument, "group.start", "a group's start is set when it is created")

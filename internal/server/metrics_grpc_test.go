@@ -3,6 +3,7 @@ package server
 import (
 	"testing"
 
+	"github.com/esdhq/esd/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"google.golang.org/grpc/codes"
 )
@@ -13,11 +14,11 @@ func TestWriterMetrics(t *testing.T) {
 	ts := newTestServer(t, withShards(2))
 	requests := func(op, result string) float64 {
 		t.Helper()
-		return metricValue(t, ts.reg, "esd_writer_requests_total", map[string]string{"op": op, "result": result})
+		return testutil.MetricValue(t, ts.reg, "esd_writer_requests_total", map[string]string{"op": op, "result": result})
 	}
 	counter := func(name string) float64 {
 		t.Helper()
-		return metricValue(t, ts.reg, name, nil)
+		return testutil.MetricValue(t, ts.reg, name, nil)
 	}
 	type check struct {
 		name string

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -404,7 +405,7 @@ func TestGetStreamAndServerInfo(t *testing.T) {
 // follow it (its position was published before the answer).
 func TestReadsSeeNoHoles(t *testing.T) {
 	appenders, perAppender, readers := 8, 30, 2
-	if raceEnabled || testing.Short() {
+	if testutil.RaceEnabled || testing.Short() {
 		perAppender = 15
 	}
 	ts := newTestServer(t, withShards(4))

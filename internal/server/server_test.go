@@ -12,10 +12,10 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -533,63 +533,9 @@ func errorMismatch(err error, code codes.Code, reason, stream string) string {
 	return ""
 }
 
-// --- metrics ---
-
-// metricValue returns the value of the counter or gauge name whose labels
-// include labels (0 when there is none).
-func metricValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	fams, err := g.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if hasLabels(m, labels) {
-				switch {
-				case m.GetCounter() != nil:
-					return m.GetCounter().GetValue()
-				case m.GetGauge() != nil:
-					return m.GetGauge().GetValue()
-				default:
-					t.Fatalf("metric %s is neither counter nor gauge", name)
-				}
-			}
-		}
-	}
-	return 0
-}
-
-func hasLabels(m *dto.Metric, want map[string]string) bool {
-	n := 0
-	for _, lp := range m.GetLabel() {
-		if v, ok := want[lp.GetName()]; ok {
-			if v != lp.GetValue() {
-				return false
-			}
-			n++
-		}
-	}
-	return n == len(want)
-}
-
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond until it holds, failing the test after
+// rpcTimeout.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(rpcTimeout)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		select {
-		case <-tick.C:
-		case <-t.Context().Done():
-			t.Fatalf("test ended waiting for %s", what)
-		}
-	}
+	testutil.Eventually(t, rpcTimeout, what, cond)
 }

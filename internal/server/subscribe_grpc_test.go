@@ -20,6 +20,7 @@ import (
 
 	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -216,7 +217,7 @@ func subscriptionsOpen(t *testing.T, g prometheus.Gatherer) float64 {
 	var sum float64
 	for _, state := range []string{"catching_up", "live"} {
 		for _, target := range []string{"stream", "category", "all"} {
-			sum += metricValue(t, g, "esd_subscriptions", map[string]string{"state": state, "target": target})
+			sum += testutil.MetricValue(t, g, "esd_subscriptions", map[string]string{"state": state, "target": target})
 		}
 	}
 	return sum
@@ -414,7 +415,7 @@ func TestSubscribeExactlyOnceRandomized(t *testing.T) {
 	checkpointEvery = 3 // filtered subscriptions checkpoint all the time
 	t.Cleanup(func() { checkpointEvery = old })
 	runs, ops, subs := 30, 40, 8
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		runs, ops, subs = 20, 15, 6
 	}
 	base := *subSeed
@@ -544,12 +545,7 @@ func subRandomRun(t *testing.T, seed uint64, ops, nsubs int) {
 				wantLast = e.GetPosition()
 			}
 		}
-		for s.lastEventPos() < wantLast && !s.ended() && time.Now().Before(deadline) {
-			select {
-			case <-s.done:
-			case <-time.After(time.Millisecond):
-			}
-		}
+		testutil.Poll(time.Until(deadline), func() bool { return s.lastEventPos() >= wantLast || s.ended() })
 		msgs, err := s.snapshot()
 		if err != nil {
 			t.Errorf("subscriber %d (%v) ended: %v; got %s", i, tg.req, err, describeSub(msgs))
@@ -835,7 +831,7 @@ func TestSubscribeCheckpointsOnlyForFilteredAll(t *testing.T) {
 func TestSubscribeClientCancel(t *testing.T) {
 	ts := newTestServer(t)
 	n := 20000
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		n = 5000
 	}
 	ts.fill(t, "hist-1", n, "History")
@@ -1184,7 +1180,7 @@ func BenchmarkLiveLatency(b *testing.B) {
 		}()
 	}
 	rounds := subLatencyRounds
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		rounds = 20
 	}
 	var fromReturn, fromCall []float64 // µs
@@ -1274,7 +1270,7 @@ func BenchmarkAppendWithSubscribers(b *testing.B) {
 				}()
 			}
 			perOp := 4000
-			if raceEnabled {
+			if testutil.RaceEnabled {
 				perOp = 200
 			}
 			const appenders = 16
@@ -1308,12 +1304,7 @@ func BenchmarkAppendWithSubscribers(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 			if tc.active > 0 { // every active subscriber got every event
 				want := int64(total * tc.active)
-				deadline := time.Now().Add(rpcTimeout)
-				tick := time.NewTicker(time.Millisecond)
-				for delivered.Load() < want && time.Now().Before(deadline) {
-					<-tick.C
-				}
-				tick.Stop()
+				testutil.Poll(rpcTimeout, func() bool { return delivered.Load() >= want })
 				if got := delivered.Load(); got != want {
 					b.Fatalf("active subscribers got %d events, want %d", got, want)
 				}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -41,7 +42,7 @@ func TestSubscribeStreamWithoutVisibleEvents(t *testing.T) {
 				tc.setup(t, l)
 				sink := &testSink{}
 				sub := startSub(t, h, Request{Target: TargetStream, Name: "new-1", Start: start}, sink)
-				if !pollUntil(waitTimeout, func() bool { return sink.has('c') || sub.ended() }) || sub.ended() {
+				if !testutil.Poll(waitTimeout, func() bool { return sink.has('c') || sub.ended() }) || sub.ended() {
 					t.Fatalf("Subscribe returned %v before caught_up; want caught_up, then live events", sub.err)
 				}
 				w := write(t, l, "new-1", 1, "New")
@@ -75,7 +76,7 @@ func TestSubscribeAfterLastPossiblePosition(t *testing.T) {
 			defer func() { done <- err }() // also on runtime.Goexit
 			err = h.Subscribe(ctx, Request{Target: TargetAll, Start: AfterPosition, After: after}, sink)
 		}()
-		ok := pollUntil(2*time.Second, func() bool { return sink.has('c') })
+		ok := testutil.Poll(2*time.Second, func() bool { return sink.has('c') })
 		got := sink.snapshot()
 		cancel()
 		var err error
@@ -127,7 +128,7 @@ func TestSubscribeAfterLargestRevision(t *testing.T) {
 			// Two live events, each taken from the buffer in its own batch
 			// (the lag histogram counts the batches): once the second is
 			// taken, the first has been delivered, or not.
-			taken := func() float64 { return metricValue(t, reg, "esd_subscription_lag_events") }
+			taken := func() float64 { return testutil.MetricValue(t, reg, "esd_subscription_lag_events", nil) }
 			for i := range 2 {
 				write(t, l, "rev-1", 1, "Late")
 				waitUntil(t, "the subscriber to take the event", func() bool { return taken() == float64(i+1) })

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/testutil"
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 )
 
@@ -353,55 +353,11 @@ func (r *runningSub) ended() bool {
 	}
 }
 
-// waitUntil polls cond until it holds or the deadline passes.
+// waitUntil polls cond until it holds, failing the test after
+// waitTimeout.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	if !pollUntil(waitTimeout, cond) {
-		t.Fatalf("timed out waiting for %s", what)
-	}
-}
-
-// pollUntil polls cond every millisecond for at most d.
-func pollUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		<-tick.C
-	}
-	return true
-}
-
-// --- metrics ---
-
-// metricValue sums the values of the counter or gauge name (for a
-// histogram, its sample counts) over every label set.
-func metricValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	fams, err := g.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	var sum float64
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return sum
+	testutil.Eventually(t, waitTimeout, what, cond)
 }
 
 // --- checks ---

@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -55,7 +56,7 @@ func TestSlowSubscriberFallsBehindAndCatchesUp(t *testing.T) {
 			sink.arm()
 			write(t, l, "slow-1", 1, "Live")
 			waitUntil(t, "the sink to block", func() bool { return sink.blockedNow() == 1 })
-			before := metricValue(t, reg, "esd_subscription_fallbacks_total")
+			before := testutil.MetricValue(t, reg, "esd_subscription_fallbacks_total", nil)
 
 			n := 20 * tc.events
 			if tc.events > 1<<10 {
@@ -68,7 +69,7 @@ func TestSlowSubscriberFallsBehindAndCatchesUp(t *testing.T) {
 			if got := maxBytes.Load(); got > int64(tc.bytes) {
 				t.Errorf("buffer held %d bytes, bound %d", got, tc.bytes)
 			}
-			if got := metricValue(t, reg, "esd_subscription_buffer_events"); got > float64(tc.events) || got == 0 {
+			if got := testutil.MetricValue(t, reg, "esd_subscription_buffer_events", nil); got > float64(tc.events) || got == 0 {
 				t.Errorf("esd_subscription_buffer_events %v, want 1..%d", got, tc.events)
 			}
 
@@ -86,7 +87,7 @@ func TestSlowSubscriberFallsBehindAndCatchesUp(t *testing.T) {
 			if msg := checkDelivery(tg, got, final, nil); msg != "" {
 				t.Fatalf("%s\ngot: %s", msg, describe(got))
 			}
-			if fb := metricValue(t, reg, "esd_subscription_fallbacks_total") - before; fb < 1 {
+			if fb := testutil.MetricValue(t, reg, "esd_subscription_fallbacks_total", nil) - before; fb < 1 {
 				t.Errorf("%v fallbacks to the log, want at least 1 (the buffer was overrun)", fb)
 			}
 			delivered := 0
@@ -95,22 +96,22 @@ func TestSlowSubscriberFallsBehindAndCatchesUp(t *testing.T) {
 					delivered++
 				}
 			}
-			if m := metricValue(t, reg, "esd_subscription_events_delivered_total"); m != float64(delivered) {
+			if m := testutil.MetricValue(t, reg, "esd_subscription_events_delivered_total", nil); m != float64(delivered) {
 				t.Errorf("esd_subscription_events_delivered_total %v, want %d", m, delivered)
 			}
 
 			// Live again: one more event comes straight from the buffer.
-			fbBefore := metricValue(t, reg, "esd_subscription_fallbacks_total")
+			fbBefore := testutil.MetricValue(t, reg, "esd_subscription_fallbacks_total", nil)
 			w := write(t, l, "slow-1", 1, "AfterCatchUp")
 			waitUntil(t, "a live event after catching up", func() bool { return sink.lastEventPos() == w.LastPosition })
-			if fb := metricValue(t, reg, "esd_subscription_fallbacks_total"); fb != fbBefore {
+			if fb := testutil.MetricValue(t, reg, "esd_subscription_fallbacks_total", nil); fb != fbBefore {
 				t.Errorf("fallbacks %v -> %v for a subscriber that was caught up", fbBefore, fb)
 			}
 
 			if err := sub.stop(); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Subscribe returned %v, want context.Canceled", err)
 			}
-			if g := metricValue(t, reg, "esd_subscriptions"); g != 0 {
+			if g := testutil.MetricValue(t, reg, "esd_subscriptions", nil); g != 0 {
 				t.Errorf("esd_subscriptions %v after the subscription ended", g)
 			}
 		})
@@ -158,7 +159,7 @@ func TestStreamDeletedWhileLagging(t *testing.T) {
 			if fmt.Sprint(gotKinds) != fmt.Sprint(want) {
 				t.Fatalf("got %v\nwant %v", gotKinds, want)
 			}
-			if fb := metricValue(t, reg, "esd_subscription_fallbacks_total"); fb < 1 {
+			if fb := testutil.MetricValue(t, reg, "esd_subscription_fallbacks_total", nil); fb < 1 {
 				t.Errorf("no fallback to the log: the deletion was not read from the log")
 			}
 		})
@@ -208,7 +209,7 @@ func TestStreamDeletedDuringCatchUp(t *testing.T) {
 // subscriber, and every subscriber goes away on cancel.
 func TestIdleSubscribersCostNoWakeups(t *testing.T) {
 	n := 2000
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		n = 500
 	}
 	l := openLog(t)
@@ -309,7 +310,7 @@ func TestIdleSubscribersCostNoWakeups(t *testing.T) {
 			t.Fatalf("idle-%d received %s", i, describe(got))
 		}
 	}
-	if g := metricValue(t, reg, "esd_subscriptions"); g != float64(n-1) {
+	if g := testutil.MetricValue(t, reg, "esd_subscriptions", nil); g != float64(n-1) {
 		t.Errorf("esd_subscriptions %v, want %d", g, n-1)
 	}
 
@@ -325,7 +326,7 @@ func TestIdleSubscribersCostNoWakeups(t *testing.T) {
 	if left != 0 {
 		t.Fatalf("%d interests left in the hub after every subscription ended", left)
 	}
-	if g := metricValue(t, reg, "esd_subscriptions"); g != 0 {
+	if g := testutil.MetricValue(t, reg, "esd_subscriptions", nil); g != 0 {
 		t.Errorf("esd_subscriptions %v after every subscription ended", g)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/testutil"
 )
 
 var hubSeed = flag.Uint64("hub.seed", 0, "seed of TestHubExactlyOnceRandomized's first run (0: from the clock)")
@@ -24,7 +25,7 @@ var hubSeed = flag.Uint64("hub.seed", 0, "seed of TestHubExactlyOnceRandomized's
 // The seed is in the subtest's name; -hub.seed=N replays it.
 func TestHubExactlyOnceRandomized(t *testing.T) {
 	runs, ops := 24, 60
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		runs, ops = 20, 30
 	}
 	base := *hubSeed
@@ -159,7 +160,7 @@ func hubRandomRun(t *testing.T, seed uint64, ops int) {
 		starts[i] = int64(rng.IntN(writers * ops))
 	}
 	for i := range nsubs {
-		if !pollUntil(waitTimeout, func() bool { return committed.Load() >= starts[i] || len(errs) > 0 }) {
+		if !testutil.Poll(waitTimeout, func() bool { return committed.Load() >= starts[i] || len(errs) > 0 }) {
 			t.Fatal("writers stalled")
 		}
 		req := randomRequest(rng, l)
@@ -199,7 +200,7 @@ func hubRandomRun(t *testing.T, seed uint64, ops int) {
 	// One last event in every followed stream, once every subscriber has
 	// taken its start, so that each has something to wait for.
 	for i, s := range subs {
-		if !pollUntil(waitTimeout, func() bool { return s.sink.has('c') || s.run.ended() }) {
+		if !testutil.Poll(waitTimeout, func() bool { return s.sink.has('c') || s.run.ended() }) {
 			t.Fatalf("subscriber %d (%+v): no caught_up; got %s", i, s.tg.req, describe(s.sink.snapshot()))
 		}
 	}
@@ -236,7 +237,7 @@ func hubRandomRun(t *testing.T, seed uint64, ops int) {
 				wantLast = e.Position
 			}
 		}
-		if !pollUntil(time.Until(deadline), func() bool { return s.sink.lastEventPos() >= wantLast || s.run.ended() }) {
+		if !testutil.Poll(time.Until(deadline), func() bool { return s.sink.lastEventPos() >= wantLast || s.run.ended() }) {
 			t.Errorf("subscriber %d (%+v) did not get position %d; got %s", i, s.tg.req, wantLast, describe(s.sink.snapshot()))
 			continue
 		}

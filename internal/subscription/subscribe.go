@@ -18,7 +18,9 @@ const (
 	TargetAll
 )
 
-// StartKind is where a subscription starts.
+// StartKind is where a subscription starts; also where a consumer group
+// starts (FromStart, FromEnd or AfterPosition: its checkpoint is a
+// position).
 type StartKind uint8
 
 const (

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/google/uuid"
 )
@@ -86,7 +87,7 @@ func TestGroupAtLeastOnceAcrossKill9(t *testing.T) {
 		go func() { defer wg.Done(); member(ctx, c, drop) }()
 	}
 	appendOrders(c, 150, 100)
-	waitFor(t, 20*time.Second, "some acks before the kill", func() bool {
+	testutil.Eventually(t, 20*time.Second, "some acks before the kill", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(acked) > 100
@@ -117,7 +118,7 @@ func TestGroupAtLeastOnceAcrossKill9(t *testing.T) {
 	}
 	last := all[len(all)-1].GetPosition()
 	groups := esdv1.NewConsumerGroupServiceClient(c.conn)
-	waitFor(t, 30*time.Second, "the checkpoint at the last position", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the checkpoint at the last position", func() bool {
 		info, err := groups.GetGroup(context.Background(), &esdv1.GetGroupRequest{Name: "billing"})
 		return err == nil && info.GetInfo().GetCheckpoint() == last
 	})

@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esdhq/esd/internal/testutil"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -73,7 +74,7 @@ func testMain(m *testing.M) int {
 // buildBinaries builds esd and esctl into dir, with -race when the tests
 // run with it.
 func buildBinaries(dir string) error {
-	return goBuild(dir, raceEnabled, "./cmd/esd", "./cmd/esctl")
+	return goBuild(dir, testutil.RaceEnabled, "./cmd/esd", "./cmd/esctl")
 }
 
 // goBuild builds the packages pkgs of the module into dir. The module root
@@ -117,7 +118,7 @@ func childEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	if raceEnabled && os.Getenv("GORACE") == "" {
+	if testutil.RaceEnabled && os.Getenv("GORACE") == "" {
 		env = append(env, "GORACE=atexit_sleep_ms=0")
 	}
 	return env
@@ -513,18 +514,4 @@ func closedAddr(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return addr
-}
-
-// waitFor polls cond every 10ms until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
 }

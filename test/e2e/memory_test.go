@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esdhq/esd/internal/testutil"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -55,7 +56,7 @@ func TestSlowSubscriberMemory(t *testing.T) {
 		t.Skip("appends 2 x 192 MiB")
 	}
 	bin := esdBin
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		dir := t.TempDir()
 		if err := goBuild(dir, false, "./cmd/esd"); err != nil {
 			t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esdhq/esd/internal/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -143,7 +144,7 @@ func TestGracefulShutdownKeepsAcknowledged(t *testing.T) {
 		})
 	}
 
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d acknowledged events", minAcked), func() bool { return acked.Load() >= minAcked })
+	testutil.Eventually(t, 30*time.Second, fmt.Sprintf("%d acknowledged events", minAcked), func() bool { return acked.Load() >= minAcked })
 	signalled.Store(true)
 	p.Stop() // SIGTERM; asserts exit code 0
 	wg.Wait()

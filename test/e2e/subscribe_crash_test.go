@@ -89,7 +89,7 @@ func TestSubscriberResumesAcrossKill9(t *testing.T) {
 				}
 			}()
 		}
-		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
+		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond) // picks the kill moment; nothing waits for a condition here
 		p.Kill()
 		wg.Wait()
 		cancel()
