@@ -834,9 +834,9 @@ func (x *GetStreamRequest) GetStream() string {
 	return ""
 }
 
-// GetStreamResponse describes one stream. (API.md names StreamInfo as the
-// response; buf's STANDARD lint wants a response message of its own, so the
-// StreamInfo is wrapped.)
+// GetStreamResponse describes one stream. (buf's STANDARD lint wants a
+// response message of its own, so the StreamInfo is wrapped; see
+// docs/api.md.)
 type GetStreamResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Info          *StreamInfo            `protobuf:"bytes,1,opt,name=info" json:"info,omitempty"`
