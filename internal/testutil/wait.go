@@ -32,10 +32,10 @@ func Poll(d time.Duration, cond func() bool) bool {
 // "test ended waiting for what" when t's context ends first.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	switch err := poll(t.Context().Done(), d, cond); err {
-	case errTimedOut:
+	switch err := poll(t.Context().Done(), d, cond); {
+	case errors.Is(err, errTimedOut):
 		t.Fatalf("timed out after %v waiting for %s", d, what)
-	case errEnded:
+	case errors.Is(err, errEnded):
 		t.Fatalf("test ended waiting for %s", what)
 	}
 }
