@@ -219,7 +219,7 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 	l.scratch = appendStats(l.scratch[:0], c.st)
 	_ = c.b.Set(metaStatsKey, l.scratch, nil)
 
-	if err := l.db.ApplyNoSyncWait(c.b, pebble.Sync); err != nil {
+	if err := applyNoSyncWait(l.db, c.b); err != nil {
 		_ = c.b.Close()
 		for _, r := range reqs {
 			for _, w := range r.writes {
