@@ -363,9 +363,9 @@ func (l *Log) checkIDs(w *Write) error {
 	return nil
 }
 
-// IDEpoch counts applied commits. A writer reads it before LookupIDs and
-// passes it as Write.LookupEpoch: every commit up to it is visible to
-// that lookup.
+// IDEpoch counts applied commits of stream writes (aux writes alone do
+// not count). A writer reads it before LookupIDs and passes it as
+// Write.LookupEpoch: every commit up to it is visible to that lookup.
 func (l *Log) IDEpoch() uint64 { return l.epoch.Load() }
 
 // recentIDs remembers the event ids of the last commits (id -> the epoch

@@ -90,7 +90,7 @@ type Log struct {
 	scratch  []byte
 	idSeen   map[[16]byte]struct{} // ids of the commit being built
 	recent   recentIDs             // ids of the last commits
-	epoch    atomic.Uint64         // applied commits; written under commitMu
+	epoch    atomic.Uint64         // applied commits of stream writes; written under commitMu
 
 	syncq     chan *Ticket           // applied batches, in position order
 	newest    atomic.Pointer[Ticket] // the last batch applied
