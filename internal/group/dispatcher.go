@@ -162,7 +162,7 @@ func (m *Manager) startDispatcher(g *group, checkpoint uint64) *dispatcher {
 	}
 	d.parkedAhead = make(map[uint64]bool)
 	prefix := parkedGroupPrefix(g.settings.Name)
-	_ = m.store.AuxScan(prefix, func(k, _ []byte) error {
+	_ = m.aux.Scan(prefix, func(k, _ []byte) error {
 		if pos := binary.BigEndian.Uint64(k[len(prefix):]); pos > checkpoint {
 			d.parkedAhead[pos] = true
 		}
@@ -484,7 +484,7 @@ func (d *dispatcher) ack(ids [][16]byte) {
 		d.m.met.acked.Inc()
 	}
 	if unpark != nil {
-		if err := d.m.store.ApplyAux(unpark); err != nil {
+		if err := d.m.aux.Apply(unpark); err != nil {
 			d.m.lg.Warn("unpark acknowledged events", zap.String("group", d.s.Name), zap.Error(err))
 		} else {
 			d.g.mu.Lock()
@@ -542,7 +542,7 @@ func (d *dispatcher) expire(now time.Time) {
 // park stores an entry in the parked list and finishes it.
 func (d *dispatcher) park(pos uint64, e *entry, reason string) {
 	w := new(eslog.AuxWrite).Put(parkedKey(d.s.Name, pos), encodeParked(e.count, reason, time.Now()))
-	if err := d.m.store.ApplyAux(w); err != nil {
+	if err := d.m.aux.Apply(w); err != nil {
 		// Not parked: leave it to come back; the log failing stops writes anyway.
 		d.m.lg.Warn("park event", zap.String("group", d.s.Name), zap.Uint64("position", pos), zap.Error(err))
 		d.requeue(pos)
@@ -581,7 +581,7 @@ func (d *dispatcher) save() {
 		return
 	}
 	cp := d.checkpoint
-	if err := d.m.store.ApplyAux(new(eslog.AuxWrite).Put(checkpointKey(d.s.Name), binary.BigEndian.AppendUint64(nil, cp))); err != nil {
+	if err := d.m.aux.Apply(new(eslog.AuxWrite).Put(checkpointKey(d.s.Name), binary.BigEndian.AppendUint64(nil, cp))); err != nil {
 		d.m.lg.Warn("store group checkpoint", zap.String("group", d.s.Name), zap.Error(err))
 		return
 	}

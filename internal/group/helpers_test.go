@@ -240,10 +240,13 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	testutil.Eventually(t, waitFor, what, cond)
 }
 
+// aux is the groups' namespace of the log.
+func (e *env) aux() *eslog.Aux { return e.l.Aux(eslog.NSGroups) }
+
 // storedCheckpoint reads a group's checkpoint key as stored.
 func (e *env) storedCheckpoint(name string) (uint64, bool) {
 	e.t.Helper()
-	v, ok, err := e.l.AuxGet(checkpointKey(name))
+	v, ok, err := e.aux().Get(checkpointKey(name))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -257,7 +260,7 @@ func (e *env) storedCheckpoint(name string) (uint64, bool) {
 func (e *env) auxKeys(prefix []byte) int {
 	e.t.Helper()
 	n := 0
-	if err := e.l.AuxScan(prefix, func(_, _ []byte) error { n++; return nil }); err != nil {
+	if err := e.aux().Scan(prefix, func(_, _ []byte) error { n++; return nil }); err != nil {
 		e.t.Fatal(err)
 	}
 	return n

@@ -143,7 +143,7 @@ func TestCreateStartsAndDelete(t *testing.T) {
 	if n := e.auxKeys(parkedGroupPrefix("g")); n != 0 {
 		t.Errorf("%d parked keys of g left", n)
 	}
-	if _, ok, _ := e.l.AuxGet(settingsKey("g")); ok {
+	if _, ok, _ := e.aux().Get(settingsKey("g")); ok {
 		t.Error("settings of g left")
 	}
 	if _, ok := e.storedCheckpoint("g"); ok {
@@ -271,7 +271,7 @@ func TestDeleteRacesCreate(t *testing.T) {
 		if _, err := e.m.Get(name); err != nil {
 			t.Fatalf("the group created again: %v", err)
 		}
-		if _, ok, _ := e.l.AuxGet(settingsKey(name)); !ok {
+		if _, ok, _ := e.aux().Get(settingsKey(name)); !ok {
 			lost++
 		}
 	}

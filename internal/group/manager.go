@@ -44,6 +44,7 @@ type Info struct {
 // safe for concurrent use.
 type Manager struct {
 	store Store
+	aux   *eslog.Aux // the groups' namespace of store
 	hub   *subscription.Hub
 	lg    *zap.Logger
 	met   *metrics
@@ -73,9 +74,9 @@ func NewManager(store Store, hub *subscription.Hub, lg *zap.Logger, reg promethe
 	if lg == nil {
 		lg = zap.NewNop()
 	}
-	m := &Manager{store: store, hub: hub, lg: lg, groups: make(map[string]*group)}
+	m := &Manager{store: store, aux: store.Aux(eslog.NSGroups), hub: hub, lg: lg, groups: make(map[string]*group)}
 	m.met = newMetrics(reg, m)
-	err := store.AuxScan([]byte(settingsPrefix), func(_, v []byte) error {
+	err := m.aux.Scan([]byte(settingsPrefix), func(_, v []byte) error {
 		s, err := decodeSettings(v)
 		if err != nil {
 			return err
@@ -86,7 +87,7 @@ func NewManager(store Store, hub *subscription.Hub, lg *zap.Logger, reg promethe
 	if err != nil {
 		return nil, fmt.Errorf("load groups: %w", err)
 	}
-	err = store.AuxScan([]byte(parkedPrefix), func(k, _ []byte) error {
+	err = m.aux.Scan([]byte(parkedPrefix), func(k, _ []byte) error {
 		rest := k[len(parkedPrefix):]
 		if i := bytes.IndexByte(rest, 0); i >= 0 {
 			if g := m.groups[string(rest[:i])]; g != nil {
@@ -159,7 +160,7 @@ func (m *Manager) Create(s Settings, start subscription.StartKind, after uint64)
 	}
 	w := new(eslog.AuxWrite).Put(settingsKey(s.Name), encodeSettings(s)).
 		Put(checkpointKey(s.Name), binary.BigEndian.AppendUint64(nil, checkpoint))
-	if err := m.store.ApplyAux(w); err != nil {
+	if err := m.aux.Apply(w); err != nil {
 		return Info{}, err
 	}
 	g := &group{settings: s}
@@ -184,7 +185,7 @@ func (m *Manager) Update(s Settings) (Info, error) {
 		g.mu.Unlock()
 		return Info{}, ErrImmutable
 	}
-	if err := m.store.ApplyAux(new(eslog.AuxWrite).Put(settingsKey(s.Name), encodeSettings(s))); err != nil {
+	if err := m.aux.Apply(new(eslog.AuxWrite).Put(settingsKey(s.Name), encodeSettings(s))); err != nil {
 		g.mu.Unlock()
 		return Info{}, err
 	}
@@ -223,7 +224,7 @@ func (m *Manager) Delete(name string) error {
 	m.mu.Lock() // a Create of the name waits until the keys are gone
 	defer m.mu.Unlock()
 	w := new(eslog.AuxWrite).Delete(settingsKey(name)).Delete(checkpointKey(name)).DeletePrefix(parkedGroupPrefix(name))
-	if err := m.store.ApplyAux(w); err != nil {
+	if err := m.aux.Apply(w); err != nil {
 		return err
 	}
 	if m.groups[name] == g {
@@ -257,7 +258,7 @@ func (m *Manager) info(g *group) (Info, error) {
 			return info, nil
 		}
 	}
-	v, ok, err := m.store.AuxGet(checkpointKey(info.Settings.Name))
+	v, ok, err := m.aux.Get(checkpointKey(info.Settings.Name))
 	if err != nil {
 		return Info{}, err
 	}
@@ -296,7 +297,7 @@ func (m *Manager) ListParked(name string, after uint64, limit int) (out []Parked
 		return nil, false, err
 	}
 	prefix := parkedGroupPrefix(name)
-	err = m.store.AuxScan(prefix, func(k, v []byte) error {
+	err = m.aux.Scan(prefix, func(k, v []byte) error {
 		if len(k) != len(prefix)+8 {
 			return fmt.Errorf("parked key %x: malformed", k)
 		}
@@ -338,7 +339,7 @@ func (m *Manager) ReplayParked(name string, max int) (int, error) {
 	}
 	prefix := parkedGroupPrefix(name)
 	var positions []uint64
-	err = m.store.AuxScan(prefix, func(k, _ []byte) error {
+	err = m.aux.Scan(prefix, func(k, _ []byte) error {
 		if max > 0 && len(positions) == max {
 			return errStopScan
 		}
@@ -420,7 +421,7 @@ func (m *Manager) Join(name, memberName string) (*Member, error) {
 }
 
 func (m *Manager) checkpoint(name string) (uint64, error) {
-	v, ok, err := m.store.AuxGet(checkpointKey(name))
+	v, ok, err := m.aux.Get(checkpointKey(name))
 	if err != nil || !ok {
 		return 0, err
 	}

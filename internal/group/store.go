@@ -11,25 +11,26 @@ import (
 	"github.com/esdhq/esd/internal/subscription"
 )
 
-// Store is what groups need of the log: its aux key space for their
-// durable state, and single events for the parked list.
+// Store is what groups need of the log: their namespace of its aux key
+// space (eslog.NSGroups) for their durable state, and single events for
+// the parked list. *eslog.Log is one.
 type Store interface {
-	ApplyAux(w *eslog.AuxWrite) error
-	AuxGet(key []byte) ([]byte, bool, error)
-	AuxScan(prefix []byte, fn func(key, value []byte) error) error
+	Aux(ns eslog.Namespace) *eslog.Aux
 	EventAt(pos uint64) (*eslog.RecordedEvent, bool, error)
 	LastPosition() uint64
 }
 
-// Aux keys (names hold no 0x00, so 0x00 ends one):
+// Keys in eslog.NSGroups, whose prefix is "grp/": on disk a key is 0x09
+// "grp/" then the key below, as before namespaces were explicit. Names
+// hold no 0x00, so 0x00 ends one.
 //
-//	grp/s/<name>          -> settings (JSON)
-//	grp/c/<name>          -> checkpoint (8 bytes)
-//	grp/p/<name> 0x00 pos -> parked entry (JSON)
+//	s/<name>          -> settings (JSON)
+//	c/<name>          -> checkpoint (8 bytes)
+//	p/<name> 0x00 pos -> parked entry (JSON)
 const (
-	settingsPrefix   = "grp/s/"
-	checkpointPrefix = "grp/c/"
-	parkedPrefix     = "grp/p/"
+	settingsPrefix   = "s/"
+	checkpointPrefix = "c/"
+	parkedPrefix     = "p/"
 )
 
 func settingsKey(name string) []byte   { return []byte(settingsPrefix + name) }

@@ -131,7 +131,9 @@ func (t *Ticket) Wait(ctx context.Context) error {
 // Concurrent calls are combined: whoever takes the commit lock applies
 // every call queued by then as one batch, so that shards committing at
 // the same moment share one WAL write and one fsync rather than queueing
-// for the next.
+// for the next. Aux writes and compare-and-swaps (auxspace.go) queue and
+// combine the same way: they take no position, but they are ordered with
+// the commits around them, and durable and acknowledged in that order.
 //
 // An error return means nothing was applied: ErrClosed, or ErrStorageFailed
 // (and every later Commit fails too).
@@ -140,6 +142,13 @@ func (l *Log) Commit(writes []*Write, atomic bool) (*Ticket, error) {
 		w.Prepare()
 	}
 	r := &commitReq{writes: writes, atomic: atomic}
+	l.submit(r)
+	return r.ticket, r.err
+}
+
+// submit queues r and, unless whoever holds the commit lock applies it
+// meanwhile, applies everything queued. On return r is done.
+func (l *Log) submit(r *commitReq) {
 	l.queueMu.Lock()
 	l.queue = append(l.queue, r)
 	l.queueMu.Unlock()
@@ -153,28 +162,30 @@ func (l *Log) Commit(writes []*Write, atomic bool) (*Ticket, error) {
 		l.queueMu.Unlock()
 		l.commitLocked(reqs)
 	}
-	return r.ticket, r.err
 }
 
-// commitReq is one Commit call waiting to be applied.
+// commitReq is one Commit call, or one aux write or compare-and-swap
+// (auxspace.go), waiting to be applied.
 type commitReq struct {
 	writes []*Write
 	atomic bool
+	aux    *auxReq // instead of writes
 	// Set under commitMu by whoever applies it.
-	done   bool
-	ticket *Ticket
-	err    error
+	done    bool
+	applied bool // some of it is in the batch
+	ticket  *Ticket
+	err     error // for aux: also a *CASError
 }
 
 // commitLocked applies reqs as one batch. Called with commitMu held.
 func (l *Log) commitLocked(reqs []*commitReq) {
 	finish := func(t *Ticket, err error) {
 		for _, r := range reqs {
-			r.done, r.err = true, err
-			for _, w := range r.writes {
-				if w.Err == nil && err == nil {
-					r.ticket = t
-				}
+			r.done = true
+			if err != nil {
+				r.err = err
+			} else if r.applied {
+				r.ticket = t
 			}
 		}
 	}
@@ -196,22 +207,40 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 		st:    l.st,
 	}
 	clear(l.idSeen)
-	size := 0
+	size, reads := 0, false
 	for _, r := range reqs {
 		for _, w := range r.writes {
 			size += len(w.recs) + 64*len(w.Events) + 256
 		}
-	}
-	c.b = l.db.NewBatchWithSize(size)
-	applied := 0
-	for _, r := range reqs {
-		if r.atomic {
-			applied += l.applyAtomic(&c, r.writes)
-		} else {
-			applied += l.applyEach(&c, r.writes)
+		if r.aux != nil {
+			reads = reads || len(r.aux.conds) > 0
+			size += r.aux.size()
 		}
 	}
-	if applied == 0 {
+	if reads { // a compare-and-swap reads through the batch
+		c.b = l.db.NewIndexedBatchWithSize(size)
+	} else {
+		c.b = l.db.NewBatchWithSize(size)
+	}
+	writes, auxes := 0, 0
+	for _, r := range reqs {
+		n := 0
+		switch {
+		case r.aux != nil:
+			if r.err = applyAux(c.b, r.aux); r.err == nil {
+				n = 1
+				auxes++
+			}
+		case r.atomic:
+			n = l.applyAtomic(&c, r.writes)
+			writes += n
+		default:
+			n = l.applyEach(&c, r.writes)
+			writes += n
+		}
+		r.applied = n > 0
+	}
+	if writes+auxes == 0 {
 		_ = c.b.Close()
 		finish(nil, nil)
 		return
@@ -219,21 +248,31 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 	l.scratch = appendStats(l.scratch[:0], c.st)
 	_ = c.b.Set(metaStatsKey, l.scratch, nil)
 
-	if err := l.db.ApplyNoSyncWait(c.b, pebble.Sync); err != nil {
+	t := &Ticket{last: c.pos - 1, deletions: c.deletions, events: c.committed, done: make(chan struct{})}
+	if auxes > 0 {
+		// Before the apply: a reader that sees the batch finds t (see
+		// auxSnapshot).
+		l.auxNewest.Store(t)
+	}
+	if err := applyNoSyncWait(l.db, c.b); err != nil {
 		_ = c.b.Close()
 		for _, r := range reqs {
 			for _, w := range r.writes {
 				w.Err = err
 			}
 		}
-		finish(nil, l.fail(err))
+		t.err = l.fail(err)
+		close(t.done)
+		finish(nil, t.err)
 		return
 	}
+	t.batch = c.b
 	l.nextPos, l.lastTime, l.sys, l.sysNew, l.st = c.pos, c.now, c.sys, c.sysNw, c.st
-	epoch := l.epoch.Add(1) // after the apply: lookups from now on see this commit
-	l.recent.add(epoch, c.ids)
-	t := &Ticket{batch: c.b, last: c.pos - 1, deletions: c.deletions, events: c.committed, done: make(chan struct{})}
-	l.met.commit(applied, c.events, c.bytes)
+	if writes > 0 {
+		epoch := l.epoch.Add(1) // after the apply: lookups from now on see this commit
+		l.recent.add(epoch, c.ids)
+		l.met.commit(writes, c.events, c.bytes)
+	}
 	l.syncq <- t // in position order: the syncer publishes in this order
 	l.newest.Store(t)
 	finish(t, nil)
@@ -324,9 +363,9 @@ func (l *Log) checkIDs(w *Write) error {
 	return nil
 }
 
-// IDEpoch counts applied commits. A writer reads it before LookupIDs and
-// passes it as Write.LookupEpoch: every commit up to it is visible to
-// that lookup.
+// IDEpoch counts applied commits of stream writes (aux writes alone do
+// not count). A writer reads it before LookupIDs and passes it as
+// Write.LookupEpoch: every commit up to it is visible to that lookup.
 func (l *Log) IDEpoch() uint64 { return l.epoch.Load() }
 
 // recentIDs remembers the event ids of the last commits (id -> the epoch

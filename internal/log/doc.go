@@ -5,15 +5,27 @@
 //
 // # Key spaces
 //
-// One prefix byte per key space, integers fixed-width big-endian:
+// One prefix byte per key space (keys.go), integers fixed-width
+// big-endian; names end with 0x00 where more follows (they hold none):
 //
-//	0x00 name             -> format version, store-wide counts
-//	0x01 pos              -> event record (two CRC32-C checksums)
-//	0x02 sid rev          -> pos              per-stream version index
-//	0x03 stream name      -> sid              names interned to 8-byte ids
-//	0x04 sid              -> stream state     head, deletion, times, name
-//	0x05 event id         -> sid rev pos      durable id index (idempotency)
-//	0x06 sid              -> (empty)          streams with deleted events
+//	0x00 name                  -> format version, store-wide counts
+//	0x01 pos                   -> event record (two CRC32-C checksums)
+//	0x02 sid rev               -> pos                     per-stream version index
+//	0x03 stream name           -> sid                     names interned to 8-byte ids
+//	0x04 sid                   -> stream state            head, deletion, times, name
+//	0x05 event id              -> sid rev pos first last  durable id index (idempotency)
+//	0x06 sid                   -> (empty)                 streams with deleted events
+//	0x07 category 0x00 pos     -> event record            category index, a covering copy
+//	0x08 type 0x00 pos         -> (empty)                 event type index
+//	0x09 namespace-prefix key  -> value                   aux: other packages' state
+//
+// The aux space is divided into namespaces (namespaces.go), each reached
+// only through its own handle (Log.Aux), whose keys are relative to it:
+//
+//	0x09 "grp/" key            consumer groups (internal/group); key is
+//	                           s/<name>, c/<name> or p/<name> 0x00 pos
+//	0x09 "snap/" key           reserved: snapshots
+//	0x09 "lease/" key          reserved: leases
 //
 // # Invariants
 //
@@ -21,11 +33,13 @@
 //     survives a crash. Commit runs under one lock, which assigns
 //     positions, so positions are contiguous and in commit order, and
 //     Pebble's WAL holds the batches in position order.
-//  2. Commit writes the batch with Pebble's ApplyNoSyncWait and returns;
-//     one syncer goroutine waits for each batch's fsync in order and only
-//     then publishes its positions. Pebble makes a batch readable before
-//     its fsync, so every read is capped at the published position: no
-//     reader sees a position before every position below it is durable.
+//  2. Commit writes the batch with Pebble's ApplyNoSyncWait (only ever
+//     through applyNoSyncWait, pebbleapply.go, which states the contract
+//     relied on) and returns; one syncer goroutine waits for each batch's
+//     fsync in order and only then publishes its positions. Pebble makes
+//     a batch readable before its fsync, so every read is capped at the
+//     published position: no reader sees a position before every
+//     position below it is durable.
 //  3. Event ids are unique across the store. The writer looks ids up
 //     (LookupIDs) before deciding an append; Commit checks, under its
 //     lock, the ids committed since that lookup (kept in memory), so two
@@ -36,6 +50,12 @@
 //     set of streams with deletions, loaded at Open from 0x06.
 //  5. Open reads only the last keys of the event and stream spaces, the
 //     counts and the deleted streams: no scan of the events.
+//  6. Aux writes and compare-and-swaps (auxspace.go) are requests of the
+//     same commit queue: applied under the commit lock, possibly in one
+//     batch with events, in one order with them, and acknowledged by the
+//     syncer once durable. They take no position. A compare-and-swap
+//     compares with every aux write applied before it; Get and Scan of
+//     the aux space return only durable values.
 //
 // # Concurrency
 //

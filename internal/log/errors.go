@@ -132,3 +132,27 @@ func AppendID(dst []byte, id [16]byte) []byte {
 	hex.Encode(b[24:], id[10:])
 	return append(dst, b[:]...)
 }
+
+// ErrCASMismatch: an aux compare-and-swap found a value other than the
+// expected one; a *CASError says which.
+var ErrCASMismatch = errors.New("log: compare-and-swap: value differs")
+
+// CASError is the failure of a compare-and-swap (Aux.CompareAndSwap): Key
+// (relative to Namespace) holds Current (Exists false: it is absent), not
+// the expected value. Nothing of the swap was written. It matches
+// ErrCASMismatch.
+type CASError struct {
+	Namespace Namespace
+	Key       []byte
+	Current   []byte
+	Exists    bool
+}
+
+func (e *CASError) Error() string {
+	if !e.Exists {
+		return fmt.Sprintf("log: compare-and-swap of %s key %q: value differs (key absent)", e.Namespace, e.Key)
+	}
+	return fmt.Sprintf("log: compare-and-swap of %s key %q: value differs (%d bytes stored)", e.Namespace, e.Key, len(e.Current))
+}
+
+func (e *CASError) Unwrap() error { return ErrCASMismatch }

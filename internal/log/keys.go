@@ -5,19 +5,20 @@ import (
 	"fmt"
 )
 
-// Key spaces. One prefix byte each; integers are fixed-width big-endian so
-// that byte order equals numeric order. A prefix is never reused.
+// Key spaces, as doc.go lists them (TestDocListsKeySpaces). One prefix
+// byte each; integers are fixed-width big-endian so that byte order
+// equals numeric order. A prefix is never reused.
 const (
-	kMeta     byte = 0x00 // 0x00 name               -> format version, stats
-	kEvent    byte = 0x01 // 0x01 pos(8)             -> event record (see record.go)
-	kIndex    byte = 0x02 // 0x02 sid(8) rev(8)      -> pos(8)
-	kName     byte = 0x03 // 0x03 stream-name bytes  -> sid(8)
-	kStream   byte = 0x04 // 0x04 sid(8)             -> stream state (see state.go)
-	kID       byte = 0x05 // 0x05 event-id(16)       -> sid(8) rev(8) pos(8)
-	kDeleted  byte = 0x06 // 0x06 sid(8)             -> empty: the stream has deleted events
-	kCategory byte = 0x07 // 0x07 category 0x00 pos(8) -> event record, a copy (index.go)
-	kType     byte = 0x08 // 0x08 type 0x00 pos(8)     -> empty (index.go)
-	kAux      byte = 0x09 // 0x09 namespace key        -> value of other packages (auxspace.go)
+	kMeta     byte = 0x00 // 0x00 name                  -> format version, stats
+	kEvent    byte = 0x01 // 0x01 pos(8)                -> event record (see record.go)
+	kIndex    byte = 0x02 // 0x02 sid(8) rev(8)         -> pos(8)
+	kName     byte = 0x03 // 0x03 stream-name bytes     -> sid(8)
+	kStream   byte = 0x04 // 0x04 sid(8)                -> stream state (see state.go)
+	kID       byte = 0x05 // 0x05 event-id(16)          -> sid(8) rev(8) pos(8) first(8) last(8) (idLoc)
+	kDeleted  byte = 0x06 // 0x06 sid(8)                -> empty: the stream has deleted events
+	kCategory byte = 0x07 // 0x07 category 0x00 pos(8)  -> event record, a copy (index.go)
+	kType     byte = 0x08 // 0x08 type 0x00 pos(8)      -> empty (index.go)
+	kAux      byte = 0x09 // 0x09 namespace-prefix key  -> a namespace's value (auxspace.go, namespaces.go)
 )
 
 // Meta keys.

@@ -90,10 +90,11 @@ type Log struct {
 	scratch  []byte
 	idSeen   map[[16]byte]struct{} // ids of the commit being built
 	recent   recentIDs             // ids of the last commits
-	epoch    atomic.Uint64         // applied commits; written under commitMu
+	epoch    atomic.Uint64         // applied commits of stream writes; written under commitMu
 
-	syncq  chan *Ticket           // applied batches, in position order
-	newest atomic.Pointer[Ticket] // the last batch applied
+	syncq     chan *Ticket           // applied batches, in position order
+	newest    atomic.Pointer[Ticket] // the last batch applied
+	auxNewest atomic.Pointer[Ticket] // the last batch with aux writes, stored before it is applied
 
 	onPublish atomic.Pointer[func([]Committed)] // see OnPublish
 	syncDone  chan struct{}                     // closed when the syncer has stopped
@@ -380,8 +381,10 @@ func (l *Log) syncer() {
 			if len(t.deletions) > 0 {
 				l.applyDeletions(t.deletions)
 			}
-			l.publish(t.last)
-			if hook := l.onPublish.Load(); hook != nil {
+			if t.last > l.published.Load() { // not an aux write alone
+				l.publish(t.last)
+			}
+			if hook := l.onPublish.Load(); hook != nil && len(t.events) > 0 {
 				(*hook)(t.events)
 			}
 		}

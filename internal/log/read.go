@@ -577,3 +577,27 @@ func (e *EventView) Materialize() *RecordedEvent {
 func materializing(emit func(*RecordedEvent) error) func(*EventView) error {
 	return func(v *EventView) error { return emit(v.Materialize()) }
 }
+
+// EventAt returns the event at pos, if it is published and visible.
+func (l *Log) EventAt(pos uint64) (*RecordedEvent, bool, error) {
+	if pos == 0 || pos > l.published.Load() {
+		return nil, false, nil
+	}
+	var kb [9]byte
+	v, ok, err := l.get(appendEventKey(kb[:0], pos))
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	var ev EventView
+	if err := decodeRecord(v, &ev.v); err != nil {
+		return nil, false, fmt.Errorf("position %d: %w", pos, err)
+	}
+	if l.Hidden(ev.v.sid, ev.v.rev) {
+		return nil, false, nil
+	}
+	if ev.Stream, err = l.streamName(ev.v.sid); err != nil {
+		return nil, false, err
+	}
+	ev.Position = pos
+	return ev.Materialize(), true, nil
+}
