@@ -67,12 +67,12 @@ func getGroup(t *testing.T, ts *testServer, name string) *esdv1.GroupInfo {
 }
 
 // storedCheckpoint is group name's checkpoint as stored in the log (what
-// a crash keeps; GetGroup reports the dispatcher's, which runs ahead): aux
-// key grp/c/<name>, 8 bytes big-endian, as internal/group/store.go lays
-// it out. It is 0 while none is stored.
+// a crash keeps; GetGroup reports the dispatcher's, which runs ahead): key
+// c/<name> of the groups' aux namespace, 8 bytes big-endian, as
+// internal/group/store.go lays it out. It is 0 while none is stored.
 func storedCheckpoint(t *testing.T, ts *testServer, name string) uint64 {
 	t.Helper()
-	v, ok, err := ts.log.AuxGet([]byte("grp/c/" + name))
+	v, ok, err := ts.log.Aux(eslog.NSGroups).Get([]byte("c/" + name))
 	switch {
 	case err != nil:
 		t.Fatalf("stored checkpoint of %q: %v", name, err)
