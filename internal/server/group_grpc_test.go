@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -1335,6 +1337,33 @@ func (r *rawServer) dial(t *testing.T) *grpc.ClientConn {
 		t.Fatal(err)
 	}
 	return conn
+}
+
+// TestGroupJoinClosedBeforeJoinGRPC: a client that closes its side of Join
+// before sending join has left: the RPC ends with OK, not INTERNAL, and the
+// server logs no error.
+func TestGroupJoinClosedBeforeJoinGRPC(t *testing.T) {
+	ts := newTestServer(t, withObservedLogs())
+	createGroup(t, ts, catGroup("g", "order"))
+	st, err := groupsOf(ts).Join(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); err != io.EOF {
+		t.Errorf("Join closed before join: got %v, %v; want the end of the stream with OK", r, err)
+	}
+	// The server logs a failed RPC before it sends the status: the log is
+	// complete now.
+	errs := ts.logs.Filter(func(e observer.LoggedEntry) bool { return e.Level >= zap.ErrorLevel })
+	for _, e := range errs.All() {
+		t.Errorf("logged %s: %s %v", e.Level, e.Message, e.ContextMap())
+	}
+	if i := getGroup(t, ts, "g"); i.GetMembers() != 0 {
+		t.Errorf("%d members, want 0", i.GetMembers())
+	}
 }
 
 // TestGroupAbruptDisconnectGRPC: a member whose connection closes with

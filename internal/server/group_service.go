@@ -139,6 +139,11 @@ func (s *groupService) ReplayParked(_ context.Context, req *esdv1.ReplayParkedRe
 // Join runs one member: deliveries out, acks and nacks in.
 func (s *groupService) Join(stream grpc.BidiStreamingServer[esdv1.JoinRequest, esdv1.JoinResponse]) error {
 	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		// The client closed its side before joining: it left, which is no
+		// error (CANCELLED, DEADLINE_EXCEEDED if it is gone as well).
+		return stream.Context().Err()
+	}
 	if err != nil {
 		return err
 	}

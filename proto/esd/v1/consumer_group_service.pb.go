@@ -160,9 +160,9 @@ type Group struct {
 	//	*Group_AfterPosition
 	Start isGroup_Start `protobuf_oneof:"start"`
 	// How long a delivery may stay unacknowledged before it is delivered
-	// again; 0 means 30s. At least 100ms.
+	// again; 0 means 30s; otherwise 100ms to 1h.
 	AckTimeout *durationpb.Duration `protobuf:"bytes,9,opt,name=ack_timeout,json=ackTimeout" json:"ack_timeout,omitempty"`
-	// Deliveries of one event before it is parked; 0 means 10.
+	// Deliveries of one event before it is parked; 0 means 10; at most 1000.
 	MaxDeliveries uint32 `protobuf:"varint,10,opt,name=max_deliveries,json=maxDeliveries" json:"max_deliveries,omitempty"`
 	// Events delivered and not yet acknowledged (or waiting for a member),
 	// over all members; 0 means 1000; at most 100000.
@@ -1526,7 +1526,8 @@ func (x *ListParkedResponse) GetNextPageToken() string {
 type ReplayParkedRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Group string                 `protobuf:"bytes,1,opt,name=group" json:"group,omitempty"`
-	// At most this many, oldest first; 0 means all.
+	// At most this many, oldest first; 0 means all, otherwise at most 100000
+	// a call.
 	MaxCount      uint64 `protobuf:"varint,2,opt,name=max_count,json=maxCount" json:"max_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1578,7 +1579,8 @@ func (x *ReplayParkedRequest) GetMaxCount() uint64 {
 
 type ReplayParkedResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Events handed back to the members.
+	// The parked entries taken, counting those already being replayed and
+	// those deleted since they were parked (which are skipped).
 	Replayed      uint64 `protobuf:"varint,1,opt,name=replayed" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -62,8 +62,9 @@ type ConsumerGroupServiceClient interface {
 	ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error)
 	// Join makes the caller a member. It sends join first; the server
 	// answers joined, then deliveries; the member sends ack and nack for
-	// the event ids it was delivered. The server sends a member up to 64
-	// deliveries ahead of its acks (within the group's max_in_flight).
+	// the event ids it was delivered. Up to 64 deliveries wait to be written
+	// to a member's stream; the events a member holds unacknowledged are
+	// bounded only by the group's max_in_flight, not per member.
 	// Closing the stream (or losing the connection) hands the member's
 	// unacknowledged events to the others.
 	Join(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[JoinRequest, JoinResponse], error)
@@ -198,8 +199,9 @@ type ConsumerGroupServiceServer interface {
 	ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error)
 	// Join makes the caller a member. It sends join first; the server
 	// answers joined, then deliveries; the member sends ack and nack for
-	// the event ids it was delivered. The server sends a member up to 64
-	// deliveries ahead of its acks (within the group's max_in_flight).
+	// the event ids it was delivered. Up to 64 deliveries wait to be written
+	// to a member's stream; the events a member holds unacknowledged are
+	// bounded only by the group's max_in_flight, not per member.
 	// Closing the stream (or losing the connection) hands the member's
 	// unacknowledged events to the others.
 	Join(grpc.BidiStreamingServer[JoinRequest, JoinResponse]) error

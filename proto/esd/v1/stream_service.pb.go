@@ -153,7 +153,8 @@ type AppendRequest_StreamExists struct {
 }
 
 type AppendRequest_Exact struct {
-	// Holds when the stream's head equals it.
+	// Holds when the stream has visible events and its head equals it (never
+	// for a soft-deleted stream).
 	Exact uint64 `protobuf:"varint,5,opt,name=exact,oneof"`
 }
 
@@ -357,7 +358,8 @@ type ReadStreamRequest struct {
 	Stream string                 `protobuf:"bytes,1,opt,name=stream" json:"stream,omitempty"`
 	// The first revision to return (inclusive). Unset: 0 when reading
 	// forward, the head when reading backward. A revision before the first
-	// visible one reads from the first visible one.
+	// visible one reads from the first visible one forward, and nothing
+	// backward.
 	FromRevision *uint64       `protobuf:"varint,2,opt,name=from_revision,json=fromRevision" json:"from_revision,omitempty"`
 	Direction    ReadDirection `protobuf:"varint,3,opt,name=direction,enum=esd.v1.ReadDirection" json:"direction,omitempty"`
 	// The most events to return; 0 = all.
@@ -549,8 +551,9 @@ type ReadAllResponse struct {
 	// Events in position order (of the read's direction).
 	Events []*RecordedEvent `protobuf:"bytes,1,rep,name=events" json:"events,omitempty"`
 	// Set (non-zero) when a filtered read scanned far without a match, and on
-	// the last message of a filtered read: every position up to it (down to
-	// it, backward) was scanned, so a client can resume after it.
+	// the last message of a filtered read unless max_count ended it (or there
+	// was nothing to scan): every position up to it (down to it, backward)
+	// was scanned, so a client can resume after it.
 	Checkpoint    uint64 `protobuf:"varint,2,opt,name=checkpoint" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

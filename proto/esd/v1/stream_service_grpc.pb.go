@@ -35,11 +35,12 @@ const (
 //
 // StreamService appends to and reads streams and the global log ($all).
 //
-// Every error carries a google.rpc.ErrorInfo (domain "esd") whose reason is
-// listed at each RPC; see errors.proto for the whole table. Any RPC may also
-// fail with UNAVAILABLE/SHUTTING_DOWN while the server stops, and writes with
-// UNAVAILABLE/STORAGE_FAILED after a storage failure and
-// RESOURCE_EXHAUSTED/OVERLOADED when the writer's queues are full.
+// Every error esd maps itself carries a google.rpc.ErrorInfo (domain "esd")
+// whose reason is listed at each RPC; see errors.proto for the whole table.
+// Any RPC may also fail with UNAVAILABLE/SHUTTING_DOWN while the server
+// stops, and writes with UNAVAILABLE/STORAGE_FAILED after a storage failure
+// and RESOURCE_EXHAUSTED/OVERLOADED when a writer queue is full or the
+// writer holds 256 MiB of event bytes not yet answered.
 type StreamServiceClient interface {
 	// Append writes events to one stream, atomically and durably (acknowledged
 	// only after fsync), if the expected revision holds.
@@ -234,11 +235,12 @@ type StreamService_SubscribeClient = grpc.ServerStreamingClient[SubscribeRespons
 //
 // StreamService appends to and reads streams and the global log ($all).
 //
-// Every error carries a google.rpc.ErrorInfo (domain "esd") whose reason is
-// listed at each RPC; see errors.proto for the whole table. Any RPC may also
-// fail with UNAVAILABLE/SHUTTING_DOWN while the server stops, and writes with
-// UNAVAILABLE/STORAGE_FAILED after a storage failure and
-// RESOURCE_EXHAUSTED/OVERLOADED when the writer's queues are full.
+// Every error esd maps itself carries a google.rpc.ErrorInfo (domain "esd")
+// whose reason is listed at each RPC; see errors.proto for the whole table.
+// Any RPC may also fail with UNAVAILABLE/SHUTTING_DOWN while the server
+// stops, and writes with UNAVAILABLE/STORAGE_FAILED after a storage failure
+// and RESOURCE_EXHAUSTED/OVERLOADED when a writer queue is full or the
+// writer holds 256 MiB of event bytes not yet answered.
 type StreamServiceServer interface {
 	// Append writes events to one stream, atomically and durably (acknowledged
 	// only after fsync), if the expected revision holds.
