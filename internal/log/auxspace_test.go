@@ -284,7 +284,7 @@ func TestCompareAndSwapsInOneBatch(t *testing.T) {
 			t.Errorf("request %d: %v; ticket %p, want the batch's %p", i, r.err, r.ticket, tk)
 		}
 	}
-	if !errors.As(reqs[4].err, new(*CASError)) || string(reqs[4].err.(*CASError).Current) != "2" {
+	if ce := (*CASError)(nil); !errors.As(reqs[4].err, &ce) || string(ce.Current) != "2" {
 		t.Errorf("the third swap of c: %v; want it to find 2", reqs[4].err)
 	}
 	if err := tk.Wait(context.Background()); err != nil {

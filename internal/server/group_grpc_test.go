@@ -1352,7 +1352,7 @@ func TestGroupJoinClosedBeforeJoinGRPC(t *testing.T) {
 	if err := st.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := st.Recv(); err != io.EOF {
+	if r, err := st.Recv(); !errors.Is(err, io.EOF) {
 		t.Errorf("Join closed before join: got %v, %v; want the end of the stream with OK", r, err)
 	}
 	// The server logs a failed RPC before it sends the status: the log is
