@@ -75,7 +75,6 @@ type fakeLog struct {
 	lookups   int
 
 	beforeCommit func(writes []*eslog.Write) // called before a Commit takes the lock
-	afterLookup  func(ids [][16]byte)        // called after LookupIDs read, before it returns
 	afterPending func()                      // called after Pending read, before it returns
 
 	violations []string
@@ -169,11 +168,7 @@ func (f *fakeLog) LookupIDs(ids [][16]byte) ([]eslog.IDLocation, error) {
 		}
 	}
 	f.lookups++
-	hook := f.afterLookup
 	f.mu.Unlock()
-	if hook != nil {
-		hook(ids)
-	}
 	return out, nil
 }
 
@@ -530,12 +525,6 @@ func (f *fakeLog) setBeforeCommit(h func([]*eslog.Write)) {
 	f.beforeCommit = h
 }
 
-func (f *fakeLog) setAfterLookup(h func([][16]byte)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.afterLookup = h
-}
-
 func (f *fakeLog) setAfterPending(h func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -592,17 +581,6 @@ func (f *fakeLog) stored() []fakeEvent {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.events)
-}
-
-// storedOf returns the events of stream, in position order.
-func (f *fakeLog) storedOf(stream string) []fakeEvent {
-	var out []fakeEvent
-	for _, e := range f.stored() {
-		if e.stream == stream {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 func (f *fakeLog) idLocation(id [16]byte) (eslog.IDLocation, bool) {

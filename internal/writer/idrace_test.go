@@ -113,7 +113,7 @@ func TestIDCommittedDuringLookup(t *testing.T) {
 	if !errors.As(err, &idc) || idc.ID != x || idc.Stream != mine {
 		t.Fatalf("append of an id committed during its lookup: %v, want an id conflict", err)
 	}
-	st, ok, err := s.Log.State(other)
+	st, ok, err := s.State(other)
 	if err != nil || !ok {
 		t.Fatalf("State(%s): %t, %v", other, ok, err)
 	}
@@ -169,7 +169,7 @@ func TestAppendMultiIDConflictOnlyLogSees(t *testing.T) {
 				t.Fatalf("$all holds events of %v, want only the other commit's (%s)", streams, other)
 			}
 			for _, st := range []string{a, c} {
-				if _, ok, err := s.Log.State(st); ok || err != nil {
+				if _, ok, err := s.State(st); ok || err != nil {
 					t.Fatalf("State(%s) after the failed AppendMulti: %t, %v", st, ok, err)
 				}
 			}

@@ -149,14 +149,14 @@ func TestExpectedRevisions(t *testing.T) {
 						}
 					case tombstoned:
 						var se *eslog.StreamError
-						if !errors.Is(err, ErrRefused) || !errors.As(err, &se) || se.Err != eslog.ErrStreamTombstoned ||
+						if !errors.Is(err, ErrRefused) || !errors.As(err, &se) || !errors.Is(se.Err, eslog.ErrStreamTombstoned) ||
 							Reason(err) != ReasonStreamTombstoned {
 							t.Fatalf("error %v, want a refused write to a tombstoned stream", err)
 						}
 					case notFound, deleted:
 						target := map[outcomeKind]error{notFound: eslog.ErrStreamNotFound, deleted: eslog.ErrStreamDeleted}[wantKind]
 						var se *eslog.StreamError
-						if !errors.As(err, &se) || se.Err != target || se.Stream != "s" {
+						if !errors.As(err, &se) || !errors.Is(se.Err, target) || se.Stream != "s" {
 							t.Fatalf("error %v, want %v", err, target)
 						}
 					}
