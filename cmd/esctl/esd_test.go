@@ -43,18 +43,19 @@ func startESD(t *testing.T) *testESD {
 	if err != nil {
 		t.Fatalf("open log: %v", err)
 	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = l.Close()
+		t.Fatal(err)
+	}
 	srv, err := server.New(l, server.Config{
 		DataDir: dir, Shards: 2, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second,
 		SubscriptionBufferBytes: 4 << 20,
 	}, lg.Named("server"), reg)
 	if err != nil {
+		_ = lis.Close()
 		_ = l.Close()
 		t.Fatalf("new server: %v", err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		_ = l.Close()
-		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
