@@ -88,7 +88,8 @@ func TestExpectedSetsOneof(t *testing.T) {
 
 func TestAppendData(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	srv := startESD(t)
+	addr := srv.addr
 	file := filepath.Join(t.TempDir(), "data.json")
 	if err := os.WriteFile(file, []byte(`{"from":"file"}`), 0o600); err != nil {
 		t.Fatal(err)
@@ -120,7 +121,7 @@ func TestAppendData(t *testing.T) {
 			if code != exitOK {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
-			evs := fake.events(stream)
+			evs := srv.events(t, stream)
 			if len(evs) != 1 {
 				t.Fatalf("stream has %d events, want 1", len(evs))
 			}
@@ -133,7 +134,8 @@ func TestAppendData(t *testing.T) {
 
 func TestAppendFields(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	srv := startESD(t)
+	addr := srv.addr
 	const id = "0190c6c3-6d2a-7b8e-9f00-0123456789ab"
 	out := mustRun(t, addr, "append", "order-1", `{"n":1}`, "--type", "OrderPlaced", "--id", id,
 		"--content-type", "application/json", "--metadata", "user=ann", "--tag", "a,b", "--tag", "c",
@@ -145,7 +147,7 @@ func TestAppendFields(t *testing.T) {
 	if resp.GetLastPosition() != 1 || resp.GetCommitTime() == nil {
 		t.Errorf("response %v", &resp)
 	}
-	evs := fake.events("order-1")
+	evs := srv.events(t, "order-1")
 	if len(evs) != 1 {
 		t.Fatalf("%d events", len(evs))
 	}
@@ -168,7 +170,7 @@ func TestAppendFields(t *testing.T) {
 
 func TestAppendWrongRevisionDetail(t *testing.T) {
 	t.Parallel()
-	_, addr := newTestServer(t)
+	addr := startESD(t).addr
 	for i := range 3 {
 		mustRun(t, addr, "append", "acct-1", "v"+string(rune('0'+i)), "--type", "Deposited")
 	}
@@ -202,4 +204,33 @@ func TestAppendWrongRevisionDetail(t *testing.T) {
 	if code != exitWrongRevision || !strings.Contains(stderr, "actual head:  none") || !strings.Contains(stderr, "exists:       false") {
 		t.Errorf("exit %d, stderr:\n%s", code, stderr)
 	}
+}
+
+var expectAnyProto = &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Any{Any: &emptypb.Empty{}}}
+
+// appendExpectation is an AppendRequest's expected revision as the
+// WrongExpectedRevision detail has it.
+func appendExpectation(req *esdv1.AppendRequest) *esdv1.ExpectedRevision {
+	switch k := req.GetExpectedRevision().(type) {
+	case *esdv1.AppendRequest_NoStream:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_NoStream{NoStream: &emptypb.Empty{}}}
+	case *esdv1.AppendRequest_StreamExists:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_StreamExists{StreamExists: &emptypb.Empty{}}}
+	case *esdv1.AppendRequest_Exact:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Exact{Exact: k.Exact}}
+	}
+	return expectAnyProto
+}
+
+// deleteExpectation is appendExpectation for a DeleteStreamRequest.
+func deleteExpectation(req *esdv1.DeleteStreamRequest) *esdv1.ExpectedRevision {
+	switch k := req.GetExpectedRevision().(type) {
+	case *esdv1.DeleteStreamRequest_NoStream:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_NoStream{NoStream: &emptypb.Empty{}}}
+	case *esdv1.DeleteStreamRequest_StreamExists:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_StreamExists{StreamExists: &emptypb.Empty{}}}
+	case *esdv1.DeleteStreamRequest_Exact:
+		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Exact{Exact: k.Exact}}
+	}
+	return expectAnyProto
 }

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"maps"
 	"math"
 	"math/bits"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -256,3 +260,64 @@ func perSec(n int64, sec float64) float64 {
 func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// printBenchReport prints the report: KEY VALUE lines in table mode, the
+// report as one JSON object in json and jsonl.
+func (a *app) printBenchReport(r *benchReport) error {
+	switch a.output {
+	case formatJSON:
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	case formatJSONL:
+		return json.NewEncoder(a.stdout).Encode(r)
+	}
+	tw := newTabWriter(a.stdout)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	server := r.Addr
+	if r.ServerVersion != "" {
+		server += " (esd " + r.ServerVersion + ")"
+	}
+	row("workload", "%s", r.Workload)
+	row("server", "%s", server)
+	row("clients", "%d on %d connections", r.Clients, r.Conns)
+	ids := "made by the client"
+	if !r.ClientIDs {
+		ids = "made by the server"
+	}
+	switch r.Workload {
+	case workloadAppend:
+		row("batch", "%d events per call, %d bytes each, ids %s", r.Batch, r.Size, ids)
+		row("streams", "%d named %s-N", r.Streams, r.StreamPrefix)
+	case workloadContention:
+		row("batch", "%d events per call, %d bytes each, ids %s", r.Batch, r.Size, ids)
+		row("keys", "%d streams named %s-N", r.Keys, r.StreamPrefix)
+	case workloadReadStream:
+		row("stream", "%s", r.Stream)
+	}
+	if r.Prepared > 0 {
+		row("prepared", "%d events of %d bytes", r.Prepared, r.Size)
+	}
+	run := fmt.Sprintf("%gs after %gs warmup, elapsed %.3fs", r.DurationSec, r.WarmupSec, r.ElapsedSec)
+	if r.Repeat > 0 {
+		run = fmt.Sprintf("%d reads per client after %gs warmup, elapsed %.3fs", r.Repeat, r.WarmupSec, r.ElapsedSec)
+	}
+	if r.Count > 0 {
+		run += fmt.Sprintf(", at most %d calls", r.Count)
+	}
+	row("run", "%s", run)
+	row("ops", "%d (%.1f/s)", r.Ops, r.OpsPerSec)
+	row("events", "%d (%.1f/s)", r.Events, r.EventsPerSec)
+	if c := r.ContentionReport; c != nil {
+		row("successes", "%d (%.1f/s)", c.Successes, c.SuccessesPerSec)
+		row("conflicts", "%d (%.1f/s)", c.Conflicts, c.ConflictsPerSec)
+		row("retries", "%d (%.3f per success)", c.Retries, c.RetriesPerSuccess)
+	}
+	row("errors", "%d", r.Errors)
+	for _, k := range slices.Sorted(maps.Keys(r.ErrorsByReason)) {
+		row("", "%s %d", k, r.ErrorsByReason[k])
+	}
+	row("latency", "p50 %.3fms  p90 %.3fms  p99 %.3fms  max %.3fms  mean %.3fms",
+		r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs, r.MeanMs)
+	return tw.Flush()
+}

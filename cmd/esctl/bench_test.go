@@ -49,7 +49,8 @@ func checkLatencies(t *testing.T, r benchReport) {
 
 func TestBenchAppend(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	srv := startESD(t)
+	addr := srv.addr
 	r := runBenchJSON(t, addr, "append", "-c", "4", "-s", "10", "-b", "3", "--size", "32",
 		"--conns", "2", "-d", "300ms", "--warmup", "0", "--stream-prefix", "ba")
 	if r.Errors != 0 || len(r.ErrorsByReason) != 0 {
@@ -58,7 +59,7 @@ func TestBenchAppend(t *testing.T) {
 	if r.Ops == 0 || r.Events != r.Ops*3 {
 		t.Errorf("ops %d, events %d: want events = ops × 3", r.Ops, r.Events)
 	}
-	if got := fake.eventsWithPrefix("ba-"); got != r.Events {
+	if got := srv.eventsWithPrefix(t, "ba-"); got != r.Events {
 		t.Errorf("server holds %d events, report says %d", got, r.Events)
 	}
 	if r.Clients != 4 || r.Conns != 2 || r.Batch != 3 || r.Streams != 10 || r.Size != 32 || !r.ClientIDs || r.ServerVersion != "test" {
@@ -70,7 +71,7 @@ func TestBenchAppend(t *testing.T) {
 	// those of the bench's prefix, each written by one client.
 	ids := make(map[string]bool)
 	for n := range 10 {
-		for _, ev := range fake.events(fmt.Sprintf("ba-%d", n)) {
+		for _, ev := range srv.events(t, fmt.Sprintf("ba-%d", n)) {
 			if len(ev.GetId()) != 36 || ev.GetId()[14] != '7' || ids[ev.GetId()] {
 				t.Fatalf("bad or repeated id %q", ev.GetId())
 			}
@@ -84,7 +85,8 @@ func TestBenchAppend(t *testing.T) {
 
 func TestBenchAppendCountAndWarmup(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	srv := startESD(t)
+	addr := srv.addr
 	r := runBenchJSON(t, addr, "append", "-c", "3", "-s", "5", "-n", "40", "-d", "0",
 		"--warmup", "20ms", "--no-ids", "--stream-prefix", "bc")
 	if r.Ops != 40 || r.Events != 40 || r.Errors != 0 {
@@ -92,7 +94,7 @@ func TestBenchAppendCountAndWarmup(t *testing.T) {
 	}
 	// The warmup wrote too, and the measured phase went on at the heads it
 	// left: no conflicts, and the server holds at least the measured events.
-	if got := fake.eventsWithPrefix("bc-"); got < 40 {
+	if got := srv.eventsWithPrefix(t, "bc-"); got < 40 {
 		t.Errorf("server holds %d events", got)
 	}
 	if r.ClientIDs {
@@ -102,7 +104,8 @@ func TestBenchAppendCountAndWarmup(t *testing.T) {
 
 func TestBenchContention(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	srv := startESD(t)
+	addr := srv.addr
 	r := runBenchJSON(t, addr, "contention", "-c", "8", "-k", "1", "-b", "2",
 		"-d", "300ms", "--warmup", "0", "--stream-prefix", "ct")
 	if r.ContentionReport == nil {
@@ -126,7 +129,7 @@ func TestBenchContention(t *testing.T) {
 	if r.Events != c.Successes*2 {
 		t.Errorf("events %d != successes %d × 2", r.Events, c.Successes)
 	}
-	if got := int64(len(fake.events("ct-0"))); got != r.Events {
+	if got := int64(len(srv.events(t, "ct-0"))); got != r.Events {
 		t.Errorf("server holds %d events, report says %d", got, r.Events)
 	}
 	if want := float64(c.Retries) / float64(c.Successes); c.RetriesPerSuccess < want-0.001 || c.RetriesPerSuccess > want+0.001 {
@@ -136,8 +139,8 @@ func TestBenchContention(t *testing.T) {
 
 func TestBenchReadStream(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
-	fake.chunk = 64
+	srv := startESD(t)
+	addr := srv.addr
 	r := runBenchJSON(t, addr, "read-stream", "--prepare", "1200", "--repeat", "2", "-c", "2",
 		"--warmup", "0", "--size", "16", "--stream-prefix", "rs")
 	if r.Errors != 0 || r.Ops != 4 || r.Events != 4*1200 {
@@ -146,7 +149,7 @@ func TestBenchReadStream(t *testing.T) {
 	if r.Stream != "rs-read" || r.Prepared != 1200 {
 		t.Errorf("stream %q prepared %d", r.Stream, r.Prepared)
 	}
-	evs := fake.events("rs-read")
+	evs := srv.events(t, "rs-read")
 	if len(evs) != 1200 || evs[1199].GetRevision() != 1199 {
 		t.Errorf("prepared stream has %d events", len(evs))
 	}
@@ -164,29 +167,26 @@ func TestBenchReadStream(t *testing.T) {
 
 func TestBenchReadAll(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
-	fake.chunk = 64
+	srv := startESD(t)
+	addr := srv.addr
 	r := runBenchJSON(t, addr, "read-all", "--prepare", "1100", "--repeat", "1", "--warmup", "0", "--size", "8", "--stream-prefix", "ra")
 	if r.Errors != 0 || r.Ops != 1 || r.Events != 1100 {
 		t.Errorf("ops %d events %d errors %v", r.Ops, r.Events, r.ErrorsByReason)
 	}
-	if got := fake.eventsWithPrefix("ra-"); got != 1100 {
+	if got := srv.eventsWithPrefix(t, "ra-"); got != 1100 {
 		t.Errorf("prepared %d events", got)
 	}
 }
 
 func TestBenchCatchUp(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
-	fake.chunk = 64
+	srv := startESD(t)
+	addr := srv.addr
 	r := runBenchJSON(t, addr, "catch-up", "--prepare", "1100", "--repeat", "2", "--warmup", "0", "--size", "8", "--stream-prefix", "cu")
 	if r.Errors != 0 || r.Ops != 2 || r.Events != 2200 || r.Prepared != 1100 {
 		t.Errorf("ops %d events %d prepared %d errors %v", r.Ops, r.Events, r.Prepared, r.ErrorsByReason)
 	}
-	fake.mu.Lock()
-	n := len(fake.subReqs)
-	fake.mu.Unlock()
-	if n != 2 {
+	if n := srv.calls(t, "Subscribe"); n != 2 {
 		t.Errorf("%d subscriptions, want 2", n)
 	}
 	checkLatencies(t, r)
@@ -196,7 +196,7 @@ func TestBenchCatchUp(t *testing.T) {
 // reports the failures by reason and exits 1.
 func TestBenchCountsServerErrors(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	addr := startESD(t).addr
 	// Tombstone the one stream the bench writes to.
 	mustRun(t, addr, "delete", "bt-0", "--tombstone")
 	out, stderr, code := runCLI(t, addr, nil, "bench", "append", "-c", "1", "-s", "1", "-n", "5", "-d", "0",
@@ -214,12 +214,11 @@ func TestBenchCountsServerErrors(t *testing.T) {
 	if !strings.Contains(stderr, "5 errors") {
 		t.Errorf("stderr:\n%s", stderr)
 	}
-	_ = fake
 }
 
 func TestBenchTable(t *testing.T) {
 	t.Parallel()
-	_, addr := newTestServer(t)
+	addr := startESD(t).addr
 	out := mustRun(t, addr, "bench", "contention", "-c", "2", "-k", "2", "-n", "10", "-d", "0", "--warmup", "0")
 	for _, want := range []string{"workload", "contention", "clients", "2 on 4 connections", "keys", "ops", "10 (",
 		"conflicts", "retries", "errors", "latency", "p50", "p99", "max"} {
@@ -259,7 +258,8 @@ func TestIDGen(t *testing.T) {
 // WrongExpectedRevision detail.
 func TestBenchAppendResyncs(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	srv := startESD(t)
+	addr := srv.addr
 	args := []string{"bench", "append", "-c", "1", "-s", "2", "-n", "6", "-d", "0", "--warmup", "0", "--stream-prefix", "rr", "-o", "json"}
 	mustRun(t, addr, args...)
 	out, stderr, code := runCLI(t, addr, nil, args...)
@@ -273,7 +273,7 @@ func TestBenchAppendResyncs(t *testing.T) {
 	if r.Ops != 6 || r.Events != 4 || r.Errors != 2 || r.ErrorsByReason["WRONG_EXPECTED_REVISION"] != 2 {
 		t.Errorf("ops %d events %d errors %v: want 6, 4, 2 conflicts", r.Ops, r.Events, r.ErrorsByReason)
 	}
-	if got := fake.eventsWithPrefix("rr-"); got != 10 {
+	if got := srv.eventsWithPrefix(t, "rr-"); got != 10 {
 		t.Errorf("server holds %d events, want 10", got)
 	}
 }

@@ -12,8 +12,8 @@ import (
 
 func newEvent() *esdv1.RecordedEvent { return &esdv1.RecordedEvent{} }
 
-// fillReadStreams writes 7 events to "cart-1" (more than the fake's chunk
-// of 3, so reads span messages), one of them binary, and one to "user-1".
+// fillReadStreams writes 7 events to "cart-1", one of them binary, and one
+// to "user-1".
 func fillReadStreams(t *testing.T, addr string) {
 	t.Helper()
 	for i := range 6 {
@@ -27,9 +27,10 @@ func fillReadStreams(t *testing.T, addr string) {
 
 func TestReadFormats(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	srv := startESD(t)
+	addr := srv.addr
 	fillReadStreams(t, addr)
-	want := fake.events("cart-1")
+	want := srv.events(t, "cart-1")
 
 	t.Run("table", func(t *testing.T) {
 		out := mustRun(t, addr, "read", "cart-1")
@@ -73,7 +74,7 @@ func TestReadFormats(t *testing.T) {
 
 func TestReadOptions(t *testing.T) {
 	t.Parallel()
-	_, addr := newTestServer(t)
+	addr := startESD(t).addr
 	fillReadStreams(t, addr)
 	revisions := func(evs []*esdv1.RecordedEvent) []uint64 {
 		var revs []uint64
@@ -107,7 +108,7 @@ func TestReadOptions(t *testing.T) {
 
 func TestReadAll(t *testing.T) {
 	t.Parallel()
-	_, addr := newTestServer(t)
+	addr := startESD(t).addr
 	fillReadStreams(t, addr)
 	positions := func(args ...string) []uint64 {
 		t.Helper()
@@ -143,5 +144,46 @@ func TestReadAll(t *testing.T) {
 	}
 	if got := jsonArray(t, mustRun(t, addr, "read-all", "-o", "json"), newEvent); len(got) != 8 {
 		t.Errorf("json: %d events", len(got))
+	}
+}
+
+// TestReadSpansMessages reads more events than one message of the server
+// holds (512): read, read-all and subscribe join the messages, in order,
+// in every format, and a table longer than a flush block keeps its rows.
+func TestReadSpansMessages(t *testing.T) {
+	t.Parallel()
+	addr := startESD(t).addr
+	const n = 1100
+	mustRun(t, addr, "bench", "read-stream", "--prepare", "1100", "--repeat", "1", "--warmup", "0", "--size", "8", "--stream-prefix", "big")
+	revisions := func(out string) []uint64 {
+		t.Helper()
+		var revs []uint64
+		for _, ev := range jsonLines(t, out, newEvent) {
+			revs = append(revs, ev.GetRevision())
+		}
+		return revs
+	}
+	from := func(first, count uint64, step int) []uint64 {
+		revs := make([]uint64, count)
+		for i := range revs {
+			revs[i] = uint64(int(first) + i*step)
+		}
+		return revs
+	}
+	if got := revisions(mustRun(t, addr, "read", "big-read", "-o", "jsonl")); !cmp.Equal(got, from(0, n, 1)) {
+		t.Errorf("read: %d revisions, not 0 to %d in order", len(got), n-1)
+	}
+	if got := revisions(mustRun(t, addr, "read", "big-read", "--backward", "--limit", "600", "-o", "jsonl")); !cmp.Equal(got, from(n-1, 600, -1)) {
+		t.Errorf("read backward: %d revisions, not %d down to %d", len(got), n-1, n-600)
+	}
+	if got := revisions(mustRun(t, addr, "subscribe", "big-read", "--until-caught-up", "-o", "jsonl")); !cmp.Equal(got, from(0, n, 1)) {
+		t.Errorf("subscribe: %d revisions, not 0 to %d in order", len(got), n-1)
+	}
+	if got := jsonArray(t, mustRun(t, addr, "read-all", "-o", "json"), newEvent); len(got) != n || got[n-1].GetPosition() != n {
+		t.Errorf("read-all -o json: %d events", len(got))
+	}
+	lines := strings.Split(strings.TrimSuffix(mustRun(t, addr, "read", "big-read"), "\n"), "\n")
+	if len(lines) != 1+n || !strings.HasPrefix(lines[n], "1099 ") {
+		t.Errorf("table: %d lines, last %q", len(lines), lines[len(lines)-1])
 	}
 }

@@ -126,15 +126,14 @@ func jsonLines[T proto.Message](t *testing.T, out string, newMsg func() T) []T {
 
 func TestExitCodes(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	addr := startESD(t).addr
 	mustRun(t, addr, "append", "s-1", "one", "--type", "T")
 
 	// A server answering UNAVAILABLE with a reason is up: that is an error,
 	// not unreachability.
-	fake2, addr2 := newTestServer(t)
-	fake2.getErr = withReason(codes.Unavailable, "shutting down", "SHUTTING_DOWN", "")
+	shuttingDown := startFake(t, &fakeServer{getErr: withReason(codes.Unavailable, "shutting down", "SHUTTING_DOWN")})
 	// A connected server that answers too late is an error, not unreachable.
-	fake.getHang = true
+	hanging := startFake(t, &fakeServer{getHang: true})
 
 	tests := []struct {
 		name       string
@@ -144,7 +143,7 @@ func TestExitCodes(t *testing.T) {
 		wantStderr string
 	}{
 		{"ok", addr, []string{"read", "s-1"}, exitOK, ""},
-		{"deadline when connected", addr, []string{"info", "s-1", "--timeout", "200ms"}, exitError, "(code: DeadlineExceeded)"},
+		{"deadline when connected", hanging, []string{"info", "s-1", "--timeout", "200ms"}, exitError, "(code: DeadlineExceeded)"},
 		{"wrong expected revision", addr, []string{"append", "s-1", "two", "--type", "T", "--expected", "no-stream"}, exitWrongRevision, "(reason: WRONG_EXPECTED_REVISION)"},
 		{"wrong expected revision on delete", addr, []string{"delete", "s-1", "--expected", "7"}, exitWrongRevision, "(reason: WRONG_EXPECTED_REVISION)"},
 		{"unreachable", closedAddr(t), []string{"info", "s-1"}, exitUnavailable, "cannot reach esd"},
@@ -153,7 +152,7 @@ func TestExitCodes(t *testing.T) {
 		{"unreachable bench", closedAddr(t), []string{"bench", "append", "-d", "100ms"}, exitUnavailable, "cannot reach esd"},
 		{"not found", addr, []string{"read", "missing"}, exitError, "(reason: STREAM_NOT_FOUND)"},
 		{"invalid argument", addr, []string{"append", "$system", "x", "--type", "T"}, exitError, "(reason: INVALID_ARGUMENT)"},
-		{"unavailable with reason", addr2, []string{"info", "s-1"}, exitError, "(reason: SHUTTING_DOWN)"},
+		{"unavailable with reason", shuttingDown, []string{"info", "s-1"}, exitError, "(reason: SHUTTING_DOWN)"},
 		{"bad file", addr, []string{"append", "s-1", "--type", "T", "--file", "/nonexistent/x"}, exitError, "no such file"},
 		{"unknown command", addr, []string{"bogus"}, exitUsage, "unknown command"},
 		{"unknown flag", addr, []string{"read", "s-1", "--bogus"}, exitUsage, "unknown flag"},
@@ -188,7 +187,7 @@ func TestExitCodes(t *testing.T) {
 
 // TestEnvAddr cannot run in parallel: it sets ESD_ADDR.
 func TestEnvAddr(t *testing.T) {
-	_, addr := newTestServer(t)
+	addr := startESD(t).addr
 	t.Setenv(envAddr, addr)
 	out, stderr, code := runCLI(t, "", nil, "server", "info")
 	if code != exitOK {

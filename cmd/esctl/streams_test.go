@@ -14,18 +14,19 @@ func newInfo() *esdv1.StreamInfo { return &esdv1.StreamInfo{} }
 
 func TestLsFollowsPages(t *testing.T) {
 	t.Parallel()
-	fake, addr := newTestServer(t)
+	srv := startESD(t)
+	addr := srv.addr
 	for i := range 7 {
 		mustRun(t, addr, "append", fmt.Sprintf("a-%d", i), "x", "--type", "T")
 	}
 	mustRun(t, addr, "append", "b-0", "x", "--type", "T")
 
+	// listCalls returns the ListStreams calls since it was last called.
+	seen := 0
 	listCalls := func() int {
-		fake.mu.Lock()
-		defer fake.mu.Unlock()
-		n := fake.listCalls
-		fake.listCalls = 0
-		return n
+		n := srv.calls(t, "ListStreams")
+		defer func() { seen = n }()
+		return n - seen
 	}
 	names := func(infos []*esdv1.StreamInfo) string {
 		var s []string
@@ -47,7 +48,7 @@ func TestLsFollowsPages(t *testing.T) {
 		{"no match", []string{"zzz"}, "", 1},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { // not parallel: listCalls is shared
+		t.Run(tc.name, func(t *testing.T) { // not parallel: listCalls counts the server's calls
 			listCalls()
 			out := mustRun(t, addr, append([]string{"ls", "-o", "jsonl"}, tc.args...)...)
 			if got := names(jsonLines(t, out, newInfo)); got != tc.want {
@@ -75,7 +76,7 @@ func TestLsFollowsPages(t *testing.T) {
 
 func TestDeleteAndInfo(t *testing.T) {
 	t.Parallel()
-	_, addr := newTestServer(t)
+	addr := startESD(t).addr
 	mustRun(t, addr, "append", "doc-1", "a", "--type", "T")
 	mustRun(t, addr, "append", "doc-1", "b", "--type", "T")
 	mustRun(t, addr, "append", "doc-2", "a", "--type", "T")
@@ -130,10 +131,10 @@ func TestDeleteAndInfo(t *testing.T) {
 
 func TestServerInfo(t *testing.T) {
 	t.Parallel()
-	_, addr := newTestServer(t)
+	addr := startESD(t).addr
 	mustRun(t, addr, "append", "s-1", "x", "--type", "T")
 	out := mustRun(t, addr, "server", "info")
-	for _, want := range []string{"VERSION", "test", "UPTIME", "1m30s", "DATA DIR", "/tmp/esd", "LAST POSITION", "DISK", "3.0 MiB"} {
+	for _, want := range []string{"VERSION", "test", "COMMIT", "abc123", "STARTED", "UPTIME", "DATA DIR", "SHARDS", "LAST POSITION", "STREAMS", "EVENTS", "DISK"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("server info lacks %q:\n%s", want, out)
 		}
@@ -148,5 +149,18 @@ func TestServerInfo(t *testing.T) {
 	}
 	if out := mustRun(t, addr, "server"); !strings.Contains(out, "info") {
 		t.Errorf("esctl server does not list its subcommands:\n%s", out)
+	}
+}
+
+// TestServerInfoTable shows figures a fresh server does not have: an
+// uptime in minutes, a data dir and a size in MiB.
+func TestServerInfoTable(t *testing.T) {
+	t.Parallel()
+	addr := startFake(t, &fakeServer{})
+	out := mustRun(t, addr, "server", "info")
+	for _, want := range []string{"VERSION", "test", "UPTIME", "1m30s", "DATA DIR", "/tmp/esd", "LAST POSITION", "DISK", "3.0 MiB"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("server info lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/server"
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+)
+
+// testESD is a real esd serving a test: its gRPC address, and its metrics
+// registry, where a test counts the calls esctl made (calls).
+type testESD struct {
+	addr    string
+	metrics prometheus.Gatherer
+}
+
+// startESD starts a real esd for the test, in-process: a log in a temporary
+// directory and the server on a 127.0.0.1 port (esctl dials --addr like in
+// production). The test's cleanup stops the server and closes the log.
+//
+// Everything that builds the server is in this one function, so that a
+// change of the server's constructor is made here alone.
+func startESD(t *testing.T) *testESD {
+	t.Helper()
+	dir := t.TempDir()
+	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	reg := prometheus.NewRegistry()
+	l, err := eslog.Open(dir, eslog.Options{Logger: lg.Named("log"), Registerer: reg, CacheBytes: 8 << 20})
+	if err != nil {
+		t.Fatalf("open log: %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = l.Close()
+		t.Fatal(err)
+	}
+	srv, err := server.New(l, server.Config{
+		DataDir: dir, Shards: 2, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second,
+		SubscriptionBufferBytes: 4 << 20,
+	}, lg.Named("server"), reg)
+	if err != nil {
+		_ = lis.Close()
+		_ = l.Close()
+		t.Fatalf("new server: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, lis) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if err := l.Close(); err != nil { // last, after the server has drained
+			t.Errorf("close log: %v", err)
+		}
+	})
+	return &testESD{addr: lis.Addr().String(), metrics: reg}
+}
+
+// calls returns how many calls of method (as "ListStreams") the server
+// has started, from its gRPC metrics: a call is counted before its first
+// answer, so a call esctl saw an answer to is counted.
+func (e *testESD) calls(t *testing.T, method string) int {
+	t.Helper()
+	mfs, err := e.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "grpc_server_started_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "grpc_method" && lp.GetValue() == method {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return int(n)
+}
+
+// client dials the server for a test's own look at the store, closed by
+// the test's cleanup.
+func (e *testESD) client(t *testing.T) esdv1.StreamServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return esdv1.NewStreamServiceClient(conn)
+}
+
+// events returns a stream's events as the server has them (none when it
+// does not exist).
+func (e *testESD) events(t *testing.T, stream string) []*esdv1.RecordedEvent {
+	t.Helper()
+	rs, err := e.client(t).ReadStream(t.Context(), &esdv1.ReadStreamRequest{Stream: stream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []*esdv1.RecordedEvent
+	for {
+		resp, err := rs.Recv()
+		switch {
+		case errors.Is(err, io.EOF):
+			return evs
+		case status.Code(err) == codes.NotFound:
+			return nil
+		case err != nil:
+			t.Fatal(err)
+		}
+		evs = append(evs, resp.GetEvents()...)
+	}
+}
+
+// eventsWithPrefix counts the events of the streams whose names start
+// with prefix.
+func (e *testESD) eventsWithPrefix(t *testing.T, prefix string) int64 {
+	t.Helper()
+	cli, n, token := e.client(t), int64(0), ""
+	for {
+		resp, err := cli.ListStreams(t.Context(), &esdv1.ListStreamsRequest{Prefix: prefix, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range resp.GetStreams() {
+			n += int64(in.GetEventCount())
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			return n
+		}
+	}
+}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Output formats of -o.
+const (
+	formatTable = "table"
+	formatJSON  = "json"
+	formatJSONL = "jsonl"
+)
+
+// protojsonOpts leaves out unset fields, as protojson does by default.
+var protojsonOpts = protojson.MarshalOptions{EmitUnpopulated: false}
+
+// dataWidth is how much of an event's data a table shows.
+const dataWidth = 60
+
+// tableFlushRows bounds what a table buffers: alignment holds within blocks
+// of this many rows, and a long read does not sit in memory.
+const tableFlushRows = 1000
+
+func newTabWriter(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// printKV prints a single result: KEY VALUE lines in table mode, the
+// message m in json and jsonl.
+func (a *app) printKV(m proto.Message, rows [][2]string) error {
+	if a.output != formatTable {
+		return a.writeJSON(m)
+	}
+	tw := newTabWriter(a.stdout)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+	}
+	return tw.Flush()
+}
+
+// writeJSON prints one message in the json or jsonl format.
+func (a *app) writeJSON(m proto.Message) error {
+	b, err := marshalJSON(m, a.output == formatJSON)
+	if err != nil {
+		return err
+	}
+	_, err = a.stdout.Write(append(b, '\n'))
+	return err
+}
+
+// marshalJSON encodes m with protojson, indented or on one line.
+// protojson varies its whitespace on purpose (so nobody relies on it);
+// esctl re-formats with encoding/json so its output is stable for people
+// and diffs.
+func marshalJSON(m proto.Message, indent bool) ([]byte, error) {
+	b, err := protojsonOpts.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if indent {
+		err = json.Indent(&buf, b, "", "  ")
+	} else {
+		err = json.Compact(&buf, b)
+	}
+	return buf.Bytes(), err
+}
+
+// recordWriter prints a sequence of messages: table rows, one JSON array
+// (json) or one object a line (jsonl). It writes as records come, so a long
+// read needs no memory for what was printed.
+type recordWriter[T proto.Message] struct {
+	format string
+	w      io.Writer
+	header []string
+	row    func(T) []string
+	tw     *tabwriter.Writer
+	n      int
+}
+
+func newRecordWriter[T proto.Message](a *app, header []string, row func(T) []string) *recordWriter[T] {
+	return &recordWriter[T]{format: a.output, w: a.stdout, header: header, row: row}
+}
+
+func (r *recordWriter[T]) add(m T) error {
+	r.n++
+	switch r.format {
+	case formatTable:
+		r.startTable()
+		fmt.Fprintln(r.tw, strings.Join(r.row(m), "\t"))
+		if r.n%tableFlushRows == 0 {
+			return r.tw.Flush()
+		}
+		return nil
+	case formatJSON:
+		sep := ",\n"
+		if r.n == 1 {
+			sep = "[\n"
+		}
+		return r.writeLine(sep, m)
+	default:
+		return r.writeLine("", m)
+	}
+}
+
+// startTable makes the tabwriter and writes the header, once.
+func (r *recordWriter[T]) startTable() {
+	if r.tw == nil {
+		r.tw = newTabWriter(r.w)
+		fmt.Fprintln(r.tw, strings.Join(r.header, "\t"))
+	}
+}
+
+func (r *recordWriter[T]) writeLine(prefix string, m T) error {
+	b, err := marshalJSON(m, false)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 0, len(prefix)+len(b)+1)
+	buf = append(append(buf, prefix...), b...)
+	if r.format == formatJSONL {
+		buf = append(buf, '\n')
+	}
+	_, err = r.w.Write(buf)
+	return err
+}
+
+// abort ends the output after a failure: what was printed is finished
+// (last table block, closing bracket) but an empty result prints nothing,
+// so an error alone does not look like an empty answer.
+func (r *recordWriter[T]) abort() {
+	if r.n > 0 {
+		_ = r.close() // the failure that made us stop is what gets reported
+	}
+}
+
+// close ends the output: the table's last block (or its header alone when
+// there were no records), the JSON array's closing bracket.
+func (r *recordWriter[T]) close() error {
+	switch r.format {
+	case formatTable:
+		r.startTable()
+		return r.tw.Flush()
+	case formatJSON:
+		end := "\n]\n"
+		if r.n == 0 {
+			end = "[]\n"
+		}
+		_, err := io.WriteString(r.w, end)
+		return err
+	}
+	return nil
+}
+
+// formatTime prints a timestamp in UTC with milliseconds, "-" when unset.
+func formatTime(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// displayData shows event data as text when it is valid, printable UTF-8
+// (whitespace runs folded to one space, so a row stays one line), else as
+// "<N bytes>". max > 0 cuts the text to max runes.
+func displayData(b []byte, max int) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if !utf8.Valid(b) || !printable(b) {
+		return fmt.Sprintf("<%d bytes>", len(b))
+	}
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if max > 0 && utf8.RuneCountInString(s) > max {
+		runes := []rune(s)
+		s = string(runes[:max-1]) + "…"
+	}
+	return s
+}
+
+func printable(b []byte) bool {
+	for _, r := range string(b) {
+		if !unicode.IsPrint(r) && !unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// writePages writes the records of every page fetch returns (following
+// its next-page tokens, each page its own call) up to limit (0: all),
+// fetching no page only to drop it.
+func writePages[T proto.Message](out *recordWriter[T], limit int, fetch func(token string) ([]T, string, error)) error {
+	n, token := 0, ""
+	for {
+		recs, next, err := fetch(token)
+		if err != nil {
+			out.abort()
+			return err
+		}
+		for _, r := range recs {
+			if err := out.add(r); err != nil {
+				return err
+			}
+			n++
+			if n == limit {
+				return out.close()
+			}
+		}
+		if next == "" {
+			return out.close()
+		}
+		if next == token {
+			out.abort()
+			return fmt.Errorf("server returned the same page token %q twice", next)
+		}
+		token = next
+	}
+}
