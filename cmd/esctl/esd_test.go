@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/server"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
@@ -29,7 +29,7 @@ type testESD struct {
 }
 
 // startESD starts a real esd for the test, in-process: a log in a temporary
-// directory and the server on a 127.0.0.1 port (esctl dials --addr like in
+// directory (an engine) and the server on a 127.0.0.1 port (esctl dials --addr like in
 // production). The test's cleanup stops the server and closes the log.
 //
 // Everything that builds the server is in this one function, so that a
@@ -39,22 +39,22 @@ func startESD(t *testing.T) *testESD {
 	dir := t.TempDir()
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	reg := prometheus.NewRegistry()
-	l, err := eslog.Open(dir, eslog.Options{Logger: lg.Named("log"), Registerer: reg, CacheBytes: 8 << 20})
+	eng, err := engine.Open(engine.Config{Dir: dir, Shards: 2, SubscriptionBufferBytes: 4 << 20,
+		CacheBytes: 8 << 20, Logger: lg, Registerer: reg})
 	if err != nil {
-		t.Fatalf("open log: %v", err)
+		t.Fatalf("open engine: %v", err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		_ = l.Close()
+		_ = eng.Close()
 		t.Fatal(err)
 	}
-	srv, err := server.New(l, server.Config{
-		DataDir: dir, Shards: 2, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second,
-		SubscriptionBufferBytes: 4 << 20,
+	srv, err := server.New(eng, server.Config{
+		DataDir: dir, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second,
 	}, lg.Named("server"), reg)
 	if err != nil {
 		_ = lis.Close()
-		_ = l.Close()
+		_ = eng.Close()
 		t.Fatalf("new server: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -65,8 +65,8 @@ func startESD(t *testing.T) *testESD {
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		if err := l.Close(); err != nil { // last, after the server has drained
-			t.Errorf("close log: %v", err)
+		if err := eng.Close(); err != nil { // last, after the server has drained
+			t.Errorf("close engine: %v", err)
 		}
 	})
 	return &testESD{addr: lis.Addr().String(), metrics: reg}

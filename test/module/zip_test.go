@@ -12,11 +12,11 @@
 package module
 
 import (
-	"bufio"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
-	"path"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,9 +31,8 @@ const modulePath = "github.com/esdhq/esd"
 // root is the repository's root, seen from this package's directory.
 const root = "../.."
 
-// TestModuleZips zips the files a published version holds: every file of
-// the working tree but the version control's own and what .gitignore keeps
-// out of the repository.
+// TestModuleZips zips the files a published version holds: the
+// repository's (repositoryFiles).
 func TestModuleZips(t *testing.T) {
 	t.Parallel()
 	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
@@ -43,40 +42,7 @@ func TestModuleZips(t *testing.T) {
 	if got := modfile.ModulePath(gomod); got != modulePath {
 		t.Fatalf("%s/go.mod is module %q, want %q", root, got, modulePath)
 	}
-	ignored := readGitignore(t)
-	var files []modzip.File
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(root, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		switch {
-		case d.Name() == ".git": // the repository (a worktree has a file)
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		case ignored(rel, d.IsDir()):
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		case d.Name() == ".gitignore" && rel != ".gitignore":
-			t.Fatalf("%s: readGitignore reads only the root's .gitignore", rel)
-		case d.IsDir():
-			return nil
-		}
-		files = append(files, file{path: rel, osPath: p})
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-
+	files := repositoryFiles(t)
 	cf, err := modzip.CheckFiles(files)
 	for _, fe := range cf.Invalid {
 		t.Errorf("%s cannot be in a module zip: %v", fe.Path, fe.Err)
@@ -114,54 +80,27 @@ func (f file) Path() string                 { return f.path }
 func (f file) Lstat() (os.FileInfo, error)  { return os.Lstat(f.osPath) }
 func (f file) Open() (io.ReadCloser, error) { return os.Open(f.osPath) }
 
-// readGitignore reads the root's .gitignore, which holds patterns of three
-// forms only (the test fails on any other, so that it never zips what the
-// repository does not hold): "/name" (a file or directory at the root),
-// "/name/" (a directory at the root) and "glob" (a file or directory
-// anywhere whose name matches, as "*.test"). It returns whether a path is
-// ignored.
-func readGitignore(t *testing.T) func(rel string, isDir bool) bool {
+// repositoryFiles lists the files a published version holds: those git
+// tracks, and those it would track once added (untracked and not
+// ignored), so that a new file fails here before it is committed.
+func repositoryFiles(t *testing.T) []modzip.File {
 	t.Helper()
-	f, err := os.Open(filepath.Join(root, ".gitignore"))
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed: the repository's files cannot be listed")
+	}
+	cmd := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	cmd.Dir = root
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("git ls-files: %v", err)
 	}
-	defer f.Close()
-	type pattern struct {
-		glob     string
-		anchored bool // at the root only
-		dirOnly  bool
-	}
-	var patterns []pattern
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
+	var files []modzip.File
+	for _, rel := range strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+		p := filepath.Join(root, filepath.FromSlash(rel))
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+			continue // deleted in the working tree, not yet in the index
 		}
-		p := pattern{glob: line}
-		p.glob, p.dirOnly = strings.CutSuffix(p.glob, "/")
-		p.glob, p.anchored = strings.CutPrefix(p.glob, "/")
-		if _, err := path.Match(p.glob, ""); err != nil || p.glob == "" ||
-			strings.ContainsAny(p.glob, `/\!`) || strings.Contains(p.glob, "**") {
-			t.Fatalf(".gitignore: pattern %q is not of a form this test knows", line)
-		}
-		patterns = append(patterns, p)
+		files = append(files, file{path: rel, osPath: p})
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return func(rel string, isDir bool) bool {
-		depth := strings.Count(rel, "/")
-		name := path.Base(rel)
-		for _, p := range patterns {
-			if (p.anchored && depth > 0) || (p.dirOnly && !isDir) {
-				continue
-			}
-			if ok, _ := path.Match(p.glob, name); ok {
-				return true
-			}
-		}
-		return false
-	}
+	return files
 }
