@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A/B comparison of two builds of esd on one workload, in one run: builds
 # esd at BASE (a git ref, default HEAD~1) and from the work tree, then runs
-# the workload against a fresh store of each, alternating, PAIRS times, and
-# prints each run, the medians and the ratio new/base. Loopback only; each
-# run is bounded by DURATION.
+# the workload against a fresh store of each, PAIRS times (in pairs whose
+# order alternates), and prints each run, the medians and the ratio
+# new/base. Loopback only; each run is bounded by DURATION.
 #
 #   test/ab.sh                          # append -c 64 -s 10000, HEAD~1 vs work tree
 #   BASE=main PAIRS=7 test/ab.sh append -c 16 -b 100
@@ -42,7 +42,9 @@ one() { # one run of build $1 on workload $2...: prints events/s
 }
 
 for i in $(seq "$PAIRS"); do
-  for b in base new; do
+  order="base new"
+  [ $((i % 2)) = 0 ] && order="new base" # neither build always runs first
+  for b in $order; do
     echo "$b $(one $b "$@")"
   done
 done | tee "$tmp/runs" >&2
