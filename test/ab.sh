@@ -3,7 +3,10 @@
 # esd at BASE (a git ref, default HEAD~1) and from the work tree, then runs
 # the workload against a fresh store of each, PAIRS times (in pairs whose
 # order alternates), and prints each run, the medians and the ratio
-# new/base. Loopback only; each run is bounded by DURATION.
+# new/base, with esd's CPU time per event (user + system, from /proc,
+# over the bench including its warmup, divided by the events the writer
+# acknowledged): on a shared machine that figure moves much less than
+# throughput. Loopback only; each run is bounded by DURATION.
 #
 #   test/ab.sh                          # append -c 64 -s 10000, HEAD~1 vs work tree
 #   BASE=main PAIRS=7 test/ab.sh append -c 16 -b 100
@@ -29,14 +32,21 @@ go build -o "$tmp/esd-new" ./cmd/esd
 go build -o "$tmp/esctl" ./cmd/esctl
 echo "base $(git rev-parse --short "$BASE"), new: work tree at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'); workload: $*"
 
-one() { # one run of build $1 on workload $2...: prints events/s
+cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+one() { # one run of build $1 on workload $2...: prints events/s and esd's CPU µs per event
   local b=$1
   shift
   rm -rf "$tmp/data"
   "$tmp/esd-$b" --data-dir "$tmp/data" --listen $ADDR --http-listen 127.0.0.1:17411 --log-level warn &
   pid=$!
   for _ in $(seq 100); do "$tmp/esctl" --addr $ADDR server info >/dev/null 2>&1 && break; sleep 0.1; done
-  "$tmp/esctl" --addr $ADDR -o json bench "$@" -d "$D" | python3 -c 'import json, sys; print(json.load(sys.stdin)["events_per_sec"])'
+  local c0 c1 rate events
+  c0=$(cputicks $pid)
+  rate=$("$tmp/esctl" --addr $ADDR -o json bench "$@" -d "$D" | python3 -c 'import json, sys; print(json.load(sys.stdin)["events_per_sec"])')
+  c1=$(cputicks $pid)
+  events=$(curl -s http://127.0.0.1:17411/metrics | awk '/^esd_writer_appended_events_total/ {print $2}')
+  echo "$rate $(python3 -c "print('%.1f' % (($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / max(float('$events'), 1)))")"
   kill -TERM $pid; wait $pid || true
   pid=
 }
@@ -50,12 +60,15 @@ for i in $(seq "$PAIRS"); do
 done | tee "$tmp/runs" >&2
 python3 - "$tmp/runs" <<'PY'
 import statistics, sys
-runs = {}
+runs, cpu = {}, {}
 for line in open(sys.argv[1]):
-    k, v = line.split()
-    runs.setdefault(k, []).append(float(v.replace(",", "")))
+    k, v, c = line.split()
+    runs.setdefault(k, []).append(float(v))
+    cpu.setdefault(k, []).append(float(c))
 m = {k: statistics.median(v) for k, v in runs.items()}
+mc = {k: statistics.median(v) for k, v in cpu.items()}
 for k in ("base", "new"):
     print("%s events/s: median %.0f of %s" % (k, m[k], " ".join("%.0f" % x for x in runs[k])))
-print("new_vs_base %.3f" % (m["new"] / m["base"]))
+    print("%s esd CPU us/event: median %.1f of %s" % (k, mc[k], " ".join("%.1f" % x for x in cpu[k])))
+print("new_vs_base %.3f (throughput), %.3f (esd CPU per event)" % (m["new"] / m["base"], mc["new"] / mc["base"]))
 PY
