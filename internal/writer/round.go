@@ -14,6 +14,7 @@ type shard struct {
 	quit    chan struct{}
 	stopped chan struct{}
 	cache   *stateCache // touched only by the shard goroutine
+	rs      roundState  // the round being decided (newRound)
 }
 
 func (s *shard) loop() {
@@ -106,6 +107,7 @@ type roundState struct {
 	touched map[string]bool               // streams whose prediction includes a write of this round
 	ids     map[[16]byte]idRef            // client ids written by this round
 	dec     []decision
+	writes  []*eslog.Write // the round's writes, handed to the committer
 	bytes   int
 	epoch   uint64 // the id epoch of the last id lookup
 }
@@ -114,20 +116,35 @@ type idRef struct {
 	dec, event int
 }
 
+// newRound starts a round. A shard has one roundState, reused from round
+// to round (its maps and slices keep their room), since a shard decides
+// one round at a time.
 func (s *shard) newRound() *roundState {
-	return &roundState{
-		s:       s,
-		states:  make(map[string]*eslog.StreamState),
-		touched: make(map[string]bool),
-		ids:     make(map[[16]byte]idRef),
+	rs := &s.rs
+	if rs.s == nil {
+		*rs = roundState{
+			s:       s,
+			states:  make(map[string]*eslog.StreamState),
+			touched: make(map[string]bool),
+			ids:     make(map[[16]byte]idRef),
+		}
+		return rs
 	}
+	clear(rs.states)
+	clear(rs.touched)
+	clear(rs.ids)
+	clear(rs.dec) // let go of the ops and writes
+	clear(rs.writes)
+	rs.dec, rs.writes = rs.dec[:0], rs.writes[:0]
+	rs.bytes, rs.epoch = 0, 0
+	return rs
 }
 
 // commit commits the round's writes and answers its ops; it returns the
 // ops to decide again (invariant 4).
 func (rs *roundState) commit() (retry []*op) {
 	s := rs.s
-	var writes []*eslog.Write
+	writes := rs.writes[:0]
 	now := s.w.clock().UnixNano()
 	for i := range rs.dec {
 		if w := rs.dec[i].write; w != nil {
@@ -135,6 +152,7 @@ func (rs *roundState) commit() (retry []*op) {
 			writes = append(writes, w)
 		}
 	}
+	rs.writes = writes
 	var ticket Durable
 	if len(writes) > 0 {
 		var err error
@@ -235,21 +253,20 @@ func (s *shard) loadState(stream string) (eslog.StreamState, error) {
 func (rs *roundState) decide(o *op) {
 	rs.bytes += o.size
 	d := decision{o: o, stream: o.stream, leader: -1}
-	defer func() { rs.dec = append(rs.dec, d) }()
 	st, err := rs.state(o.stream)
-	if err != nil {
+	switch {
+	case err != nil:
 		d.res.err = err
-		return
-	}
-	if o.kind == opDelete {
+	case o.kind == opDelete:
 		d.write, d.res = rs.s.decideDelete(o, st)
-	} else {
+	default: // decideAppend takes len(rs.dec) as this decision's index
 		d.write, d.res, d.leader, d.offset = rs.decideAppend(o, st)
 	}
 	if d.write != nil {
 		rs.touched[o.stream] = true
 		predict(st, d.write)
 	}
+	rs.dec = append(rs.dec, d)
 }
 
 // decideAppend decides one append against st: a write, an answer, or an
