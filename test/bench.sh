@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark matrix of the issue, in one run so that figures can be
+# esd's benchmark matrix, in one run so that figures can be
 # compared as ratios: the disk's fsync rate (fio), the in-process Go
 # benchmarks (bare Pebble vs the log), then esctl bench against a fresh esd
 # on a temporary store, with esd's peak RSS after each workload.

@@ -7,7 +7,9 @@
 //
 // Operations and their errors:
 //   - Append, AppendMulti, Delete: the writer's (writer.ErrOverloaded,
-//     writer.ErrShuttingDown, writer.ErrRefused with *eslog.StreamError,
+//     writer.ErrShuttingDown, ErrRefused with *eslog.StreamError for a
+//     tombstoned stream, *eslog.StreamError alone for a delete of a
+//     missing or deleted stream,
 //     *eslog.IDConflictError, eslog.ErrStorageFailed) and *ConflictError
 //     for an expected revision that did not hold, with the events appended
 //     since it.

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -82,7 +81,7 @@ func Open(cfg Config) (*Engine, error) {
 	e.groups, err = group.NewManager(l, e.hub, lg.Named("group"), reg)
 	if err != nil {
 		e.writer.Close()
-		return nil, errors.Join(fmt.Errorf("load consumer groups: %w", err), l.Close())
+		return nil, errors.Join(err, l.Close())
 	}
 	return e, nil
 }

@@ -120,6 +120,41 @@ func TestClockGivesCommitTimes(t *testing.T) {
 	}
 }
 
+// TestClockInThePast: commit times are the clock's even when it is behind
+// this machine's (a replica applying writes stamped elsewhere), and after
+// a restart they go on from the last event's.
+func TestClockInThePast(t *testing.T) {
+	past := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	open := func(at time.Time) *engine.Engine {
+		e, err := engine.Open(engine.Config{Dir: dir, CacheBytes: 8 << 20, Clock: func() time.Time { return at }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := open(past)
+	res, err := e.Append(context.Background(), engine.AppendOp{Stream: "s", Events: events("A")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CommitTime != past.UnixNano() {
+		t.Fatalf("commit time %v, want the clock's %v", time.Unix(0, res.CommitTime).UTC(), past)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e = open(past.Add(-time.Hour)) // restarted with a clock behind the last commit
+	defer e.Close()
+	res, err = e.Append(context.Background(), engine.AppendOp{Stream: "s", Events: events("B")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CommitTime != past.UnixNano() {
+		t.Fatalf("after a restart: commit time %v, want the last one's %v", time.Unix(0, res.CommitTime).UTC(), past)
+	}
+}
+
 // sink collects a subscription's events.
 type sink struct {
 	mu       sync.Mutex

@@ -16,10 +16,12 @@ type (
 	DeleteResult = writer.DeleteResult
 )
 
-// Errors of the engine's operations beyond the log's and the groups'.
+// Errors of the engine's operations beyond the log's and the groups': the
+// writer's.
 var (
 	ErrShuttingDown = writer.ErrShuttingDown
 	ErrOverloaded   = writer.ErrOverloaded
+	ErrRefused      = writer.ErrRefused
 )
 
 // Append appends op and waits until it is durable. A wrong expected

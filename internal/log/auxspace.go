@@ -313,15 +313,13 @@ func batchGet(b *pebble.Batch, key []byte) (AuxValue, error) {
 // durable. The snapshot comes first, then the newest aux ticket: commit
 // stores a ticket before applying its batch, so every aux write the
 // snapshot holds belongs to that ticket or an earlier one, and tickets
-// are done in apply order. If that ticket failed the read fails too: the
-// snapshot may hold writes a crash would take back.
+// are done in apply order. If that ticket failed, the log has failed and
+// takes no more writes, but reads go on: the view may then hold the last
+// aux writes, whose sync failed and which a restart may or may not keep.
 func (l *Log) auxSnapshot() (*pebble.Snapshot, error) {
 	s := l.db.NewSnapshot()
 	if t := l.auxNewest.Load(); t != nil {
 		<-t.done
-		if t.err != nil {
-			return nil, errors.Join(t.err, s.Close())
-		}
 	}
 	return s, nil
 }

@@ -8,10 +8,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/esdhq/esd/internal/testutil"
 )
 
 // TestNamespaceRegistry: every namespace has a unique name and a prefix
@@ -444,13 +447,41 @@ func TestCompareAndSwapWithEventCommits(t *testing.T) {
 	}
 }
 
-// waitFor polls cond for up to 10 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+// failingSyncs fails every WAL sync once on is set: a disk that broke.
+type failingSyncs struct{ on atomic.Bool }
+
+func (f *failingSyncs) String() string { return "failing WAL syncs" }
+
+func (f *failingSyncs) MaybeError(op errorfs.Op) error {
+	switch op.Kind {
+	case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+		if f.on.Load() && strings.HasSuffix(op.Path, ".log") {
+			return errors.New("injected sync failure")
 		}
+	}
+	return nil
+}
+
+// TestAuxReadsAfterStorageFailure: once a sync fails the log takes no
+// more writes, aux writes included, but aux reads go on, like event reads.
+func TestAuxReadsAfterStorageFailure(t *testing.T) {
+	inj := &failingSyncs{}
+	l := openTest(t, errorfs.Wrap(vfs.NewMem(), inj))
+	defer l.Close()
+	a := l.Aux(NSGroups)
+	auxApply(t, a, new(AuxWrite).Put([]byte("c/g"), []byte("7")))
+	inj.on.Store(true)
+	if err := a.CompareAndSwap(context.Background(), []byte("c/g"), val("7"), val("8")); !errors.Is(err, ErrStorageFailed) {
+		t.Fatalf("swap whose sync fails: %v, want ErrStorageFailed", err)
+	}
+	if err := a.Apply(new(AuxWrite).Put([]byte("c/h"), []byte("1"))); !errors.Is(err, ErrStorageFailed) {
+		t.Fatalf("aux write after the failure: %v, want ErrStorageFailed", err)
+	}
+	if _, _, err := a.Get([]byte("c/g")); err != nil {
+		t.Errorf("get after the failure: %v", err)
+	}
+	if err := a.Scan(nil, func(_, _ []byte) error { return nil }); err != nil {
+		t.Errorf("scan after the failure: %v", err)
 	}
 }
 
@@ -468,7 +499,7 @@ func TestAuxReadsWaitForDurability(t *testing.T) {
 	gate.Hold()
 	swapped := make(chan error, 1)
 	go func() { swapped <- a.CompareAndSwap(context.Background(), []byte("k"), val("old"), val("new")) }()
-	waitFor(t, "the swap to be applied", func() bool { v, _ := rawAux(t, l, "lease/k"); return v == "new" })
+	testutil.Eventually(t, 10*time.Second, "the swap to be applied", func() bool { v, _ := rawAux(t, l, "lease/k"); return v == "new" })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	if err := a.CompareAndSwap(ctx, []byte("j"), Absent(), val("x")); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("swap with a ctx that ends before the fsync: %v", err)
@@ -594,7 +625,7 @@ func TestCompareAndSwapCrash(t *testing.T) {
 		ch := make(chan error, 1)
 		swapped = append(swapped, ch)
 		go func() { ch <- a.CompareAndSwapMany(context.Background(), swapsOf(i)) }()
-		waitFor(t, fmt.Sprintf("swap %d to be applied", i), func() bool { v, _ := rawAux(t, l, "lease/counter"); return v == strconv.Itoa(i) })
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("swap %d to be applied", i), func() bool { v, _ := rawAux(t, l, "lease/counter"); return v == strconv.Itoa(i) })
 		st, _, err := l.State("s")
 		if err != nil {
 			t.Fatal(err)

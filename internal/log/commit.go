@@ -40,14 +40,18 @@ type Write struct {
 	CheckIDs bool
 	// LookupEpoch is IDEpoch() as the writer read it before looking the
 	// ids up (LookupIDs): the log then checks only what was committed
-	// since, in memory.
+	// since, in memory. It is this process's count: a write applied by
+	// another node (a replica) must carry 0, which makes the log check
+	// every id in Pebble.
 	LookupEpoch uint64
 	// Time is the commit time the writer chose (unix nanoseconds). The log
 	// stamps max(Time, the previous commit's time), so that commit times
-	// never go backwards in position order; 0 means the log's clock.
+	// never go backwards in position order. 0 means the log's clock, which
+	// a replicated write must not rely on: two nodes' clocks differ.
 	Time int64
 	// DeletionID is the id of the "$deleted" event that records a
-	// deletion; zero means the log makes one.
+	// deletion; zero means the log makes a random one, which a replicated
+	// write must not rely on either.
 	DeletionID [16]byte
 
 	recs []byte // the encoded records, back to back (Prepare)
@@ -431,8 +435,9 @@ type commitState struct {
 	sysNw     bool
 	st        stats
 	deletions map[uint64]deletion
-	ids       [][16]byte  // every id written, for l.recent
-	committed []Committed // every event written, for the publish hook
+	ids       [][16]byte       // every id written, for l.recent
+	committed []Committed      // every event written, for the publish hook
+	created   map[uint64]int64 // stream id -> creation time, for streams this commit creates
 	events    int
 	bytes     int
 	key       [32]byte
@@ -471,8 +476,19 @@ func (c *commitState) apply(w *Write) {
 			c.pos++
 		}
 		c.events += len(w.Events)
-		if !s.Written || s.Created == 0 { // a state predicted by the writer has no time yet
+		switch {
+		case !s.Written: // created by this write
 			s.Created = c.now
+			if c.created == nil {
+				c.created = make(map[uint64]int64)
+			}
+			c.created[s.ID] = c.now
+		case s.Created == 0: // predicted by the writer after a write of this commit
+			if t, ok := c.created[s.ID]; ok {
+				s.Created = t
+			} else {
+				s.Created = c.now
+			}
 		}
 		s.Written = true
 		s.Head = rev - 1

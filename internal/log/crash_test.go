@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -181,7 +182,7 @@ func (r *crashRun) event(commit, i int, big bool) Event {
 	return e
 }
 
-// predictState mirrors the writer's prediction (server.predict) of a
+// predictState mirrors the writer's prediction (writer.predict) of a
 // stream's state after w, for a second write to it in one commit.
 func predictState(st *StreamState, w *Write) {
 	st.ID = w.State.ID
@@ -813,35 +814,49 @@ func TestCrashWithCommitsInFlight(t *testing.T) {
 
 // TestCrashStreamCreatedByTwoWritesOfOneCommit: the writer puts two
 // appends to one new stream in one commit (group commit), the second
-// with the state it predicts after the first (server.predict, mirrored
+// with the state it predicts after the first (writer.predict, mirrored
 // by predictState), which knows no commit time. The stream's Created must
 // still be the commit time, before and after a crash: GetStream reports
 // it as StreamInfo.created.
 func TestCrashStreamCreatedByTwoWritesOfOneCommit(t *testing.T) {
-	fs := vfs.NewCrashableMem()
-	l := openTest(t, fs)
-	defer l.Close()
-	w1 := &Write{State: StreamState{ID: l.NewStreamID(), Name: "fresh"}, New: true, Events: []Event{testEvent(1)}, CheckIDs: true}
-	next := w1.State
-	predictState(&next, w1)
-	w2 := &Write{State: next, Events: []Event{testEvent(2)}, CheckIDs: true}
-	commit(t, l, w1, w2)
-	if w2.After.Head != 1 || w2.FirstPosition != 2 {
-		t.Fatalf("second write: %+v", w2.After)
+	now := time.Now().UnixNano()
+	for _, tc := range []struct {
+		name   string
+		t1, t2 int64 // Write.Time of each
+	}{
+		{"the log's clock", 0, 0},
+		{"times chosen by the writer, the second later", now, now + 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewCrashableMem()
+			l := openTest(t, fs)
+			defer l.Close()
+			w1 := &Write{State: StreamState{ID: l.NewStreamID(), Name: "fresh"}, New: true, Events: []Event{testEvent(1)}, CheckIDs: true, Time: tc.t1}
+			next := w1.State
+			predictState(&next, w1)
+			w2 := &Write{State: next, Events: []Event{testEvent(2)}, CheckIDs: true, Time: tc.t2}
+			commit(t, l, w1, w2)
+			if w2.After.Head != 1 || w2.FirstPosition != 2 {
+				t.Fatalf("second write: %+v", w2.After)
+			}
+			if tc.t1 != 0 && (w1.Created != tc.t1 || w2.Created != tc.t2) {
+				t.Fatalf("commit times %d, %d; want the writes' %d, %d", w1.Created, w2.Created, tc.t1, tc.t2)
+			}
+			check := func(l *Log, when string) {
+				t.Helper()
+				st, ok, err := l.State("fresh")
+				if err != nil || !ok {
+					t.Fatalf("%s: State: %t, %v", when, ok, err)
+				}
+				if st.Created != w1.Created || st.Created == 0 || st.Updated != w2.Created {
+					t.Errorf("%s: stream created %d, updated %d; want created %d (the first write's time), updated %d",
+						when, st.Created, st.Updated, w1.Created, w2.Created)
+				}
+			}
+			check(l, "live")
+			rl := crashOpen(t, fs.CrashClone(vfs.CrashCloneCfg{}))
+			defer rl.Close()
+			check(rl, "after crash")
+		})
 	}
-	check := func(l *Log, when string) {
-		t.Helper()
-		st, ok, err := l.State("fresh")
-		if err != nil || !ok {
-			t.Fatalf("%s: State: %t, %v", when, ok, err)
-		}
-		if st.Created != w1.Created || st.Created == 0 || st.Updated != w2.Created {
-			t.Errorf("%s: stream created %d, updated %d; want created %d (the commit time), updated %d",
-				when, st.Created, st.Updated, w1.Created, w2.Created)
-		}
-	}
-	check(l, "live")
-	rl := crashOpen(t, fs.CrashClone(vfs.CrashCloneCfg{}))
-	defer rl.Close()
-	check(rl, "after crash")
 }

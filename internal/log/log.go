@@ -255,7 +255,20 @@ func (l *Log) recover() error {
 		return err
 	}
 	l.deleted.Store(&deleted)
-	l.lastTime = time.Now().UnixNano()
+	// Commit times go on from the last event's, not from this machine's
+	// clock, so that applying the same writes to the same store stamps the
+	// same times wherever and whenever it runs.
+	if lastPos > 0 {
+		rec, ok, err := l.get(appendEventKey(nil, lastPos))
+		if err != nil || !ok {
+			return errors.Join(err, fmt.Errorf("%w: no event at the last position %d", ErrCorrupt, lastPos))
+		}
+		var v recordView
+		if err := decodeRecord(rec, &v); err != nil {
+			return fmt.Errorf("position %d: %w", lastPos, err)
+		}
+		l.lastTime = v.created
+	}
 	return nil
 }
 

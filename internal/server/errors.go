@@ -8,7 +8,6 @@ import (
 	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/group"
 	eslog "github.com/esdhq/esd/internal/log"
-	"github.com/esdhq/esd/internal/writer"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -76,7 +75,7 @@ func toStatus(err error) error {
 		return withReason(codes.Aborted, wr.Error(), reasonWrongExpectedRevision, wr.Stream, wrongRevisionDetail(wr))
 	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamTombstoned):
 		code := codes.NotFound
-		if errors.Is(err, writer.ErrRefused) {
+		if errors.Is(err, engine.ErrRefused) {
 			code = codes.FailedPrecondition
 		}
 		return withReason(code, se.Error(), reasonStreamTombstoned, se.Stream)
@@ -97,9 +96,9 @@ func toStatus(err error) error {
 		return withReason(codes.InvalidArgument, err.Error(), reasonInvalidArgument, "")
 	case errors.Is(err, group.ErrClosed):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
-	case errors.Is(err, writer.ErrOverloaded):
+	case errors.Is(err, engine.ErrOverloaded):
 		return withReason(codes.ResourceExhausted, "writer queue full: retry with backoff", reasonOverloaded, "")
-	case errors.Is(err, writer.ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
+	case errors.Is(err, engine.ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, eslog.ErrStorageFailed):
 		return withReason(codes.Unavailable, "storage failed: writes stop until esd restarts", reasonStorageFailed, "")

@@ -92,8 +92,8 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		// Handlers run on reused worker goroutines, whose stacks have grown
 		// already: a new goroutine per RPC spent ~8% of esd's CPU growing
 		// its stack (runtime.newstack) under append -c 64. Appends block
-		// until their fsync, so there are as many workers as RPCs a
-		// connection may have in flight; past that, gRPC starts goroutines.
+		// until their fsync, so the server keeps many workers (shared by
+		// all connections); when all are busy, gRPC starts goroutines.
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.ForceServerCodecV2(newCodec()), // proto, plus reads' pre-encoded messages (wire.go)
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
@@ -174,7 +174,7 @@ func (s *Server) HTTPHandler(g prometheus.Gatherer) http.Handler {
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {
-		case s.draining.Load():
+		case s.draining.Load(), s.eng.Stopping().Err() != nil: // this front door or another stopped
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		case s.eng.Failed() != nil:
 			http.Error(w, "storage failed: "+s.eng.Failed().Error(), http.StatusServiceUnavailable)
@@ -205,7 +205,7 @@ func (s *Server) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	defer context.AfterFunc(s.eng.Stopping(), cancel)() // end streaming RPCs at shutdown
 	start := time.Now()
 	err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
-	if err != nil && errors.Is(err, context.Canceled) && s.draining.Load() && ss.Context().Err() == nil {
+	if err != nil && errors.Is(err, context.Canceled) && s.eng.Stopping().Err() != nil && ss.Context().Err() == nil {
 		err = engine.ErrShuttingDown
 	}
 	return s.mapError(ss.Context(), info.FullMethod, err, start)

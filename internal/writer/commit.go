@@ -13,8 +13,9 @@ type Store interface {
 	State(name string) (st eslog.StreamState, ok bool, err error)
 	// LookupIDs says where each id is stored, if anywhere.
 	LookupIDs(ids [][16]byte) ([]eslog.IDLocation, error)
-	// IDEpoch counts applied commits: read before LookupIDs, it tells the
-	// Committer which commits the lookup saw (eslog.Write.LookupEpoch).
+	// IDEpoch counts applied commits of stream writes: read before
+	// LookupIDs, it tells the Committer which commits the lookup saw
+	// (eslog.Write.LookupEpoch, a count of this process only).
 	IDEpoch() uint64
 	// NewStreamID allocates an id for a new stream.
 	NewStreamID() uint64

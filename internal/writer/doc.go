@@ -39,8 +39,11 @@
 //     before it in the log is chosen here, before the Committer, and
 //     carried in the writes: new streams' ids, the commit time (from the
 //     injectable clock), the ids of the "$deleted" events. Applying the
-//     same writes in the same order therefore writes the same bytes, which
-//     is what a replica applying a replicated commit needs.
+//     same writes in the same order to the same store therefore writes the
+//     same bytes (the log stamps max(the write's time, the last event's),
+//     and takes the last event's time from the store when it opens), which
+//     is what a replica applying a replicated commit needs. One input is
+//     local: Write.LookupEpoch, which a replica must set to 0.
 //
 // # AppendMulti
 //

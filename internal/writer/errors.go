@@ -14,9 +14,9 @@ var (
 	// ErrOverloaded: a shard's queue or the in-flight byte budget is full;
 	// the caller should retry with backoff.
 	ErrOverloaded = errors.New("writer: queue full")
-	// ErrRefused marks a stream error met by a write rather than a read: a
-	// write to a tombstoned stream is refused (a precondition), while a
-	// read of it finds nothing.
+	// ErrRefused marks a write to a tombstoned stream: it is refused (a
+	// precondition), while a read of the stream finds nothing. The error
+	// also matches *eslog.StreamError with eslog.ErrStreamTombstoned.
 	ErrRefused = errors.New("write refused")
 )
 

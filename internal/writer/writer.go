@@ -114,8 +114,8 @@ func (w *Writer) QueueDepth(i int) int { return len(w.shards[i].in) }
 
 // Hold stops shard i once it has committed what was queued before, and
 // keeps it stopped (requests queue up behind it) until release is called,
-// as an AppendMulti holds it while it commits. It is for maintenance that
-// needs a quiet shard, and for tests of a full queue.
+// as an AppendMulti holds it while it commits. Tests of a full queue use
+// it (from other packages too, hence exported).
 func (w *Writer) Hold(i int) (release func(), err error) {
 	p := &lockPart{ready: make(chan partReady, 1), release: make(chan bool, 1)}
 	if err := w.send(w.shards[i], &op{kind: opLock, lock: p}); err != nil {
@@ -285,4 +285,3 @@ type opResult struct {
 	err     error
 }
 
-// shard owns the streams that hash to it.

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/esdhq/esd/internal/engine"
+	"github.com/esdhq/esd/internal/group"
+	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/writer"
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestToStatus: a row per error the engine, the log, the groups and the
+// validation return: its code, its ErrorInfo reason and stream, and, for
+// the writer's errors, that the writer's metric label is the same reason.
+func TestToStatus(t *testing.T) {
+	wr := &eslog.WrongRevisionError{Stream: "s", StreamID: 16, Expected: eslog.Expectation{Kind: eslog.ExpectExact, Revision: 1},
+		Head: 3, Exists: true}
+	conflict := &engine.ConflictError{WrongRevisionError: wr,
+		EventsSince: []*eslog.RecordedEvent{{Event: eslog.Event{Type: "A"}, Stream: "s", Revision: 2}, {Event: eslog.Event{Type: "B"}, Stream: "s", Revision: 3}}}
+	stream := func(err error) error { return &eslog.StreamError{Stream: "s", Err: err} }
+	for _, tc := range []struct {
+		name        string
+		err         error
+		code        codes.Code
+		reason      string // "" for no ErrorInfo
+		stream      string
+		writerLabel bool // writer.Reason(err) must be reason
+	}{
+		{"canceled", context.Canceled, codes.Canceled, "", "", false},
+		{"deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "", "", false},
+		{"conflict with delta", conflict, codes.Aborted, reasonWrongExpectedRevision, "s", true},
+		{"wrong revision", wr, codes.Aborted, reasonWrongExpectedRevision, "s", true},
+		{"write to a tombstone", fmt.Errorf("%w: %w", engine.ErrRefused, stream(eslog.ErrStreamTombstoned)),
+			codes.FailedPrecondition, reasonStreamTombstoned, "s", true},
+		{"read of a tombstone", stream(eslog.ErrStreamTombstoned), codes.NotFound, reasonStreamTombstoned, "s", true},
+		{"deleted", stream(eslog.ErrStreamDeleted), codes.NotFound, reasonStreamDeleted, "s", true},
+		{"not found", stream(eslog.ErrStreamNotFound), codes.NotFound, reasonStreamNotFound, "s", true},
+		{"id conflict", &eslog.IDConflictError{Stream: "s"}, codes.AlreadyExists, reasonEventIDConflict, "s", true},
+		{"invalid", &invalidError{reason: reasonEventTooLarge, stream: "s",
+			violations: []*errdetails.BadRequest_FieldViolation{{Field: "events[0].data", Description: "too large"}}},
+			codes.InvalidArgument, reasonEventTooLarge, "s", false},
+		{"group not found", fmt.Errorf("%w: %q", group.ErrNotFound, "g"), codes.NotFound, reasonGroupNotFound, "", false},
+		{"group exists", group.ErrExists, codes.AlreadyExists, reasonGroupExists, "", false},
+		{"group immutable", group.ErrImmutable, codes.InvalidArgument, reasonInvalidArgument, "", false},
+		{"groups closed", group.ErrClosed, codes.Unavailable, reasonShuttingDown, "", false},
+		{"overloaded", engine.ErrOverloaded, codes.ResourceExhausted, reasonOverloaded, "", true},
+		{"shutting down", engine.ErrShuttingDown, codes.Unavailable, reasonShuttingDown, "", true},
+		{"log closed", eslog.ErrClosed, codes.Unavailable, reasonShuttingDown, "", true},
+		{"storage failed", fmt.Errorf("%w: disk", eslog.ErrStorageFailed), codes.Unavailable, reasonStorageFailed, "", true},
+		{"a status already", status.Error(codes.ResourceExhausted, "message too large"), codes.ResourceExhausted, "", "", false},
+		{"a bug", errors.New("boom"), codes.Internal, "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := status.Convert(toStatus(tc.err))
+			if st.Code() != tc.code {
+				t.Fatalf("code %v, want %v", st.Code(), tc.code)
+			}
+			var info *errdetails.ErrorInfo
+			for _, d := range st.Details() {
+				if i, ok := d.(*errdetails.ErrorInfo); ok {
+					info = i
+				}
+			}
+			switch {
+			case tc.reason == "" && info != nil:
+				t.Fatalf("ErrorInfo %v, want none", info)
+			case tc.reason != "" && (info == nil || info.GetReason() != tc.reason || info.GetDomain() != "esd" ||
+				info.GetMetadata()["stream"] != tc.stream):
+				t.Fatalf("ErrorInfo %v, want reason %s, stream %q", info, tc.reason, tc.stream)
+			}
+			if tc.writerLabel && writer.Reason(tc.err) != tc.reason {
+				t.Errorf("writer's metric label %q, want the reason %q", writer.Reason(tc.err), tc.reason)
+			}
+			if tc.code == codes.Internal && st.Message() != "internal error" {
+				t.Errorf("internal error says %q: it must not leak the error", st.Message())
+			}
+		})
+	}
+	// The conflict's detail lists the events since the expected revision.
+	var d *esdv1.WrongExpectedRevision
+	for _, x := range status.Convert(toStatus(conflict)).Details() {
+		if w, ok := x.(*esdv1.WrongExpectedRevision); ok {
+			d = w
+		}
+	}
+	if d == nil || d.GetActualHead() != 3 || len(d.GetEventsSince()) != 2 || d.GetEventsSince()[1].GetType() != "B" {
+		t.Fatalf("conflict detail %v", d)
+	}
+}
