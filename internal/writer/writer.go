@@ -284,4 +284,3 @@ type opResult struct {
 	replay  bool    // an idempotent retry: fetch the original commit time
 	err     error
 }
-
