@@ -1,8 +1,3 @@
-// Package benchstat is the measuring half of a load generator: a latency
-// histogram, per-client counters and the report a run prints, in a table or
-// as JSON. esctl bench uses it, and so does test/pgbench, the same
-// workloads against PostgreSQL, so that their reports compare field by
-// field.
 package benchstat
 
 import (
