@@ -17,10 +17,12 @@ GOLANGCI_LINT_VERSION := v2.15.0
 
 FUZZTIME ?= 30s
 BENCHTIME ?= 1s
+DURATION ?= 10s
+REPEAT ?= 2
 DATA_DIR ?= ./data
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test check unit e2e test-integration test-e2e test-load bench fuzz lint fmt fmt-check vet \
+.PHONY: help build run test check unit e2e test-integration test-e2e test-load bench bench-compare fuzz lint fmt fmt-check vet \
 	golangci-lint buf-lint proto proto-check proto-breaking docker clean tools
 
 help: ## print this list
@@ -52,6 +54,9 @@ test-load: build ## a short load run against a fresh esd (see esctl bench for mo
 
 bench: ## Go benchmarks of the log and the writer
 	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) -benchmem ./internal/...
+
+bench-compare: ## esd vs PostgreSQL on the same write workloads, ratios (DURATION, REPEAT; esd alone without PostgreSQL)
+	DURATION=$(DURATION) REPEAT=$(REPEAT) ./test/bench-compare.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@set -e; for pkg in $$($(GO) list ./internal/...); do \

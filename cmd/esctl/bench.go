@@ -18,14 +18,15 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/esdhq/esd/internal/benchstat"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
 // Workloads of esctl bench.
 const (
-	workloadAppend     = "append"
-	workloadContention = "contention"
-	workloadReadStream = "read-stream"
+	workloadAppend     = benchstat.WorkloadAppend
+	workloadContention = benchstat.WorkloadContention
+	workloadReadStream = benchstat.WorkloadReadStream
 	workloadReadAll    = "read-all"
 	workloadCatchUp    = "catch-up"
 )
@@ -181,7 +182,7 @@ func (a *app) runBench(ctx context.Context, workload string, o benchOptions) err
 	if err != nil {
 		return err
 	}
-	b.report.fill(stats, elapsed)
+	b.report.Fill(stats, elapsed)
 	if err := a.printBenchReport(&b.report); err != nil {
 		return err
 	}
@@ -255,7 +256,7 @@ func (b *bench) newIDGen() *idGen {
 func (b *bench) setup(ctx context.Context) ([]benchWorker, error) {
 	o := &b.o
 	b.report = benchReport{
-		Workload: b.workload, Addr: b.app.addr, ServerVersion: b.report.ServerVersion,
+		ServerName: "esd", Workload: b.workload, Addr: b.app.addr, ServerVersion: b.report.ServerVersion,
 		Clients: o.clients, Conns: o.conns, Size: o.size, ClientIDs: !o.noIDs,
 		StreamPrefix: o.prefix, Count: o.count, Repeat: o.repeat,
 		DurationSec: o.duration.Seconds(), WarmupSec: o.warmup.Seconds(),
@@ -324,7 +325,7 @@ func (b *bench) run(ctx context.Context, workers []benchWorker) (*benchStats, ti
 	}
 	total := &benchStats{}
 	for _, s := range stats {
-		total.merge(s)
+		total.Merge(s)
 	}
 	return total, elapsed, nil
 }

@@ -57,13 +57,13 @@ func (w *appendWorker) op(ctx context.Context, st *benchStats) error {
 
 	t0 := time.Now()
 	resp, err := w.cli.Append(ctx, w.req)
-	st.lat.record(time.Since(t0))
-	st.ops++
+	st.Lat.Record(time.Since(t0))
+	st.Ops++
 	if err != nil {
 		if serr := stopError(ctx, err); serr != nil {
 			return serr
 		}
-		st.addError(errorKey(err))
+		st.AddError(errorKey(err))
 		// After a conflict, go on from the head the server reported. After
 		// any other failure the write may or may not have happened: the
 		// next call on this stream finds out through a conflict.
@@ -79,9 +79,9 @@ func (w *appendWorker) op(ctx context.Context, st *benchStats) error {
 	if n == 0 { // --batch 0: a pure condition check, nothing written
 		return nil
 	}
-	st.events += int64(n)
+	st.Events += int64(n)
 	if resp.GetFirstRevision() != w.next[k] || resp.GetLastRevision() != w.next[k]+n-1 {
-		st.addError(errRevisionMismatch)
+		st.AddError(errRevisionMismatch)
 	}
 	w.next[k] = resp.GetLastRevision() + 1
 	return nil
@@ -98,10 +98,10 @@ func learnHead(ctx context.Context, cli esdv1.StreamServiceClient, st *benchStat
 	if d := wrongRevision(s); d != nil {
 		return d.GetStreamExists(), d.GetActualHead(), true
 	}
-	st.addError(errMissingDetail)
+	st.AddError(errMissingDetail)
 	resp, gerr := cli.GetStream(ctx, &esdv1.GetStreamRequest{Stream: stream})
 	if gerr != nil {
-		st.addError(errorKey(gerr))
+		st.AddError(errorKey(gerr))
 		return false, 0, false
 	}
 	return resp.GetInfo().GetExists(), resp.GetInfo().GetHead(), true

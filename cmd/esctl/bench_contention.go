@@ -59,14 +59,14 @@ func (w *contentionWorker) op(ctx context.Context, st *benchStats) error {
 
 	t0 := time.Now()
 	resp, err := w.cli.Append(ctx, w.req)
-	st.lat.record(time.Since(t0))
-	st.ops++
+	st.Lat.Record(time.Since(t0))
+	st.Ops++
 	if err == nil {
 		n := uint64(len(w.req.Events))
-		st.successes++
-		st.events += int64(n)
+		st.Successes++
+		st.Events += int64(n)
 		if want := uint64(w.head[k] + 1); resp.GetFirstRevision() != want || resp.GetLastRevision() != want+n-1 {
-			st.addError(errRevisionMismatch)
+			st.AddError(errRevisionMismatch)
 		}
 		w.head[k] = int64(resp.GetLastRevision())
 		w.retrying = false
@@ -80,14 +80,14 @@ func (w *contentionWorker) op(ctx context.Context, st *benchStats) error {
 	// another failure the same ids make the retry idempotent.
 	w.retrying = true
 	if exists, head, ok := learnHead(ctx, w.cli, st, w.req.Stream, err); ok {
-		st.conflicts++
-		st.retries++
+		st.Conflicts++
+		st.Retries++
 		w.head[k] = -1
 		if exists {
 			w.head[k] = int64(head)
 		}
 		return nil
 	}
-	st.addError(errorKey(err))
+	st.AddError(errorKey(err))
 	return nil
 }

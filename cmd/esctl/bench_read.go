@@ -198,21 +198,21 @@ func (w *catchUpWorker) op(ctx context.Context, st *benchStats) error {
 // latency, and its failure (err), or else whether the events were out of
 // order or too few (short).
 func recordRead(ctx context.Context, st *benchStats, t0 time.Time, n int64, inOrder, short bool, err error) error {
-	st.lat.record(time.Since(t0))
-	st.ops++
-	st.events += n
+	st.Lat.Record(time.Since(t0))
+	st.Ops++
+	st.Events += n
 	if err != nil {
 		if serr := stopError(ctx, err); serr != nil {
 			return serr
 		}
-		st.addError(errorKey(err))
+		st.AddError(errorKey(err))
 		return nil
 	}
 	if !inOrder {
-		st.addError(errOutOfOrder)
+		st.AddError(errOutOfOrder)
 	}
 	if short {
-		st.addError(errShortRead)
+		st.AddError(errShortRead)
 	}
 	return nil
 }

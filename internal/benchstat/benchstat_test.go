@@ -1,4 +1,4 @@
-package main
+package benchstat
 
 import (
 	"math"
@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// histError is the histogram's promised bound on relative error.
+// histError is the Histogram's promised bound on relative error.
 const histError = 1.0 / histSub
 
 func TestHistogramBuckets(t *testing.T) {
@@ -44,65 +44,65 @@ func TestHistogramQuantiles(t *testing.T) {
 		}
 	}
 	t.Run("1..1000ms", func(t *testing.T) {
-		var h histogram
+		var h Histogram
 		for i := 1000; i >= 1; i-- { // order must not matter
-			h.record(time.Duration(i) * time.Millisecond)
+			h.Record(time.Duration(i) * time.Millisecond)
 		}
-		near(t, "p50", h.quantile(0.50), 500*time.Millisecond)
-		near(t, "p90", h.quantile(0.90), 900*time.Millisecond)
-		near(t, "p99", h.quantile(0.99), 990*time.Millisecond)
-		if got := h.quantile(1); got != time.Second {
+		near(t, "p50", h.Quantile(0.50), 500*time.Millisecond)
+		near(t, "p90", h.Quantile(0.90), 900*time.Millisecond)
+		near(t, "p99", h.Quantile(0.99), 990*time.Millisecond)
+		if got := h.Quantile(1); got != time.Second {
 			t.Errorf("p100 = %v, want the max 1s", got)
 		}
-		if got := h.quantile(0); got != time.Millisecond {
+		if got := h.Quantile(0); got != time.Millisecond {
 			t.Errorf("p0 = %v, want the min 1ms", got)
 		}
-		if got := h.mean(); got != 500500*time.Microsecond {
+		if got := h.Mean(); got != 500500*time.Microsecond {
 			t.Errorf("mean = %v", got)
 		}
 	})
 	t.Run("small values are exact", func(t *testing.T) {
-		var h histogram
+		var h Histogram
 		for i := range 100 {
-			h.record(time.Duration(i))
+			h.Record(time.Duration(i))
 		}
-		if got := h.quantile(0.5); got != 49 {
+		if got := h.Quantile(0.5); got != 49 {
 			t.Errorf("p50 = %d, want 49", got)
 		}
-		if got := h.quantile(0.99); got != 98 {
+		if got := h.Quantile(0.99); got != 98 {
 			t.Errorf("p99 = %d, want 98", got)
 		}
 	})
 	t.Run("one value", func(t *testing.T) {
-		var h histogram
-		h.record(1234567 * time.Nanosecond)
+		var h Histogram
+		h.Record(1234567 * time.Nanosecond)
 		for _, q := range []float64{0, 0.5, 0.99, 1} {
-			if got := h.quantile(q); got != 1234567 {
+			if got := h.Quantile(q); got != 1234567 {
 				t.Errorf("q%v = %d, want the only value", q, got)
 			}
 		}
 	})
 	t.Run("empty", func(t *testing.T) {
-		var h histogram
-		if h.quantile(0.5) != 0 || h.mean() != 0 {
-			t.Error("empty histogram reports values")
+		var h Histogram
+		if h.Quantile(0.5) != 0 || h.Mean() != 0 {
+			t.Error("empty Histogram reports values")
 		}
 	})
 	t.Run("skewed", func(t *testing.T) {
-		var h histogram
+		var h Histogram
 		for range 990 {
-			h.record(time.Millisecond)
+			h.Record(time.Millisecond)
 		}
 		for range 10 {
-			h.record(time.Second)
+			h.Record(time.Second)
 		}
-		near(t, "p99", h.quantile(0.99), time.Millisecond)
-		near(t, "p99.1", h.quantile(0.991), time.Second)
+		near(t, "p99", h.Quantile(0.99), time.Millisecond)
+		near(t, "p99.1", h.Quantile(0.991), time.Second)
 	})
 	t.Run("negative clamps to zero", func(t *testing.T) {
-		var h histogram
-		h.record(-5)
-		if h.quantile(1) != 0 {
+		var h Histogram
+		h.Record(-5)
+		if h.Quantile(1) != 0 {
 			t.Error("negative duration not clamped")
 		}
 	})
@@ -110,40 +110,40 @@ func TestHistogramQuantiles(t *testing.T) {
 
 func TestHistogramMerge(t *testing.T) {
 	t.Parallel()
-	var all, a, b histogram
+	var all, a, b Histogram
 	for i := 1; i <= 2000; i++ {
 		d := time.Duration(i) * 7 * time.Microsecond
-		all.record(d)
+		all.Record(d)
 		if i%3 == 0 {
-			a.record(d)
+			a.Record(d)
 		} else {
-			b.record(d)
+			b.Record(d)
 		}
 	}
-	var merged histogram
-	merged.merge(&a)
-	merged.merge(&b)
-	merged.merge(&histogram{}) // empty merges are no-ops
+	var merged Histogram
+	merged.Merge(&a)
+	merged.Merge(&b)
+	merged.Merge(&Histogram{}) // empty merges are no-ops
 	if merged != all {
-		t.Errorf("merged histogram differs from the whole: n %d/%d min %d/%d max %d/%d",
+		t.Errorf("merged Histogram differs from the whole: n %d/%d min %d/%d max %d/%d",
 			merged.n, all.n, merged.min, all.min, merged.max, all.max)
 	}
 }
 
 func TestStatsMerge(t *testing.T) {
 	t.Parallel()
-	a := &benchStats{ops: 3, events: 6, successes: 2, conflicts: 1, retries: 1}
-	a.addError("X")
-	b := &benchStats{ops: 4, events: 8}
-	b.addError("X")
-	b.addError("Y")
-	var total benchStats
-	total.merge(a)
-	total.merge(b)
-	if total.ops != 7 || total.events != 14 || total.successes != 2 || total.conflicts != 1 || total.retries != 1 {
+	a := &Stats{Ops: 3, Events: 6, Successes: 2, Conflicts: 1, Retries: 1}
+	a.AddError("X")
+	b := &Stats{Ops: 4, Events: 8}
+	b.AddError("X")
+	b.AddError("Y")
+	var total Stats
+	total.Merge(a)
+	total.Merge(b)
+	if total.Ops != 7 || total.Events != 14 || total.Successes != 2 || total.Conflicts != 1 || total.Retries != 1 {
 		t.Errorf("merged %+v", total)
 	}
-	if total.errors["X"] != 2 || total.errors["Y"] != 1 || total.errorCount() != 3 {
-		t.Errorf("errors %v", total.errors)
+	if total.Errors["X"] != 2 || total.Errors["Y"] != 1 || total.ErrorCount() != 3 {
+		t.Errorf("errors %v", total.Errors)
 	}
 }
