@@ -220,8 +220,8 @@ func (w *Writer) reserve(n int64) error {
 // answer gives o its result and returns its bytes to the budget: the
 // shard holds nothing of o after this.
 func (w *Writer) answer(o *op, r opResult) {
+	w.inflight.Add(-int64(o.size)) // first: the caller may look at the budget once answered
 	o.done <- r
-	w.inflight.Add(-int64(o.size))
 }
 
 // settle waits until what r reports is durable and visible.
