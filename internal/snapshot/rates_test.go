@@ -10,7 +10,9 @@ import (
 
 var t0 = time.Date(2026, 11, 26, 6, 0, 0, 0, time.UTC)
 
-func near(a, b, rel float64) bool { return math.Abs(a-b) <= rel*math.Max(math.Abs(a), math.Abs(b))+1e-12 }
+func near(a, b, rel float64) bool {
+	return math.Abs(a-b) <= rel*math.Max(math.Abs(a), math.Abs(b))+1e-12
+}
 
 // TestLoadRateDecay: a stream alone in the sketch reads its exact decayed
 // count: n loads count n, half a half-life later n/sqrt 2, a half-life
