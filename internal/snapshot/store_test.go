@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/esdhq/esd/internal/engine"
@@ -290,5 +291,41 @@ func TestAdviceCacheSmall(t *testing.T) {
 				mustSave(t, e, s, 3, 7)
 			}
 		}
+	}
+}
+
+// BenchmarkAdvise: the advice of one append on a warm cache, with a policy
+// of both rules (the dynamic one reads the load-rate sketch), and without
+// a policy (nothing to do). Compare with an append's cost, some tens of
+// microseconds.
+func BenchmarkAdvise(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		p    snapshot.Policy
+	}{{"off", snapshot.Policy{}}, {"on", snapshot.Policy{Every: 1000, ReplayThreshold: 1000}}} {
+		b.Run(c.name, func(b *testing.B) {
+			e, err := engine.Open(engine.Config{Dir: b.TempDir(), CacheBytes: 8 << 20, Snapshots: snapshot.Config{Default: c.p}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = e.Close() })
+			names := make([]string, 1000)
+			for i := range names {
+				names[i] = fmt.Sprintf("adv%d-%d", i%10, i)
+				if _, err := e.Append(context.Background(), engine.AppendOp{Stream: names[i], Events: []eslog.Event{{ID: eslog.NewEventID(), Type: "E"}}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var i atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					n := i.Add(1)
+					if a := e.Snapshots().Advise(names[n%1000], 5, true); a.Applies != !c.p.Off() {
+						b.Errorf("advice %+v", a)
+						return
+					}
+				}
+			})
+		})
 	}
 }
