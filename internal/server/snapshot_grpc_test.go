@@ -20,7 +20,9 @@ import (
 	"github.com/esdhq/esd/internal/snapshot"
 	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // This file tests the SnapshotService and the snapshot advice of appends
@@ -881,5 +883,34 @@ func TestSnapshotAdviceDynamic(t *testing.T) {
 	l := ts.mustLoad(t, "dyn-hot", 1)
 	if !l.end.GetSnapshotAdvised() {
 		t.Fatalf("load: %v", l.end)
+	}
+}
+
+// TestSnapshotInvalidUTF8: a snapshot's stream or type, and a policy's
+// category, that are not UTF-8 are INVALID_ARGUMENT naming the field.
+func TestSnapshotInvalidUTF8(t *testing.T) {
+	ts := newTestServer(t)
+	field := func(num protowire.Number, s string) []byte {
+		b := protowire.AppendTag(nil, num, protowire.BytesType)
+		return protowire.AppendString(b, s)
+	}
+	for _, tc := range []struct {
+		name, method string
+		req          []byte
+		field        string
+	}{
+		{"save stream", esdv1.SnapshotService_SaveSnapshot_FullMethodName, append(field(1, "bad-\xff"), field(3, "T")...), "stream"},
+		{"save type", esdv1.SnapshotService_SaveSnapshot_FullMethodName, append(field(1, "ok-1"), field(3, "T\xc3")...), "type"},
+		{"list stream", esdv1.SnapshotService_ListSnapshots_FullMethodName, field(1, "bad-\xff"), "stream"},
+		{"policy category", esdv1.SnapshotService_SetSnapshotPolicy_FullMethodName, field(1, "cat\xfe"), "category"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var resp esdv1.SaveSnapshotResponse // any message: the call must fail
+			err := ts.conn.Invoke(testCtx(t), tc.method, tc.req, &resp, grpc.ForceCodec(rawCodec{}))
+			wantError(t, err, codes.InvalidArgument, reasonInvalidArgument, "")
+			if br := badRequest(err); br == nil || br.GetFieldViolations()[0].GetField() != tc.field {
+				t.Fatalf("BadRequest %v, want %s", br, tc.field)
+			}
+		})
 	}
 }
