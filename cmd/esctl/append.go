@@ -179,14 +179,20 @@ func (a *app) runAppend(ctx context.Context, o *appendOptions, args []string) er
 	if err != nil {
 		return err
 	}
-	return a.printKV(resp, [][2]string{
+	rows := [][2]string{
 		{"STREAM", req.GetStream()},
 		{"FIRST REVISION", strconv.FormatUint(resp.GetFirstRevision(), 10)},
 		{"LAST REVISION", strconv.FormatUint(resp.GetLastRevision(), 10)},
 		{"FIRST POSITION", strconv.FormatUint(resp.GetFirstPosition(), 10)},
 		{"LAST POSITION", strconv.FormatUint(resp.GetLastPosition(), 10)},
 		{"COMMIT TIME", formatTime(resp.GetCommitTime())},
-	})
+	}
+	if resp.GetEventsSinceSnapshot() > 0 { // a snapshot policy applies
+		rows = append(rows,
+			[2]string{"EVENTS SINCE SNAPSHOT", strconv.FormatUint(resp.GetEventsSinceSnapshot(), 10)},
+			[2]string{"SNAPSHOT ADVISED", strconv.FormatBool(resp.GetSnapshotAdvised())})
+	}
+	return a.printKV(resp, rows)
 }
 
 // appendData finds the event's data: the argument, --file, or a piped stdin.

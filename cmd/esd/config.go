@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/esdhq/esd/internal/snapshot"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -32,6 +33,11 @@ type config struct {
 	CacheBytes     int64
 	SubBufferBytes int
 	GracePeriod    time.Duration
+	// Snapshots: retention per stream and the default policy.
+	SnapshotRetention       int
+	SnapshotEvery           uint64
+	SnapshotReplayThreshold uint64
+	SnapshotLoadHalfLife    time.Duration
 }
 
 // parseConfig reads flags, each with an ESD_ environment twin
@@ -53,6 +59,13 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.SubBufferBytes, "subscription-buffer-bytes", 32<<20,
 		"recent events held in memory for live subscribers, in bytes (one buffer shared by all; a subscriber behind it reads the store)")
 	fs.DurationVar(&c.GracePeriod, "grace-period", 10*time.Second, "how long shutdown waits for requests in flight")
+	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", 2, "snapshots kept per stream (the newest); a save prunes older ones")
+	fs.Uint64Var(&c.SnapshotEvery, "snapshot-every", 0,
+		"default snapshot policy: advise a snapshot every N events since the latest (0 = off; categories may have their own)")
+	fs.Uint64Var(&c.SnapshotReplayThreshold, "snapshot-replay-threshold", 0,
+		"default snapshot policy: advise a snapshot when events since the latest x loads per second reach this (0 = off)")
+	fs.DurationVar(&c.SnapshotLoadHalfLife, "snapshot-load-half-life", 5*time.Minute,
+		"half-life of the streams' load rates (the dynamic snapshot policy)")
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -119,6 +132,12 @@ func (c config) validate() error {
 	}
 	if c.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--grace-period %v: want > 0", c.GracePeriod))
+	}
+	if c.SnapshotRetention < 1 || c.SnapshotRetention > snapshot.MaxRetention {
+		errs = append(errs, fmt.Errorf("--snapshot-retention %d: want 1 to %d", c.SnapshotRetention, snapshot.MaxRetention))
+	}
+	if c.SnapshotLoadHalfLife < time.Second {
+		errs = append(errs, fmt.Errorf("--snapshot-load-half-life %v: want at least 1s", c.SnapshotLoadHalfLife))
 	}
 	return errors.Join(errs...)
 }

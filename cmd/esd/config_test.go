@@ -46,6 +46,17 @@ func TestParseConfig(t *testing.T) {
 		{name: "tiny subscription buffer", args: []string{"--subscription-buffer-bytes", "1000"}, wantErr: "--subscription-buffer-bytes"},
 		{name: "huge subscription buffer", args: []string{"--subscription-buffer-bytes", "17179869185"}, wantErr: "subscription-buffer-bytes"},
 		{name: "grace period 0", args: []string{"--grace-period", "0s"}, wantErr: "--grace-period"},
+		{name: "snapshot defaults", check: func(c config) bool {
+			return c.SnapshotRetention == 2 && c.SnapshotEvery == 0 && c.SnapshotReplayThreshold == 0 && c.SnapshotLoadHalfLife == 5*time.Minute
+		}},
+		{name: "snapshot flags", args: []string{"--snapshot-retention", "5", "--snapshot-every", "100", "--snapshot-replay-threshold", "1000"},
+			check: func(c config) bool {
+				return c.SnapshotRetention == 5 && c.SnapshotEvery == 100 && c.SnapshotReplayThreshold == 1000
+			}},
+		{name: "snapshot environment", env: env("ESD_SNAPSHOT_RETENTION", "3", "ESD_SNAPSHOT_EVERY", "50"),
+			check: func(c config) bool { return c.SnapshotRetention == 3 && c.SnapshotEvery == 50 }},
+		{name: "snapshot retention 0", args: []string{"--snapshot-retention", "0"}, wantErr: "--snapshot-retention"},
+		{name: "snapshot half-life tiny", args: []string{"--snapshot-load-half-life", "1ms"}, wantErr: "--snapshot-load-half-life"},
 		{name: "every error at once", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--shards 0"},
 		{name: "every error at once (2)", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--log-format \"xml\""},
 	} {

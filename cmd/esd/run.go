@@ -13,6 +13,7 @@ import (
 
 	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/server"
+	"github.com/esdhq/esd/internal/snapshot"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -46,6 +47,11 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		SubscriptionBufferBytes: cfg.SubBufferBytes,
 		Logger:                  lg,
 		Registerer:              reg,
+		Snapshots: snapshot.Config{
+			Retention: cfg.SnapshotRetention,
+			Default:   snapshot.Policy{Every: cfg.SnapshotEvery, ReplayThreshold: cfg.SnapshotReplayThreshold},
+			HalfLife:  cfg.SnapshotLoadHalfLife,
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", cfg.DataDir, err)

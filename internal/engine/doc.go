@@ -1,6 +1,6 @@
 // Package engine is esd without a protocol: it opens the log and owns the
-// sharded writer, the subscription hub, the consumer groups and the order
-// in which they stop. Front doors (internal/server for esd.v1 over gRPC,
+// sharded writer, the subscription hub, the consumer groups, the
+// snapshots and the order in which they stop. Front doors (internal/server for esd.v1 over gRPC,
 // and any other protocol) validate requests, call the engine's
 // operations and map its typed errors to their own statuses; several
 // front doors can share one engine in one process.
@@ -17,6 +17,13 @@
 //     (*eslog.StreamError for a missing, deleted or tombstoned stream).
 //   - Subscribe: the hub's; Groups: the consumer groups' (group.ErrNotFound,
 //     ...).
+//   - Load: a stream from its latest snapshot, as ReadStream's errors;
+//     Snapshots: the snapshots' own (snapshot.NotFoundError,
+//     snapshot.RevisionError, ...). Append and AppendMulti add each
+//     stream's snapshot advice to their results once the writer has
+//     answered (snapshot.Store.Advise: the advice cache, not the writer).
+//     Delete tells the snapshots of a deletion once it is durable (a
+//     tombstone purges the stream's snapshots).
 //
 // # Shutdown
 //
@@ -24,12 +31,13 @@
 // acts; the others wait for it): the writer refuses new requests and
 // commits and answers what it has queued; Stopping ends, which ends every
 // subscription and every streaming operation of the front doors; the
-// consumer groups store their checkpoints. Close drains, then closes the
-// log last.
+// consumer groups store their checkpoints; the snapshots store their load
+// rates. Close drains, then closes the log last.
 //
 // # Adding to it
 //
-// A feature with durable state (snapshots, leases) gets its own aux
-// namespace in the log and a field here, built in Open and stopped in
-// Drain; a replicated commit replaces writer.Local(log) in Open.
+// A feature with durable state (as snapshots, internal/snapshot; leases)
+// gets its own aux namespace in the log and a field here, built in Open
+// and stopped in Drain; a replicated commit replaces writer.Local(log) in
+// Open.
 package engine

@@ -3,12 +3,14 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/esdhq/esd/internal/group"
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/snapshot"
 	"github.com/esdhq/esd/internal/subscription"
 	"github.com/esdhq/esd/internal/writer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +40,9 @@ type Config struct {
 	Logger *zap.Logger
 	// Registerer gets every component's metrics; nil means none.
 	Registerer prometheus.Registerer
+	// Snapshots configures the snapshots (retention, default policy);
+	// the zero value keeps 2 a stream and advises nothing.
+	Snapshots snapshot.Config
 }
 
 // Engine is esd's storage and its operations, shared by the front doors.
@@ -48,6 +53,7 @@ type Engine struct {
 	writer *writer.Writer
 	hub    *subscription.Hub
 	groups *group.Manager
+	snaps  *snapshot.Store
 
 	stopping context.Context // ends in Drain, after the writer has stopped
 	stop     context.CancelFunc
@@ -56,8 +62,8 @@ type Engine struct {
 	closed   sync.Once
 }
 
-// Open opens the log in cfg.Dir and starts the writer, the hub and the
-// consumer groups on it.
+// Open opens the log in cfg.Dir and starts the writer, the hub, the
+// consumer groups and the snapshots on it.
 func Open(cfg Config) (*Engine, error) {
 	lg := cfg.Logger
 	if lg == nil {
@@ -83,19 +89,36 @@ func Open(cfg Config) (*Engine, error) {
 		e.writer.Close()
 		return nil, errors.Join(err, l.Close())
 	}
+	e.snaps, err = snapshot.Open(l, cfg.Snapshots, lg.Named("snapshot"), reg)
+	if err != nil {
+		e.writer.Close()
+		e.groups.Close()
+		return nil, errors.Join(fmt.Errorf("load snapshots: %w", err), l.Close())
+	}
 	return e, nil
 }
 
 // Drain stops the engine's work in order: the writer refuses new requests
 // and commits what it has queued, Stopping ends (subscriptions and
-// streaming operations end), the consumer groups store their checkpoints.
-// Only the first call acts; concurrent calls return when it is done.
+// streaming operations end), the consumer groups store their checkpoints,
+// the snapshots store their load rates. Only the first call acts;
+// concurrent calls return when it is done.
 func (e *Engine) Drain() {
 	e.drain.Do(func() {
 		e.writer.Close()
 		e.stop()
 		e.groups.Close()
+		if err := e.snaps.Close(); err != nil {
+			e.lg().Warn("store snapshot load rates (they start afresh)", zap.Error(err))
+		}
 	})
+}
+
+func (e *Engine) lg() *zap.Logger {
+	if e.cfg.Logger == nil {
+		return zap.NewNop()
+	}
+	return e.cfg.Logger
 }
 
 // Close drains the engine and closes the log. Calling it twice is
@@ -127,6 +150,10 @@ func (e *Engine) Writer() *writer.Writer { return e.writer }
 
 // Groups are the consumer groups.
 func (e *Engine) Groups() *group.Manager { return e.groups }
+
+// Snapshots are the snapshots: save, get, list, delete, policies. Load
+// and the advice of appends are the engine's operations.
+func (e *Engine) Snapshots() *snapshot.Store { return e.snaps }
 
 // Shards is the number of writer shards.
 func (e *Engine) Shards() int { return e.writer.Shards() }

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/snapshot"
 	"github.com/esdhq/esd/internal/subscription"
 	"github.com/esdhq/esd/internal/writer"
 )
@@ -12,9 +13,17 @@ import (
 // The writer's request and result types are the engine's.
 type (
 	AppendOp     = writer.AppendOp
-	AppendResult = writer.AppendResult
 	DeleteResult = writer.DeleteResult
 )
+
+// AppendResult is the writer's result of an append, with the snapshot
+// advice the engine adds once it has returned.
+type AppendResult struct {
+	writer.AppendResult
+	// Snapshot is the advice of the stream's snapshot policy at its new
+	// head (zero when no policy applies to its category).
+	Snapshot snapshot.Advice
+}
 
 // Errors of the engine's operations beyond the log's and the groups': the
 // writer's.
@@ -26,12 +35,20 @@ var (
 
 // Append appends op and waits until it is durable. A wrong expected
 // revision is a *ConflictError.
+//
+// The result carries the snapshot advice of op's stream, decided here
+// after the append returned (not in the writer: it reads the advice
+// cache, and on a miss the store).
 func (e *Engine) Append(ctx context.Context, op AppendOp) (AppendResult, error) {
 	res, err := e.writer.Append(ctx, op)
 	if err != nil {
-		return res, e.withConflictDelta(ctx, err)
+		return AppendResult{AppendResult: res}, e.withConflictDelta(ctx, err)
 	}
-	return res, nil
+	return e.advised(op.Stream, res), nil
+}
+
+func (e *Engine) advised(stream string, res writer.AppendResult) AppendResult {
+	return AppendResult{AppendResult: res, Snapshot: e.snaps.Advise(stream, res.LastRevision, res.Exists)}
 }
 
 // AppendMulti appends ops (each to a different stream) atomically and
@@ -42,7 +59,11 @@ func (e *Engine) AppendMulti(ctx context.Context, ops []AppendOp) ([]AppendResul
 	if err != nil {
 		return nil, e.withConflictDelta(ctx, err)
 	}
-	return res, nil
+	out := make([]AppendResult, len(res))
+	for i, r := range res {
+		out[i] = e.advised(ops[i].Stream, r)
+	}
+	return out, nil
 }
 
 // Delete deletes a stream (soft, or forever with a tombstone) and waits
@@ -52,7 +73,17 @@ func (e *Engine) Delete(ctx context.Context, stream string, expect eslog.Expecta
 	if err != nil {
 		return res, e.withConflictDelta(ctx, err)
 	}
+	e.snaps.StreamDeleted(stream, mode == eslog.DeleteTombstone)
 	return res, nil
+}
+
+// Load sends stream's newest usable snapshot of schema version schema
+// (if any) to onSnapshot, then every visible event after it to emit, up
+// to the head the stream had when the load started (one view: see
+// snapshot.Store.Load); the result has that head and the snapshot advice.
+// Errors: as ReadStream's.
+func (e *Engine) Load(ctx context.Context, stream string, schema uint32, onSnapshot func(*snapshot.Snapshot) error, emit func(*eslog.EventView) error) (snapshot.LoadResult, error) {
+	return e.snaps.Load(ctx, stream, schema, onSnapshot, emit)
 }
 
 // ReadStream reads a stream's published events in q's order; emit may

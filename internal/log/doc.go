@@ -24,7 +24,7 @@
 //
 //	0x09 "grp/" key            consumer groups (internal/group); key is
 //	                           s/<name>, c/<name> or p/<name> 0x00 pos
-//	0x09 "snap/" key           reserved: snapshots
+//	0x09 "snap/" key           snapshots (internal/snapshot)
 //	0x09 "lease/" key          reserved: leases
 //
 // # Invariants

@@ -17,7 +17,8 @@ const (
 	// NSGroups holds consumer groups' settings, checkpoints and parked
 	// events (internal/group).
 	NSGroups Namespace = iota + 1
-	// NSSnapshots is reserved for snapshots.
+	// NSSnapshots holds snapshots, their policies and load rates
+	// (internal/snapshot).
 	NSSnapshots
 	// NSLeases is reserved for leases.
 	NSLeases

@@ -168,6 +168,16 @@ func (l *Log) ReadPublished(ctx context.Context, s *StreamState, q StreamQuery, 
 	return l.readRevisions(ctx, s, q, materializing(emit))
 }
 
+// ReadStateViews is ReadStreamViews of a stream in state s, as a reader
+// got it from StreamInfo: it reads q's events up to s.Head (nothing for a
+// stream without visible events in s), however far the stream has moved
+// since, so that a caller reads the stream as of one moment (a snapshot
+// load: the snapshot chosen, the events after it and the head reported
+// agree).
+func (l *Log) ReadStateViews(ctx context.Context, s *StreamState, q StreamQuery, emit func(*EventView) error) error {
+	return l.readRevisions(ctx, s, q, emit)
+}
+
 func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, emit func(*EventView) error) error {
 	if !s.Exists() {
 		return nil

@@ -4,7 +4,7 @@
 // own beyond the gRPC server.
 //
 //   - stream_service.go, subscribe.go, group_service.go,
-//     admin_service.go: the esd.v1 services. Handlers return plain
+//     snapshot_service.go, admin_service.go: the esd.v1 services. Handlers return plain
 //     errors; the interceptors in server.go map them with toStatus
 //     (errors.go), the one place that knows the mapping of docs/api.md.
 //   - validate.go: request validation and docs/api.md's limits.

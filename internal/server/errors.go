@@ -8,6 +8,7 @@ import (
 	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/group"
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/snapshot"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -31,6 +32,9 @@ const (
 	reasonStorageFailed         = "STORAGE_FAILED"
 	reasonGroupNotFound         = "GROUP_NOT_FOUND"
 	reasonGroupExists           = "GROUP_EXISTS"
+	reasonSnapshotNotFound      = "SNAPSHOT_NOT_FOUND"
+	reasonSnapshotRevision      = "SNAPSHOT_REVISION_INVALID"
+	reasonSnapshotTooLarge      = "SNAPSHOT_TOO_LARGE"
 )
 
 // invalidError is a bad request: reason INVALID_ARGUMENT, EVENT_TOO_LARGE
@@ -63,6 +67,8 @@ func toStatus(err error) error {
 		se       *eslog.StreamError
 		idc      *eslog.IDConflictError
 		inv      *invalidError
+		snf      *snapshot.NotFoundError
+		srev     *snapshot.RevisionError
 	)
 	switch {
 	case err == nil:
@@ -88,6 +94,12 @@ func toStatus(err error) error {
 	case errors.As(err, &inv):
 		return withReason(codes.InvalidArgument, inv.Error(), inv.reason, inv.stream,
 			&errdetails.BadRequest{FieldViolations: inv.violations})
+	case errors.As(err, &snf):
+		return withReason(codes.NotFound, snf.Error(), reasonSnapshotNotFound, snf.Stream)
+	case errors.As(err, &srev):
+		return withReason(codes.FailedPrecondition, srev.Error(), reasonSnapshotRevision, srev.Stream)
+	case errors.Is(err, snapshot.ErrClosed):
+		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, group.ErrNotFound):
 		return withReason(codes.NotFound, err.Error(), reasonGroupNotFound, "")
 	case errors.Is(err, group.ErrExists):

@@ -9,6 +9,7 @@ import (
 	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/group"
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/snapshot"
 	"github.com/esdhq/esd/internal/writer"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -46,6 +47,10 @@ func TestToStatus(t *testing.T) {
 		{"invalid", &invalidError{reason: reasonEventTooLarge, stream: "s",
 			violations: []*errdetails.BadRequest_FieldViolation{{Field: "events[0].data", Description: "too large"}}},
 			codes.InvalidArgument, reasonEventTooLarge, "s", false},
+		{"no snapshot", &snapshot.NotFoundError{Stream: "s", SchemaVersion: 1}, codes.NotFound, reasonSnapshotNotFound, "s", false},
+		{"snapshot past the head", &snapshot.RevisionError{Stream: "s", Revision: 9, Head: 3}, codes.FailedPrecondition,
+			reasonSnapshotRevision, "s", false},
+		{"snapshots closed", snapshot.ErrClosed, codes.Unavailable, reasonShuttingDown, "", false},
 		{"group not found", fmt.Errorf("%w: %q", group.ErrNotFound, "g"), codes.NotFound, reasonGroupNotFound, "", false},
 		{"group exists", group.ErrExists, codes.AlreadyExists, reasonGroupExists, "", false},
 		{"group immutable", group.ErrImmutable, codes.InvalidArgument, reasonInvalidArgument, "", false},

@@ -101,7 +101,9 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		grpc.ChainUnaryInterceptor(grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover)),
 		grpc.ChainStreamInterceptor(grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover)),
 	)
-	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{eng: eng, lim: cfg.Limits, met: newReadMetrics(reg)})
+	readMet := newReadMetrics(reg)
+	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{eng: eng, lim: cfg.Limits, met: readMet})
+	esdv1.RegisterSnapshotServiceServer(s.grpc, &snapshotService{eng: eng, lim: cfg.Limits, met: readMet})
 	esdv1.RegisterAdminServiceServer(s.grpc, &adminService{eng: eng, cfg: cfg, started: time.Now()})
 	esdv1.RegisterConsumerGroupServiceServer(s.grpc, &groupService{groups: eng.Groups()})
 	healthpb.RegisterHealthServer(s.grpc, s.health)

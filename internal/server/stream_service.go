@@ -66,6 +66,9 @@ func appendResponse(r engine.AppendResult) *esdv1.AppendResponse {
 		FirstPosition: r.FirstPosition,
 		LastPosition:  r.LastPosition,
 		StreamExists:  r.Exists,
+		// Snapshot advice, decided by the engine (zero without a policy).
+		EventsSinceSnapshot: r.Snapshot.EventsSince,
+		SnapshotAdvised:     r.Snapshot.Advised,
 	}
 	if r.CommitTime != 0 {
 		resp.CommitTime = timestamppb.New(time.Unix(0, r.CommitTime))

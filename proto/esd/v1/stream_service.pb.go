@@ -184,9 +184,16 @@ type AppendResponse struct {
 	// The stream has visible events after the append (always true when events
 	// were written; for an append of no events it says whether the revisions
 	// above mean anything).
-	StreamExists  bool `protobuf:"varint,6,opt,name=stream_exists,json=streamExists" json:"stream_exists,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StreamExists bool `protobuf:"varint,6,opt,name=stream_exists,json=streamExists" json:"stream_exists,omitempty"`
+	// Snapshot advice (see SnapshotService), set only when a snapshot policy
+	// applies to the stream's category: the events the stream has had since
+	// its latest usable snapshot (all its visible events when it has none).
+	EventsSinceSnapshot uint64 `protobuf:"varint,7,opt,name=events_since_snapshot,json=eventsSinceSnapshot" json:"events_since_snapshot,omitempty"`
+	// The stream's snapshot policy advises saving a snapshot now (of the
+	// state as of last_revision).
+	SnapshotAdvised bool `protobuf:"varint,8,opt,name=snapshot_advised,json=snapshotAdvised" json:"snapshot_advised,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AppendResponse) Reset() {
@@ -257,6 +264,20 @@ func (x *AppendResponse) GetCommitTime() *timestamppb.Timestamp {
 func (x *AppendResponse) GetStreamExists() bool {
 	if x != nil {
 		return x.StreamExists
+	}
+	return false
+}
+
+func (x *AppendResponse) GetEventsSinceSnapshot() uint64 {
+	if x != nil {
+		return x.EventsSinceSnapshot
+	}
+	return 0
+}
+
+func (x *AppendResponse) GetSnapshotAdvised() bool {
+	if x != nil {
+		return x.SnapshotAdvised
 	}
 	return false
 }
@@ -1515,7 +1536,7 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\rstream_exists\x18\x04 \x01(\v2\x16.google.protobuf.EmptyH\x00R\fstreamExists\x12\x16\n" +
 	"\x05exact\x18\x05 \x01(\x04H\x00R\x05exact\x12-\n" +
 	"\x06events\x18\x06 \x03(\v2\x15.esd.v1.ProposedEventR\x06eventsB\x13\n" +
-	"\x11expected_revision\"\x8a\x02\n" +
+	"\x11expected_revision\"\xe9\x02\n" +
 	"\x0eAppendResponse\x12%\n" +
 	"\x0efirst_revision\x18\x01 \x01(\x04R\rfirstRevision\x12#\n" +
 	"\rlast_revision\x18\x02 \x01(\x04R\flastRevision\x12%\n" +
@@ -1523,7 +1544,9 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\rlast_position\x18\x04 \x01(\x04R\flastPosition\x12;\n" +
 	"\vcommit_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"commitTime\x12#\n" +
-	"\rstream_exists\x18\x06 \x01(\bR\fstreamExists\"E\n" +
+	"\rstream_exists\x18\x06 \x01(\bR\fstreamExists\x122\n" +
+	"\x15events_since_snapshot\x18\a \x01(\x04R\x13eventsSinceSnapshot\x12)\n" +
+	"\x10snapshot_advised\x18\b \x01(\bR\x0fsnapshotAdvised\"E\n" +
 	"\x12AppendMultiRequest\x12/\n" +
 	"\aappends\x18\x01 \x03(\v2\x15.esd.v1.AppendRequestR\aappends\"G\n" +
 	"\x13AppendMultiResponse\x120\n" +
