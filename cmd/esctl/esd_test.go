@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"path"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,17 +19,81 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/server"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
-// testESD is a real esd serving a test: its gRPC address, and its metrics
-// registry, where a test counts the calls esctl made (calls).
+// testESD is a real esd serving a test: its gRPC address, its metrics
+// registry, where a test counts the calls esctl made (calls), and what
+// the server received and sent (requests, responses).
 type testESD struct {
 	addr    string
 	metrics prometheus.Gatherer
+	rec     *recorder
+}
+
+// recorder keeps, by method name (as "Subscribe"), every request message
+// the server received and the number of messages it sent on streams. Its
+// interceptors run after esd's own: it sees the calls the server took.
+type recorder struct {
+	mu   sync.Mutex
+	reqs map[string][]proto.Message
+	sent map[string]int
+}
+
+func newRecorder() *recorder {
+	return &recorder{reqs: make(map[string][]proto.Message), sent: make(map[string]int)}
+}
+
+// received keeps a copy of m: the server may reuse it.
+func (r *recorder) received(fullMethod string, m any) {
+	msg, ok := m.(proto.Message)
+	if !ok {
+		panic(fmt.Sprintf("%s received a %T, not a proto message", fullMethod, m))
+	}
+	msg = proto.Clone(msg)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	method := path.Base(fullMethod)
+	r.reqs[method] = append(r.reqs[method], msg)
+}
+
+func (r *recorder) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	r.received(info.FullMethod, req)
+	return handler(ctx, req)
+}
+
+func (r *recorder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, &recordingStream{ServerStream: ss, rec: r, method: info.FullMethod})
+}
+
+// recordingStream records the messages a streaming call receives and
+// counts those it sends.
+type recordingStream struct {
+	grpc.ServerStream
+	rec    *recorder
+	method string
+}
+
+func (s *recordingStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if err == nil {
+		s.rec.received(s.method, m)
+	}
+	return err
+}
+
+func (s *recordingStream) SendMsg(m any) error {
+	err := s.ServerStream.SendMsg(m)
+	if err == nil {
+		s.rec.mu.Lock()
+		s.rec.sent[path.Base(s.method)]++
+		s.rec.mu.Unlock()
+	}
+	return err
 }
 
 // startESD starts a real esd for the test, in-process: a log in a temporary
@@ -49,8 +117,11 @@ func startESD(t *testing.T) *testESD {
 		_ = eng.Close()
 		t.Fatal(err)
 	}
+	rec := newRecorder()
 	srv, err := server.New(eng, server.Config{
 		DataDir: dir, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second,
+		UnaryInterceptors:  []grpc.UnaryServerInterceptor{rec.unary},
+		StreamInterceptors: []grpc.StreamServerInterceptor{rec.stream},
 	}, lg.Named("server"), reg)
 	if err != nil {
 		_ = lis.Close()
@@ -69,7 +140,30 @@ func startESD(t *testing.T) *testESD {
 			t.Errorf("close engine: %v", err)
 		}
 	})
-	return &testESD{addr: lis.Addr().String(), metrics: reg}
+	return &testESD{addr: lis.Addr().String(), metrics: reg, rec: rec}
+}
+
+// requests returns the request messages of method (as "Subscribe") the
+// server has received, in order: a unary call's request, each message a
+// client sent on a stream (a Join's join, acks and nacks). A message is
+// recorded as the server receives it, before it answers: once an esctl
+// run has returned, its requests are all there (the server ends a Join
+// only after it has read the member's whole side). The requests since an
+// earlier look are requests(...)[n:], n the length then.
+func (e *testESD) requests(t *testing.T, method string) []proto.Message {
+	t.Helper()
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	return slices.Clone(e.rec.reqs[method])
+}
+
+// responses returns how many messages the server has sent on the streams
+// of method (as "ReadStream"), so far.
+func (e *testESD) responses(t *testing.T, method string) int {
+	t.Helper()
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	return e.rec.sent[method]
 }
 
 // calls returns how many calls of method (as "ListStreams") the server

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -147,43 +149,91 @@ func TestReadAll(t *testing.T) {
 	}
 }
 
+// sameEvents checks got against want, as cmp.Diff with protocmp does but
+// faster on many events: it shows the first that differs.
+func sameEvents(t *testing.T, want, got []*esdv1.RecordedEvent) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%d events, want %d", len(got), len(want))
+		return
+	}
+	for i := range want {
+		if !proto.Equal(want[i], got[i]) {
+			t.Errorf("event %d (-want +got):\n%s", i, cmp.Diff(want[i], got[i], protocmp.Transform()))
+			return
+		}
+	}
+}
+
 // TestReadSpansMessages reads more events than one message of the server
 // holds (512): read, read-all and subscribe join the messages, in order,
 // in every format, and a table longer than a flush block keeps its rows.
 func TestReadSpansMessages(t *testing.T) {
 	t.Parallel()
-	addr := startESD(t).addr
+	srv := startESD(t)
+	addr := srv.addr
 	const n = 1100
 	mustRun(t, addr, "bench", "read-stream", "--prepare", "1100", "--repeat", "1", "--warmup", "0", "--size", "8", "--stream-prefix", "big")
-	revisions := func(out string) []uint64 {
-		t.Helper()
-		var revs []uint64
-		for _, ev := range jsonLines(t, out, newEvent) {
-			revs = append(revs, ev.GetRevision())
+	want := srv.events(t, "big-read")
+	if len(want) != n {
+		t.Fatalf("prepared %d events", len(want))
+	}
+	cmds := []struct {
+		name   string
+		args   []string
+		method string // of the call, whose messages the server counts
+		revCol int    // the REVISION column of a table
+		jsonl  bool   // -o json is one object a line
+	}{
+		{"read", []string{"read", "big-read"}, "ReadStream", 0, false},
+		{"read-all", []string{"read-all"}, "ReadAll", 1, false},
+		{"subscribe", []string{"subscribe", "big-read", "--until-caught-up"}, "Subscribe", 2, true},
+	}
+	for _, c := range cmds {
+		for _, format := range []string{"table", "json", "jsonl"} {
+			t.Run(c.name+" "+format, func(t *testing.T) { // not parallel: each counts the server's messages since the last
+				sent := srv.responses(t, c.method)
+				out := mustRun(t, addr, append(c.args, "-o", format)...)
+				// The premise: n events, at most 512 a message, took several
+				// messages (a subscription's caught up is one more).
+				if m := srv.responses(t, c.method) - sent; m < 3 {
+					t.Errorf("the server sent %d messages", m)
+				}
+				switch {
+				case format == "table":
+					lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+					if len(lines) != 1+n {
+						t.Fatalf("%d lines, want a header and %d rows", len(lines), n)
+					}
+					if got := strings.Fields(lines[0])[c.revCol]; got != "REVISION" {
+						t.Errorf("header %q", lines[0])
+					}
+					for i, l := range lines[1:] {
+						if f := strings.Fields(l); len(f) <= c.revCol || f[c.revCol] != strconv.Itoa(i) {
+							t.Fatalf("row %d is %q", i, l)
+						}
+					}
+				case format == "json" && !c.jsonl:
+					sameEvents(t, want, jsonArray(t, out, newEvent))
+				default:
+					sameEvents(t, want, jsonLines(t, out, newEvent))
+				}
+			})
 		}
-		return revs
 	}
-	from := func(first, count uint64, step int) []uint64 {
-		revs := make([]uint64, count)
-		for i := range revs {
-			revs[i] = uint64(int(first) + i*step)
-		}
-		return revs
+
+	sent := srv.responses(t, "ReadStream")
+	var revs, wantRevs []uint64
+	for _, ev := range jsonLines(t, mustRun(t, addr, "read", "big-read", "--backward", "--limit", "600", "-o", "jsonl"), newEvent) {
+		revs = append(revs, ev.GetRevision())
 	}
-	if got := revisions(mustRun(t, addr, "read", "big-read", "-o", "jsonl")); !cmp.Equal(got, from(0, n, 1)) {
-		t.Errorf("read: %d revisions, not 0 to %d in order", len(got), n-1)
+	for i := range 600 {
+		wantRevs = append(wantRevs, uint64(n-1-i))
 	}
-	if got := revisions(mustRun(t, addr, "read", "big-read", "--backward", "--limit", "600", "-o", "jsonl")); !cmp.Equal(got, from(n-1, 600, -1)) {
-		t.Errorf("read backward: %d revisions, not %d down to %d", len(got), n-1, n-600)
+	if !cmp.Equal(revs, wantRevs) {
+		t.Errorf("read backward: %d revisions, not %d down to %d", len(revs), n-1, n-600)
 	}
-	if got := revisions(mustRun(t, addr, "subscribe", "big-read", "--until-caught-up", "-o", "jsonl")); !cmp.Equal(got, from(0, n, 1)) {
-		t.Errorf("subscribe: %d revisions, not 0 to %d in order", len(got), n-1)
-	}
-	if got := jsonArray(t, mustRun(t, addr, "read-all", "-o", "json"), newEvent); len(got) != n || got[n-1].GetPosition() != n {
-		t.Errorf("read-all -o json: %d events", len(got))
-	}
-	lines := strings.Split(strings.TrimSuffix(mustRun(t, addr, "read", "big-read"), "\n"), "\n")
-	if len(lines) != 1+n || !strings.HasPrefix(lines[n], "1099 ") {
-		t.Errorf("table: %d lines, last %q", len(lines), lines[len(lines)-1])
+	if m := srv.responses(t, "ReadStream") - sent; m < 2 {
+		t.Errorf("read backward: the server sent %d messages", m)
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
@@ -21,13 +24,6 @@ func TestLsFollowsPages(t *testing.T) {
 	}
 	mustRun(t, addr, "append", "b-0", "x", "--type", "T")
 
-	// listCalls returns the ListStreams calls since it was last called.
-	seen := 0
-	listCalls := func() int {
-		n := srv.calls(t, "ListStreams")
-		defer func() { seen = n }()
-		return n - seen
-	}
 	names := func(infos []*esdv1.StreamInfo) string {
 		var s []string
 		for _, in := range infos {
@@ -39,23 +35,37 @@ func TestLsFollowsPages(t *testing.T) {
 		name      string
 		args      []string
 		want      string
-		wantCalls int
+		prefix    string
+		wantPages []uint32 // the page size esctl asks for in each ListStreams call
 	}{
-		{"pages of 2", []string{"a-", "--page-size", "2"}, "a-0,a-1,a-2,a-3,a-4,a-5,a-6", 4},
-		{"all in one page", nil, "a-0,a-1,a-2,a-3,a-4,a-5,a-6,b-0", 1},
-		{"limit across pages", []string{"--page-size", "2", "--limit", "3"}, "a-0,a-1,a-2", 2},
-		{"limit sets the page size", []string{"--limit", "3"}, "a-0,a-1,a-2", 1},
-		{"no match", []string{"zzz"}, "", 1},
+		{"pages of 2", []string{"a-", "--page-size", "2"}, "a-0,a-1,a-2,a-3,a-4,a-5,a-6", "a-", []uint32{2, 2, 2, 2}},
+		{"all in one page", nil, "a-0,a-1,a-2,a-3,a-4,a-5,a-6,b-0", "", []uint32{0}},
+		{"limit across pages", []string{"--page-size", "2", "--limit", "3"}, "a-0,a-1,a-2", "", []uint32{2, 2}},
+		{"limit sets the page size", []string{"--limit", "3"}, "a-0,a-1,a-2", "", []uint32{3}},
+		{"no match", []string{"zzz"}, "", "zzz", []uint32{0}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { // not parallel: listCalls counts the server's calls
-			listCalls()
+		t.Run(tc.name, func(t *testing.T) { // not parallel: each takes the server's requests since the last
+			before := len(srv.requests(t, "ListStreams"))
 			out := mustRun(t, addr, append([]string{"ls", "-o", "jsonl"}, tc.args...)...)
 			if got := names(jsonLines(t, out, newInfo)); got != tc.want {
 				t.Errorf("streams %q, want %q", got, tc.want)
 			}
-			if got := listCalls(); got != tc.wantCalls {
-				t.Errorf("%d ListStreams calls, want %d", got, tc.wantCalls)
+			reqs := srv.requests(t, "ListStreams")[before:]
+			var want []proto.Message
+			for _, size := range tc.wantPages {
+				want = append(want, &esdv1.ListStreamsRequest{Prefix: tc.prefix, PageSize: size})
+			}
+			// The page tokens are the server's: none in the first call, one
+			// in each next.
+			if diff := cmp.Diff(want, reqs, protocmp.Transform(),
+				protocmp.IgnoreFields(&esdv1.ListStreamsRequest{}, "page_token")); diff != "" {
+				t.Errorf("ListStreams requests (-want +got):\n%s", diff)
+			}
+			for i, r := range reqs {
+				if tok := r.(*esdv1.ListStreamsRequest).GetPageToken(); (tok == "") != (i == 0) {
+					t.Errorf("call %d has page token %q", i, tok)
+				}
 			}
 		})
 	}

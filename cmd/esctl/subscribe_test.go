@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
@@ -167,26 +169,51 @@ func TestSubscribeFormats(t *testing.T) {
 	})
 }
 
-// TestSubscribeRequests: each way of naming a target and a start becomes
-// the subscription that delivers what it says.
+// TestSubscribeRequests: each way of naming a target and a start is the
+// SubscribeRequest esctl sends, and the subscription delivers what it
+// says.
 func TestSubscribeRequests(t *testing.T) {
 	t.Parallel()
-	addr := startESD(t).addr
+	srv := startESD(t)
+	addr := srv.addr
 	fillReadStreams(t, addr)
+	empty := &emptypb.Empty{}
 	tests := []struct {
 		name    string
 		args    []string
+		want    *esdv1.SubscribeRequest
 		wantPos []uint64
 	}{
-		{"stream from start", []string{"cart-1"}, []uint64{1, 2, 3, 4, 5, 6, 7}},
-		{"stream after revision", []string{"cart-1", "--from", "3"}, []uint64{5, 6, 7}},
-		{"category after position", []string{"--category", "cart", "--from", "5"}, []uint64{6, 7}},
-		{"all from end", []string{"--all", "--from", "end"}, nil},
-		{"all filtered", []string{"--all", "--stream-prefix", "user-", "--stream-prefix", "cart-", "--type-prefix", "User", "--from", "start"}, []uint64{8}},
+		{
+			"stream from start", []string{"cart-1"},
+			&esdv1.SubscribeRequest{Target: &esdv1.SubscribeRequest_Stream{Stream: "cart-1"}, From: &esdv1.SubscribeRequest_Start{Start: empty}},
+			[]uint64{1, 2, 3, 4, 5, 6, 7},
+		},
+		{
+			"stream after revision", []string{"cart-1", "--from", "3"},
+			&esdv1.SubscribeRequest{Target: &esdv1.SubscribeRequest_Stream{Stream: "cart-1"}, From: &esdv1.SubscribeRequest_AfterRevision{AfterRevision: 3}},
+			[]uint64{5, 6, 7},
+		},
+		{
+			"category after position", []string{"--category", "cart", "--from", "5"},
+			&esdv1.SubscribeRequest{Target: &esdv1.SubscribeRequest_Category{Category: "cart"}, From: &esdv1.SubscribeRequest_AfterPosition{AfterPosition: 5}},
+			[]uint64{6, 7},
+		},
+		{
+			"all from end", []string{"--all", "--from", "end"},
+			&esdv1.SubscribeRequest{Target: &esdv1.SubscribeRequest_All{All: empty}, From: &esdv1.SubscribeRequest_End{End: empty}},
+			nil,
+		},
+		{
+			"all filtered", []string{"--all", "--stream-prefix", "user-", "--stream-prefix", "cart-", "--type-prefix", "User", "--from", "start"},
+			&esdv1.SubscribeRequest{Target: &esdv1.SubscribeRequest_All{All: empty}, From: &esdv1.SubscribeRequest_Start{Start: empty},
+				Filter: &esdv1.Filter{StreamPrefixes: []string{"user-", "cart-"}, EventTypePrefixes: []string{"User"}}},
+			[]uint64{8},
+		},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+		t.Run(tc.name, func(t *testing.T) { // not parallel: each takes the server's requests since the last
+			before := len(srv.requests(t, "Subscribe"))
 			args := append([]string{"subscribe", "--until-caught-up", "-o", "jsonl"}, tc.args...)
 			var got []uint64
 			for _, ev := range jsonLines(t, mustRun(t, addr, args...), newEvent) {
@@ -194,6 +221,10 @@ func TestSubscribeRequests(t *testing.T) {
 			}
 			if !cmp.Equal(got, tc.wantPos) {
 				t.Errorf("positions %v, want %v", got, tc.wantPos)
+			}
+			reqs := srv.requests(t, "Subscribe")[before:]
+			if diff := cmp.Diff([]proto.Message{tc.want}, reqs, protocmp.Transform()); diff != "" {
+				t.Errorf("requests (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/esdhq/esd/internal/engine"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"go.uber.org/zap"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -121,6 +122,94 @@ func TestHandlerPanicIsInternal(t *testing.T) {
 	ts.mustAppend(t, appendReq("after-panic", xNoStream, event("Alive", "")))
 	if got := ts.mustReadStream(t, "after-panic"); len(got) != 1 {
 		t.Fatalf("read after panics: %v", got)
+	}
+}
+
+// recvStream is a ServerStream whose received messages go to onRecv.
+type recvStream struct {
+	grpc.ServerStream
+	onRecv func(m any)
+}
+
+func (r *recvStream) RecvMsg(m any) error {
+	err := r.ServerStream.RecvMsg(m)
+	if err == nil {
+		r.onRecv(m)
+	}
+	return err
+}
+
+// TestConfigInterceptors: Config's interceptors run after esd's own. They
+// see the requests of the calls the drain gate lets through (a streaming
+// call's as it receives them) and none it refuses; an error of theirs is
+// mapped like a handler's, a panic recovered as INTERNAL.
+func TestConfigInterceptors(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		seen []string // "method request-stream"
+	)
+	note := func(method string, req any) {
+		mu.Lock()
+		defer mu.Unlock()
+		s, _ := req.(interface{ GetStream() string })
+		seen = append(seen, method+" "+s.GetStream())
+	}
+	take := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		got := seen
+		seen = nil
+		return got
+	}
+	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		note(info.FullMethod, req)
+		switch req.(interface{ GetStream() string }).GetStream() {
+		case "overloaded":
+			return nil, engine.ErrOverloaded
+		case "panic":
+			panic("interceptor panic")
+		}
+		return handler(ctx, req)
+	}
+	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return handler(srv, &recvStream{ServerStream: ss, onRecv: func(m any) { note(info.FullMethod, m) }})
+	}
+	ts := newTestServer(t, withConfig(func(c *Config) {
+		c.UnaryInterceptors = []grpc.UnaryServerInterceptor{unary}
+		c.StreamInterceptors = []grpc.StreamServerInterceptor{stream}
+	}))
+
+	ts.mustAppend(t, appendReq("s-1", xAny, event("T", "")))
+	if got := ts.mustReadStream(t, "s-1"); len(got) != 1 {
+		t.Fatalf("read %d events", len(got))
+	}
+	_, err := ts.streams.GetStream(testCtx(t), &esdv1.GetStreamRequest{Stream: "overloaded"})
+	if info := errInfo(t, err); status.Code(err) != codes.ResourceExhausted || info.GetReason() != reasonOverloaded {
+		t.Errorf("interceptor's error answered %v", err)
+	}
+	if _, err := ts.streams.GetStream(testCtx(t), &esdv1.GetStreamRequest{Stream: "panic"}); status.Code(err) != codes.Internal {
+		t.Errorf("interceptor's panic answered %v", err)
+	}
+	want := []string{
+		esdv1.StreamService_Append_FullMethodName + " s-1",
+		esdv1.StreamService_ReadStream_FullMethodName + " s-1",
+		esdv1.StreamService_GetStream_FullMethodName + " overloaded",
+		esdv1.StreamService_GetStream_FullMethodName + " panic",
+	}
+	if got := take(); !slices.Equal(got, want) {
+		t.Errorf("interceptors saw %q, want %q", got, want)
+	}
+
+	// Draining: the gate refuses before the interceptors.
+	ts.srv.draining.Store(true)
+	if _, err := ts.streams.GetStream(testCtx(t), &esdv1.GetStreamRequest{Stream: "s-1"}); errInfo(t, err).GetReason() != reasonShuttingDown {
+		t.Errorf("unary call while draining: %v", err)
+	}
+	if _, err := ts.readStream(t, &esdv1.ReadStreamRequest{Stream: "s-1"}); errInfo(t, err).GetReason() != reasonShuttingDown {
+		t.Errorf("streaming call while draining: %v", err)
+	}
+	if got := take(); len(got) != 0 {
+		t.Errorf("interceptors saw refused calls: %q", got)
 	}
 }
 

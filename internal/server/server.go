@@ -44,6 +44,12 @@ type Config struct {
 	// MaxConcurrentStreams bounds the RPCs in flight on one connection; 0
 	// means 256.
 	MaxConcurrentStreams uint32
+	// UnaryInterceptors and StreamInterceptors, for embedding esd and for
+	// tests, run in order after esd's own (metrics, the drain gate, panic
+	// recovery): they see only the calls the drain gate let through, and
+	// an error or panic of theirs is answered like a handler's.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
 }
 
 // Server is the esd.v1 gRPC front door of an engine.
@@ -98,8 +104,12 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		grpc.ForceServerCodecV2(newCodec()), // proto, plus reads' pre-encoded messages (wire.go)
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.ChainUnaryInterceptor(grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover)),
-		grpc.ChainStreamInterceptor(grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover)),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{
+			grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover),
+		}, cfg.UnaryInterceptors...)...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{
+			grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover),
+		}, cfg.StreamInterceptors...)...),
 	)
 	readMet := newReadMetrics(reg)
 	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{eng: eng, lim: cfg.Limits, met: readMet})

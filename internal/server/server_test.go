@@ -92,6 +92,9 @@ func withObservedLogs() serverOption {
 	return func(ts *testServer) { _, ts.logs = observer.New(zap.InfoLevel) }
 }
 
+// withConfig changes the server's Config before New.
+func withConfig(f func(*Config)) serverOption { return func(ts *testServer) { f(&ts.cfg) } }
+
 func withBeforeServe(f func(*Server)) serverOption {
 	return func(ts *testServer) { ts.beforeServe = f }
 }
