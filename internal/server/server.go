@@ -40,6 +40,8 @@ type Config struct {
 	// MaxConcurrentStreams bounds the RPCs in flight on one connection; 0
 	// means 256.
 	MaxConcurrentStreams uint32
+
+	appendStream appendStreamConfig // tests lower its bounds
 }
 
 // Server is the esd.v1 gRPC front door of an engine.
@@ -91,7 +93,8 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		grpc.ChainUnaryInterceptor(grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover)),
 		grpc.ChainStreamInterceptor(grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover)),
 	)
-	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{eng: eng, lim: cfg.Limits, met: newReadMetrics(reg)})
+	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{eng: eng, lim: cfg.Limits, met: newReadMetrics(reg),
+		as: cfg.appendStream.withDefaults(), asMet: newAppendStreamMetrics(reg), lg: lg})
 	esdv1.RegisterAdminServiceServer(s.grpc, &adminService{eng: eng, cfg: cfg, started: time.Now()})
 	esdv1.RegisterConsumerGroupServiceServer(s.grpc, &groupService{groups: eng.Groups()})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -190,7 +193,7 @@ func (s *Server) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	if s.draining.Load() {
 		return toStatus(engine.ErrShuttingDown)
 	}
-	ctx, cancel := context.WithCancel(ss.Context())
+	ctx, cancel := context.WithCancel(context.WithValue(ss.Context(), rpcCtxKey{}, ss.Context()))
 	defer cancel()
 	defer context.AfterFunc(s.eng.Stopping(), cancel)() // end streaming RPCs at shutdown
 	start := time.Now()
@@ -199,6 +202,21 @@ func (s *Server) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		err = engine.ErrShuttingDown
 	}
 	return s.mapError(ss.Context(), info.FullMethod, err, start)
+}
+
+// rpcCtxKey holds, in the context of a streaming handler, the RPC's own
+// context, which ends when the client goes or the server cuts the RPC but
+// not when the server starts stopping (rpcContext).
+type rpcCtxKey struct{}
+
+// rpcContext returns the RPC's own context from a streaming handler's
+// ctx: a handler that finishes work in flight at shutdown (AppendStream)
+// does that work under it.
+func rpcContext(ctx context.Context) context.Context {
+	if c, ok := ctx.Value(rpcCtxKey{}).(context.Context); ok {
+		return c
+	}
+	return ctx
 }
 
 type ctxStream struct {
