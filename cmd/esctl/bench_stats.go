@@ -183,6 +183,8 @@ type benchReport struct {
 	Size          int     `json:"size"`
 	ClientIDs     bool    `json:"client_ids"`
 	Streams       int     `json:"streams,omitempty"`
+	Streaming     bool    `json:"streaming,omitempty"`
+	Inflight      int     `json:"inflight,omitempty"`
 	Keys          int     `json:"keys,omitempty"`
 	StreamPrefix  string  `json:"stream_prefix,omitempty"`
 	Stream        string  `json:"stream,omitempty"`
@@ -287,7 +289,13 @@ func (a *app) printBenchReport(r *benchReport) error {
 	}
 	switch r.Workload {
 	case workloadAppend:
-		row("batch", "%d events per call, %d bytes each, ids %s", r.Batch, r.Size, ids)
+		if r.Streaming {
+			row("calls", "one AppendStream per client, up to %d appends in flight on it (one per stream)", r.Inflight)
+			row("batch", "%d events per append, %d bytes each, ids %s", r.Batch, r.Size, ids)
+		} else {
+			row("calls", "unary Append")
+			row("batch", "%d events per call, %d bytes each, ids %s", r.Batch, r.Size, ids)
+		}
 		row("streams", "%d named %s-N", r.Streams, r.StreamPrefix)
 	case workloadContention:
 		row("batch", "%d events per call, %d bytes each, ids %s", r.Batch, r.Size, ids)
