@@ -92,21 +92,27 @@ type StreamServiceClient interface {
 	// stalls, and costs the server no more than that bound.
 	//
 	// End: when the client closes its side, the server answers every request
-	// read and ends the call with OK. Ending it early (cancel, a broken
-	// connection, a crashed server) leaves unanswered requests unknown: each
-	// may or may not have been written, like an Append that got no answer;
-	// retry them with the same event ids (see Idempotent appends). A success
-	// answered is durable; nothing is answered success that was not written.
+	// read and ends the call with OK. A request unanswered when the call ends,
+	// however it ended (cancel, deadline, a broken connection, a crashed
+	// server, an error of the call), may or may not have been written, like an
+	// Append that got no answer: retry it with the same event ids (see
+	// Idempotent appends in docs/api.md). A success answered is durable;
+	// nothing is answered success that was not written.
 	//
-	// Errors of the call (after answering every request read before, except
-	// for CANCELLED and DEADLINE_EXCEEDED): INVALID_ARGUMENT/INVALID_ARGUMENT
-	// with a BadRequest for an undecodable message or a correlation_id over
-	// 256 bytes; UNAVAILABLE/SHUTTING_DOWN when the server stops (it reads no
-	// more, answers what it has read as Append would, then ends the call);
-	// RESOURCE_EXHAUSTED (from gRPC, no ErrorInfo) for a message over the
-	// request size limit. Errors of a request: as Append, plus
-	// RESOURCE_EXHAUSTED/OVERLOADED, UNAVAILABLE/SHUTTING_DOWN and
-	// UNAVAILABLE/STORAGE_FAILED for that request alone.
+	// Errors of the call: INVALID_ARGUMENT/INVALID_ARGUMENT with a BadRequest
+	// (field "request" or "correlation_id") for an undecodable message or a
+	// correlation_id over 256 bytes, a protocol violation: nothing after it is
+	// read, the requests read before it are answered first.
+	// UNAVAILABLE/SHUTTING_DOWN when the server stops: it reads no more,
+	// answers what it has read as Append would, then ends the call (a call
+	// opened while it stops gets this at once). From gRPC, ending the call at
+	// once, requests read perhaps unanswered: RESOURCE_EXHAUSTED (no
+	// ErrorInfo) for a message over the request size limit, CANCELLED,
+	// DEADLINE_EXCEEDED, UNAVAILABLE for a broken connection.
+	//
+	// Errors of a request, in its answer: as Append, plus
+	// RESOURCE_EXHAUSTED/OVERLOADED (retry it with backoff),
+	// UNAVAILABLE/SHUTTING_DOWN and UNAVAILABLE/STORAGE_FAILED.
 	AppendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AppendStreamRequest, AppendStreamResponse], error)
 	// ReadStream reads one stream's visible events in chunks (about 1 MiB or
 	// 512 events a message).
@@ -356,21 +362,27 @@ type StreamServiceServer interface {
 	// stalls, and costs the server no more than that bound.
 	//
 	// End: when the client closes its side, the server answers every request
-	// read and ends the call with OK. Ending it early (cancel, a broken
-	// connection, a crashed server) leaves unanswered requests unknown: each
-	// may or may not have been written, like an Append that got no answer;
-	// retry them with the same event ids (see Idempotent appends). A success
-	// answered is durable; nothing is answered success that was not written.
+	// read and ends the call with OK. A request unanswered when the call ends,
+	// however it ended (cancel, deadline, a broken connection, a crashed
+	// server, an error of the call), may or may not have been written, like an
+	// Append that got no answer: retry it with the same event ids (see
+	// Idempotent appends in docs/api.md). A success answered is durable;
+	// nothing is answered success that was not written.
 	//
-	// Errors of the call (after answering every request read before, except
-	// for CANCELLED and DEADLINE_EXCEEDED): INVALID_ARGUMENT/INVALID_ARGUMENT
-	// with a BadRequest for an undecodable message or a correlation_id over
-	// 256 bytes; UNAVAILABLE/SHUTTING_DOWN when the server stops (it reads no
-	// more, answers what it has read as Append would, then ends the call);
-	// RESOURCE_EXHAUSTED (from gRPC, no ErrorInfo) for a message over the
-	// request size limit. Errors of a request: as Append, plus
-	// RESOURCE_EXHAUSTED/OVERLOADED, UNAVAILABLE/SHUTTING_DOWN and
-	// UNAVAILABLE/STORAGE_FAILED for that request alone.
+	// Errors of the call: INVALID_ARGUMENT/INVALID_ARGUMENT with a BadRequest
+	// (field "request" or "correlation_id") for an undecodable message or a
+	// correlation_id over 256 bytes, a protocol violation: nothing after it is
+	// read, the requests read before it are answered first.
+	// UNAVAILABLE/SHUTTING_DOWN when the server stops: it reads no more,
+	// answers what it has read as Append would, then ends the call (a call
+	// opened while it stops gets this at once). From gRPC, ending the call at
+	// once, requests read perhaps unanswered: RESOURCE_EXHAUSTED (no
+	// ErrorInfo) for a message over the request size limit, CANCELLED,
+	// DEADLINE_EXCEEDED, UNAVAILABLE for a broken connection.
+	//
+	// Errors of a request, in its answer: as Append, plus
+	// RESOURCE_EXHAUSTED/OVERLOADED (retry it with backoff),
+	// UNAVAILABLE/SHUTTING_DOWN and UNAVAILABLE/STORAGE_FAILED.
 	AppendStream(grpc.BidiStreamingServer[AppendStreamRequest, AppendStreamResponse]) error
 	// ReadStream reads one stream's visible events in chunks (about 1 MiB or
 	// 512 events a message).
