@@ -390,6 +390,9 @@ func TestAppendStreamBoundedWhenNotRead(t *testing.T) {
 	if m := maxInflight.Load(); m > bound {
 		t.Fatalf("the call held %d appends at once, bound %d", m, bound)
 	}
+	if b := maxBytes.Load(); b > 1<<20+5<<10 {
+		t.Fatalf("the call held %d bytes, bound 1 MiB and a request", b)
+	}
 	eventually(t, "the call holds its bound, answered, waiting to send", func() bool { return ts.appendStreamInflight(t) == bound })
 
 	// The client reads: everything goes through.
@@ -418,6 +421,68 @@ func TestAppendStreamBoundedWhenNotRead(t *testing.T) {
 	}
 	if got := len(ts.readAll(t)); got != valid {
 		t.Fatalf("$all holds %d events, want %d", got, valid)
+	}
+}
+
+// TestAppendStreamBoundedBytes: appends that the writer does not answer
+// (its shard is held) stop the reading once they hold the call's byte
+// bound, long before its count bound; all are answered once the writer
+// moves.
+func TestAppendStreamBoundedBytes(t *testing.T) {
+	const budget = 64 << 10
+	var reads, maxBytes atomic.Int64
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.cfg.appendStream = appendStreamConfig{maxInflightBytes: budget, onRead: func(_ int, b int64) {
+			reads.Add(1)
+			if b > maxBytes.Load() {
+				maxBytes.Store(b)
+			}
+		}}
+	})
+	release, err := ts.eng.Writer().Hold(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	st := ts.openAppendStream(t, testCtx(t))
+	const n = 200
+	payload := strings.Repeat("p", 4<<10)
+	sendErr := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := st.Send(streamReq(strconv.Itoa(i), appendReq(fmt.Sprintf("bb-%d", i), xAny, event("Big", payload)))); err != nil {
+				sendErr <- err
+				return
+			}
+		}
+		sendErr <- st.CloseSend()
+	}()
+	last, since := reads.Load(), time.Now()
+	eventually(t, "the server stops reading", func() bool {
+		if r := reads.Load(); r != last {
+			last, since = r, time.Now()
+		}
+		return time.Since(since) > 300*time.Millisecond
+	})
+	t.Logf("stalled: read %d appends holding %d bytes", reads.Load(), maxBytes.Load())
+	if r := reads.Load(); r > budget/(4<<10)+1 {
+		t.Fatalf("read %d appends of 4 KiB with a budget of %d bytes", r, budget)
+	}
+	if b := maxBytes.Load(); b < budget || b > budget+5<<10 {
+		t.Fatalf("held %d bytes: want the budget of %d and at most one request more", b, budget)
+	}
+	release()
+	answers, err := recvAll(st)
+	if err != nil || len(answers) != n {
+		t.Fatalf("%d answers, call ended with %v", len(answers), err)
+	}
+	if err := <-sendErr; err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range answers {
+		if err := answerError(a); err != nil {
+			t.Fatalf("append %s: %v", a.GetCorrelationId(), err)
+		}
 	}
 }
 
