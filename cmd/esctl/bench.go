@@ -57,6 +57,10 @@ type benchOptions struct {
 	stream   string
 	prepare  int
 	repeat   int
+	// append over AppendStream, with up to inflight appends in flight
+	// per client
+	streaming bool
+	inflight  int
 }
 
 func (a *app) newBenchCmd() *cobra.Command {
@@ -78,10 +82,16 @@ Workloads:
   catch-up     subscribes to $all from the start and reads to caught_up, as
                a read model replays the log (--prepare N fills it first)
 
+With --streaming, each append client opens one AppendStream call and keeps
+up to --inflight appends in flight on it (at most one per stream), instead of
+making one unary Append call at a time; latency is then from an append's
+send to its answer.
+
 The bench checks what it can: appends must land at the expected revision,
 reads must come in order (and without gaps for read-stream). It exits 1 when
 any call failed.`,
 		Example: `  esctl bench append -c 64 -b 10 -d 30s
+  esctl bench append -c 8 --streaming --inflight 64
   esctl bench contention -c 16 -k 1 -o json
   esctl bench read-stream --prepare 100000 --repeat 5`,
 		ValidArgs: benchWorkloads,
@@ -105,6 +115,8 @@ any call failed.`,
 	f.StringVar(&o.stream, "stream", "", "read-stream: the stream to read")
 	f.IntVar(&o.prepare, "prepare", 0, "read workloads: first append this many events and read them")
 	f.IntVar(&o.repeat, "repeat", 0, "read workloads: reads per client instead of --duration (0 = for the duration)")
+	f.BoolVar(&o.streaming, "streaming", false, "append: each client appends over one AppendStream call instead of unary Append calls")
+	f.IntVar(&o.inflight, "inflight", 32, "append --streaming: appends each client keeps in flight (at most one per stream)")
 	return cmd
 }
 
@@ -141,6 +153,10 @@ func (o *benchOptions) check(workload string) error {
 		return usagef("--stream and --prepare exclude each other (--prepare writes a fresh stream)")
 	case !reads && (o.stream != "" || o.prepare > 0 || o.repeat > 0):
 		return usagef("--stream, --prepare and --repeat are for the read workloads")
+	case o.streaming && workload != workloadAppend:
+		return usagef("--streaming is for the append workload")
+	case o.streaming && o.inflight < 1:
+		return usagef("--inflight must be at least 1")
 	}
 	return nil
 }
@@ -162,6 +178,7 @@ type bench struct {
 	conns    []*grpc.ClientConn
 	payload  []byte // random, made once, shared read-only by every request
 	report   benchReport
+	closers  []func() // end the workers' calls (AppendStream), before the connections close
 }
 
 func (a *app) runBench(ctx context.Context, workload string, o benchOptions) error {
@@ -225,6 +242,9 @@ func (b *bench) connect(ctx context.Context) error {
 }
 
 func (b *bench) close() {
+	for _, c := range b.closers {
+		c()
+	}
 	for _, c := range b.conns {
 		_ = c.Close()
 	}
@@ -265,8 +285,19 @@ func (b *bench) setup(ctx context.Context) ([]benchWorker, error) {
 	switch b.workload {
 	case workloadAppend:
 		b.report.Batch, b.report.Streams = o.batch, o.streams
+		if o.streaming {
+			b.report.Streaming, b.report.Inflight = true, o.inflight
+		}
 		for i := range workers {
-			workers[i] = b.newAppendWorker(i)
+			if !o.streaming {
+				workers[i] = b.newAppendWorker(i)
+				continue
+			}
+			w, err := b.newStreamAppendWorker(ctx, i)
+			if err != nil {
+				return nil, err
+			}
+			workers[i] = w
 		}
 	case workloadContention:
 		b.report.Batch, b.report.Keys = o.batch, o.keys
@@ -333,9 +364,17 @@ func (b *bench) run(ctx context.Context, workers []benchWorker) (*benchStats, ti
 // benchWorker is one simulated client. It is used by one goroutine at a
 // time and owns its request messages, reused from call to call.
 type benchWorker interface {
-	// op makes one call (for reads: one whole read) and records it in st.
-	// It returns an error only when the run must stop.
+	// op makes one call (for reads: one whole read; for streamed appends:
+	// sends one append) and records it in st. It returns an error only
+	// when the run must stop.
 	op(ctx context.Context, st *benchStats) error
+}
+
+// benchFinisher is a benchWorker that keeps calls in flight across op
+// calls (streamed appends): finish waits for their answers at the end of
+// a phase, so that each is counted in the phase that started it.
+type benchFinisher interface {
+	finish(ctx context.Context, st *benchStats) error
 }
 
 // runPhase runs every worker in its own goroutine until the deadline
@@ -352,18 +391,26 @@ func runPhase(ctx context.Context, workers []benchWorker, until time.Time, budge
 		st := &benchStats{}
 		stats[i] = st
 		wg.Go(func() {
-			for n := 0; repeat == 0 || n < repeat; n++ {
-				if !until.IsZero() && !time.Now().Before(until) {
-					return
+			err := func() error {
+				for n := 0; repeat == 0 || n < repeat; n++ {
+					if !until.IsZero() && !time.Now().Before(until) {
+						return nil
+					}
+					if budget != nil && budget.Add(-1) < 0 {
+						return nil
+					}
+					if err := w.op(ctx, st); err != nil {
+						return err
+					}
 				}
-				if budget != nil && budget.Add(-1) < 0 {
-					return
-				}
-				if err := w.op(ctx, st); err != nil {
-					errs[i] = err
-					cancel()
-					return
-				}
+				return nil
+			}()
+			if f, ok := w.(benchFinisher); ok && err == nil {
+				err = f.finish(ctx, st)
+			}
+			if err != nil {
+				errs[i] = err
+				cancel()
 			}
 		})
 	}

@@ -46,6 +46,17 @@ func (b *bench) newAppendWorker(i int) *appendWorker {
 func (w *appendWorker) op(ctx context.Context, st *benchStats) error {
 	k := w.cur
 	w.cur = (w.cur + 1) % len(w.names)
+	w.prepare(k)
+	t0 := time.Now()
+	resp, err := w.cli.Append(ctx, w.req)
+	st.Lat.Record(time.Since(t0))
+	st.Ops++
+	return w.answered(ctx, st, k, resp, err)
+}
+
+// prepare sets w.req up as the next append to stream k: the revision
+// expected, fresh ids.
+func (w *appendWorker) prepare(k int) {
 	w.req.Stream = w.names[k]
 	if w.next[k] == 0 {
 		w.req.ExpectedRevision = &w.noStream
@@ -54,11 +65,11 @@ func (w *appendWorker) op(ctx context.Context, st *benchStats) error {
 		w.req.ExpectedRevision = &w.exact
 	}
 	w.ids.fill(w.req.Events)
+}
 
-	t0 := time.Now()
-	resp, err := w.cli.Append(ctx, w.req)
-	st.Lat.Record(time.Since(t0))
-	st.Ops++
+// answered records the answer to an append to stream k (of the batch
+// size of w.req) and learns the stream's next revision from it.
+func (w *appendWorker) answered(ctx context.Context, st *benchStats, k int, resp *esdv1.AppendResponse, err error) error {
 	if err != nil {
 		if serr := stopError(ctx, err); serr != nil {
 			return serr
@@ -67,7 +78,7 @@ func (w *appendWorker) op(ctx context.Context, st *benchStats) error {
 		// After a conflict, go on from the head the server reported. After
 		// any other failure the write may or may not have happened: the
 		// next call on this stream finds out through a conflict.
-		if exists, head, ok := learnHead(ctx, w.cli, st, w.req.Stream, err); ok {
+		if exists, head, ok := learnHead(ctx, w.cli, st, w.names[k], err); ok {
 			w.next[k] = 0
 			if exists {
 				w.next[k] = head + 1

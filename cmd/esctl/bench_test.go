@@ -83,6 +83,62 @@ func TestBenchAppend(t *testing.T) {
 	}
 }
 
+// TestBenchAppendStreaming: --streaming appends over one AppendStream
+// call per client, several in flight each, with the same checks and
+// report as unary appends; --count counts appends, whatever is in flight
+// at the end of the warmup is counted there.
+func TestBenchAppendStreaming(t *testing.T) {
+	t.Parallel()
+	srv := startESD(t)
+	r := runBenchJSON(t, srv.addr, "append", "--streaming", "--inflight", "8", "-c", "3", "-s", "60", "-b", "2",
+		"--size", "16", "--conns", "2", "-d", "300ms", "--warmup", "0", "--stream-prefix", "bs")
+	if r.Errors != 0 || len(r.ErrorsByReason) != 0 {
+		t.Errorf("errors: %d %v", r.Errors, r.ErrorsByReason)
+	}
+	if !r.Streaming || r.Inflight != 8 {
+		t.Errorf("streaming %t inflight %d in the report", r.Streaming, r.Inflight)
+	}
+	if r.Ops == 0 || r.Events != r.Ops*2 {
+		t.Errorf("ops %d, events %d: want events = ops × 2", r.Ops, r.Events)
+	}
+	if got := srv.eventsWithPrefix(t, "bs-"); got != r.Events {
+		t.Errorf("server holds %d events, report says %d", got, r.Events)
+	}
+	if n := srv.calls(t, "AppendStream"); n != 3 {
+		t.Errorf("%d AppendStream calls, want one per client", n)
+	}
+	if n := srv.calls(t, "Append"); n != 0 {
+		t.Errorf("%d unary Append calls", n)
+	}
+	checkLatencies(t, r)
+
+	r = runBenchJSON(t, srv.addr, "append", "--streaming", "-c", "2", "-s", "5", "-n", "40", "-d", "0",
+		"--warmup", "20ms", "--stream-prefix", "bsc")
+	if r.Ops != 40 || r.Events != 40 || r.Errors != 0 {
+		t.Errorf("--count: ops %d events %d errors %d, want 40 40 0", r.Ops, r.Events, r.Errors)
+	}
+
+	// Streams written before: each first append conflicts and the client
+	// goes on from the head in the WrongExpectedRevision detail.
+	args := []string{"bench", "append", "--streaming", "-c", "1", "-s", "2", "-n", "6", "-d", "0", "--warmup", "0",
+		"--stream-prefix", "bsc", "-o", "json"}
+	out, stderr, code := runCLI(t, srv.addr, nil, args...)
+	if code != exitError {
+		t.Fatalf("exit %d, want %d: %s", code, exitError, stderr)
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops != 6 || r.Events != 4 || r.Errors != 2 || r.ErrorsByReason["WRONG_EXPECTED_REVISION"] != 2 {
+		t.Errorf("resync: ops %d events %d errors %v: want 6, 4, 2 conflicts", r.Ops, r.Events, r.ErrorsByReason)
+	}
+
+	table := mustRun(t, srv.addr, "bench", "append", "--streaming", "--inflight", "4", "-c", "1", "-n", "5", "-d", "0", "--warmup", "0")
+	if !strings.Contains(table, "one AppendStream per client, up to 4 appends in flight") {
+		t.Errorf("table lacks the mode:\n%s", table)
+	}
+}
+
 func TestBenchAppendCountAndWarmup(t *testing.T) {
 	t.Parallel()
 	srv := startESD(t)
@@ -301,6 +357,9 @@ func TestBenchOptionsCheck(t *testing.T) {
 		{"repeat is for reads", workloadAppend, func(o *benchOptions) { o.repeat = 1 }, "read workloads"},
 		{"read-stream needs a stream", workloadReadStream, func(*benchOptions) {}, "--stream"},
 		{"stream and prepare", workloadReadStream, func(o *benchOptions) { o.stream, o.prepare = "s", 5 }, "exclude"},
+		{"streaming appends", workloadAppend, func(o *benchOptions) { o.streaming, o.inflight = true, 1 }, ""},
+		{"streaming is for appends", workloadContention, func(o *benchOptions) { o.streaming, o.inflight = true, 8 }, "--streaming"},
+		{"nothing in flight", workloadAppend, func(o *benchOptions) { o.streaming = true }, "--inflight"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

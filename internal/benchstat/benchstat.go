@@ -201,6 +201,8 @@ type Report struct {
 	Size          int     `json:"size"`
 	ClientIDs     bool    `json:"client_ids"`
 	Streams       int     `json:"streams,omitempty"`
+	Streaming     bool    `json:"streaming,omitempty"` // esd's AppendStream instead of unary calls
+	Inflight      int     `json:"inflight,omitempty"`  // appends in flight per client when streaming
 	Keys          int     `json:"keys,omitempty"`
 	StreamPrefix  string  `json:"stream_prefix,omitempty"`
 	Stream        string  `json:"stream,omitempty"`
@@ -310,7 +312,12 @@ func (r *Report) Print(w io.Writer, format string) error {
 	}
 	switch r.Workload {
 	case WorkloadAppend:
-		row("batch", "%d events per call, %d bytes each, ids %s", r.Batch, r.Size, ids)
+		if r.Streaming {
+			row("calls", "one AppendStream per client, up to %d appends in flight on it (one per stream)", r.Inflight)
+			row("batch", "%d events per append, %d bytes each, ids %s", r.Batch, r.Size, ids)
+		} else {
+			row("batch", "%d events per call, %d bytes each, ids %s", r.Batch, r.Size, ids)
+		}
 		row("streams", "%d named %s-N", r.Streams, r.StreamPrefix)
 	case WorkloadContention:
 		row("batch", "%d events per call, %d bytes each, ids %s", r.Batch, r.Size, ids)

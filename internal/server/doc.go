@@ -7,6 +7,8 @@
 //     snapshot_service.go, admin_service.go: the esd.v1 services. Handlers return plain
 //     errors; the interceptors in server.go map them with toStatus
 //     (errors.go), the one place that knows the mapping of docs/api.md.
+//   - append_stream.go: AppendStream, many appends in flight on one call,
+//     with its flow control (its doc comment has the design).
 //   - validate.go: request validation and docs/api.md's limits.
 //   - wire.go, bufpool.go: reads' and subscriptions' events encoded
 //     straight from the stored records into the wire form, in pooled
@@ -17,5 +19,8 @@
 //     panic recovery) and its ordered shutdown; the HTTP handler for
 //     /metrics, /healthz, /readyz and /debug/pprof.
 //
-// Goroutines: gRPC's own; the engine's are the engine's.
+// Goroutines: gRPC's own; per AppendStream call, a reader and a worker
+// per stream with appends queued, all ended before its handler returns
+// (but the reader, which ends when gRPC closes the call); the engine's
+// are the engine's.
 package server

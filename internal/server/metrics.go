@@ -14,3 +14,17 @@ func newReadMetrics(reg prometheus.Registerer) *readMetrics {
 	reg.MustRegister(m.events)
 	return m
 }
+
+// appendStreamMetrics count what AppendStream calls hold.
+type appendStreamMetrics struct {
+	inflight prometheus.Gauge
+}
+
+func newAppendStreamMetrics(reg prometheus.Registerer) *appendStreamMetrics {
+	m := &appendStreamMetrics{inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "esd_append_stream_inflight",
+		Help: "Appends read from AppendStream calls and not yet answered, over all calls.",
+	})}
+	reg.MustRegister(m.inflight)
+	return m
+}

@@ -50,6 +50,8 @@ type Config struct {
 	// an error or panic of theirs is answered like a handler's.
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
+
+	appendStream appendStreamConfig // tests lower its bounds
 }
 
 // Server is the esd.v1 gRPC front door of an engine.
@@ -112,7 +114,8 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		}, cfg.StreamInterceptors...)...),
 	)
 	readMet := newReadMetrics(reg)
-	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{eng: eng, lim: cfg.Limits, met: readMet})
+	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{eng: eng, lim: cfg.Limits, met: readMet,
+		as: cfg.appendStream.withDefaults(), asMet: newAppendStreamMetrics(reg), lg: lg})
 	esdv1.RegisterSnapshotServiceServer(s.grpc, &snapshotService{eng: eng, lim: cfg.Limits, met: readMet})
 	esdv1.RegisterAdminServiceServer(s.grpc, &adminService{eng: eng, cfg: cfg, started: time.Now()})
 	esdv1.RegisterConsumerGroupServiceServer(s.grpc, &groupService{groups: eng.Groups()})
@@ -212,7 +215,7 @@ func (s *Server) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	if s.draining.Load() {
 		return toStatus(engine.ErrShuttingDown)
 	}
-	ctx, cancel := context.WithCancel(ss.Context())
+	ctx, cancel := context.WithCancel(context.WithValue(ss.Context(), rpcCtxKey{}, ss.Context()))
 	defer cancel()
 	defer context.AfterFunc(s.eng.Stopping(), cancel)() // end streaming RPCs at shutdown
 	start := time.Now()
@@ -221,6 +224,21 @@ func (s *Server) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		err = engine.ErrShuttingDown
 	}
 	return s.mapError(ss.Context(), info.FullMethod, err, start)
+}
+
+// rpcCtxKey holds, in the context of a streaming handler, the RPC's own
+// context, which ends when the client goes or the server cuts the RPC but
+// not when the server starts stopping (rpcContext).
+type rpcCtxKey struct{}
+
+// rpcContext returns the RPC's own context from a streaming handler's
+// ctx: a handler that finishes work in flight at shutdown (AppendStream)
+// does that work under it.
+func rpcContext(ctx context.Context) context.Context {
+	if c, ok := ctx.Value(rpcCtxKey{}).(context.Context); ok {
+		return c
+	}
+	return ctx
 }
 
 type ctxStream struct {

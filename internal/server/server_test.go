@@ -64,6 +64,7 @@ type testServer struct {
 	eng       *engine.Engine
 	log       *eslog.Log // eng's
 	srv       *Server
+	lis       *bufconn.Listener
 	conn      *grpc.ClientConn
 	streams   esdv1.StreamServiceClient
 	admin     esdv1.AdminServiceClient
@@ -148,6 +149,7 @@ func (ts *testServer) start() {
 		ts.beforeServe(ts.srv)
 	}
 	lis := bufconn.Listen(1 << 20)
+	ts.lis = lis
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel
 	ts.served, ts.serveDone, ts.serveErr = make(chan error, 1), false, nil

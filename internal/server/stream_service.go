@@ -8,6 +8,7 @@ import (
 	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -26,9 +27,12 @@ var checkpointEvery = 4096
 // errors; the error interceptor maps them with toStatus.
 type streamService struct {
 	esdv1.UnimplementedStreamServiceServer
-	eng *engine.Engine
-	lim Limits
-	met *readMetrics
+	eng   *engine.Engine
+	lim   Limits
+	met   *readMetrics
+	as    appendStreamConfig
+	asMet *appendStreamMetrics
+	lg    *zap.Logger
 }
 
 func (s *streamService) Append(ctx context.Context, req *esdv1.AppendRequest) (*esdv1.AppendResponse, error) {

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // Reads send events encoded straight from the stored records into the
@@ -48,7 +49,8 @@ func (m *encodedMessage) bytes() []byte {
 	return append(append([]byte(nil), m.head...), *m.buf...)
 }
 
-// codec is gRPC's proto codec that also sends encodedMessage.
+// codec is gRPC's proto codec that also sends encodedMessage and
+// receives lenientMessage.
 type codec struct{ encoding.CodecV2 }
 
 func newCodec() codec { return codec{encoding.GetCodecV2("proto")} }
@@ -62,6 +64,25 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 		return mem.BufferSlice{mem.SliceBuffer(m.head), body}, nil
 	}
 	return c.CodecV2.Marshal(v)
+}
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*lenientMessage); ok {
+		m.size = data.Len()
+		m.err = c.CodecV2.Unmarshal(data, m.msg)
+		return nil
+	}
+	return c.CodecV2.Unmarshal(data, v)
+}
+
+// lenientMessage receives a message whose decoding error goes to the
+// handler rather than to gRPC, which would end the call with INTERNAL at
+// once: AppendStream answers what it holds first, then ends the call with
+// INVALID_ARGUMENT.
+type lenientMessage struct {
+	msg  proto.Message
+	size int   // the message's encoded size
+	err  error // the decoding error, if any
 }
 
 // wireChunk gathers encoded events into one response message of about

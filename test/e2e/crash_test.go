@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -24,22 +26,26 @@ import (
 // Shape of TestKill9KeepsAcknowledged. Each round runs a few seconds at
 // most; the whole test stays well under a minute.
 const (
-	crashRounds     = 5
-	crashStreams    = 50
-	crashMinClients = 16
-	crashMaxClients = 32
-	crashMinKill    = 200 * time.Millisecond
-	crashMaxKill    = 1500 * time.Millisecond
-	crashMaxEvents  = 10 // events per append, at least 1
-	crashMultiOneIn = 6  // one call in this many is an AppendMulti
-	crashCallTime   = 10 * time.Second
+	crashRounds      = 5
+	crashStreams     = 50
+	crashMinClients  = 16
+	crashMaxClients  = 32
+	crashMinKill     = 200 * time.Millisecond
+	crashMaxKill     = 1500 * time.Millisecond
+	crashMaxEvents   = 10 // events per append, at least 1
+	crashMultiOneIn  = 6  // one call in this many is an AppendMulti
+	crashCallTime    = 10 * time.Second
+	crashStreamOneIn = 3 // one client in this many appends over AppendStream
+	crashStreamBatch = 8 // appends a streaming client has in flight at most
 )
 
 // TestKill9KeepsAcknowledged proves durability, atomicity, gap-free
 // positions and idempotency across kill -9. Each round, 16 to 32 gRPC
 // clients append to 50 streams (1 to 10 events a call, client-chosen ids,
 // exact expected revisions, some AppendMulti calls over 2 or 3 streams, some
-// with a pure-condition entry) and record every acknowledged result; esd is
+// with a pure-condition entry; one client in three appends over one
+// AppendStream call instead, up to 8 appends to different streams in
+// flight on it at once) and record every acknowledged result; esd is
 // SIGKILLed at a random moment and restarted on the same data directory, so
 // later rounds recover a store that was itself recovered from a crash.
 // After each restart:
@@ -107,8 +113,14 @@ func TestKill9KeepsAcknowledged(t *testing.T) {
 				inFlight++
 			}
 		}
-		t.Logf("round %d: --shards %d, %d clients, kill -9 after %v: %d events acknowledged, %d calls unanswered (%d in flight at the kill) (%v)",
-			round, shards, clients, kill, acked, len(pending), inFlight, time.Since(start).Round(time.Millisecond))
+		streamed := 0
+		for _, pa := range pending {
+			if pa.streamed {
+				streamed++
+			}
+		}
+		t.Logf("round %d: --shards %d, %d clients (%d over AppendStream), kill -9 after %v: %d events acknowledged (%d over AppendStream), %d calls unanswered (%d in flight at the kill; %d appends of AppendStream calls) (%v)",
+			round, shards, clients, (clients+crashStreamOneIn-1)/crashStreamOneIn, kill, acked, m.streamedAcked.Swap(0), len(pending), inFlight, streamed, time.Since(start).Round(time.Millisecond))
 	}
 	t.Logf("%d rounds: %d events acknowledged, %d calls unanswered at a kill, %d of those found stored after restart",
 		crashRounds, totalAcked, totalPending, totalFound)
@@ -131,6 +143,9 @@ type crashStream struct {
 
 type crashModel struct {
 	streams []*crashStream
+	// streamedAcked counts the events acknowledged to streaming clients
+	// (for the log).
+	streamedAcked atomic.Int64
 }
 
 func newCrashModel(n int) *crashModel {
@@ -149,10 +164,12 @@ func (m *crashModel) names() []string {
 	return out
 }
 
-// pendingAppend is a call whose answer never came: an Append (one entry)
-// or an AppendMulti.
+// pendingAppend is a call whose answer never came: an Append (one entry),
+// an AppendMulti, or an append of an AppendStream call (one entry,
+// streamed).
 type pendingAppend struct {
 	multi    bool
+	streamed bool
 	entries  []pendingEntry
 	err      error
 	inFlight bool // sent before the kill (else it found esd dead)
@@ -165,9 +182,12 @@ type pendingEntry struct {
 
 func (pa *pendingAppend) String() string {
 	var b strings.Builder
-	if pa.multi {
+	switch {
+	case pa.multi:
 		b.WriteString("AppendMulti")
-	} else {
+	case pa.streamed:
+		b.WriteString("AppendStream's append")
+	default:
 		b.WriteString("Append")
 	}
 	for _, e := range pa.entries {
@@ -193,8 +213,19 @@ func (m *crashModel) load(t *testing.T, c *client, p *esdProc, rng *rand.Rand, c
 		pending []*pendingAppend
 		wg      sync.WaitGroup
 	)
-	for range clients {
+	for i := range clients {
 		crng := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
+		if i%crashStreamOneIn == 0 {
+			wg.Go(func() {
+				pas, n := m.streamCalls(t, c, crng, &killed)
+				acked.Add(int64(n))
+				m.streamedAcked.Add(int64(n))
+				mu.Lock()
+				pending = append(pending, pas...)
+				mu.Unlock()
+			})
+			continue
+		}
 		wg.Go(func() {
 			for {
 				pa, n, ok := m.call(t, c, crng, &killed)
@@ -306,6 +337,109 @@ func (m *crashModel) call(t *testing.T, c *client, rng *rand.Rand, killed *atomi
 		n += record(e, results[i])
 	}
 	return nil, n, true
+}
+
+// streamCalls appends over one AppendStream call until esd dies. Each
+// round it locks 1 to crashStreamBatch streams (in index order, as call
+// does), sends an append to each with exact expected revisions, all in
+// flight at once, and records the answers as they come (in any order
+// across the streams). It returns the appends left unanswered when the
+// call broke, and the number of events acknowledged.
+func (m *crashModel) streamCalls(t *testing.T, c *client, rng *rand.Rand, killed *atomic.Bool) (pending []*pendingAppend, n int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	call, err := c.streams.AppendStream(ctx)
+	if err != nil {
+		if !killed.Load() {
+			t.Errorf("AppendStream failed before the kill: %v", err)
+		}
+		return nil, 0
+	}
+	for {
+		var idx []int
+		for k := 1 + rng.IntN(crashStreamBatch); len(idx) < k; {
+			if i := rng.IntN(len(m.streams)); !slices.Contains(idx, i) {
+				idx = append(idx, i)
+			}
+		}
+		slices.Sort(idx)
+		var ss []*crashStream
+		for _, i := range idx {
+			s := m.streams[i]
+			s.mu.Lock()
+			ss = append(ss, s)
+		}
+		unlock := func() {
+			for _, s := range ss {
+				s.mu.Unlock()
+			}
+		}
+		for _, s := range ss {
+			if s.poisoned {
+				unlock()
+				return pending, n // an earlier call failed: esd is dead
+			}
+		}
+
+		sent := make(map[string]*pendingAppend) // by correlation id
+		var sendErr error
+		for j, s := range ss {
+			req := &esdv1.AppendRequest{Stream: s.name}
+			if len(s.events) == 0 {
+				req.ExpectedRevision = &esdv1.AppendRequest_NoStream{NoStream: &emptypb.Empty{}}
+			} else {
+				req.ExpectedRevision = &esdv1.AppendRequest_Exact{Exact: uint64(len(s.events) - 1)}
+			}
+			for range 1 + rng.IntN(crashMaxEvents) {
+				req.Events = append(req.Events, randomEvent(rng))
+			}
+			id := strconv.Itoa(j)
+			sent[id] = &pendingAppend{streamed: true, entries: []pendingEntry{{s: s, req: req}}, inFlight: !killed.Load()}
+			if sendErr = call.Send(&esdv1.AppendStreamRequest{CorrelationId: []byte(id), Append: req}); sendErr != nil {
+				break // it may have gone out all the same
+			}
+		}
+		var recvErr error
+		for len(sent) > 0 && sendErr == nil {
+			var a *esdv1.AppendStreamResponse
+			if a, recvErr = call.Recv(); recvErr != nil {
+				break
+			}
+			pa := sent[string(a.GetCorrelationId())]
+			if pa == nil {
+				t.Errorf("AppendStream answered correlation id %q, which no pending append has", a.GetCorrelationId())
+				continue
+			}
+			delete(sent, string(a.GetCorrelationId()))
+			e := pa.entries[0]
+			if st := a.GetError(); st != nil {
+				err := status.ErrorProto(st)
+				t.Errorf("%v failed (a server answer, before or after the kill): %v (reason %q)", pa, err, reasonOf(err))
+				e.s.poisoned = true // what it holds is unknown to the test: leave it alone
+				continue
+			}
+			if msg := checkResult(len(e.s.events), e.req, a.GetSuccess(), false); msg != "" {
+				t.Errorf("%v: %s", pa, msg)
+			}
+			n += record(e, a.GetSuccess())
+		}
+		if len(sent) == 0 {
+			unlock()
+			continue
+		}
+		// The call broke: esd is dead (or the test fails here).
+		err := errors.Join(sendErr, recvErr)
+		if !killed.Load() {
+			t.Errorf("AppendStream broke before the kill: %v", err)
+		}
+		for _, pa := range sent {
+			pa.err = err
+			pa.entries[0].s.poisoned = true
+			pending = append(pending, pa)
+		}
+		unlock()
+		return pending, n
+	}
 }
 
 // checkResult checks the answer r to req against the number of events

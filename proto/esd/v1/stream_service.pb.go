@@ -7,6 +7,7 @@
 package esdv1
 
 import (
+	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	emptypb "google.golang.org/protobuf/types/known/emptypb"
@@ -373,6 +374,168 @@ func (x *AppendMultiResponse) GetResults() []*AppendResponse {
 	return nil
 }
 
+// AppendStreamRequest is one append of an AppendStream call.
+type AppendStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the client to match the answer to the request: echoed as
+	// sent in the AppendStreamResponse. At most 256 bytes (more ends the call
+	// with INVALID_ARGUMENT). The server does not read it otherwise and does
+	// not require it to be unique, but a client running appends to several
+	// streams concurrently needs distinct ones to tell their answers apart.
+	CorrelationId []byte `protobuf:"bytes,1,opt,name=correlation_id,json=correlationId" json:"correlation_id,omitempty"`
+	// The append, validated and carried out as Append does; unset is an
+	// append with every field empty (which fails: the stream is required).
+	// Field names in a BadRequest answer are relative to it ("stream",
+	// "events[2].type"), as in Append.
+	Append        *AppendRequest `protobuf:"bytes,2,opt,name=append" json:"append,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendStreamRequest) Reset() {
+	*x = AppendStreamRequest{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendStreamRequest) ProtoMessage() {}
+
+func (x *AppendStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendStreamRequest.ProtoReflect.Descriptor instead.
+func (*AppendStreamRequest) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AppendStreamRequest) GetCorrelationId() []byte {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return nil
+}
+
+func (x *AppendStreamRequest) GetAppend() *AppendRequest {
+	if x != nil {
+		return x.Append
+	}
+	return nil
+}
+
+// AppendStreamResponse answers one AppendStreamRequest.
+type AppendStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's correlation_id.
+	CorrelationId []byte `protobuf:"bytes,1,opt,name=correlation_id,json=correlationId" json:"correlation_id,omitempty"`
+	// Exactly one is set.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*AppendStreamResponse_Success
+	//	*AppendStreamResponse_Error
+	Result        isAppendStreamResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendStreamResponse) Reset() {
+	*x = AppendStreamResponse{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendStreamResponse) ProtoMessage() {}
+
+func (x *AppendStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendStreamResponse.ProtoReflect.Descriptor instead.
+func (*AppendStreamResponse) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AppendStreamResponse) GetCorrelationId() []byte {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return nil
+}
+
+func (x *AppendStreamResponse) GetResult() isAppendStreamResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *AppendStreamResponse) GetSuccess() *AppendResponse {
+	if x != nil {
+		if x, ok := x.Result.(*AppendStreamResponse_Success); ok {
+			return x.Success
+		}
+	}
+	return nil
+}
+
+func (x *AppendStreamResponse) GetError() *status.Status {
+	if x != nil {
+		if x, ok := x.Result.(*AppendStreamResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isAppendStreamResponse_Result interface {
+	isAppendStreamResponse_Result()
+}
+
+type AppendStreamResponse_Success struct {
+	// The append is durable: what Append returns (for a retry, the
+	// original result).
+	Success *AppendResponse `protobuf:"bytes,2,opt,name=success,oneof"`
+}
+
+type AppendStreamResponse_Error struct {
+	// The append failed: the status Append would fail with (code, message,
+	// and details: a google.rpc.ErrorInfo with domain "esd", its reason
+	// and metadata, plus a WrongExpectedRevision or BadRequest where Append
+	// has one). What it means for the append is what it means for Append.
+	Error *status.Status `protobuf:"bytes,3,opt,name=error,oneof"`
+}
+
+func (*AppendStreamResponse_Success) isAppendStreamResponse_Result() {}
+
+func (*AppendStreamResponse_Error) isAppendStreamResponse_Result() {}
+
 // ReadStreamRequest reads one stream.
 type ReadStreamRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -391,7 +554,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[4]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +566,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[4]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +579,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{4}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReadStreamRequest) GetStream() string {
@@ -457,7 +620,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[5]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +632,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[5]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +645,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{5}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReadStreamResponse) GetEvents() []*RecordedEvent {
@@ -510,7 +673,7 @@ type ReadAllRequest struct {
 
 func (x *ReadAllRequest) Reset() {
 	*x = ReadAllRequest{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[6]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +685,7 @@ func (x *ReadAllRequest) String() string {
 func (*ReadAllRequest) ProtoMessage() {}
 
 func (x *ReadAllRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[6]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +698,7 @@ func (x *ReadAllRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAllRequest.ProtoReflect.Descriptor instead.
 func (*ReadAllRequest) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{6}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReadAllRequest) GetFromPosition() uint64 {
@@ -582,7 +745,7 @@ type ReadAllResponse struct {
 
 func (x *ReadAllResponse) Reset() {
 	*x = ReadAllResponse{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[7]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +757,7 @@ func (x *ReadAllResponse) String() string {
 func (*ReadAllResponse) ProtoMessage() {}
 
 func (x *ReadAllResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[7]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +770,7 @@ func (x *ReadAllResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAllResponse.ProtoReflect.Descriptor instead.
 func (*ReadAllResponse) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{7}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadAllResponse) GetEvents() []*RecordedEvent {
@@ -645,7 +808,7 @@ type DeleteStreamRequest struct {
 
 func (x *DeleteStreamRequest) Reset() {
 	*x = DeleteStreamRequest{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[8]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +820,7 @@ func (x *DeleteStreamRequest) String() string {
 func (*DeleteStreamRequest) ProtoMessage() {}
 
 func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[8]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +833,7 @@ func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamRequest.ProtoReflect.Descriptor instead.
 func (*DeleteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{8}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteStreamRequest) GetStream() string {
@@ -771,7 +934,7 @@ type DeleteStreamResponse struct {
 
 func (x *DeleteStreamResponse) Reset() {
 	*x = DeleteStreamResponse{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[9]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +946,7 @@ func (x *DeleteStreamResponse) String() string {
 func (*DeleteStreamResponse) ProtoMessage() {}
 
 func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[9]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +959,7 @@ func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamResponse.ProtoReflect.Descriptor instead.
 func (*DeleteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{9}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteStreamResponse) GetPosition() uint64 {
@@ -823,7 +986,7 @@ type GetStreamRequest struct {
 
 func (x *GetStreamRequest) Reset() {
 	*x = GetStreamRequest{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[10]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +998,7 @@ func (x *GetStreamRequest) String() string {
 func (*GetStreamRequest) ProtoMessage() {}
 
 func (x *GetStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[10]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1011,7 @@ func (x *GetStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStreamRequest.ProtoReflect.Descriptor instead.
 func (*GetStreamRequest) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{10}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetStreamRequest) GetStream() string {
@@ -870,7 +1033,7 @@ type GetStreamResponse struct {
 
 func (x *GetStreamResponse) Reset() {
 	*x = GetStreamResponse{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[11]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1045,7 @@ func (x *GetStreamResponse) String() string {
 func (*GetStreamResponse) ProtoMessage() {}
 
 func (x *GetStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[11]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1058,7 @@ func (x *GetStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStreamResponse.ProtoReflect.Descriptor instead.
 func (*GetStreamResponse) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{11}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetStreamResponse) GetInfo() *StreamInfo {
@@ -920,7 +1083,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[12]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1095,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[12]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1108,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{12}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListStreamsRequest) GetPrefix() string {
@@ -981,7 +1144,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[13]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1156,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[13]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1169,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{13}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListStreamsResponse) GetStreams() []*StreamInfo {
@@ -1051,7 +1214,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1226,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1239,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{14}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubscribeRequest) GetTarget() isSubscribeRequest_Target {
@@ -1239,7 +1402,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1414,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1427,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{15}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubscribeResponse) GetContent() isSubscribeResponse_Content {
@@ -1352,7 +1515,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1527,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1540,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{16}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EventBatch) GetEvents() []*RecordedEvent {
@@ -1398,7 +1561,7 @@ type CaughtUp struct {
 
 func (x *CaughtUp) Reset() {
 	*x = CaughtUp{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1573,7 @@ func (x *CaughtUp) String() string {
 func (*CaughtUp) ProtoMessage() {}
 
 func (x *CaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1586,7 @@ func (x *CaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
 func (*CaughtUp) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{17}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CaughtUp) GetPosition() uint64 {
@@ -1443,7 +1606,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1618,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1631,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{18}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Checkpoint) GetPosition() uint64 {
@@ -1489,7 +1652,7 @@ type Ended struct {
 
 func (x *Ended) Reset() {
 	*x = Ended{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1664,7 @@ func (x *Ended) String() string {
 func (*Ended) ProtoMessage() {}
 
 func (x *Ended) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1677,7 @@ func (x *Ended) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ended.ProtoReflect.Descriptor instead.
 func (*Ended) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{19}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Ended) GetReason() string {
@@ -1528,7 +1691,7 @@ var File_esd_v1_stream_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1besd/v1/stream_service.proto\x12\x06esd.v1\x1a\x13esd/v1/events.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n" +
+	"\x1besd/v1/stream_service.proto\x12\x06esd.v1\x1a\x13esd/v1/events.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xa5\x02\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12*\n" +
 	"\x03any\x18\x02 \x01(\v2\x16.google.protobuf.EmptyH\x00R\x03any\x125\n" +
@@ -1550,7 +1713,15 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\x12AppendMultiRequest\x12/\n" +
 	"\aappends\x18\x01 \x03(\v2\x15.esd.v1.AppendRequestR\aappends\"G\n" +
 	"\x13AppendMultiResponse\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.esd.v1.AppendResponseR\aresults\"\xa9\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.esd.v1.AppendResponseR\aresults\"k\n" +
+	"\x13AppendStreamRequest\x12%\n" +
+	"\x0ecorrelation_id\x18\x01 \x01(\fR\rcorrelationId\x12-\n" +
+	"\x06append\x18\x02 \x01(\v2\x15.esd.v1.AppendRequestR\x06append\"\xa7\x01\n" +
+	"\x14AppendStreamResponse\x12%\n" +
+	"\x0ecorrelation_id\x18\x01 \x01(\fR\rcorrelationId\x122\n" +
+	"\asuccess\x18\x02 \x01(\v2\x16.esd.v1.AppendResponseH\x00R\asuccess\x12*\n" +
+	"\x05error\x18\x03 \x01(\v2\x12.google.rpc.StatusH\x00R\x05errorB\b\n" +
+	"\x06result\"\xa9\x01\n" +
 	"\x11ReadStreamRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12*\n" +
 	"\rfrom_revision\x18\x02 \x01(\x04B\x05\xaa\x01\x02\b\x01R\ffromRevision\x123\n" +
@@ -1620,10 +1791,11 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"Checkpoint\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\"\x1f\n" +
 	"\x05Ended\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason2\xae\x04\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason2\xfd\x04\n" +
 	"\rStreamService\x127\n" +
 	"\x06Append\x12\x15.esd.v1.AppendRequest\x1a\x16.esd.v1.AppendResponse\x12F\n" +
-	"\vAppendMulti\x12\x1a.esd.v1.AppendMultiRequest\x1a\x1b.esd.v1.AppendMultiResponse\x12E\n" +
+	"\vAppendMulti\x12\x1a.esd.v1.AppendMultiRequest\x1a\x1b.esd.v1.AppendMultiResponse\x12M\n" +
+	"\fAppendStream\x12\x1b.esd.v1.AppendStreamRequest\x1a\x1c.esd.v1.AppendStreamResponse(\x010\x01\x12E\n" +
 	"\n" +
 	"ReadStream\x12\x19.esd.v1.ReadStreamRequest\x1a\x1a.esd.v1.ReadStreamResponse0\x01\x12<\n" +
 	"\aReadAll\x12\x16.esd.v1.ReadAllRequest\x1a\x17.esd.v1.ReadAllResponse0\x01\x12I\n" +
@@ -1644,85 +1816,93 @@ func file_esd_v1_stream_service_proto_rawDescGZIP() []byte {
 	return file_esd_v1_stream_service_proto_rawDescData
 }
 
-var file_esd_v1_stream_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_esd_v1_stream_service_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_esd_v1_stream_service_proto_goTypes = []any{
 	(*AppendRequest)(nil),         // 0: esd.v1.AppendRequest
 	(*AppendResponse)(nil),        // 1: esd.v1.AppendResponse
 	(*AppendMultiRequest)(nil),    // 2: esd.v1.AppendMultiRequest
 	(*AppendMultiResponse)(nil),   // 3: esd.v1.AppendMultiResponse
-	(*ReadStreamRequest)(nil),     // 4: esd.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),    // 5: esd.v1.ReadStreamResponse
-	(*ReadAllRequest)(nil),        // 6: esd.v1.ReadAllRequest
-	(*ReadAllResponse)(nil),       // 7: esd.v1.ReadAllResponse
-	(*DeleteStreamRequest)(nil),   // 8: esd.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil),  // 9: esd.v1.DeleteStreamResponse
-	(*GetStreamRequest)(nil),      // 10: esd.v1.GetStreamRequest
-	(*GetStreamResponse)(nil),     // 11: esd.v1.GetStreamResponse
-	(*ListStreamsRequest)(nil),    // 12: esd.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),   // 13: esd.v1.ListStreamsResponse
-	(*SubscribeRequest)(nil),      // 14: esd.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 15: esd.v1.SubscribeResponse
-	(*EventBatch)(nil),            // 16: esd.v1.EventBatch
-	(*CaughtUp)(nil),              // 17: esd.v1.CaughtUp
-	(*Checkpoint)(nil),            // 18: esd.v1.Checkpoint
-	(*Ended)(nil),                 // 19: esd.v1.Ended
-	(*emptypb.Empty)(nil),         // 20: google.protobuf.Empty
-	(*ProposedEvent)(nil),         // 21: esd.v1.ProposedEvent
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(ReadDirection)(0),            // 23: esd.v1.ReadDirection
-	(*RecordedEvent)(nil),         // 24: esd.v1.RecordedEvent
-	(*Filter)(nil),                // 25: esd.v1.Filter
-	(*StreamInfo)(nil),            // 26: esd.v1.StreamInfo
+	(*AppendStreamRequest)(nil),   // 4: esd.v1.AppendStreamRequest
+	(*AppendStreamResponse)(nil),  // 5: esd.v1.AppendStreamResponse
+	(*ReadStreamRequest)(nil),     // 6: esd.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),    // 7: esd.v1.ReadStreamResponse
+	(*ReadAllRequest)(nil),        // 8: esd.v1.ReadAllRequest
+	(*ReadAllResponse)(nil),       // 9: esd.v1.ReadAllResponse
+	(*DeleteStreamRequest)(nil),   // 10: esd.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),  // 11: esd.v1.DeleteStreamResponse
+	(*GetStreamRequest)(nil),      // 12: esd.v1.GetStreamRequest
+	(*GetStreamResponse)(nil),     // 13: esd.v1.GetStreamResponse
+	(*ListStreamsRequest)(nil),    // 14: esd.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),   // 15: esd.v1.ListStreamsResponse
+	(*SubscribeRequest)(nil),      // 16: esd.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),     // 17: esd.v1.SubscribeResponse
+	(*EventBatch)(nil),            // 18: esd.v1.EventBatch
+	(*CaughtUp)(nil),              // 19: esd.v1.CaughtUp
+	(*Checkpoint)(nil),            // 20: esd.v1.Checkpoint
+	(*Ended)(nil),                 // 21: esd.v1.Ended
+	(*emptypb.Empty)(nil),         // 22: google.protobuf.Empty
+	(*ProposedEvent)(nil),         // 23: esd.v1.ProposedEvent
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*status.Status)(nil),         // 25: google.rpc.Status
+	(ReadDirection)(0),            // 26: esd.v1.ReadDirection
+	(*RecordedEvent)(nil),         // 27: esd.v1.RecordedEvent
+	(*Filter)(nil),                // 28: esd.v1.Filter
+	(*StreamInfo)(nil),            // 29: esd.v1.StreamInfo
 }
 var file_esd_v1_stream_service_proto_depIdxs = []int32{
-	20, // 0: esd.v1.AppendRequest.any:type_name -> google.protobuf.Empty
-	20, // 1: esd.v1.AppendRequest.no_stream:type_name -> google.protobuf.Empty
-	20, // 2: esd.v1.AppendRequest.stream_exists:type_name -> google.protobuf.Empty
-	21, // 3: esd.v1.AppendRequest.events:type_name -> esd.v1.ProposedEvent
-	22, // 4: esd.v1.AppendResponse.commit_time:type_name -> google.protobuf.Timestamp
+	22, // 0: esd.v1.AppendRequest.any:type_name -> google.protobuf.Empty
+	22, // 1: esd.v1.AppendRequest.no_stream:type_name -> google.protobuf.Empty
+	22, // 2: esd.v1.AppendRequest.stream_exists:type_name -> google.protobuf.Empty
+	23, // 3: esd.v1.AppendRequest.events:type_name -> esd.v1.ProposedEvent
+	24, // 4: esd.v1.AppendResponse.commit_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: esd.v1.AppendMultiRequest.appends:type_name -> esd.v1.AppendRequest
 	1,  // 6: esd.v1.AppendMultiResponse.results:type_name -> esd.v1.AppendResponse
-	23, // 7: esd.v1.ReadStreamRequest.direction:type_name -> esd.v1.ReadDirection
-	24, // 8: esd.v1.ReadStreamResponse.events:type_name -> esd.v1.RecordedEvent
-	23, // 9: esd.v1.ReadAllRequest.direction:type_name -> esd.v1.ReadDirection
-	25, // 10: esd.v1.ReadAllRequest.filter:type_name -> esd.v1.Filter
-	24, // 11: esd.v1.ReadAllResponse.events:type_name -> esd.v1.RecordedEvent
-	20, // 12: esd.v1.DeleteStreamRequest.any:type_name -> google.protobuf.Empty
-	20, // 13: esd.v1.DeleteStreamRequest.no_stream:type_name -> google.protobuf.Empty
-	20, // 14: esd.v1.DeleteStreamRequest.stream_exists:type_name -> google.protobuf.Empty
-	22, // 15: esd.v1.DeleteStreamResponse.commit_time:type_name -> google.protobuf.Timestamp
-	26, // 16: esd.v1.GetStreamResponse.info:type_name -> esd.v1.StreamInfo
-	26, // 17: esd.v1.ListStreamsResponse.streams:type_name -> esd.v1.StreamInfo
-	20, // 18: esd.v1.SubscribeRequest.all:type_name -> google.protobuf.Empty
-	20, // 19: esd.v1.SubscribeRequest.start:type_name -> google.protobuf.Empty
-	20, // 20: esd.v1.SubscribeRequest.end:type_name -> google.protobuf.Empty
-	25, // 21: esd.v1.SubscribeRequest.filter:type_name -> esd.v1.Filter
-	16, // 22: esd.v1.SubscribeResponse.events:type_name -> esd.v1.EventBatch
-	17, // 23: esd.v1.SubscribeResponse.caught_up:type_name -> esd.v1.CaughtUp
-	18, // 24: esd.v1.SubscribeResponse.checkpoint:type_name -> esd.v1.Checkpoint
-	19, // 25: esd.v1.SubscribeResponse.ended:type_name -> esd.v1.Ended
-	24, // 26: esd.v1.EventBatch.events:type_name -> esd.v1.RecordedEvent
-	0,  // 27: esd.v1.StreamService.Append:input_type -> esd.v1.AppendRequest
-	2,  // 28: esd.v1.StreamService.AppendMulti:input_type -> esd.v1.AppendMultiRequest
-	4,  // 29: esd.v1.StreamService.ReadStream:input_type -> esd.v1.ReadStreamRequest
-	6,  // 30: esd.v1.StreamService.ReadAll:input_type -> esd.v1.ReadAllRequest
-	8,  // 31: esd.v1.StreamService.DeleteStream:input_type -> esd.v1.DeleteStreamRequest
-	10, // 32: esd.v1.StreamService.GetStream:input_type -> esd.v1.GetStreamRequest
-	12, // 33: esd.v1.StreamService.ListStreams:input_type -> esd.v1.ListStreamsRequest
-	14, // 34: esd.v1.StreamService.Subscribe:input_type -> esd.v1.SubscribeRequest
-	1,  // 35: esd.v1.StreamService.Append:output_type -> esd.v1.AppendResponse
-	3,  // 36: esd.v1.StreamService.AppendMulti:output_type -> esd.v1.AppendMultiResponse
-	5,  // 37: esd.v1.StreamService.ReadStream:output_type -> esd.v1.ReadStreamResponse
-	7,  // 38: esd.v1.StreamService.ReadAll:output_type -> esd.v1.ReadAllResponse
-	9,  // 39: esd.v1.StreamService.DeleteStream:output_type -> esd.v1.DeleteStreamResponse
-	11, // 40: esd.v1.StreamService.GetStream:output_type -> esd.v1.GetStreamResponse
-	13, // 41: esd.v1.StreamService.ListStreams:output_type -> esd.v1.ListStreamsResponse
-	15, // 42: esd.v1.StreamService.Subscribe:output_type -> esd.v1.SubscribeResponse
-	35, // [35:43] is the sub-list for method output_type
-	27, // [27:35] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	0,  // 7: esd.v1.AppendStreamRequest.append:type_name -> esd.v1.AppendRequest
+	1,  // 8: esd.v1.AppendStreamResponse.success:type_name -> esd.v1.AppendResponse
+	25, // 9: esd.v1.AppendStreamResponse.error:type_name -> google.rpc.Status
+	26, // 10: esd.v1.ReadStreamRequest.direction:type_name -> esd.v1.ReadDirection
+	27, // 11: esd.v1.ReadStreamResponse.events:type_name -> esd.v1.RecordedEvent
+	26, // 12: esd.v1.ReadAllRequest.direction:type_name -> esd.v1.ReadDirection
+	28, // 13: esd.v1.ReadAllRequest.filter:type_name -> esd.v1.Filter
+	27, // 14: esd.v1.ReadAllResponse.events:type_name -> esd.v1.RecordedEvent
+	22, // 15: esd.v1.DeleteStreamRequest.any:type_name -> google.protobuf.Empty
+	22, // 16: esd.v1.DeleteStreamRequest.no_stream:type_name -> google.protobuf.Empty
+	22, // 17: esd.v1.DeleteStreamRequest.stream_exists:type_name -> google.protobuf.Empty
+	24, // 18: esd.v1.DeleteStreamResponse.commit_time:type_name -> google.protobuf.Timestamp
+	29, // 19: esd.v1.GetStreamResponse.info:type_name -> esd.v1.StreamInfo
+	29, // 20: esd.v1.ListStreamsResponse.streams:type_name -> esd.v1.StreamInfo
+	22, // 21: esd.v1.SubscribeRequest.all:type_name -> google.protobuf.Empty
+	22, // 22: esd.v1.SubscribeRequest.start:type_name -> google.protobuf.Empty
+	22, // 23: esd.v1.SubscribeRequest.end:type_name -> google.protobuf.Empty
+	28, // 24: esd.v1.SubscribeRequest.filter:type_name -> esd.v1.Filter
+	18, // 25: esd.v1.SubscribeResponse.events:type_name -> esd.v1.EventBatch
+	19, // 26: esd.v1.SubscribeResponse.caught_up:type_name -> esd.v1.CaughtUp
+	20, // 27: esd.v1.SubscribeResponse.checkpoint:type_name -> esd.v1.Checkpoint
+	21, // 28: esd.v1.SubscribeResponse.ended:type_name -> esd.v1.Ended
+	27, // 29: esd.v1.EventBatch.events:type_name -> esd.v1.RecordedEvent
+	0,  // 30: esd.v1.StreamService.Append:input_type -> esd.v1.AppendRequest
+	2,  // 31: esd.v1.StreamService.AppendMulti:input_type -> esd.v1.AppendMultiRequest
+	4,  // 32: esd.v1.StreamService.AppendStream:input_type -> esd.v1.AppendStreamRequest
+	6,  // 33: esd.v1.StreamService.ReadStream:input_type -> esd.v1.ReadStreamRequest
+	8,  // 34: esd.v1.StreamService.ReadAll:input_type -> esd.v1.ReadAllRequest
+	10, // 35: esd.v1.StreamService.DeleteStream:input_type -> esd.v1.DeleteStreamRequest
+	12, // 36: esd.v1.StreamService.GetStream:input_type -> esd.v1.GetStreamRequest
+	14, // 37: esd.v1.StreamService.ListStreams:input_type -> esd.v1.ListStreamsRequest
+	16, // 38: esd.v1.StreamService.Subscribe:input_type -> esd.v1.SubscribeRequest
+	1,  // 39: esd.v1.StreamService.Append:output_type -> esd.v1.AppendResponse
+	3,  // 40: esd.v1.StreamService.AppendMulti:output_type -> esd.v1.AppendMultiResponse
+	5,  // 41: esd.v1.StreamService.AppendStream:output_type -> esd.v1.AppendStreamResponse
+	7,  // 42: esd.v1.StreamService.ReadStream:output_type -> esd.v1.ReadStreamResponse
+	9,  // 43: esd.v1.StreamService.ReadAll:output_type -> esd.v1.ReadAllResponse
+	11, // 44: esd.v1.StreamService.DeleteStream:output_type -> esd.v1.DeleteStreamResponse
+	13, // 45: esd.v1.StreamService.GetStream:output_type -> esd.v1.GetStreamResponse
+	15, // 46: esd.v1.StreamService.ListStreams:output_type -> esd.v1.ListStreamsResponse
+	17, // 47: esd.v1.StreamService.Subscribe:output_type -> esd.v1.SubscribeResponse
+	39, // [39:48] is the sub-list for method output_type
+	30, // [30:39] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_esd_v1_stream_service_proto_init() }
@@ -1737,13 +1917,17 @@ func file_esd_v1_stream_service_proto_init() {
 		(*AppendRequest_StreamExists)(nil),
 		(*AppendRequest_Exact)(nil),
 	}
-	file_esd_v1_stream_service_proto_msgTypes[8].OneofWrappers = []any{
+	file_esd_v1_stream_service_proto_msgTypes[5].OneofWrappers = []any{
+		(*AppendStreamResponse_Success)(nil),
+		(*AppendStreamResponse_Error)(nil),
+	}
+	file_esd_v1_stream_service_proto_msgTypes[10].OneofWrappers = []any{
 		(*DeleteStreamRequest_Any)(nil),
 		(*DeleteStreamRequest_NoStream)(nil),
 		(*DeleteStreamRequest_StreamExists)(nil),
 		(*DeleteStreamRequest_Exact)(nil),
 	}
-	file_esd_v1_stream_service_proto_msgTypes[14].OneofWrappers = []any{
+	file_esd_v1_stream_service_proto_msgTypes[16].OneofWrappers = []any{
 		(*SubscribeRequest_Stream)(nil),
 		(*SubscribeRequest_Category)(nil),
 		(*SubscribeRequest_All)(nil),
@@ -1752,7 +1936,7 @@ func file_esd_v1_stream_service_proto_init() {
 		(*SubscribeRequest_AfterRevision)(nil),
 		(*SubscribeRequest_AfterPosition)(nil),
 	}
-	file_esd_v1_stream_service_proto_msgTypes[15].OneofWrappers = []any{
+	file_esd_v1_stream_service_proto_msgTypes[17].OneofWrappers = []any{
 		(*SubscribeResponse_Events)(nil),
 		(*SubscribeResponse_CaughtUp)(nil),
 		(*SubscribeResponse_Checkpoint)(nil),
@@ -1764,7 +1948,7 @@ func file_esd_v1_stream_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_esd_v1_stream_service_proto_rawDesc), len(file_esd_v1_stream_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

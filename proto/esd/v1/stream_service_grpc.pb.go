@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	StreamService_Append_FullMethodName       = "/esd.v1.StreamService/Append"
 	StreamService_AppendMulti_FullMethodName  = "/esd.v1.StreamService/AppendMulti"
+	StreamService_AppendStream_FullMethodName = "/esd.v1.StreamService/AppendStream"
 	StreamService_ReadStream_FullMethodName   = "/esd.v1.StreamService/ReadStream"
 	StreamService_ReadAll_FullMethodName      = "/esd.v1.StreamService/ReadAll"
 	StreamService_DeleteStream_FullMethodName = "/esd.v1.StreamService/DeleteStream"
@@ -56,6 +57,63 @@ type StreamServiceClient interface {
 	// Errors: as Append; the ErrorInfo metadata "stream" names the entry that
 	// failed. Two entries for one stream: INVALID_ARGUMENT.
 	AppendMulti(ctx context.Context, in *AppendMultiRequest, opts ...grpc.CallOption) (*AppendMultiResponse, error)
+	// AppendStream carries many appends on one call (bidirectional
+	// streaming), for importers and busy services: one call keeps many
+	// appends in flight, each answered as soon as it is durable, without the
+	// cost of a unary call per append.
+	//
+	// Requests: each AppendStreamRequest is one append, exactly as Append
+	// would do it (its own stream, expected revision and events; atomic and
+	// durable on its own, with no atomicity across requests: use AppendMulti
+	// for that), with a correlation_id chosen by the client.
+	//
+	// Answers: exactly one AppendStreamResponse per request read, carrying
+	// its correlation_id and either success (the AppendResponse Append would
+	// return) or error (the status Append would fail with: the same code,
+	// message, ErrorInfo reason and metadata, and details such as
+	// WrongExpectedRevision or BadRequest). A bad or failed request fails
+	// alone; the call goes on.
+	//
+	// Order: appends to one stream are carried out one after another in
+	// request order, each once the one before it is answered, as if the
+	// client called Append for each in turn: their answers come in request
+	// order, and each is decided against what the ones before it left (an
+	// append expecting revision 4 may follow one that writes revision 4).
+	// Appends to different streams run concurrently and are answered as each
+	// becomes durable, so answers of different streams may come in any
+	// order: match them by correlation_id.
+	//
+	// Flow control: the server holds at most 256 appends of a call, from
+	// reading a request until its answer is sent, and stops reading while
+	// they hold 16 MiB or more (the size of the requests, then of their
+	// answers). Until answers go out it reads nothing more, which pushes back
+	// through HTTP/2 flow control: the client's sends block. A client must
+	// therefore read answers while it sends; one that never reads them
+	// stalls, and costs the server no more than that bound.
+	//
+	// End: when the client closes its side, the server answers every request
+	// read and ends the call with OK. A request unanswered when the call ends,
+	// however it ended (cancel, deadline, a broken connection, a crashed
+	// server, an error of the call), may or may not have been written, like an
+	// Append that got no answer: retry it with the same event ids (see
+	// Idempotent appends in docs/api.md). A success answered is durable;
+	// nothing is answered success that was not written.
+	//
+	// Errors of the call: INVALID_ARGUMENT/INVALID_ARGUMENT with a BadRequest
+	// (field "request" or "correlation_id") for an undecodable message or a
+	// correlation_id over 256 bytes, a protocol violation: nothing after it is
+	// read, the requests read before it are answered first.
+	// UNAVAILABLE/SHUTTING_DOWN when the server stops: it reads no more,
+	// answers what it has read as Append would, then ends the call (a call
+	// opened while it stops gets this at once). From gRPC, ending the call at
+	// once, requests read perhaps unanswered: RESOURCE_EXHAUSTED (no
+	// ErrorInfo) for a message over the request size limit, CANCELLED,
+	// DEADLINE_EXCEEDED, UNAVAILABLE for a broken connection.
+	//
+	// Errors of a request, in its answer: as Append, plus
+	// RESOURCE_EXHAUSTED/OVERLOADED (retry it with backoff),
+	// UNAVAILABLE/SHUTTING_DOWN and UNAVAILABLE/STORAGE_FAILED.
+	AppendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AppendStreamRequest, AppendStreamResponse], error)
 	// ReadStream reads one stream's visible events in chunks (about 1 MiB or
 	// 512 events a message).
 	//
@@ -142,9 +200,22 @@ func (c *streamServiceClient) AppendMulti(ctx context.Context, in *AppendMultiRe
 	return out, nil
 }
 
+func (c *streamServiceClient) AppendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AppendStreamRequest, AppendStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[0], StreamService_AppendStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AppendStreamRequest, AppendStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamService_AppendStreamClient = grpc.BidiStreamingClient[AppendStreamRequest, AppendStreamResponse]
+
 func (c *streamServiceClient) ReadStream(ctx context.Context, in *ReadStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadStreamResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[0], StreamService_ReadStream_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[1], StreamService_ReadStream_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +234,7 @@ type StreamService_ReadStreamClient = grpc.ServerStreamingClient[ReadStreamRespo
 
 func (c *streamServiceClient) ReadAll(ctx context.Context, in *ReadAllRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadAllResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[1], StreamService_ReadAll_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[2], StreamService_ReadAll_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +283,7 @@ func (c *streamServiceClient) ListStreams(ctx context.Context, in *ListStreamsRe
 
 func (c *streamServiceClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[2], StreamService_Subscribe_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[3], StreamService_Subscribe_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +327,63 @@ type StreamServiceServer interface {
 	// Errors: as Append; the ErrorInfo metadata "stream" names the entry that
 	// failed. Two entries for one stream: INVALID_ARGUMENT.
 	AppendMulti(context.Context, *AppendMultiRequest) (*AppendMultiResponse, error)
+	// AppendStream carries many appends on one call (bidirectional
+	// streaming), for importers and busy services: one call keeps many
+	// appends in flight, each answered as soon as it is durable, without the
+	// cost of a unary call per append.
+	//
+	// Requests: each AppendStreamRequest is one append, exactly as Append
+	// would do it (its own stream, expected revision and events; atomic and
+	// durable on its own, with no atomicity across requests: use AppendMulti
+	// for that), with a correlation_id chosen by the client.
+	//
+	// Answers: exactly one AppendStreamResponse per request read, carrying
+	// its correlation_id and either success (the AppendResponse Append would
+	// return) or error (the status Append would fail with: the same code,
+	// message, ErrorInfo reason and metadata, and details such as
+	// WrongExpectedRevision or BadRequest). A bad or failed request fails
+	// alone; the call goes on.
+	//
+	// Order: appends to one stream are carried out one after another in
+	// request order, each once the one before it is answered, as if the
+	// client called Append for each in turn: their answers come in request
+	// order, and each is decided against what the ones before it left (an
+	// append expecting revision 4 may follow one that writes revision 4).
+	// Appends to different streams run concurrently and are answered as each
+	// becomes durable, so answers of different streams may come in any
+	// order: match them by correlation_id.
+	//
+	// Flow control: the server holds at most 256 appends of a call, from
+	// reading a request until its answer is sent, and stops reading while
+	// they hold 16 MiB or more (the size of the requests, then of their
+	// answers). Until answers go out it reads nothing more, which pushes back
+	// through HTTP/2 flow control: the client's sends block. A client must
+	// therefore read answers while it sends; one that never reads them
+	// stalls, and costs the server no more than that bound.
+	//
+	// End: when the client closes its side, the server answers every request
+	// read and ends the call with OK. A request unanswered when the call ends,
+	// however it ended (cancel, deadline, a broken connection, a crashed
+	// server, an error of the call), may or may not have been written, like an
+	// Append that got no answer: retry it with the same event ids (see
+	// Idempotent appends in docs/api.md). A success answered is durable;
+	// nothing is answered success that was not written.
+	//
+	// Errors of the call: INVALID_ARGUMENT/INVALID_ARGUMENT with a BadRequest
+	// (field "request" or "correlation_id") for an undecodable message or a
+	// correlation_id over 256 bytes, a protocol violation: nothing after it is
+	// read, the requests read before it are answered first.
+	// UNAVAILABLE/SHUTTING_DOWN when the server stops: it reads no more,
+	// answers what it has read as Append would, then ends the call (a call
+	// opened while it stops gets this at once). From gRPC, ending the call at
+	// once, requests read perhaps unanswered: RESOURCE_EXHAUSTED (no
+	// ErrorInfo) for a message over the request size limit, CANCELLED,
+	// DEADLINE_EXCEEDED, UNAVAILABLE for a broken connection.
+	//
+	// Errors of a request, in its answer: as Append, plus
+	// RESOURCE_EXHAUSTED/OVERLOADED (retry it with backoff),
+	// UNAVAILABLE/SHUTTING_DOWN and UNAVAILABLE/STORAGE_FAILED.
+	AppendStream(grpc.BidiStreamingServer[AppendStreamRequest, AppendStreamResponse]) error
 	// ReadStream reads one stream's visible events in chunks (about 1 MiB or
 	// 512 events a message).
 	//
@@ -327,6 +455,9 @@ func (UnimplementedStreamServiceServer) Append(context.Context, *AppendRequest) 
 }
 func (UnimplementedStreamServiceServer) AppendMulti(context.Context, *AppendMultiRequest) (*AppendMultiResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AppendMulti not implemented")
+}
+func (UnimplementedStreamServiceServer) AppendStream(grpc.BidiStreamingServer[AppendStreamRequest, AppendStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method AppendStream not implemented")
 }
 func (UnimplementedStreamServiceServer) ReadStream(*ReadStreamRequest, grpc.ServerStreamingServer[ReadStreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReadStream not implemented")
@@ -402,6 +533,13 @@ func _StreamService_AppendMulti_Handler(srv interface{}, ctx context.Context, de
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _StreamService_AppendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(StreamServiceServer).AppendStream(&grpc.GenericServerStream[AppendStreamRequest, AppendStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamService_AppendStreamServer = grpc.BidiStreamingServer[AppendStreamRequest, AppendStreamResponse]
 
 func _StreamService_ReadStream_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ReadStreamRequest)
@@ -519,6 +657,12 @@ var StreamService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "AppendStream",
+			Handler:       _StreamService_AppendStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "ReadStream",
 			Handler:       _StreamService_ReadStream_Handler,
