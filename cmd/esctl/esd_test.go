@@ -48,8 +48,17 @@ func newRecorder() *recorder {
 	return &recorder{reqs: make(map[string][]proto.Message), sent: make(map[string]int)}
 }
 
-// received keeps a copy of m: the server may reuse it.
+// received keeps a copy of m: the server may reuse it. AppendStream
+// receives its requests wrapped, so that a decoding error reaches its
+// handler (Decoded unwraps them).
 func (r *recorder) received(fullMethod string, m any) {
+	if d, ok := m.(interface{ Decoded() (proto.Message, error) }); ok {
+		msg, err := d.Decoded()
+		if err != nil {
+			return
+		}
+		m = msg
+	}
 	msg, ok := m.(proto.Message)
 	if !ok {
 		panic(fmt.Sprintf("%s received a %T, not a proto message", fullMethod, m))

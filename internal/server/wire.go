@@ -85,6 +85,10 @@ type lenientMessage struct {
 	err  error // the decoding error, if any
 }
 
+// Decoded returns the message and its decoding error, for interceptors
+// (Config.StreamInterceptors) that look at what a call received.
+func (m *lenientMessage) Decoded() (proto.Message, error) { return m.msg, m.err }
+
 // wireChunk gathers encoded events into one response message of about
 // chunkBytes or chunkEvents.
 type wireChunk struct {
