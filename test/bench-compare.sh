@@ -124,8 +124,19 @@ run() {
     timeout -k 10 $LIMIT ./bin/esctl --addr "$ESD_ADDR" bench "$workload" "$@" -d "$D" -o json >"$out" || rc=$?
     stop_esd
   else
+    # PostgreSQL has no streaming appends: its side of a --streaming
+    # workload is the same appends, one transaction a call.
+    local args=() skip=0 a
+    for a in "$@"; do
+      if [ $skip = 1 ]; then skip=0; continue; fi
+      case $a in
+        --streaming) ;;
+        --inflight) skip=1 ;;
+        *) args+=("$a") ;;
+      esac
+    done
     timeout $LIMIT "$dir/pgbench" --dsn "$dsn" setup
-    timeout -k 10 $LIMIT "$dir/pgbench" --dsn "$dsn" "$workload" "$@" -d "$D" -o json >"$out" || rc=$?
+    timeout -k 10 $LIMIT "$dir/pgbench" --dsn "$dsn" "$workload" "${args[@]}" -d "$D" -o json >"$out" || rc=$?
   fi
   python3 - "$out" "$server" "$rc" <<'EOF'
 import json, sys
@@ -144,6 +155,7 @@ EOF
 
 workloads=(
   "append -c 64 -s 10000 -b 1"
+  "append -c 64 -s 10000 -b 1 --streaming"
   "append -c 1"
   "append -c 16 -b 100"
   "contention -c 64 -k 8"
@@ -173,7 +185,7 @@ def median(w, server):
             continue
         vals.append(r["successes_per_sec"] if "successes_per_sec" in r else r["events_per_sec"])
     return statistics.median(vals) if vals else None
-fmt = "%-28s %12s %12s %16s"
+fmt = "%-40s %12s %12s %16s"
 print(fmt % ("workload", "esd", "PostgreSQL", "esd/PostgreSQL"))
 for w in workloads:
     e, p = median(w, "esd"), median(w, "postgresql")
