@@ -570,6 +570,12 @@ func (s *Store) StreamDeleted(stream string, tombstone bool) {
 	}
 }
 
+// ForgetAdvice drops stream's advice base from the cache, so that the
+// next advice loads it from the store: the engine calls it when a delete
+// of the stream failed in a way that may have let it commit (ctx ended
+// while it waited for durability).
+func (s *Store) ForgetAdvice(stream string) { s.cache.remove(stream) }
+
 // purge removes every snapshot of a tombstoned stream.
 func (s *Store) purge(stream string) error {
 	es, raw, err := s.readIndex(stream)
