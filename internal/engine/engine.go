@@ -60,6 +60,10 @@ type Engine struct {
 	drain    sync.Once
 	closeErr error
 	closed   sync.Once
+
+	// testDeleted, when set (by tests only), is called with the result of
+	// the writer's Delete and returns the result Delete goes on with.
+	testDeleted func(err error) error
 }
 
 // Open opens the log in cfg.Dir and starts the writer, the hub, the

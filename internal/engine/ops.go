@@ -68,13 +68,38 @@ func (e *Engine) AppendMulti(ctx context.Context, ops []AppendOp) ([]AppendResul
 
 // Delete deletes a stream (soft, or forever with a tombstone) and waits
 // until it is durable. A wrong expected revision is a *ConflictError.
+//
+// An error that is not a definite refusal (refusedDelete) may come after
+// the writer took the delete: ctx ended, or the log failed, while it
+// waited for durability, and the delete may commit all the same. The
+// snapshot advice cache then drops the stream's base (ForgetAdvice), so
+// that the next advice reloads it from the store rather than count from a
+// snapshot the delete made unusable. A tombstone's purge is left to the
+// next read of the stream's snapshots (snapshot invariant 4).
 func (e *Engine) Delete(ctx context.Context, stream string, expect eslog.Expectation, mode eslog.DeleteMode) (DeleteResult, error) {
 	res, err := e.writer.Delete(ctx, stream, expect, mode)
+	if h := e.testDeleted; h != nil {
+		err = h(err)
+	}
 	if err != nil {
+		if !refusedDelete(err) {
+			e.snaps.ForgetAdvice(stream)
+		}
 		return res, e.withConflictDelta(ctx, err)
 	}
 	e.snaps.StreamDeleted(stream, mode == eslog.DeleteTombstone)
 	return res, nil
+}
+
+// refusedDelete reports whether err is a definite refusal of a delete by
+// the writer: nothing was or will be written.
+func refusedDelete(err error) bool {
+	var (
+		wr *eslog.WrongRevisionError
+		se *eslog.StreamError
+	)
+	return errors.As(err, &wr) || errors.As(err, &se) ||
+		errors.Is(err, writer.ErrOverloaded) || errors.Is(err, writer.ErrShuttingDown)
 }
 
 // Load sends stream's newest usable snapshot of schema version schema

@@ -90,10 +90,41 @@ func (c *baseCache) raise(name string, base uint64) {
 	s.raiseLocked(name, base)
 }
 
+// gen returns the removal count of name's shard, without touching the
+// LRU order: a save reads it before it reads the stream's state, for
+// raiseUnlessRemoved.
+func (c *baseCache) gen(name string) uint64 {
+	s := c.shard(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
+}
+
+// raiseUnlessRemoved raises name's base as raise does after a save,
+// unless a removal in the shard happened since gen returned gen: a delete
+// of the stream's snapshots, or of the stream, may then have come between
+// the save's swap and this call, and the saved snapshot may be gone or
+// unusable. It removes the name instead, so that the next advice loads
+// its base from the store.
+func (c *baseCache) raiseUnlessRemoved(name string, base, gen uint64) {
+	s := c.shard(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != gen {
+		s.removeLocked(name)
+		return
+	}
+	s.raiseLocked(name, base)
+}
+
 func (c *baseCache) remove(name string) {
 	s := c.shard(name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.removeLocked(name)
+}
+
+func (s *cacheShard) removeLocked(name string) {
 	s.gen++
 	if it := s.m[name]; it != nil {
 		s.unlink(it)

@@ -67,10 +67,21 @@
 // events-since >= Every, or when events-since x load rate >=
 // ReplayThreshold (dynamic). With no policy Advise does nothing. The
 // base of the count comes from the advice cache (a bounded LRU,
-// Config.CacheStreams names; on a miss, two reads of the store); saves
-// raise it, deletes remove it. Advice is advisory: a race of an append
-// with a save or a delete may make one answer's count stale by the
-// events in flight.
+// Config.CacheStreams names; on a miss, two reads of the store). A save
+// raises it, a delete of snapshots or of the stream removes it, and the
+// next advice loads it again. Each cache shard counts its removals, so
+// that neither a load that read the store before a delete nor a save
+// whose swap came before a delete puts back a base the delete made
+// wrong: such a save removes the name instead of raising it. A save or
+// a delete of snapshots that fails after its swap may have reached the
+// log (its ctx ended while it waited for durability) also removes the
+// name; so does an engine Delete of the stream that fails other than by
+// a definite refusal (ForgetAdvice). Advice is advisory: a race of an
+// append with a save or a delete may make that one answer's count stale
+// by the change in flight, and one gap remains: when a write whose
+// caller gave up commits only after the removal, a load in between may
+// cache the base from before it, until the stream's next save or
+// delete, or eviction.
 //
 // # Goroutines and locks
 //

@@ -158,6 +158,11 @@ type Store struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+
+	// testSaveSwapped, when set (by tests only), is called with the
+	// result of Save's compare-and-swap and returns the result Save goes
+	// on with.
+	testSaveSwapped func(stream string, err error) error
 }
 
 // Open loads the policies and the load rates of l's snapshot namespace.
@@ -286,6 +291,9 @@ func (s *Store) Save(ctx context.Context, sn Snapshot) (SaveResult, error) {
 	if s.closed.Load() {
 		return SaveResult{}, ErrClosed
 	}
+	// Before the state and the index: a delete of the stream or of its
+	// snapshots after this keeps the save from raising the advice base.
+	gen := s.cache.gen(sn.Stream)
 	st, ok, err := s.log.StreamInfo(ctx, sn.Stream)
 	switch {
 	case err != nil:
@@ -353,16 +361,24 @@ func (s *Store) Save(ctx context.Context, sn Snapshot) (SaveResult, error) {
 			continue
 		}
 		err = s.aux.CompareAndSwapMany(ctx, append(swaps, removes...))
+		if h := s.testSaveSwapped; h != nil {
+			err = h(sn.Stream, err)
+		}
 		if errors.Is(err, eslog.ErrCASMismatch) {
 			continue // another change of the stream's snapshots: decide again
 		}
 		if err != nil {
+			// The swap may be durable all the same (ctx ended after the
+			// log took it): the next advice reloads the base.
+			s.cache.remove(sn.Stream)
 			return SaveResult{}, err
 		}
 		s.met.saves.WithLabelValues("saved").Inc()
 		s.met.pruned.WithLabelValues(causeRetention).Add(float64(len(retired)))
 		s.met.pruned.WithLabelValues(causeUnusable).Add(float64(len(unusable)))
-		s.cache.raise(sn.Stream, keep[len(keep)-1].rev+1) // keep holds usable ones only
+		// keep holds usable ones only; a delete since the start drops
+		// the cached base instead.
+		s.cache.raiseUnlessRemoved(sn.Stream, keep[len(keep)-1].rev+1, gen)
 		return SaveResult{Saved: true, Pruned: len(retired) + len(unusable)}, nil
 	}
 	return SaveResult{}, fmt.Errorf("stream %q: snapshots changed by others %d times in a row while saving", sn.Stream, maxAttempts)
@@ -533,6 +549,7 @@ func (s *Store) Delete(ctx context.Context, stream string, before uint64) (int, 
 			continue
 		}
 		if err != nil {
+			s.cache.remove(stream) // it may be durable all the same
 			return 0, err
 		}
 		s.cache.remove(stream)
@@ -552,6 +569,12 @@ func (s *Store) StreamDeleted(stream string, tombstone bool) {
 		s.purgeQuietly(stream)
 	}
 }
+
+// ForgetAdvice drops stream's advice base from the cache, so that the
+// next advice loads it from the store: the engine calls it when a delete
+// of the stream failed in a way that may have let it commit (ctx ended
+// while it waited for durability).
+func (s *Store) ForgetAdvice(stream string) { s.cache.remove(stream) }
 
 // purge removes every snapshot of a tombstoned stream.
 func (s *Store) purge(stream string) error {
