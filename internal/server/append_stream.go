@@ -43,7 +43,13 @@ import (
 // Appends run under the RPC's own context (rpcContext): a client that
 // goes cancels the ones in flight, which are then written or not as a
 // cancelled Append is, and never answered; at shutdown they finish and are
-// answered before the call ends with SHUTTING_DOWN.
+// answered before the call ends with SHUTTING_DOWN. A request the reader
+// hands over after the call stopped taking them at shutdown (it was
+// between its read and take then) is answered SHUTTING_DOWN at once,
+// before the call ends: every request taken gets its answer. Only once
+// serve has ended the call (end: nothing in flight) is a request that the
+// reader still hands over dropped; it is then as one that arrived after
+// the end, and the handler's return makes further reads fail.
 
 // appendStreamConfig bounds one AppendStream call (docs/api.md).
 type appendStreamConfig struct {
@@ -52,6 +58,12 @@ type appendStreamConfig struct {
 	// onRead, when set, is called after each request read, with the
 	// call's appends in flight and their bytes (for tests).
 	onRead func(inflight int, bytes int64)
+	// beforeTake and afterTake, when set, are called with each request
+	// read, before and after take; onStop, by serve once the call takes
+	// no more requests because the server stops (for tests).
+	beforeTake func(m *esdv1.AppendStreamRequest)
+	afterTake  func(m *esdv1.AppendStreamRequest, taken bool)
+	onStop     func()
 }
 
 // Defaults of appendStreamConfig, and the longest correlation id.
@@ -103,6 +115,8 @@ type appendCall struct {
 	inflight int   // appends read and not yet answered
 	bytes    int64 // what they hold: each its request's size, then its answer's
 	closed   bool  // no more requests are taken
+	stopped  bool  // closed because the server stops: a request read still gets an answer
+	ended    bool  // the call is over (serve ends it or it aborted): nothing more is answered
 	queues   map[string]*appendQueue
 	workers  sync.WaitGroup
 }
@@ -131,7 +145,7 @@ func (c *appendCall) serve() error {
 	var end error   // the call's status once everything read is answered
 	ending := false // nothing more is read
 	for {
-		if ending && c.idle() {
+		if ending && c.end() {
 			c.finish()
 			return end
 		}
@@ -160,8 +174,11 @@ func (c *appendCall) serve() error {
 			// writer has committed what it queued), then say why it ended.
 			stopping = nil
 			if !ending {
-				c.close()
+				c.stop()
 				ending, end = true, engine.ErrShuttingDown
+				if c.cfg.onStop != nil {
+					c.cfg.onStop()
+				}
 			}
 		case <-c.rpc.Done():
 			c.abort()
@@ -191,7 +208,14 @@ func (c *appendCall) read() {
 			c.readEnd <- err
 			return
 		}
-		if !c.take(m, int64(lm.size)) {
+		if c.cfg.beforeTake != nil {
+			c.cfg.beforeTake(m)
+		}
+		taken := c.take(m, int64(lm.size))
+		if c.cfg.afterTake != nil {
+			c.cfg.afterTake(m, taken)
+		}
+		if !taken {
 			return
 		}
 	}
@@ -220,13 +244,20 @@ func (c *appendCall) waitRoom() bool {
 }
 
 // take queues m behind the requests of its stream, starting the stream's
-// worker if it has none; false: the call takes no more requests.
+// worker if it has none; false: the call takes no more requests. m was
+// read, so it must be answered unless the call is over: if the server
+// stops (the call was closed by stop, and serve has not ended it yet), m
+// is answered SHUTTING_DOWN at once and counted in flight until that
+// answer is sent, which serve waits for before it ends the call.
 func (c *appendCall) take(m *esdv1.AppendStreamRequest, size int64) bool {
 	it := appendItem{id: m.GetCorrelationId(), req: m.GetAppend(), size: size}
 	name := it.req.GetStream()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
+		if c.stopped && !c.ended {
+			c.refuse(it.id)
+		}
 		return false
 	}
 	c.inflight++
@@ -244,6 +275,26 @@ func (c *appendCall) take(m *esdv1.AppendStreamRequest, size int64) bool {
 		c.cfg.onRead(c.inflight, c.bytes)
 	}
 	return true
+}
+
+// refuse answers a request read after the call stopped taking them at
+// shutdown: UNAVAILABLE/SHUTTING_DOWN, as Append would answer it then.
+// The answer is in flight until sent, like any other. c.mu is held.
+//
+// The answers channel has room: the reader read the request only once
+// inflight < maxInflight (waitRoom; only take adds to inflight), and every
+// answer waiting in the channel is counted in inflight.
+func (c *appendCall) refuse(id []byte) {
+	resp := &esdv1.AppendStreamResponse{CorrelationId: id,
+		Result: &esdv1.AppendStreamResponse_Error{Error: c.errorStatus(engine.ErrShuttingDown)}}
+	size := int64(proto.Size(resp))
+	c.inflight++
+	c.bytes += size
+	c.s.asMet.inflight.Inc()
+	if c.cfg.onRead != nil {
+		c.cfg.onRead(c.inflight, c.bytes)
+	}
+	c.answers <- appendAnswer{resp: resp, size: size} // never blocks (above)
 }
 
 // work carries out a stream's requests in order until its queue is empty.
@@ -317,10 +368,17 @@ func (c *appendCall) wake() {
 	}
 }
 
-func (c *appendCall) idle() bool {
+// end ends the call if nothing is in flight; true: it is over, and a
+// request the reader still hands over is not answered (take). Deciding
+// under c.mu orders it with take: a request taken before is answered
+// first.
+func (c *appendCall) end() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.inflight == 0
+	if c.inflight == 0 {
+		c.ended = true
+	}
+	return c.ended
 }
 
 // close makes the call take no more requests.
@@ -330,11 +388,21 @@ func (c *appendCall) close() {
 	c.mu.Unlock()
 }
 
+// stop makes the call take no more requests because the server stops: a
+// request read from now on is answered SHUTTING_DOWN (take).
+func (c *appendCall) stop() {
+	c.mu.Lock()
+	c.closed, c.stopped = true, true
+	c.mu.Unlock()
+}
+
 // abort ends the call with appends perhaps in flight: the RPC's context
 // has ended (or a send failed, which only happens then), so they end
-// soon, unanswered.
+// soon, unanswered, and so does a request read from now on.
 func (c *appendCall) abort() {
-	c.close()
+	c.mu.Lock()
+	c.closed, c.ended = true, true
+	c.mu.Unlock()
 	c.finish()
 }
 

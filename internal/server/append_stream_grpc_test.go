@@ -750,6 +750,86 @@ func TestAppendStreamShutdown(t *testing.T) {
 	}
 }
 
+// TestAppendStreamReadWhileStopping: a request the reader has received
+// when the call stops taking requests at shutdown (it is between its read
+// and its take) is answered UNAVAILABLE/SHUTTING_DOWN, not dropped: every
+// request sent and read gets exactly one answer before the call ends with
+// SHUTTING_DOWN, and the call's in-flight count returns to 0.
+//
+// The hooks fix the interleaving: the reader holds "late" until serve has
+// handled the stop; serve holds there until "late" went through take.
+func TestAppendStreamReadWhileStopping(t *testing.T) {
+	lateRead := make(chan struct{})    // the reader holds "late", not yet taken
+	stopHandled := make(chan struct{}) // serve has stopped taking requests
+	lateDone := make(chan struct{})    // take has had "late"
+	var lateInflight atomic.Int64      // the call's appends in flight once "late" is counted
+	isLate := func(m *esdv1.AppendStreamRequest) bool { return string(m.GetCorrelationId()) == "late" }
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.cfg.appendStream = appendStreamConfig{
+			beforeTake: func(m *esdv1.AppendStreamRequest) {
+				if isLate(m) {
+					close(lateRead)
+					<-stopHandled
+				}
+			},
+			onRead: func(n int, _ int64) { lateInflight.Store(int64(n)) },
+			afterTake: func(m *esdv1.AppendStreamRequest, _ bool) {
+				if isLate(m) {
+					close(lateDone)
+				}
+			},
+			onStop: func() {
+				close(stopHandled)
+				<-lateDone
+			},
+		}
+	})
+	st := ts.openAppendStream(t, testCtx(t))
+	const n = 3
+	for i := range n {
+		mustSend(t, st, streamReq(strconv.Itoa(i), appendReq(fmt.Sprintf("rws-%d", i), xNoStream, event("BeforeStop", ""))))
+	}
+	var answers []*esdv1.AppendStreamResponse
+	for range n { // answered and released (serve releases before it handles the stop)
+		a, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		answers = append(answers, a)
+	}
+	mustSend(t, st, streamReq("late", appendReq("rws-late", xNoStream, event("Late", ""))))
+	<-lateRead
+	stopped := make(chan error, 1)
+	go func() { stopped <- ts.stopServing() }()
+
+	rest, err := recvAll(st)
+	if err := <-stopped; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	wantError(t, err, codes.Unavailable, reasonShuttingDown, "")
+	answers = append(answers, rest...)
+	byID := byCorrelation(t, answers)
+	for i := range n {
+		if a := byID[strconv.Itoa(i)]; a.GetSuccess() == nil {
+			t.Fatalf("answer to %d: %v, want a success", i, a)
+		}
+	}
+	late := byID["late"]
+	if late == nil {
+		t.Fatalf("no answer to the request read while the call stopped (answers %v)", answers)
+	}
+	wantError(t, answerError(late), codes.Unavailable, reasonShuttingDown, "")
+	if len(answers) != n+1 {
+		t.Fatalf("%d answers, want %d: one per request", len(answers), n+1)
+	}
+	if got := lateInflight.Load(); got != 1 {
+		t.Fatalf("%d appends in flight once the late request was counted, want 1", got)
+	}
+	if v := ts.appendStreamInflight(t); v != 0 {
+		t.Fatalf("esd_append_stream_inflight %v after the call, want 0", v)
+	}
+}
+
 // TestAppendStreamProtocolErrors: a correlation id over 256 bytes, an
 // undecodable message and a message over the size limit end the call
 // (INVALID_ARGUMENT, or gRPC's RESOURCE_EXHAUSTED), after the requests
