@@ -4,7 +4,6 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -130,7 +129,7 @@ func (o *benchOptions) check(workload string) error {
 		}
 	}
 	if o.prefix == "" {
-		o.prefix = "bench-" + randomSuffix(6)
+		o.prefix = benchstat.StreamPrefix()
 	}
 	switch {
 	case o.clients < 1:
@@ -159,15 +158,6 @@ func (o *benchOptions) check(workload string) error {
 		return usagef("--inflight must be at least 1")
 	}
 	return nil
-}
-
-func randomSuffix(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alphabet[rand.IntN(len(alphabet))]
-	}
-	return string(b)
 }
 
 // bench is one run: its connections, its payload and what it reports.
@@ -416,24 +406,11 @@ func runPhase(ctx context.Context, workers []benchWorker, until time.Time, budge
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	return stats, elapsed, firstCause(errs)
+	return stats, elapsed, benchstat.FirstCause(errs, isCanceled)
 }
 
-// firstCause picks the error that stopped a phase over the cancellations
-// it caused in the other workers.
-func firstCause(errs []error) error {
-	var canceled error
-	for _, err := range errs {
-		switch {
-		case err == nil:
-		case errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled:
-			canceled = err
-		default:
-			return err
-		}
-	}
-	return canceled
-}
+// isCanceled: a call the run's cancellation ended, as gRPC reports it.
+func isCanceled(err error) bool { return status.Code(err) == codes.Canceled }
 
 // stopError says whether a failed call must end the run: the run was
 // cancelled, or the server is unreachable (UNAVAILABLE without a reason:

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/esdhq/esd/internal/benchstat"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -115,7 +116,7 @@ func (b *bench) prepareReadAll(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	return firstCause(errs)
+	return benchstat.FirstCause(errs, isCanceled)
 }
 
 // readStreamWorker reads the stream start to end; revisions must follow

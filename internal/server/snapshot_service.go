@@ -30,7 +30,7 @@ type snapshotService struct {
 func (s *snapshotService) SaveSnapshot(ctx context.Context, req *esdv1.SaveSnapshotRequest) (*esdv1.SaveSnapshotResponse, error) {
 	v := validator{stream: req.GetStream()}
 	v.streamName("stream", req.GetStream(), true)
-	v.eventType("type", req.GetType())
+	v.typeName("type", "type", req.GetType())
 	if n := len(req.GetData()); n > s.lim.MaxEventBytes {
 		v.bad(reasonSnapshotTooLarge, "data", "snapshot data of %d bytes, at most %d", n, s.lim.MaxEventBytes)
 	}
@@ -168,18 +168,6 @@ func validateStream(name string) error {
 	v := validator{stream: name}
 	v.streamName("stream", name, false)
 	return v.err()
-}
-
-// eventType checks an event's or a snapshot's type.
-func (v *validator) eventType(field, t string) {
-	switch {
-	case t == "":
-		v.bad(reasonInvalidArgument, field, "type is required")
-	case len(t) > maxTypeBytes:
-		v.bad(reasonInvalidArgument, field, "type of %d bytes, at most %d", len(t), maxTypeBytes)
-	case !printableUTF8(t):
-		v.bad(reasonInvalidArgument, field, "type must be UTF-8 without control characters")
-	}
 }
 
 // validateCategory checks a category name, as Subscribe does.

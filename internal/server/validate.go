@@ -80,6 +80,19 @@ func (v *validator) streamName(field, name string, write bool) {
 	}
 }
 
+// typeName checks an event's or a snapshot's type; what names it in the
+// messages ("event type", "type").
+func (v *validator) typeName(field, what, t string) {
+	switch {
+	case t == "":
+		v.bad(reasonInvalidArgument, field, "%s is required", what)
+	case len(t) > maxTypeBytes:
+		v.bad(reasonInvalidArgument, field, "%s of %d bytes, at most %d", what, len(t), maxTypeBytes)
+	case !printableUTF8(t):
+		v.bad(reasonInvalidArgument, field, "%s must be UTF-8 without control characters", what)
+	}
+}
+
 func printableUTF8(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
@@ -134,14 +147,7 @@ func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[1
 		} else {
 			ev.ID = eslog.NewEventID()
 		}
-		switch t := pe.GetType(); {
-		case t == "":
-			v.bad(reasonInvalidArgument, f+"type", "event type is required")
-		case len(t) > maxTypeBytes:
-			v.bad(reasonInvalidArgument, f+"type", "event type of %d bytes, at most %d", len(t), maxTypeBytes)
-		case !printableUTF8(t):
-			v.bad(reasonInvalidArgument, f+"type", "event type must be UTF-8 without control characters")
-		}
+		v.typeName(f+"type", "event type", pe.GetType())
 		if n := len(pe.GetData()); n > v.lim.MaxEventBytes {
 			v.bad(reasonEventTooLarge, f+"data", "event data of %d bytes, at most %d", n, v.lim.MaxEventBytes)
 		}

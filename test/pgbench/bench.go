@@ -254,23 +254,7 @@ func runPhase(ctx context.Context, workers []worker, until time.Time, budget *at
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	return stats, elapsed, firstCause(errs)
-}
-
-// firstCause picks the error that stopped a phase over the cancellations
-// it caused in the other workers.
-func firstCause(errs []error) error {
-	var canceled error
-	for _, err := range errs {
-		switch {
-		case err == nil:
-		case errors.Is(err, context.Canceled):
-			canceled = err
-		default:
-			return err
-		}
-	}
-	return canceled
+	return stats, elapsed, benchstat.FirstCause(errs, nil)
 }
 
 // insertSQL is the INSERT of one append of n events into table (quoted):

@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/signal"
 	"syscall"
@@ -156,7 +155,7 @@ func isCobraUsage(err error) bool {
 // check validates the options and fills in defaults.
 func (o *options) check() error {
 	if o.prefix == "" {
-		o.prefix = "bench-" + randomSuffix(6)
+		o.prefix = benchstat.StreamPrefix()
 	}
 	switch {
 	case o.output != benchstat.FormatTable && o.output != benchstat.FormatJSON && o.output != benchstat.FormatJSONL:
@@ -177,13 +176,4 @@ func (o *options) check() error {
 		return usagef("--table must not be empty")
 	}
 	return nil
-}
-
-func randomSuffix(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alphabet[rand.IntN(len(alphabet))]
-	}
-	return string(b)
 }
