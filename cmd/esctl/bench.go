@@ -50,6 +50,7 @@ type benchOptions struct {
 	batch    int
 	streams  int
 	keys     int
+	delta    int // contention: conflict_delta_events; -1 = unset
 	size     int
 	prefix   string
 	noIDs    bool
@@ -74,7 +75,8 @@ Workloads:
                --streams streams, tracking exact expected revisions
   contention   all clients append to only --keys streams, each expecting the
                head it last saw; a WRONG_EXPECTED_REVISION is a conflict and
-               is retried at the head the server reported
+               is retried at the head the server reported (the conflict
+               lists no events unless --delta-events asks for them)
   read-stream  reads one stream (--stream, or --prepare N fresh events) start
                to end, over and over
   read-all     reads $all start to end (--prepare N fills it first)
@@ -108,6 +110,7 @@ any call failed.`,
 	f.IntVarP(&o.batch, "batch", "b", 1, "events per append (append: 0 sends empty appends, which check the expected revision and write nothing: the request path without the disk)")
 	f.IntVarP(&o.streams, "streams", "s", 10000, "append: streams written to")
 	f.IntVarP(&o.keys, "keys", "k", 8, "contention: streams contended for")
+	f.IntVar(&o.delta, "delta-events", 0, "contention: events a conflict lists (the request's conflict_delta_events; the worker needs only the head); -1 leaves it unset, for the server's default of 16")
 	f.IntVar(&o.size, "size", 256, "bytes of data per event")
 	f.StringVar(&o.prefix, "stream-prefix", "", "prefix of the bench's stream names (default bench-<random>)")
 	f.BoolVar(&o.noIDs, "no-ids", false, "let the server make event ids")
@@ -142,6 +145,8 @@ func (o *benchOptions) check(workload string) error {
 		return usagef("--streams must be at least 1")
 	case o.keys < 1:
 		return usagef("--keys must be at least 1")
+	case o.delta < -1:
+		return usagef("--delta-events must be -1 (unset) or more")
 	case o.size < 0, o.count < 0, o.prepare < 0, o.repeat < 0, o.duration < 0, o.warmup < 0:
 		return usagef("--size, --count, --prepare, --repeat, --duration and --warmup must not be negative")
 	case o.duration == 0 && o.count == 0 && (o.repeat == 0 || !reads):
@@ -291,6 +296,9 @@ func (b *bench) setup(ctx context.Context) ([]benchWorker, error) {
 		}
 	case workloadContention:
 		b.report.Batch, b.report.Keys = o.batch, o.keys
+		if o.delta >= 0 {
+			b.report.DeltaEvents = &o.delta
+		}
 		for i := range workers {
 			workers[i] = b.newContentionWorker(i)
 		}

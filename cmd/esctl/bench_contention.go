@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -36,6 +37,9 @@ func (b *bench) newContentionWorker(i int) *contentionWorker {
 		cur:      i % b.o.keys, // spread the clients' first writes over the keys
 		noStream: esdv1.AppendRequest_NoStream{NoStream: &emptypb.Empty{}},
 		ids:      b.newIDGen(),
+	}
+	if d := b.o.delta; d >= 0 {
+		w.req.ConflictDeltaEvents = proto.Uint32(uint32(d))
 	}
 	for k := range w.names {
 		w.names[k] = b.o.prefix + "-" + strconv.Itoa(k)

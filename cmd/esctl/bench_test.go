@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -190,6 +193,29 @@ func TestBenchContention(t *testing.T) {
 	}
 	if want := float64(c.Retries) / float64(c.Successes); c.RetriesPerSuccess < want-0.001 || c.RetriesPerSuccess > want+0.001 {
 		t.Errorf("retries_per_success %v, want %v", c.RetriesPerSuccess, want)
+	}
+	// The worker needs only the head: it asks for no conflict delta,
+	// unless --delta-events says otherwise (-1: unset).
+	if r.DeltaEvents == nil || *r.DeltaEvents != 0 {
+		t.Errorf("delta_events %v, want 0", r.DeltaEvents)
+	}
+	for _, m := range srv.requests(t, "Append") {
+		if req := m.(*esdv1.AppendRequest); req.ConflictDeltaEvents == nil || *req.ConflictDeltaEvents != 0 {
+			t.Fatalf("contention append with conflict_delta_events %v, want 0", req.ConflictDeltaEvents)
+		}
+	}
+	for _, tc := range []struct {
+		flag string
+		want *uint32
+	}{{"-1", nil}, {"3", proto.Uint32(3)}} {
+		before := len(srv.requests(t, "Append"))
+		runBenchJSON(t, addr, "contention", "-c", "2", "-k", "1", "-n", "6", "-d", "0", "--warmup", "0",
+			"--stream-prefix", "ctd"+tc.flag, "--delta-events", tc.flag)
+		for _, m := range srv.requests(t, "Append")[before:] {
+			if got := m.(*esdv1.AppendRequest).ConflictDeltaEvents; !cmp.Equal(got, tc.want) {
+				t.Fatalf("--delta-events %s: conflict_delta_events %v, want %v", tc.flag, got, tc.want)
+			}
+		}
 	}
 }
 

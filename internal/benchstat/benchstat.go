@@ -192,26 +192,29 @@ type Report struct {
 	// table ("esd"); it is not in the JSON.
 	ServerName string `json:"-"`
 
-	Workload      string  `json:"workload"`
-	Addr          string  `json:"addr"`
-	ServerVersion string  `json:"server_version,omitempty"`
-	Clients       int     `json:"clients"`
-	Conns         int     `json:"conns"`
-	Batch         int     `json:"batch,omitempty"`
-	Size          int     `json:"size"`
-	ClientIDs     bool    `json:"client_ids"`
-	Streams       int     `json:"streams,omitempty"`
-	Streaming     bool    `json:"streaming,omitempty"` // esd's AppendStream instead of unary calls
-	Inflight      int     `json:"inflight,omitempty"`  // appends in flight per client when streaming
-	Keys          int     `json:"keys,omitempty"`
-	StreamPrefix  string  `json:"stream_prefix,omitempty"`
-	Stream        string  `json:"stream,omitempty"`
-	Prepared      int     `json:"prepared,omitempty"`
-	Count         int64   `json:"count,omitempty"`
-	Repeat        int     `json:"repeat,omitempty"`
-	DurationSec   float64 `json:"duration_sec"`
-	WarmupSec     float64 `json:"warmup_sec"`
-	ElapsedSec    float64 `json:"elapsed_sec"`
+	Workload      string `json:"workload"`
+	Addr          string `json:"addr"`
+	ServerVersion string `json:"server_version,omitempty"`
+	Clients       int    `json:"clients"`
+	Conns         int    `json:"conns"`
+	Batch         int    `json:"batch,omitempty"`
+	Size          int    `json:"size"`
+	ClientIDs     bool   `json:"client_ids"`
+	Streams       int    `json:"streams,omitempty"`
+	Streaming     bool   `json:"streaming,omitempty"` // esd's AppendStream instead of unary calls
+	Inflight      int    `json:"inflight,omitempty"`  // appends in flight per client when streaming
+	Keys          int    `json:"keys,omitempty"`
+	// DeltaEvents is the conflict_delta_events the contention workload
+	// asked for; nil when unset (the server's default).
+	DeltaEvents  *int    `json:"delta_events,omitempty"`
+	StreamPrefix string  `json:"stream_prefix,omitempty"`
+	Stream       string  `json:"stream,omitempty"`
+	Prepared     int     `json:"prepared,omitempty"`
+	Count        int64   `json:"count,omitempty"`
+	Repeat       int     `json:"repeat,omitempty"`
+	DurationSec  float64 `json:"duration_sec"`
+	WarmupSec    float64 `json:"warmup_sec"`
+	ElapsedSec   float64 `json:"elapsed_sec"`
 
 	Ops            int64            `json:"ops"`
 	Events         int64            `json:"events"`
@@ -322,6 +325,9 @@ func (r *Report) Print(w io.Writer, format string) error {
 	case WorkloadContention:
 		row("batch", "%d events per call, %d bytes each, ids %s", r.Batch, r.Size, ids)
 		row("keys", "%d streams named %s-N", r.Keys, r.StreamPrefix)
+		if r.DeltaEvents != nil {
+			row("conflicts", "list at most %d events since the expected revision", *r.DeltaEvents)
+		}
 	case WorkloadReadStream:
 		row("stream", "%s", r.Stream)
 	}

@@ -42,7 +42,7 @@ var (
 func (e *Engine) Append(ctx context.Context, op AppendOp) (AppendResult, error) {
 	res, err := e.writer.Append(ctx, op)
 	if err != nil {
-		return AppendResult{AppendResult: res}, e.withConflictDelta(ctx, err)
+		return AppendResult{AppendResult: res}, e.withConflictDelta(ctx, err, op.DeltaEvents)
 	}
 	return e.advised(op.Stream, res), nil
 }
@@ -57,7 +57,15 @@ func (e *Engine) advised(stream string, res writer.AppendResult) AppendResult {
 func (e *Engine) AppendMulti(ctx context.Context, ops []AppendOp) ([]AppendResult, error) {
 	res, err := e.writer.AppendMulti(ctx, ops)
 	if err != nil {
-		return nil, e.withConflictDelta(ctx, err)
+		limit := 0
+		if wr := (*eslog.WrongRevisionError)(nil); errors.As(err, &wr) {
+			for _, op := range ops {
+				if op.Stream == wr.Stream {
+					limit = op.DeltaEvents
+				}
+			}
+		}
+		return nil, e.withConflictDelta(ctx, err, limit)
 	}
 	out := make([]AppendResult, len(res))
 	for i, r := range res {
@@ -85,7 +93,7 @@ func (e *Engine) Delete(ctx context.Context, stream string, expect eslog.Expecta
 		if !refusedDelete(err) {
 			e.snaps.ForgetAdvice(stream)
 		}
-		return res, e.withConflictDelta(ctx, err)
+		return res, e.withConflictDelta(ctx, err, 0)
 	}
 	e.snaps.StreamDeleted(stream, mode == eslog.DeleteTombstone)
 	return res, nil
@@ -148,11 +156,25 @@ func (e *Engine) Stats() eslog.Stats { return e.log.Stats() }
 // DiskBytes is the space the store takes on disk.
 func (e *Engine) DiskBytes() uint64 { return e.log.DiskBytes() }
 
-// Conflict deltas: at most this many events, of about this many bytes.
+// Conflict deltas: at most this many events, of at most about this many
+// bytes as encoded. The bytes bound keeps the error (a gRPC trailer) under
+// the 8 KiB of metadata that gRPC clients other than Go's accept by
+// default.
 const (
 	conflictDeltaEvents = 16
-	conflictDeltaBytes  = 256 << 10
+	conflictDeltaBytes  = 4 << 10
 )
+
+// deltaSize is about what ev adds to an encoded conflict delta: its
+// variable fields and a margin for the fixed ones (id, revision,
+// position, time) and the framing.
+func deltaSize(ev *eslog.RecordedEvent) int {
+	n := 64 + len(ev.Stream) + len(ev.Type) + len(ev.ContentType) + len(ev.Data) + len(ev.Metadata)
+	for _, t := range ev.Tags {
+		n += len(t) + 2
+	}
+	return n
+}
 
 // ConflictError is an expected revision that did not hold, with the
 // events appended after the expected revision so that the caller can
@@ -168,17 +190,21 @@ type ConflictError struct {
 
 func (e *ConflictError) Unwrap() error { return e.WrongRevisionError }
 
-// withConflictDelta turns a wrong revision into a *ConflictError. It
-// answers at once rather than waiting for the winner's fsync, which would
-// make every loser of a contended stream miss the next commit. Failing to
-// read the events only leaves them out.
-func (e *Engine) withConflictDelta(ctx context.Context, err error) error {
+// withConflictDelta turns a wrong revision into a *ConflictError listing
+// at most limit events (0: conflictDeltaEvents; negative: none, and no
+// read). It answers at once rather than waiting for the winner's fsync,
+// which would make every loser of a contended stream miss the next
+// commit. Failing to read the events only leaves them out.
+func (e *Engine) withConflictDelta(ctx context.Context, err error, limit int) error {
 	var wr *eslog.WrongRevisionError
 	if !errors.As(err, &wr) {
 		return err
 	}
+	if limit == 0 || limit > conflictDeltaEvents {
+		limit = conflictDeltaEvents
+	}
 	c := &ConflictError{WrongRevisionError: wr}
-	q := eslog.StreamQuery{Stream: wr.Stream, Max: conflictDeltaEvents + 1}
+	q := eslog.StreamQuery{Stream: wr.Stream, Max: uint64(max(limit, 0))}
 	switch wr.Expected.Kind {
 	case eslog.ExpectExact:
 		q.From, q.FromSet = wr.Expected.Revision+1, true
@@ -189,18 +215,19 @@ func (e *Engine) withConflictDelta(ctx context.Context, err error) error {
 	if !wr.Exists {
 		return c
 	}
-	bytes := 0
-	st := eslog.StreamState{ID: wr.StreamID, Name: wr.Stream, Written: true, Head: wr.Head, TruncateBefore: wr.TruncateBefore}
-	_ = e.log.ReadPublished(ctx, &st, q, func(ev *eslog.RecordedEvent) error {
-		size := len(ev.Data) + len(ev.Metadata)
-		if len(c.EventsSince) == conflictDeltaEvents || (len(c.EventsSince) > 0 && bytes+size > conflictDeltaBytes) {
-			c.Truncated = true
-			return eslog.ErrStop
-		}
-		bytes += size
-		c.EventsSince = append(c.EventsSince, ev)
-		return nil
-	})
+	if limit > 0 {
+		bytes := 0
+		st := eslog.StreamState{ID: wr.StreamID, Name: wr.Stream, Written: true, Head: wr.Head, TruncateBefore: wr.TruncateBefore}
+		_ = e.log.ReadPublished(ctx, &st, q, func(ev *eslog.RecordedEvent) error {
+			size := deltaSize(ev)
+			if len(c.EventsSince) == limit || bytes+size > conflictDeltaBytes {
+				return eslog.ErrStop
+			}
+			bytes += size
+			c.EventsSince = append(c.EventsSince, ev)
+			return nil
+		})
+	}
 	switch n := len(c.EventsSince); {
 	case n > 0:
 		c.Truncated = c.EventsSince[n-1].Revision < wr.Head

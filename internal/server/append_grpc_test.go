@@ -201,9 +201,11 @@ func revs(from, to uint64) []uint64 {
 }
 
 // TestConflictDelta: the WrongExpectedRevision detail carries the events
-// after the expected revision, at most 16 or 256 KiB.
+// after the expected revision, at most 16 (or the request's
+// conflict_delta_events) and about 4 KiB, so that the status fits in 8 KiB
+// of metadata.
 func TestConflictDelta(t *testing.T) {
-	ts := newTestServer(t, withLimits(Limits{MaxEventBytes: 300 << 10, MaxAppendBytes: 4 << 20}))
+	ts := newTestServer(t)
 	ts.fill(t, "delta-1", 20, "Counted")
 	stored := ts.mustReadStream(t, "delta-1")
 
@@ -211,35 +213,44 @@ func TestConflictDelta(t *testing.T) {
 		return &esdv1.ProposedEvent{Id: newID(), Type: "Big", Data: []byte(strings.Repeat("b", n))}
 	}
 	ts.mustAppend(t, appendReq("delta-big", xNoStream,
-		big(100<<10), big(100<<10), big(100<<10), big(300<<10), big(10<<10), big(10<<10)))
+		big(1500), big(1500), big(1500), big(5000), big(100), big(100)))
 	storedBig := ts.mustReadStream(t, "delta-big")
 	ts.fill(t, "delta-del", 3, "Deleted") // revisions 0..2, deleted
 	ts.mustDelete(t, "delta-del", false)
 	ts.fill(t, "delta-del", 2, "Visible") // revisions 3, 4
 	storedDel := append(make([]*esdv1.RecordedEvent, 3), ts.mustReadStream(t, "delta-del")...)
+	limit := func(n uint32) *uint32 { return &n }
 
 	tests := []struct {
 		name      string
 		stream    string
 		x         xrev
+		limit     *uint32 // conflict_delta_events; nil: unset
 		stored    []*esdv1.RecordedEvent
 		want      []uint64
 		truncated bool
 	}{
-		{"16 of 17 after exact 2", "delta-1", xExact(2), stored, revs(3, 18), true},
-		{"exactly 16 after exact 3", "delta-1", xExact(3), stored, revs(4, 19), false},
-		{"2 after exact 17", "delta-1", xExact(17), stored, revs(18, 19), false},
-		{"from the start for no_stream", "delta-1", xNoStream, stored, revs(0, 15), true},
-		{"nothing after a revision past the head", "delta-1", xExact(25), stored, nil, false},
-		{"cut by 256 KiB", "delta-big", xExact(0), storedBig, revs(1, 2), true},
-		{"one event over 256 KiB still sent", "delta-big", xExact(2), storedBig, revs(3, 3), true},
-		{"small rest", "delta-big", xExact(3), storedBig, revs(4, 5), false},
-		{"deleted events left out", "delta-del", xExact(1), storedDel, revs(3, 4), false},
-		{"deleted events left out for no_stream", "delta-del", xNoStream, storedDel, revs(3, 4), false},
+		{"16 of 17 after exact 2", "delta-1", xExact(2), nil, stored, revs(3, 18), true},
+		{"exactly 16 after exact 3", "delta-1", xExact(3), nil, stored, revs(4, 19), false},
+		{"2 after exact 17", "delta-1", xExact(17), nil, stored, revs(18, 19), false},
+		{"from the start for no_stream", "delta-1", xNoStream, nil, stored, revs(0, 15), true},
+		{"nothing after a revision past the head", "delta-1", xExact(25), nil, stored, nil, false},
+		{"cut at 4 KiB", "delta-big", xExact(0), nil, storedBig, revs(1, 2), true},
+		{"a first event over 4 KiB is left out", "delta-big", xExact(2), nil, storedBig, nil, true},
+		{"small rest", "delta-big", xExact(3), nil, storedBig, revs(4, 5), false},
+		{"deleted events left out", "delta-del", xExact(1), nil, storedDel, revs(3, 4), false},
+		{"deleted events left out for no_stream", "delta-del", xNoStream, nil, storedDel, revs(3, 4), false},
+		{"limit 0: none", "delta-1", xExact(2), limit(0), stored, nil, true},
+		{"limit 0, no_stream: none", "delta-1", xNoStream, limit(0), stored, nil, true},
+		{"limit 3", "delta-1", xExact(2), limit(3), stored, revs(3, 5), true},
+		{"limit 3 not reached", "delta-1", xExact(17), limit(3), stored, revs(18, 19), false},
+		{"limit above 16 is 16", "delta-1", xExact(2), limit(1000), stored, revs(3, 18), true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ts.streams.Append(testCtx(t), appendReq(tc.stream, tc.x, event("Late", "")))
+			req := appendReq(tc.stream, tc.x, event("Late", ""))
+			req.ConflictDeltaEvents = tc.limit
+			_, err := ts.streams.Append(testCtx(t), req)
 			wantError(t, err, codes.Aborted, reasonWrongExpectedRevision, tc.stream)
 			d := conflictDetail(t, err)
 			if diff := cmp.Diff(tc.want, revisionsOf(d.GetEventsSince())); diff != "" {
@@ -249,9 +260,14 @@ func TestConflictDelta(t *testing.T) {
 				t.Fatalf("truncated %t, want %t", d.GetTruncated(), tc.truncated)
 			}
 			for _, e := range d.GetEventsSince() {
-				if !proto.Equal(tc.stored[e.GetRevision()], e) { // not cmp.Diff: slow on 300 KiB of data
+				if !proto.Equal(tc.stored[e.GetRevision()], e) {
 					t.Fatalf("delta event at revision %d differs from the stored one", e.GetRevision())
 				}
+			}
+			// grpc-status-details-bin travels base64-encoded: 5 KiB of
+			// status is under 7 KiB of metadata.
+			if n := proto.Size(status.Convert(err).Proto()); n > 5<<10 {
+				t.Fatalf("status of %d bytes, want at most 5 KiB", n)
 			}
 		})
 	}

@@ -189,7 +189,8 @@ type eqOp struct {
 	nilAppend bool // AppendStream sends no append at all; Append an empty request
 	x         xrev
 	events    []eqEvent
-	alone     bool // reuses ids of another stream: sent with nothing else in flight
+	alone     bool    // reuses ids of another stream: sent with nothing else in flight
+	delta     *uint32 // conflict_delta_events; nil: unset
 }
 
 type eqEvent struct {
@@ -215,7 +216,7 @@ func (op *eqOp) request(prefix string, streamed bool) *esdv1.AppendRequest {
 	if op.badStream {
 		name = op.stream
 	}
-	req := op.x.setAppend(&esdv1.AppendRequest{Stream: name})
+	req := op.x.setAppend(&esdv1.AppendRequest{Stream: name, ConflictDeltaEvents: op.delta})
 	for _, e := range op.events {
 		id := e.idA
 		if prefix == "eqB-" {
@@ -263,6 +264,10 @@ func (g *eqGen) expectation(stream string) xrev {
 func (g *eqGen) next() *eqOp {
 	stream := g.logical[g.rng.IntN(len(g.logical))]
 	op := &eqOp{stream: stream, x: g.expectation(stream)}
+	if n := g.rng.IntN(6); n < 3 { // half unset; else 0, 1 or 2 events of delta
+		op.delta = new(uint32)
+		*op.delta = uint32(n)
+	}
 	var same, other []*eqOp
 	for _, h := range g.history {
 		if h.stream == stream && !h.badStream {

@@ -373,3 +373,37 @@ func TestAppendMultiConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendMultiConflictDeltaLimit: the conflict delta of an AppendMulti
+// follows the conflict_delta_events of the entry that failed.
+func TestAppendMultiConflictDeltaLimit(t *testing.T) {
+	ts := newTestServer(t)
+	ts.fill(t, "mdelta-a", 5, "A")
+	ts.fill(t, "mdelta-b", 5, "B")
+	limit := func(n uint32) *uint32 { return &n }
+	tests := []struct {
+		name       string
+		limA, limB *uint32
+		want       []uint64
+	}{
+		{"failing entry unset, other 0", limit(0), nil, revs(2, 4)},
+		{"failing entry 2", nil, limit(2), revs(2, 3)},
+		{"failing entry 0", nil, limit(0), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := appendReq("mdelta-a", xExact(4), event("A", ""))
+			a.ConflictDeltaEvents = tc.limA
+			b := appendReq("mdelta-b", xExact(1), event("B", ""))
+			b.ConflictDeltaEvents = tc.limB
+			_, err := ts.streams.AppendMulti(testCtx(t), multiReq(a, b))
+			wantError(t, err, codes.Aborted, reasonWrongExpectedRevision, "mdelta-b")
+			if diff := cmp.Diff(tc.want, revisionsOf(conflictDetail(t, err).GetEventsSince())); diff != "" {
+				t.Fatalf("events_since revisions (-want +got):\n%s", diff)
+			}
+			if got, want := conflictDetail(t, err).GetTruncated(), len(tc.want) < 3; got != want { // the head is revision 4
+				t.Fatalf("truncated %t, want %t", got, want)
+			}
+		})
+	}
+}

@@ -127,6 +127,12 @@ func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[1
 	v.cur = req.GetStream()
 	v.streamName(prefix+"stream", req.GetStream(), true)
 	op := engine.AppendOp{Stream: req.GetStream(), Expect: expectation(req.GetExpectedRevision())}
+	if req != nil && req.ConflictDeltaEvents != nil { // req is nil for an AppendStream request without its append
+		op.DeltaEvents = -1 // 0: none
+		if n := req.GetConflictDeltaEvents(); n > 0 {
+			op.DeltaEvents = int(min(n, 1<<16)) // the engine takes at most 16
+		}
+	}
 	if len(req.GetEvents()) > 0 {
 		op.Events = make([]eslog.Event, len(req.GetEvents()))
 	}

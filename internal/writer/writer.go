@@ -45,6 +45,10 @@ type AppendOp struct {
 	Events []eslog.Event
 	// ClientIDs counts the events whose id the client chose.
 	ClientIDs int
+	// DeltaEvents bounds the events a conflict answer lists (the engine's
+	// conflict delta; the writer does not use it): 0 means the default,
+	// negative means none.
+	DeltaEvents int
 }
 
 // AppendResult is the outcome of an append.

@@ -153,8 +153,12 @@ type WrongExpectedRevision struct {
 	// The stream has visible events.
 	StreamExists bool `protobuf:"varint,4,opt,name=stream_exists,json=streamExists" json:"stream_exists,omitempty"`
 	// The conflict delta: the first visible events after the expected revision
-	// (after nothing, for no_stream), at most 16 events or 256 KiB, durable
-	// ones only, so that a caller can re-decide without another read.
+	// (after nothing, for no_stream), durable ones only, so that a caller can
+	// re-decide without another read. At most 16 events (or the append's
+	// conflict_delta_events) and about 4 KiB in all: an event that would
+	// pass 4 KiB ends the list, even the first, so that the status fits in
+	// the 8 KiB of metadata gRPC clients in other languages accept by
+	// default.
 	EventsSince []*RecordedEvent `protobuf:"bytes,5,rep,name=events_since,json=eventsSince" json:"events_since,omitempty"`
 	// More events follow events_since, up to actual_head, than were sent
 	// (they did not fit, or are not durable yet: read them with ReadStream).

@@ -41,9 +41,14 @@ type AppendRequest struct {
 	ExpectedRevision isAppendRequest_ExpectedRevision `protobuf_oneof:"expected_revision"`
 	// The events, written atomically with consecutive revisions. None: the
 	// append only checks the expected revision and returns the head.
-	Events        []*ProposedEvent `protobuf:"bytes,6,rep,name=events" json:"events,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Events []*ProposedEvent `protobuf:"bytes,6,rep,name=events" json:"events,omitempty"`
+	// How many events a WRONG_EXPECTED_REVISION error of this append lists at
+	// most in WrongExpectedRevision.events_since (the conflict delta): unset
+	// means 16; 0 means none, for a caller that only retries at the reported
+	// head (the error then costs the server no read); more than 16 means 16.
+	ConflictDeltaEvents *uint32 `protobuf:"varint,7,opt,name=conflict_delta_events,json=conflictDeltaEvents" json:"conflict_delta_events,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *AppendRequest) Reset() {
@@ -131,6 +136,13 @@ func (x *AppendRequest) GetEvents() []*ProposedEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *AppendRequest) GetConflictDeltaEvents() uint32 {
+	if x != nil && x.ConflictDeltaEvents != nil {
+		return *x.ConflictDeltaEvents
+	}
+	return 0
 }
 
 type isAppendRequest_ExpectedRevision interface {
@@ -1691,14 +1703,15 @@ var File_esd_v1_stream_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1besd/v1/stream_service.proto\x12\x06esd.v1\x1a\x13esd/v1/events.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xa5\x02\n" +
+	"\x1besd/v1/stream_service.proto\x12\x06esd.v1\x1a\x13esd/v1/events.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xe0\x02\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12*\n" +
 	"\x03any\x18\x02 \x01(\v2\x16.google.protobuf.EmptyH\x00R\x03any\x125\n" +
 	"\tno_stream\x18\x03 \x01(\v2\x16.google.protobuf.EmptyH\x00R\bnoStream\x12=\n" +
 	"\rstream_exists\x18\x04 \x01(\v2\x16.google.protobuf.EmptyH\x00R\fstreamExists\x12\x16\n" +
 	"\x05exact\x18\x05 \x01(\x04H\x00R\x05exact\x12-\n" +
-	"\x06events\x18\x06 \x03(\v2\x15.esd.v1.ProposedEventR\x06eventsB\x13\n" +
+	"\x06events\x18\x06 \x03(\v2\x15.esd.v1.ProposedEventR\x06events\x129\n" +
+	"\x15conflict_delta_events\x18\a \x01(\rB\x05\xaa\x01\x02\b\x01R\x13conflictDeltaEventsB\x13\n" +
 	"\x11expected_revision\"\xe9\x02\n" +
 	"\x0eAppendResponse\x12%\n" +
 	"\x0efirst_revision\x18\x01 \x01(\x04R\rfirstRevision\x12#\n" +
