@@ -11,7 +11,8 @@
 # Loopback only (both servers listen on 127.0.0.1, on free ports); every
 # command is bounded in time; everything, PostgreSQL included, is stopped
 # and removed on exit. DURATION (default 10s) per run, REPEAT (default 2)
-# runs per server and workload.
+# runs per server and workload, ONLY (a regular expression) to run only the
+# workloads it matches, as ONLY=contention.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${DURATION:-10s}
@@ -125,13 +126,15 @@ run() {
     stop_esd
   else
     # PostgreSQL has no streaming appends: its side of a --streaming
-    # workload is the same appends, one transaction a call.
+    # workload is the same appends, one transaction a call. Nor conflict
+    # deltas: its conflicts read the head only, whatever --delta-events
+    # asks of esd.
     local args=() skip=0 a
     for a in "$@"; do
       if [ $skip = 1 ]; then skip=0; continue; fi
       case $a in
         --streaming) ;;
-        --inflight) skip=1 ;;
+        --inflight | --delta-events) skip=1 ;;
         *) args+=("$a") ;;
       esac
     done
@@ -159,7 +162,13 @@ workloads=(
   "append -c 1"
   "append -c 16 -b 100"
   "contention -c 64 -k 8"
+  "contention -c 64 -k 8 --delta-events -1"
 )
+if [ -n "${ONLY:-}" ]; then # a regular expression: run only the workloads it matches
+  keep=()
+  for w in "${workloads[@]}"; do [[ $w =~ $ONLY ]] && keep+=("$w"); done
+  workloads=("${keep[@]}")
+fi
 servers=(esd)
 [ -n "$pgbin" ] && servers+=(postgresql)
 for w in "${workloads[@]}"; do

@@ -125,7 +125,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	cache := pebble.NewCache(cacheBytes)
 	defer cache.Unref()
 	po := &pebble.Options{
-		FS:                 fs,
+		FS:                 walFS{fs}, // zero-filled WAL files: see walfs.go
 		Cache:              cache,
 		Lock:               lock,
 		FormatMajorVersion: pebble.FormatNewest,

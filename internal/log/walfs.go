@@ -1,0 +1,85 @@
+package log
+
+import (
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// walZeroChunk is how far ahead of its writes a WAL file is zero-filled.
+// Each chunk costs one write of this many zeros, and the first fsync after
+// it commits the file's new size; the fsyncs of the commits that land in
+// the chunk then carry data only.
+const walZeroChunk = 1 << 20
+
+// walFS writes the zeros ahead of Pebble's WAL files (named *.log) that
+// make their fsyncs cheap, as PostgreSQL's zero-filled WAL segments do.
+//
+// Every commit esd acknowledges waits for an fdatasync of the WAL. Pebble
+// grows a new WAL by appending, and reserves its space with fallocate
+// (FALLOC_FL_KEEP_SIZE), which leaves the space unwritten: each
+// fdatasync then also commits a metadata change (the file's size, the
+// extents written since) to the file system's journal. Measured on this
+// project's development machine (ext4 on a virtual disk), that made a
+// one-commit fsync 0.22 ms against 0.15 ms for a commit that overwrites
+// bytes already written. A recycled WAL (Pebble reuses the files of
+// flushed memtables) is overwritten in place and costs the latter; a new
+// one, as every store starts with, costs the former until it is recycled.
+// Writing zeros ahead of the writes, a chunk at a time, makes a new WAL
+// cost what a recycled one does.
+//
+// The zeros are what Pebble's WAL reader expects past the end of a log:
+// a zeroed chunk ends the replay, as the stale tail of a recycled WAL
+// does.
+type walFS struct{ vfs.FS }
+
+func isWAL(name string) bool { return strings.HasSuffix(name, ".log") }
+
+func (fs walFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, cat)
+	if err != nil || !isWAL(name) {
+		return f, err
+	}
+	return &walFile{File: f}, nil
+}
+
+func (fs walFS) ReuseForWrite(oldname, newname string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.ReuseForWrite(oldname, newname, cat)
+	if err != nil || !isWAL(newname) {
+		return f, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return &walFile{File: f, zeroed: st.Size()}, nil // a recycled file is written up to its size
+}
+
+// walFile is a WAL file that Pebble writes sequentially from offset 0.
+type walFile struct {
+	vfs.File
+	off    int64 // where the next Write lands
+	zeroed int64 // the file is written (zeros at least) up to here
+}
+
+var zeroChunk = make([]byte, walZeroChunk)
+
+func (f *walFile) Write(p []byte) (int, error) {
+	if end := f.off + int64(len(p)); end > f.zeroed {
+		// Zeros from the last chunk written to the chunk boundary past end.
+		to := (end + walZeroChunk - 1) / walZeroChunk * walZeroChunk
+		for f.zeroed < to {
+			n := min(to-f.zeroed, walZeroChunk)
+			if _, err := f.WriteAt(zeroChunk[:n], f.zeroed); err != nil {
+				return 0, err
+			}
+			f.zeroed += n
+		}
+	}
+	n, err := f.File.Write(p)
+	f.off += int64(n)
+	return n, err
+}
+
+// Preallocate does nothing: the zeros written ahead take its place.
+func (f *walFile) Preallocate(offset, length int64) error { return nil }
