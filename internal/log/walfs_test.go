@@ -9,14 +9,22 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// TestWALFileZeroFill: a WAL file is zero-filled a chunk ahead of its
-// writes, which land where a plain file's would; other files are left
-// alone; a recycled WAL is overwritten in place and zero-filled only past
-// its old size.
+// slowClock makes every write of f look walZeroSlow or more after the
+// one before.
+func slowClock(f vfs.File) {
+	var t time.Time
+	f.(*walFile).now = func() time.Time { t = t.Add(walZeroSlow); return t }
+}
+
+// TestWALFileZeroFill: a WAL file written slowly is zero-filled a chunk
+// ahead of its writes, which land where a plain file's would; other files
+// are left alone; a recycled WAL is overwritten in place and zero-filled
+// only past its old size.
 func TestWALFileZeroFill(t *testing.T) {
 	dir := t.TempDir()
 	fs := walFS{vfs.Default}
@@ -25,6 +33,7 @@ func TestWALFileZeroFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	slowClock(f)
 	var want []byte
 	write := func(f vfs.File, n int, b byte) {
 		t.Helper()
@@ -59,6 +68,7 @@ func TestWALFileZeroFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	slowClock(f)
 	write(f, 10, 'd')
 	checkSize(t, reused, 4*walZeroChunk)
 	if err := f.Close(); err != nil {
@@ -69,6 +79,7 @@ func TestWALFileZeroFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	slowClock(f)
 	want = nil
 	write(f, 4*walZeroChunk+1, 'e')
 	checkSize(t, filepath.Join(dir, "000003.log"), 5*walZeroChunk)
@@ -89,6 +100,45 @@ func TestWALFileZeroFill(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSize(t, other, 1)
+}
+
+// TestWALFileFastWrites: writes that fill a chunk in less than
+// walZeroSlow are plain appends past it (the first chunk is zero-filled);
+// once they slow down, zeros again, from the last byte written.
+func TestWALFileFastWrites(t *testing.T) {
+	dir := t.TempDir()
+	wal := filepath.Join(dir, "000001.log")
+	f, err := walFS{vfs.Default}.Create(wal, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now time.Time
+	step := time.Millisecond
+	f.(*walFile).now = func() time.Time { now = now.Add(step); return now }
+	var want []byte
+	write := func(n int, b byte) {
+		t.Helper()
+		p := bytes.Repeat([]byte{b}, n)
+		if _, err := f.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p...)
+	}
+	write(10, 'a')
+	checkSize(t, wal, walZeroChunk) // the first chunk: zeros
+	write(walZeroChunk, 'b')        // fast: no zeros past the data
+	checkSize(t, wal, walZeroChunk+10)
+	write(walZeroChunk, 'c')
+	checkSize(t, wal, 2*walZeroChunk+10)
+	step = walZeroSlow // slow again: the next boundary passed brings zeros
+	write(100, 'd')    // below the boundary decided last (3 MiB): no decision
+	checkSize(t, wal, 2*walZeroChunk+110)
+	write(walZeroChunk, 'e')
+	checkSize(t, wal, 4*walZeroChunk)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkContent(t, wal, want, 4*walZeroChunk)
 }
 
 func checkSize(t *testing.T, path string, want int64) {
