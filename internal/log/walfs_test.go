@@ -9,19 +9,22 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// slowClock makes every write of f look walZeroSlow or more after the
-// one before.
-func slowClock(f vfs.File) {
-	var t time.Time
-	f.(*walFile).now = func() time.Time { t = t.Add(walZeroSlow); return t }
+// smallSyncs makes the chunks f passes look written by small fsyncs
+// (walZeroMinSyncs of them each), so that each is zero-filled.
+func smallSyncs(f vfs.File) vfs.File { return smallSyncFile{f.(*walFile)} }
+
+type smallSyncFile struct{ *walFile }
+
+func (f smallSyncFile) Write(p []byte) (int, error) {
+	f.syncs.Store(walZeroMinSyncs)
+	return f.walFile.Write(p)
 }
 
-// TestWALFileZeroFill: a WAL file written slowly is zero-filled a chunk
+// TestWALFileZeroFill: a WAL file synced often is zero-filled a chunk
 // ahead of its writes, which land where a plain file's would; other files
 // are left alone; a recycled WAL is overwritten in place and zero-filled
 // only past its old size.
@@ -33,7 +36,7 @@ func TestWALFileZeroFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slowClock(f)
+	f = smallSyncs(f)
 	var want []byte
 	write := func(f vfs.File, n int, b byte) {
 		t.Helper()
@@ -68,7 +71,7 @@ func TestWALFileZeroFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slowClock(f)
+	f = smallSyncs(f)
 	write(f, 10, 'd')
 	checkSize(t, reused, 4*walZeroChunk)
 	if err := f.Close(); err != nil {
@@ -79,7 +82,7 @@ func TestWALFileZeroFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slowClock(f)
+	f = smallSyncs(f)
 	want = nil
 	write(f, 4*walZeroChunk+1, 'e')
 	checkSize(t, filepath.Join(dir, "000003.log"), 5*walZeroChunk)
@@ -102,19 +105,17 @@ func TestWALFileZeroFill(t *testing.T) {
 	checkSize(t, other, 1)
 }
 
-// TestWALFileFastWrites: writes that fill a chunk in less than
-// walZeroSlow are plain appends past it (the first chunk is zero-filled);
-// once they slow down, zeros again, from the last byte written.
-func TestWALFileFastWrites(t *testing.T) {
+// TestWALFileLargeSyncs: the first chunk is zero-filled; past a chunk
+// that saw fewer than walZeroMinSyncs fsyncs, writes are plain appends;
+// once fsyncs are small again, zeros again, from the last byte written.
+func TestWALFileLargeSyncs(t *testing.T) {
 	dir := t.TempDir()
 	wal := filepath.Join(dir, "000001.log")
-	f, err := walFS{vfs.Default}.Create(wal, vfs.WriteCategoryUnspecified)
+	file, err := walFS{vfs.Default}.Create(wal, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var now time.Time
-	step := time.Millisecond
-	f.(*walFile).now = func() time.Time { now = now.Add(step); return now }
+	f := file.(*walFile)
 	var want []byte
 	write := func(n int, b byte) {
 		t.Helper()
@@ -126,12 +127,20 @@ func TestWALFileFastWrites(t *testing.T) {
 	}
 	write(10, 'a')
 	checkSize(t, wal, walZeroChunk) // the first chunk: zeros
-	write(walZeroChunk, 'b')        // fast: no zeros past the data
+	for range 3 {
+		if err := f.SyncData(); err != nil { // counted
+			t.Fatal(err)
+		}
+	}
+	if n := f.syncs.Load(); n != 3 {
+		t.Fatalf("%d fsyncs counted, want 3", n)
+	}
+	write(walZeroChunk, 'b') // 3 fsyncs in the chunk: no zeros past the data
 	checkSize(t, wal, walZeroChunk+10)
 	write(walZeroChunk, 'c')
 	checkSize(t, wal, 2*walZeroChunk+10)
-	step = walZeroSlow // slow again: the next boundary passed brings zeros
-	write(100, 'd')    // below the boundary decided last (3 MiB): no decision
+	f.syncs.Store(walZeroMinSyncs) // small fsyncs from here on
+	write(100, 'd')                // below the boundary decided last (3 MiB): no decision
 	checkSize(t, wal, 2*walZeroChunk+110)
 	write(walZeroChunk, 'e')
 	checkSize(t, wal, 4*walZeroChunk)
