@@ -1,7 +1,8 @@
 // Package log is esd's append-only event log on Pebble: the only package
 // that imports Pebble. It owns the key encoding (keys.go), the event
-// record (record.go), stream states (state.go), commits (commit.go) and
-// reads (read.go). It knows nothing about gRPC.
+// record (record.go), stream states (state.go), commits (commit.go),
+// reads (read.go) and the zero-filling of Pebble's WAL files that makes a
+// one-commit fsync cheap (walfs.go). It knows nothing about gRPC.
 //
 // # Key spaces
 //
