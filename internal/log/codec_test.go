@@ -571,3 +571,106 @@ func TestCodecFormatID(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// The values of the stream, category and type indexes: each encoder
+// round-trips through its decoder, which checks the range against the
+// key's revision or position.
+func TestCodecIndexValuesRoundTrip(t *testing.T) {
+	tests := []struct {
+		name                      string
+		firstRev, firstPos, count uint64
+		size                      int // the stream index value's bytes
+	}{
+		{"one event", 0, 1, 1, 9},
+		{"an append of 100", 7, 1000, 100, 9},
+		{"127 events: one count byte", 0, 1, 127, 9},
+		{"128 events: two count bytes", 0, 1, 128, 10},
+		{"16384 events: three", 5, 1 << 40, 16384, 11},
+		{"up to the last revision and position", math.MaxUint64 - 9, math.MaxUint64 - 9, 10, 9},
+		{"a count as large as a uint64 allows", 0, 1, math.MaxUint64, 18},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := appendIndexValue(nil, tc.firstPos, tc.count)
+			if len(v) != tc.size {
+				t.Fatalf("index value %x: %d bytes, want %d", v, len(v), tc.size)
+			}
+			r, err := decodeIndexValue(tc.firstRev, v)
+			want := revRange{firstRev: tc.firstRev, firstPos: tc.firstPos, count: tc.count}
+			if err != nil || r != want {
+				t.Fatalf("decodeIndexValue(%d, %x) = %+v, %v; want %+v", tc.firstRev, v, r, err, want)
+			}
+			if r.lastRev() != tc.firstRev+tc.count-1 || r.pos(r.lastRev()) != tc.firstPos+tc.count-1 || r.pos(tc.firstRev) != tc.firstPos {
+				t.Fatalf("range %+v: last revision %d, its position %d", r, r.lastRev(), r.pos(r.lastRev()))
+			}
+			sid, r2, err := decodeIndexEntry(appendIndexKey(nil, 16, tc.firstRev), v)
+			if err != nil || sid != 16 || r2 != want {
+				t.Fatalf("decodeIndexEntry = %d, %+v, %v", sid, r2, err)
+			}
+
+			if tc.firstPos+tc.count-1 >= tc.firstPos { // a count the position allows
+				cv := appendCategoryRange(nil, tc.count)
+				rec, n, err := decodeCategoryValue(tc.firstPos, cv)
+				if err != nil || rec != nil || n != tc.count || len(cv) >= recordHeaderLen {
+					t.Fatalf("category range %x: %x, %d, %v", cv, rec, n, err)
+				}
+				n, err = decodeRunCount(tc.firstPos, binary.AppendUvarint(nil, tc.count))
+				if err != nil || n != tc.count {
+					t.Fatalf("decodeRunCount: %d, %v", n, err)
+				}
+			}
+		})
+	}
+	t.Run("category copy", func(t *testing.T) {
+		for _, c := range recordCases() {
+			rec := encodeRecord(nil, c.sid, c.rev, &c.ev)
+			got, n, err := decodeCategoryValue(3, rec)
+			if err != nil || n != 1 || !bytes.Equal(got, rec) {
+				t.Fatalf("%s: a record read as a category value: %d events, %v", c.name, n, err)
+			}
+		}
+	})
+}
+
+func TestCodecIndexValueDecodersRejectBadInput(t *testing.T) {
+	pos := func(p uint64, count ...byte) []byte { return append(binary.BigEndian.AppendUint64(nil, p), count...) }
+	tests := []struct {
+		name   string
+		decode func([]byte) error
+		bad    [][]byte
+	}{
+		{"stream index value at revision 5", func(v []byte) error { _, err := decodeIndexValue(5, v); return err }, [][]byte{
+			nil, pos(1)[:7], pos(1), // no count
+			pos(1, 0),          // count 0
+			pos(1, 0x81, 0x00), // a count not in its shortest form
+			pos(1, 0x80),       // a truncated count
+			pos(1, 1, 1),       // a byte after the count
+			pos(0, 1),          // position 0
+			pos(math.MaxUint64, 2),
+			pos(1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), // revisions 5.. wrap
+			pos(1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02), // not a uint64
+		}},
+		{"category value at position 9", func(v []byte) error { _, _, err := decodeCategoryValue(9, v); return err }, [][]byte{
+			nil, {}, {catRangeTag}, {catRangeTag, 0}, {catRangeTag, 0x81, 0}, {catRangeTag, 1, 1}, {'x', 1}, {0, 1},
+			make([]byte, recordHeaderLen-1), // neither a record nor a range
+			append([]byte{catRangeTag}, binary.AppendUvarint(nil, math.MaxUint64)...),
+		}},
+		{"type value at position 9", func(v []byte) error { _, err := decodeRunCount(9, v); return err }, [][]byte{
+			nil, {}, {0}, {0x80}, {0x81, 0}, {1, 1}, binary.AppendUvarint(nil, math.MaxUint64-7),
+		}},
+		{"type value at position 0", func(v []byte) error { _, err := decodeRunCount(0, v); return err }, [][]byte{{1}}},
+		{"stream index entry", func(v []byte) error { _, _, err := decodeIndexEntry(v[:len(v)-9], v[len(v)-9:]); return err }, [][]byte{
+			append(appendIndexKey(nil, 16, 0)[:16], pos(1, 1)...), // a short key
+			append(appendStreamKey(nil, 16), pos(1, 1)...),
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, b := range tc.bad {
+				if err := tc.decode(b); !errors.Is(err, ErrCorrupt) {
+					t.Errorf("decode(%x) = %v, want ErrCorrupt", b, err)
+				}
+			}
+		})
+	}
+}

@@ -457,25 +457,36 @@ func (c *commitState) apply(w *Write) {
 	if w.New {
 		_ = c.b.Set(appendNameKey(c.key[:0], s.Name), binary.BigEndian.AppendUint64(c.val[:0], s.ID), nil)
 	}
-	if len(w.Events) > 0 {
+	if n := len(w.Events); n > 0 {
 		rev := s.NextRevision()
-		first, last := rev, rev+uint64(len(w.Events))-1
+		first, last := rev, rev+uint64(n)-1
+		firstPos := c.pos
 		category := Category(s.Name)
+		copies := n < categoryRangeMin // see index.go
+		run := 0                       // the first event of the current run of one type
 		for i := range w.Events {
 			rec := w.record(i)
 			stampRecord(rec, c.now)
 			_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
-			_ = c.b.Set(appendIndexKey(c.key[:0], s.ID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
 			_ = c.b.Set(appendIDKey(c.key[:0], w.Events[i].ID), appendIDValue(c.val[:0], idLoc{sid: s.ID, rev: rev, pos: c.pos, first: first, last: last}), nil)
-			_ = c.b.Set(appendCategoryKey(c.key[:0], category, c.pos), rec, nil) // covering: see index.go
+			if copies {
+				_ = c.b.Set(appendCategoryKey(c.key[:0], category, c.pos), rec, nil)
+			}
+			if i+1 == n || w.Events[i+1].Type != w.Events[i].Type {
+				_ = c.b.Set(appendTypeKey(c.key[:0], w.Events[i].Type, firstPos+uint64(run)), binary.AppendUvarint(c.val[:0], uint64(i+1-run)), nil)
+				run = i + 1
+			}
 			c.committed = append(c.committed, Committed{Position: c.pos, StreamID: s.ID, Revision: rev, Stream: s.Name, Record: rec})
-			_ = c.b.Set(appendTypeKey(c.key[:0], w.Events[i].Type, c.pos), nil, nil)
 			c.ids = append(c.ids, w.Events[i].ID)
 			c.bytes += len(rec)
 			rev++
 			c.pos++
 		}
-		c.events += len(w.Events)
+		_ = c.b.Set(appendIndexKey(c.key[:0], s.ID, first), appendIndexValue(c.val[:0], firstPos, uint64(n)), nil)
+		if !copies {
+			_ = c.b.Set(appendCategoryKey(c.key[:0], category, firstPos), appendCategoryRange(c.val[:0], uint64(n)), nil)
+		}
+		c.events += n
 		switch {
 		case !s.Written: // created by this write
 			s.Created = c.now
@@ -534,12 +545,12 @@ func (c *commitState) delete(s *StreamState, mode DeleteMode, id [16]byte) {
 	rec := encodeRecord(nil, deletedStreamID, rev, &ev)
 	stampRecord(rec, c.now)
 	_ = c.b.Set(appendEventKey(c.key[:0], c.pos), rec, nil)
-	_ = c.b.Set(appendIndexKey(c.key[:0], deletedStreamID, rev), binary.BigEndian.AppendUint64(c.val[:0], c.pos), nil)
+	_ = c.b.Set(appendIndexKey(c.key[:0], deletedStreamID, rev), appendIndexValue(c.val[:0], c.pos, 1), nil)
 	_ = c.b.Set(appendIDKey(c.key[:0], ev.ID), appendIDValue(c.val[:0], idLoc{sid: deletedStreamID, rev: rev, pos: c.pos, first: rev, last: rev}), nil)
 	_ = c.b.Set(appendCategoryKey(c.key[:0], Category(deletedStreamName), c.pos), rec, nil)
 	c.committed = append(c.committed, Committed{Position: c.pos, StreamID: deletedStreamID, Revision: rev, Stream: deletedStreamName, Record: rec,
 		Deletes: s.Name, Tombstone: mode == DeleteTombstone})
-	_ = c.b.Set(appendTypeKey(c.key[:0], typ, c.pos), nil, nil)
+	_ = c.b.Set(appendTypeKey(c.key[:0], typ, c.pos), binary.AppendUvarint(c.val[:0], 1), nil)
 	c.ids = append(c.ids, ev.ID)
 	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)
 	if c.sysNw {

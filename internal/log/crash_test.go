@@ -3,6 +3,7 @@ package log
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,8 +55,8 @@ func crashScript() []crashCommit {
 		c(false, big("order-1")),
 		c(false, ev("user-1", 1)),
 		c(false, del("cart-1", DeleteSoft)),
-		c(false, ev("cart-1", 2)), // revisions continue after the delete
-		c(false, ev("order-2", 5)),
+		c(false, ev("cart-1", 2)),                                      // revisions continue after the delete
+		c(false, ev("order-2", 12)),                                    // a category range
 		c(false, ev("order-2", 1), ev("order-2", 2), ev("order-3", 1)), // one stream twice in a commit
 		c(false, del("user-1", DeleteTombstone)),
 		c(true, ev("order-1", 2), ev("order-2", 1)),
@@ -73,6 +74,8 @@ func crashScript() []crashCommit {
 			s = append(s, c(true, ev(fmt.Sprintf("new-%d", i), 2), ev("order-1", 1), big("cart-1")))
 		case i%4 == 0:
 			s = append(s, c(false, ev("order-3", 1), ev("order-3", 2), ev(fmt.Sprintf("new-%d", i), 1)))
+		case i%10 == 5:
+			s = append(s, c(false, ev("cart-1", 10), ev("order-3", 8)))
 		default:
 			pool := []string{"order-1", "order-3", "cart-1"}
 			if i < 26 {
@@ -170,7 +173,7 @@ func (r *crashRun) event(commit, i int, big bool) Event {
 	r.nextID++
 	var id [16]byte
 	copy(id[:], fmt.Sprintf("crash-%010d", r.nextID))
-	e := Event{ID: id, Type: fmt.Sprintf("Type%d", commit%3), Data: []byte(fmt.Sprintf("commit %d event %d", commit, i))}
+	e := Event{ID: id, Type: fmt.Sprintf("Type%d", (commit+i/4)%3), Data: []byte(fmt.Sprintf("commit %d event %d", commit, i))}
 	if big {
 		e.Data = bytes.Repeat([]byte{byte(commit)}, 100<<10)
 	}
@@ -389,29 +392,30 @@ func verifyRecovered(t *testing.T, l *Log, snap crashSnapshot, m *crashModel) {
 		t.Fatalf("%d event records, want %d", n, len(events))
 	}
 
-	// The index: one key per stored event, pointing at its position.
-	wantIdx := make(map[[2]uint64]uint64)
+	// The stream index: one entry per append (a deletion's record is an
+	// append of one), holding its revisions at their positions.
+	wantIdx := make(map[[2]uint64]modelEvent)
 	for _, e := range events {
-		wantIdx[[2]uint64{e.sid, e.rev}] = e.pos
+		wantIdx[[2]uint64{e.sid, e.rev}] = e
 	}
 	n = 0
 	scan(t, l, kIndex, func(k, v []byte) {
-		sid, rev, err := decodeIndexKey(k)
+		sid, r, err := decodeIndexEntry(k, v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		pos, err := decodeU64(v)
-		if err != nil {
-			t.Fatal(err)
+		for rev := r.firstRev; rev <= r.lastRev(); rev++ {
+			want, ok := wantIdx[[2]uint64{sid, rev}]
+			if !ok || want.pos != r.pos(rev) || want.first != r.firstRev || want.last != r.lastRev() {
+				t.Fatalf("index entry %+v of stream %d: revision %d at %d, want %+v (stored %t)", r, sid, rev, r.pos(rev), want, ok)
+			}
+			n++
 		}
-		if want, ok := wantIdx[[2]uint64{sid, rev}]; !ok || want != pos {
-			t.Fatalf("index (%d,%d) -> %d, want %d (stored %t)", sid, rev, pos, want, ok)
-		}
-		n++
 	})
 	if n != len(wantIdx) {
-		t.Fatalf("%d index keys, want %d", n, len(wantIdx))
+		t.Fatalf("the index holds %d revisions, want %d", n, len(wantIdx))
 	}
+	checkCategoryAndTypeIndexes(t, l, events)
 
 	// The id index: every stored event's id, and no other.
 	var ids [][16]byte
@@ -556,6 +560,107 @@ func verifyRecovered(t *testing.T, l *Log, snap crashSnapshot, m *crashModel) {
 			t.Fatalf("ReadAll[%d] = %s@%d at %d, want %s@%d at %d", i, got[i].Stream, got[i].Revision, got[i].Position,
 				want[i].stream, want[i].rev, want[i].pos)
 		}
+	}
+
+	// Reads through the category and type indexes return what filtered
+	// scans of $all do, forward and backward, from the middle too.
+	queries := []AllQuery{{TypePrefixes: []string{"Type"}}, {TypePrefixes: []string{"Type1", "$"}}}
+	cats := make(map[string]bool)
+	for _, e := range want {
+		if c := Category(e.stream); !cats[c] {
+			cats[c] = true
+			queries = append(queries, AllQuery{Categories: []string{c}})
+		}
+	}
+	for _, q := range queries {
+		for _, from := range []uint64{0, snap.lastPos() / 2} {
+			for _, back := range []bool{false, true} {
+				q.From, q.Backward, q.NoIndex = from, back, false
+				indexed := describeViews(readAll(t, l, q))
+				q.NoIndex = true
+				if scanned := describeViews(readAll(t, l, q)); !slices.Equal(indexed, scanned) {
+					t.Fatalf("ReadAll %+v through the index differs from the scan:\n%v\n%v", q, indexed, scanned)
+				}
+			}
+		}
+	}
+}
+
+// checkCategoryAndTypeIndexes checks the keys of the category and type
+// indexes against the model's appends (the events of one append are
+// contiguous in events): a copy of each record for an append of fewer
+// than categoryRangeMin events, else one range; one type entry per run of
+// one type.
+func checkCategoryAndTypeIndexes(t *testing.T, l *Log, events []modelEvent) {
+	t.Helper()
+	type entry struct {
+		count uint64
+		copy  bool
+	}
+	typ := func(e modelEvent) string {
+		switch {
+		case e.deletionOf == "":
+			return e.ev.Type
+		case e.tombstone:
+			return "$stream-tombstoned"
+		default:
+			return "$stream-deleted"
+		}
+	}
+	wantCat := make(map[string]entry) // key -> value
+	wantType := make(map[string]uint64)
+	for i := 0; i < len(events); {
+		e := events[i]
+		n := int(e.last - e.first + 1)
+		app := events[i : i+n]
+		cat := Category(e.stream)
+		if n < categoryRangeMin {
+			for _, a := range app {
+				wantCat[string(appendCategoryKey(nil, cat, a.pos))] = entry{count: 1, copy: true}
+			}
+		} else {
+			wantCat[string(appendCategoryKey(nil, cat, e.pos))] = entry{count: uint64(n)}
+		}
+		for j := 0; j < n; {
+			k := j
+			for k < n && typ(app[k]) == typ(app[j]) {
+				k++
+			}
+			wantType[string(appendTypeKey(nil, typ(app[j]), app[j].pos))] = uint64(k - j)
+			j = k
+		}
+		i += n
+	}
+	n := 0
+	scan(t, l, kCategory, func(k, v []byte) {
+		want, ok := wantCat[string(k)]
+		pos := binary.BigEndian.Uint64(k[len(k)-8:])
+		rec, count, err := decodeCategoryValue(pos, v)
+		if err != nil || !ok || count != want.count || (rec != nil) != want.copy {
+			t.Fatalf("category key %q: %d events, a copy %t (%v); want %+v (expected %t)", k, count, rec != nil, err, want, ok)
+		}
+		if rec != nil {
+			stored, _, err := l.get(appendEventKey(nil, pos))
+			if err != nil || !bytes.Equal(stored, rec) {
+				t.Fatalf("category key %q: the copy differs from the record at %d (%v)", k, pos, err)
+			}
+		}
+		n++
+	})
+	if n != len(wantCat) {
+		t.Fatalf("%d category keys, want %d", n, len(wantCat))
+	}
+	n = 0
+	scan(t, l, kType, func(k, v []byte) {
+		want, ok := wantType[string(k)]
+		count, err := decodeRunCount(binary.BigEndian.Uint64(k[len(k)-8:]), v)
+		if err != nil || !ok || count != want {
+			t.Fatalf("type key %q: %d events (%v), want %d (expected %t)", k, count, err, want, ok)
+		}
+		n++
+	})
+	if n != len(wantType) {
+		t.Fatalf("%d type keys, want %d", n, len(wantType))
 	}
 }
 

@@ -11,14 +11,27 @@
 //
 //	0x00 name                  -> format version, store-wide counts
 //	0x01 pos                   -> event record (two CRC32-C checksums)
-//	0x02 sid rev               -> pos                     per-stream version index
+//	0x02 sid firstRev          -> firstPos count          per-stream version index, one entry per append
 //	0x03 stream name           -> sid                     names interned to 8-byte ids
 //	0x04 sid                   -> stream state            head, deletion, times, name
 //	0x05 event id              -> sid rev pos first last  durable id index (idempotency)
 //	0x06 sid                   -> (empty)                 streams with deleted events
-//	0x07 category 0x00 pos     -> event record            category index, a covering copy
-//	0x08 type 0x00 pos         -> (empty)                 event type index
+//	0x07 category 0x00 pos     -> event record | 'r' count  category index: copies, or one range per large append
+//	0x08 type 0x00 pos         -> count                   event type index, one entry per run of a type
 //	0x09 namespace-prefix key  -> value                   aux: other packages' state
+//
+// An append (one Write's events) takes contiguous positions and
+// contiguous revisions, so the indexes hold ranges: a stream index entry
+// is an append's revisions firstRev..firstRev+count-1 at positions
+// firstPos.. (keys.go); a category entry is a copy of one record for an
+// append of fewer than categoryRangeMin events, else one entry for the
+// whole append; a type entry covers a run of consecutive events of one
+// append with the same type (index.go). A read finds the entry holding
+// its first revision or position (the last one starting at or before
+// it) and reads the entry's events from the 0x01 space with one seek and
+// then steps. An append of n events thus writes 2n keys (event, id) and
+// a few more: one stream index entry, one category entry (n copies below
+// categoryRangeMin) and one type entry per run, plus the stream state.
 //
 // The aux space is divided into namespaces (namespaces.go), each reached
 // only through its own handle (Log.Aux), whose keys are relative to it:

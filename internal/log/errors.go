@@ -28,6 +28,18 @@ var (
 	ErrAborted = errors.New("log: aborted with its atomic commit")
 )
 
+// FormatError: the store was written in an on-disk format (formatVersion)
+// that this esd does not read. There is no migration between formats.
+type FormatError struct {
+	Found uint32 // the store's format
+}
+
+func (e *FormatError) Error() string {
+	return fmt.Sprintf("log: the store is in on-disk format %d and this esd reads only format %d; "+
+		"there is no migration between formats: start esd on a new, empty data directory, "+
+		"or keep running the esd release that wrote this store", e.Found, formatVersion)
+}
+
 // StreamError ties a stream-level sentinel to the stream's name.
 type StreamError struct {
 	Stream string

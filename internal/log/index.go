@@ -6,28 +6,88 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// The category and event-type indexes: one key per event in each,
+// The category and event-type indexes, written in the same batch as the
+// events they index:
 //
-//	0x07 category 0x00 pos(8) -> the event record (a copy)
-//	0x08 type     0x00 pos(8) -> empty
+//	0x07 category 0x00 pos(8) -> the event record (a copy), or
+//	                             'r' count(uvarint): events pos.. of the category
+//	0x08 type     0x00 pos(8) -> count(uvarint): events pos.. of the type
 //
-// written in the same batch as the event. Names hold no 0x00 (no control
-// characters), so the 0x00 ends the name and each name's positions form
-// one sorted run. A filtered read of $all walks the runs it needs, merged
-// by position, instead of every event: its cost grows with what it
-// returns, not with the log.
+// Names hold no 0x00 (no control characters), so the 0x00 ends the name
+// and each name's entries form one run sorted by position. A filtered
+// read of $all walks the runs it needs, merged by position, instead of
+// every event: its cost grows with what it returns, not with the log.
 //
-// The category index holds a copy of each record: categories are what
-// read models follow, and without the copy a category of 1% of the log
-// still reads one block of $all per event (a 32 KiB block holds about a
-// hundred events), no faster than a scan. The copy doubles the bytes an
-// append writes. Type runs hold positions only; their events are read
-// from $all.
+// An entry covers the positions pos..pos+count-1 (a copy: count 1). The
+// events of one append are at contiguous positions, of one stream and so
+// of one category: an append of categoryRangeMin events or more gets one
+// category entry, a range, whose events a read takes from $all (0x01)
+// with one seek and then steps; a smaller append gets a copy of each
+// record. A type entry covers a run of consecutive events of one append
+// with the same type, read from $all the same way.
+//
+// The two kinds of category value cannot be confused: a record is at
+// least recordHeaderLen (48) bytes, a range value at most 11.
+//
+// Why copies for small appends: a category of 1% of the log made of
+// one-event appends would otherwise cost one seek into $all per event,
+// each loading a 32 KiB block (about a hundred events) for one of them,
+// no faster than a scan. Why not for large ones: a copy doubles the bytes
+// an append writes, flushes and compacts, and the events of a large
+// append already sit side by side in $all, where one seek and steps read
+// them as cheaply as the copies would be read.
+
+// categoryRangeMin is the smallest append whose category entry is a range
+// rather than a copy of each record: from 8 events on, the seek into $all
+// that a range costs is spread over 8 events or more, while copies would
+// add 8 records' bytes to the append. A var so that tests and benchmarks
+// can move it.
+var categoryRangeMin = 8
+
+// catRangeTag starts a category value that is a range.
+const catRangeTag byte = 'r'
+
+func appendCategoryRange(dst []byte, count uint64) []byte {
+	return binary.AppendUvarint(append(dst, catRangeTag), count)
+}
+
+// decodeCategoryValue decodes the value of the category entry at
+// position pos: a copy of the record (rec, count 1) or a range of count
+// events (rec nil). A record's own checksums are checked when it is
+// decoded.
+func decodeCategoryValue(pos uint64, v []byte) (rec []byte, count uint64, err error) {
+	if len(v) >= recordHeaderLen {
+		return v, 1, nil
+	}
+	if len(v) < 2 || v[0] != catRangeTag {
+		return nil, 0, fmt.Errorf("%w: category value %x", ErrCorrupt, v)
+	}
+	if count, err = decodeRunCount(pos, v[1:]); err != nil {
+		return nil, 0, fmt.Errorf("category value: %w", err)
+	}
+	return nil, count, nil
+}
+
+// decodeRunCount decodes the count of events of an index entry at
+// position pos (a type entry's value, the end of a category range's):
+// the positions pos..pos+count-1 must not wrap, and position 0 is never
+// used.
+func decodeRunCount(pos uint64, v []byte) (uint64, error) {
+	count, err := decodeCount(v)
+	if err != nil {
+		return 0, err
+	}
+	if pos == 0 || count-1 > math.MaxUint64-pos {
+		return 0, fmt.Errorf("%w: %d events at position %d", ErrCorrupt, count, pos)
+	}
+	return count, nil
+}
 
 // maxIndexRuns bounds the runs one read merges; a filter matching more
 // event types than this scans instead.
@@ -124,28 +184,116 @@ func (l *Log) indexRuns(ctx context.Context, q AllQuery) (runs [][]byte, err err
 	return runs, nil
 }
 
-// runCursor walks one index run within positions [lo, up].
+// runCursor walks one index run over the positions [lo, up], one
+// position at a time: its entry covers positions first..last, of which
+// it is at pos.
 type runCursor struct {
-	it       *pebble.Iterator
-	pos      uint64
-	ok       bool
-	covering bool // the values are the records (category runs)
+	it          *pebble.Iterator
+	category    bool // category entries (copies or ranges), else type entries
+	lo, up      uint64
+	first, last uint64
+	rec         []byte // the entry's record when it is a copy, else nil
+	pos         uint64
+	ok          bool
 }
 
+// load decodes the entry the iterator is at, if c.ok.
 func (c *runCursor) load() error {
 	if !c.ok {
 		return c.it.Error()
 	}
 	k := c.it.Key()
-	if len(k) < 9 {
+	if len(k) < 10 {
 		return fmt.Errorf("%w: index key %x", ErrCorrupt, k)
 	}
-	c.pos = binary.BigEndian.Uint64(k[len(k)-8:])
+	c.first = binary.BigEndian.Uint64(k[len(k)-8:])
+	var (
+		count uint64
+		err   error
+	)
+	if c.category {
+		c.rec, count, err = decodeCategoryValue(c.first, c.it.Value())
+	} else {
+		count, err = decodeRunCount(c.first, c.it.Value())
+	}
+	if err != nil {
+		return fmt.Errorf("index key %x: %w", k, err)
+	}
+	c.last = c.first + count - 1
+	return nil
+}
+
+// start puts c at its first position: forward, lo or the first after it
+// (the entry holding lo may start before lo); backward, up or the last
+// before it. prefix is the run's (space, name, 0x00); the iterator is
+// bounded by prefix and prefix+(up+1).
+func (c *runCursor) start(prefix []byte, backward bool) error {
+	if backward {
+		c.ok = c.it.Last()
+		if err := c.load(); err != nil {
+			return err
+		}
+		c.ok = c.ok && c.last >= c.lo
+		c.pos = min(c.last, c.up)
+		return nil
+	}
+	// The last entry starting at or before lo, if it reaches lo; else
+	// the next one.
+	c.ok = c.it.SeekLT(binary.BigEndian.AppendUint64(append([]byte(nil), prefix...), c.lo+1))
+	if err := c.load(); err != nil {
+		return err
+	}
+	if !c.ok {
+		c.ok = c.it.First()
+	} else if c.last < c.lo {
+		c.ok = c.it.Next()
+	} else {
+		c.pos = c.lo
+		return nil
+	}
+	if err := c.load(); err != nil {
+		return err
+	}
+	c.pos = c.first
+	return nil
+}
+
+// step moves c to its next position (backward: previous).
+func (c *runCursor) step(backward bool) error {
+	was := c.pos
+	if backward {
+		if c.pos > max(c.first, c.lo) {
+			c.pos--
+			return nil
+		}
+		c.ok = c.it.Prev()
+		if err := c.load(); err != nil {
+			return err
+		}
+		if c.ok && c.last >= was {
+			return fmt.Errorf("%w: index entries overlap at position %d", ErrCorrupt, c.last)
+		}
+		c.ok = c.ok && c.last >= c.lo
+		c.pos = min(c.last, c.up)
+		return nil
+	}
+	if c.pos < min(c.last, c.up) {
+		c.pos++
+		return nil
+	}
+	c.ok = c.it.Next()
+	if err := c.load(); err != nil {
+		return err
+	}
+	if c.ok && c.first <= was {
+		return fmt.Errorf("%w: index entries overlap at position %d", ErrCorrupt, c.first)
+	}
+	c.pos = c.first
 	return nil
 }
 
 // scanRuns is scanAll over index runs: it merges the runs by position and
-// reads each event they name.
+// reads each event they name, from a copy or from $all.
 func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQuery, emit func(*EventView) error, checkpoint func(uint64) error) (err error) {
 	cursors := make([]*runCursor, 0, len(runs))
 	defer func() {
@@ -155,44 +303,38 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 	}()
 	for _, r := range runs {
 		it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
-			LowerBound: binary.BigEndian.AppendUint64(append([]byte(nil), r...), lo),
+			LowerBound: r,
 			UpperBound: binary.BigEndian.AppendUint64(append([]byte(nil), r...), up+1),
 		})
 		if err != nil {
 			return err
 		}
-		c := &runCursor{it: it, covering: r[0] == kCategory}
+		c := &runCursor{it: it, category: r[0] == kCategory, lo: lo, up: up}
 		cursors = append(cursors, c)
-		if q.Backward {
-			c.ok = it.Last()
-		} else {
-			c.ok = it.First()
-		}
-		if err := c.load(); err != nil {
+		if err := c.start(r, q.Backward); err != nil {
 			return err
 		}
 	}
-	evs, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
+	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
 		LowerBound: appendEventKey(nil, lo),
 		UpperBound: appendEventKey(nil, up+1),
 	})
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, evs.Close()) }()
+	evs := eventCursor{it: it}
+	defer func() { err = errors.Join(err, it.Close()) }()
 
 	deleted := *l.deleted.Load()
 	var (
 		n, steps uint64
 		ev       EventView
-		key      [9]byte
 		lastSID  uint64
 	)
 	var used *runCursor // the cursor the last view came from: moved once the view is done
 	for {
 		if used != nil {
-			used.ok = step(used.it, q.Backward)
-			if err := used.load(); err != nil {
+			if err := used.step(q.Backward); err != nil {
 				return err
 			}
 			used = nil
@@ -207,15 +349,11 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 			break
 		}
 		pos := next.pos
-		var rec []byte
-		if next.covering {
-			rec = next.it.Value()
-		} else {
-			ek := appendEventKey(key[:0], pos)
-			if !evs.SeekGE(ek) || !bytes.Equal(evs.Key(), ek) {
-				return fmt.Errorf("%w: an index names missing position %d", ErrCorrupt, pos)
+		rec := next.rec
+		if rec == nil {
+			if rec, err = evs.read(pos); err != nil {
+				return fmt.Errorf("an index names position %d: %w", pos, err)
 			}
-			rec = evs.Value()
 		}
 		if err := decodeRecord(rec, &ev.v); err != nil {
 			return fmt.Errorf("position %d: %w", pos, err)

@@ -3,6 +3,7 @@ package log
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 )
 
 // Key spaces, as doc.go lists them (TestDocListsKeySpaces). One prefix
@@ -11,13 +12,13 @@ import (
 const (
 	kMeta     byte = 0x00 // 0x00 name                  -> format version, stats
 	kEvent    byte = 0x01 // 0x01 pos(8)                -> event record (see record.go)
-	kIndex    byte = 0x02 // 0x02 sid(8) rev(8)         -> pos(8)
+	kIndex    byte = 0x02 // 0x02 sid(8) firstRev(8)    -> firstPos(8) count(uvarint): one append's revisions
 	kName     byte = 0x03 // 0x03 stream-name bytes     -> sid(8)
 	kStream   byte = 0x04 // 0x04 sid(8)                -> stream state (see state.go)
 	kID       byte = 0x05 // 0x05 event-id(16)          -> sid(8) rev(8) pos(8) first(8) last(8) (idLoc)
 	kDeleted  byte = 0x06 // 0x06 sid(8)                -> empty: the stream has deleted events
-	kCategory byte = 0x07 // 0x07 category 0x00 pos(8)  -> event record, a copy (index.go)
-	kType     byte = 0x08 // 0x08 type 0x00 pos(8)      -> empty (index.go)
+	kCategory byte = 0x07 // 0x07 category 0x00 pos(8)  -> event record (a copy), or 'r' count(uvarint) (index.go)
+	kType     byte = 0x08 // 0x08 type 0x00 pos(8)      -> count(uvarint): a run of events of the type (index.go)
 	kAux      byte = 0x09 // 0x09 namespace-prefix key  -> a namespace's value (auxspace.go, namespaces.go)
 )
 
@@ -28,8 +29,14 @@ var (
 )
 
 // formatVersion is the on-disk format this code writes and reads. Open
-// refuses a store of another version rather than misreading it.
-const formatVersion uint32 = 2 // 2: category and type indexes
+// refuses a store of another version rather than misreading it; there is
+// no migration between versions.
+//
+//	2: category and type indexes
+//	3: one stream-index entry per append (a revision range), one
+//	   category-index entry per append of categoryRangeMin events or more,
+//	   one type-index entry per run of events of one type
+const formatVersion uint32 = 3
 
 func appendEventKey(dst []byte, pos uint64) []byte {
 	dst = append(dst, kEvent)
@@ -111,7 +118,66 @@ func decodeNameKey(k []byte) (string, error) {
 	return string(k[1:]), nil
 }
 
-// decodeU64 decodes an 8-byte big-endian value (index and name values).
+// A stream index entry (kIndex) is one append's events: count events of
+// revisions firstRev.. at positions firstPos.., both contiguous (Commit
+// gives an append's events contiguous positions, and a stream's
+// revisions are contiguous). Its value is firstPos(8) then count as a
+// uvarint (1 to 3 bytes for the appends a request may hold). Revision r
+// is in the entry with the greatest firstRev <= r, at position
+// firstPos + (r - firstRev).
+type revRange struct {
+	firstRev, firstPos, count uint64
+}
+
+func (r revRange) lastRev() uint64 { return r.firstRev + r.count - 1 }
+
+// pos is the position of revision rev, which must be in r.
+func (r revRange) pos(rev uint64) uint64 { return r.firstPos + (rev - r.firstRev) }
+
+func appendIndexValue(dst []byte, firstPos, count uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, firstPos)
+	return binary.AppendUvarint(dst, count)
+}
+
+// decodeIndexValue decodes the value of the entry whose key holds
+// firstRev. Neither range may wrap past the largest uint64, and position
+// 0 is never used.
+func decodeIndexValue(firstRev uint64, v []byte) (revRange, error) {
+	if len(v) < 9 {
+		return revRange{}, fmt.Errorf("%w: index value of %d bytes", ErrCorrupt, len(v))
+	}
+	r := revRange{firstRev: firstRev, firstPos: binary.BigEndian.Uint64(v)}
+	var err error
+	if r.count, err = decodeCount(v[8:]); err != nil {
+		return revRange{}, fmt.Errorf("index value: %w", err)
+	}
+	if r.firstPos == 0 || r.count-1 > math.MaxUint64-r.firstPos || r.count-1 > math.MaxUint64-r.firstRev {
+		return revRange{}, fmt.Errorf("%w: index value: %d events at position %d, revision %d", ErrCorrupt, r.count, r.firstPos, firstRev)
+	}
+	return r, nil
+}
+
+// decodeIndexEntry decodes a stream index key and its value.
+func decodeIndexEntry(k, v []byte) (sid uint64, r revRange, err error) {
+	sid, rev, err := decodeIndexKey(k)
+	if err != nil {
+		return 0, revRange{}, err
+	}
+	r, err = decodeIndexValue(rev, v)
+	return sid, r, err
+}
+
+// decodeCount decodes a count of events: a uvarint of at least 1 that
+// takes all of b, in its shortest form (one encoding per count).
+func decodeCount(b []byte) (uint64, error) {
+	x, n := binary.Uvarint(b)
+	if n <= 0 || n != len(b) || (n > 1 && b[n-1] == 0) || x == 0 {
+		return 0, fmt.Errorf("%w: count %x", ErrCorrupt, b)
+	}
+	return x, nil
+}
+
+// decodeU64 decodes an 8-byte big-endian value (name values).
 func decodeU64(v []byte) (uint64, error) {
 	if len(v) != 8 {
 		return 0, fmt.Errorf("%w: want 8 bytes, have %d", ErrCorrupt, len(v))

@@ -2,6 +2,7 @@ package log
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -181,12 +182,14 @@ func (l *Log) recover() error {
 			return fmt.Errorf("%w: events but no format key", ErrCorrupt)
 		}
 		b := l.db.NewBatch()
-		_ = b.Set(metaFormatKey, []byte{byte(formatVersion >> 24), byte(formatVersion >> 16), byte(formatVersion >> 8), byte(formatVersion)}, nil)
+		_ = b.Set(metaFormatKey, binary.BigEndian.AppendUint32(nil, formatVersion), nil)
 		if err := b.Commit(pebble.Sync); err != nil {
 			return fmt.Errorf("write format: %w", err)
 		}
-	case len(v) != 4 || uint32(v[0])<<24|uint32(v[1])<<16|uint32(v[2])<<8|uint32(v[3]) != formatVersion:
-		return fmt.Errorf("log: store format %x, this esd reads %d", v, formatVersion)
+	case len(v) != 4:
+		return fmt.Errorf("%w: format key of %d bytes", ErrCorrupt, len(v))
+	case binary.BigEndian.Uint32(v) != formatVersion:
+		return &FormatError{Found: binary.BigEndian.Uint32(v)}
 	}
 
 	last, err := l.lastKey(kEvent)

@@ -2,14 +2,18 @@ package log
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) {
@@ -79,6 +83,15 @@ func readAll(t *testing.T, l *Log, q AllQuery) []*RecordedEvent {
 	var out []*RecordedEvent
 	if err := l.ReadAll(context.Background(), q, func(e *RecordedEvent) error { out = append(out, e); return nil }, nil); err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// describeViews describes each event as stream@revision:position.
+func describeViews(evs []*RecordedEvent) []string {
+	var out []string
+	for _, e := range evs {
+		out = append(out, fmt.Sprintf("%s@%d:%d", e.Stream, e.Revision, e.Position))
 	}
 	return out
 }
@@ -406,5 +419,66 @@ func TestOpenTwiceFails(t *testing.T) {
 	if l2, err := Open(dir, Options{}); err == nil {
 		l2.Close()
 		t.Fatal("second open of one directory succeeded")
+	}
+}
+
+// TestOpenRefusesOtherFormats: Open refuses a store whose format key is
+// not this code's format (2: one index key per event) with an error that
+// names both formats and says there is no migration, and leaves the store
+// as it was (and unlocked): with its format key restored it opens.
+func TestOpenRefusesOtherFormats(t *testing.T) {
+	tests := []struct {
+		name    string
+		stored  []byte
+		format  uint32 // the *FormatError's; 0: ErrCorrupt
+		message []string
+	}{
+		{"format 2", []byte{0, 0, 0, 2}, 2, []string{"format 2", fmt.Sprintf("only format %d", formatVersion), "no migration", "new, empty data directory"}},
+		{"a later format", binary.BigEndian.AppendUint32(nil, formatVersion+1), formatVersion + 1, []string{"no migration"}},
+		{"a format key of 2 bytes", []byte{0, 3}, 0, []string{"format key of 2 bytes"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			l := openTest(t, fs)
+			appendTo(t, l, "a-1", testEvent(0))
+			if err := l.db.Set(metaFormatKey, tc.stored, pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			l2, err := Open("db", Options{FS: fs})
+			if err == nil {
+				l2.Close()
+				t.Fatal("Open succeeded")
+			}
+			var fe *FormatError
+			switch {
+			case tc.format == 0 && !errors.Is(err, ErrCorrupt):
+				t.Fatalf("Open: %v, want ErrCorrupt", err)
+			case tc.format != 0 && (!errors.As(err, &fe) || fe.Found != tc.format):
+				t.Fatalf("Open: %v, want a *FormatError of format %d", err, tc.format)
+			}
+			for _, m := range tc.message {
+				if !strings.Contains(err.Error(), m) {
+					t.Errorf("Open: %q does not say %q", err, m)
+				}
+			}
+
+			// Nothing changed and nothing stays locked: restored, it opens.
+			db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: pebbleLogger{zap.NewNop().Sugar()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := errors.Join(db.Set(metaFormatKey, binary.BigEndian.AppendUint32(nil, formatVersion), pebble.Sync), db.Close()); err != nil {
+				t.Fatal(err)
+			}
+			l = openTest(t, fs)
+			defer l.Close()
+			if evs, err := readStream(t, l, StreamQuery{Stream: "a-1"}); err != nil || len(evs) != 1 {
+				t.Fatalf("after restoring the format: %v, %v", evs, err)
+			}
+		})
 	}
 }

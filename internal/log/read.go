@@ -3,6 +3,7 @@ package log
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -186,89 +187,179 @@ func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, 
 	if q.To > 0 {
 		hi = min(hi, q.To)
 	}
-	first, last := s.TruncateBefore, s.Head
-	var lo, up uint64 // revisions [lo, up] to read
-	if q.Backward {
-		lo, up = first, last
-		if q.FromSet {
-			if q.From < first {
+	lo, up := s.TruncateBefore, s.Head // revisions [lo, up] to read
+	if q.FromSet {
+		if q.Backward {
+			if q.From < lo {
 				return nil
 			}
-			up = min(q.From, last)
-		}
-	} else {
-		lo, up = first, last
-		if q.FromSet {
-			if q.From > last {
+			up = min(q.From, up)
+		} else {
+			if q.From > up {
 				return nil
 			}
-			lo = max(q.From, first)
+			lo = max(q.From, lo)
 		}
 	}
+	// The entry holding lo may start before it: the lower bound is the
+	// stream's first entry.
 	idx, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
-		LowerBound: appendIndexKey(nil, s.ID, lo),
+		LowerBound: appendIndexKey(nil, s.ID, 0),
 		UpperBound: appendIndexKey(nil, s.ID, up+1), // up < MaxUint64: revisions come from counts
 	})
 	if err != nil {
 		return err
 	}
-	evs, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
+	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
 		LowerBound: []byte{kEvent},
 		UpperBound: appendEventKey(nil, hi+1),
 	})
 	if err != nil {
 		return errors.Join(err, idx.Close())
 	}
-	err = l.scanIndex(ctx, idx, evs, s, q, hi, emit)
-	return errors.Join(err, idx.Close(), evs.Close())
+	err = l.scanIndex(ctx, idx, &eventCursor{it: it}, s, q, lo, up, hi, emit)
+	return errors.Join(err, idx.Close(), it.Close())
 }
 
-func (l *Log) scanIndex(ctx context.Context, idx, evs *pebble.Iterator, s *StreamState, q StreamQuery, hi uint64, emit func(*EventView) error) error {
+// scanIndex emits the revisions lo..up of s (up..lo backward) at
+// positions up to hi, at most q.Max of them. Each index entry is a range
+// of revisions at contiguous positions: the first one read is the entry
+// starting at or before the first revision wanted, and the events of an
+// entry are read with one seek of evs and then steps.
+func (l *Log) scanIndex(ctx context.Context, idx *pebble.Iterator, evs *eventCursor, s *StreamState, q StreamQuery, lo, up, hi uint64, emit func(*EventView) error) error {
 	var (
 		n   uint64
 		ev  = EventView{Stream: s.Name}
-		key [9]byte
+		key [17]byte
 	)
-	valid := idx.First()
+	want := lo // the next revision to read
 	if q.Backward {
-		valid = idx.Last()
+		want = up
 	}
-	for ; valid; valid = step(idx, q.Backward) {
-		if n&255 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		pos, err := decodeU64(idx.Value())
+	valid := idx.SeekLT(appendIndexKey(key[:0], s.ID, want+1)) // want < MaxUint64, as up
+	for top := true; valid; valid, top = step(idx, q.Backward), false {
+		_, r, err := decodeIndexEntry(idx.Key(), idx.Value())
 		if err != nil {
-			return err
+			return fmt.Errorf("stream %q: %w", s.Name, err)
 		}
-		if pos > hi { // applied, not yet durable: the read ends at hi
-			if q.Backward {
-				continue
+		if r.lastRev() < want && top {
+			// The revisions from want on are not stored: s is a state its
+			// writer predicts (ReadPublished), ahead of the commits
+			// applied. They would be past hi.
+			if !q.Backward {
+				continue // the next entry, if any, is a hole
 			}
-			break
-		}
-		ek := appendEventKey(key[:0], pos)
-		if !evs.SeekGE(ek) || !bytes.Equal(evs.Key(), ek) {
-			return fmt.Errorf("%w: stream %q index points at missing position %d", ErrCorrupt, s.Name, pos)
-		}
-		if err := decodeRecord(evs.Value(), &ev.v); err != nil {
-			return fmt.Errorf("position %d: %w", pos, err)
-		}
-		ev.Position = pos
-		if err := emit(&ev); err != nil {
-			if errors.Is(err, ErrStop) {
+			if want = r.lastRev(); want < lo {
 				return nil
 			}
-			return err
 		}
-		n++
-		if q.Max > 0 && n >= q.Max {
-			return nil
+		if r.firstRev > want || r.lastRev() < want { // revisions are contiguous: a hole
+			return fmt.Errorf("%w: stream %q index has no revision %d", ErrCorrupt, s.Name, want)
+		}
+		// The revisions of r to read, in reading order: from want to end.
+		end, dir := min(r.lastRev(), up), uint64(1)
+		if q.Backward {
+			end, dir = max(r.firstRev, lo), ^uint64(0) // dir -1
+			if r.firstPos > hi {
+				want = r.firstRev - 1 // applied, not yet durable: none of r is read
+				if r.firstRev <= lo {
+					return nil
+				}
+				continue
+			}
+			if r.pos(want) > hi { // the top of r is not durable yet
+				if want = r.firstRev + (hi - r.firstPos); want < lo {
+					return nil
+				}
+			}
+		}
+		for rev := want; ; rev += dir {
+			pos := r.pos(rev)
+			if pos > hi { // forward: applied, not yet durable; the read ends at hi
+				return nil
+			}
+			if n&255 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			rec, err := evs.read(pos)
+			if err != nil {
+				return fmt.Errorf("stream %q revision %d: %w", s.Name, rev, err)
+			}
+			if err := decodeRecord(rec, &ev.v); err != nil {
+				return fmt.Errorf("position %d: %w", pos, err)
+			}
+			if ev.v.sid != s.ID || ev.v.rev != rev {
+				return fmt.Errorf("%w: stream %q revision %d: position %d holds stream %d revision %d", ErrCorrupt, s.Name, rev, pos, ev.v.sid, ev.v.rev)
+			}
+			ev.Position = pos
+			if err := emit(&ev); err != nil {
+				if errors.Is(err, ErrStop) {
+					return nil
+				}
+				return err
+			}
+			n++
+			if q.Max > 0 && n >= q.Max {
+				return nil
+			}
+			if rev == end {
+				break
+			}
+		}
+		if q.Backward {
+			if end == lo {
+				return nil
+			}
+			want = end - 1
+		} else {
+			if end == up {
+				return nil
+			}
+			want = end + 1
 		}
 	}
-	return idx.Error()
+	if err := idx.Error(); err != nil {
+		return err
+	}
+	if !q.Backward {
+		return nil // the revisions from want on are not stored yet (see top)
+	}
+	return fmt.Errorf("%w: stream %q index has no revision %d", ErrCorrupt, s.Name, want)
+}
+
+// eventCursor reads events by position through one iterator: a step when
+// the position is next to the last one read, else a seek.
+type eventCursor struct {
+	it  *pebble.Iterator
+	at  uint64 // the position it is at; 0: not at an event
+	key [9]byte
+}
+
+// read returns the record at pos, valid until the next read.
+func (c *eventCursor) read(pos uint64) ([]byte, error) {
+	var ok bool
+	switch {
+	case c.at != 0 && pos == c.at+1:
+		ok = c.it.Next()
+	case c.at != 0 && pos == c.at-1:
+		ok = c.it.Prev()
+	default:
+		ok = c.it.SeekGE(appendEventKey(c.key[:0], pos))
+	}
+	c.at = 0
+	if !ok {
+		if err := c.it.Error(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: no event at position %d", ErrCorrupt, pos)
+	}
+	if k := c.it.Key(); len(k) != 9 || k[0] != kEvent || binary.BigEndian.Uint64(k[1:]) != pos {
+		return nil, fmt.Errorf("%w: no event at position %d (found key %x)", ErrCorrupt, pos, k)
+	}
+	c.at = pos
+	return c.it.Value(), nil
 }
 
 func step(it *pebble.Iterator, backward bool) bool {
