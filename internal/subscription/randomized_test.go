@@ -20,8 +20,10 @@ var hubSeed = flag.Uint64("hub.seed", 0, "seed of TestHubExactlyOnceRandomized's
 // the log happen all the time: writers append (some commits span two
 // streams atomically) and delete other streams while subscribers start at
 // random moments, for random targets and starts, and some read slowly.
-// Each must get every event of its target exactly once, in order, with
-// one caught_up, compared with the log read after the writers stopped.
+// Some appends are large (one category-index entry for all their events)
+// with types in runs. Each must get every event of its target exactly
+// once, in order, with one caught_up, compared with the log read after
+// the writers stopped.
 // The seed is in the subtest's name; -hub.seed=N replays it.
 func TestHubExactlyOnceRandomized(t *testing.T) {
 	runs, ops := 24, 60
@@ -98,8 +100,17 @@ func hubRandomRun(t *testing.T, seed uint64, ops int) {
 					if wrng.IntN(3) == 0 {
 						typ = "Big"
 					}
+					evs := newEvents(1+wrng.IntN(5), typ)
+					if wrng.IntN(4) == 0 { // one category-index entry for all of them, and runs of two types
+						evs = newEvents(8+wrng.IntN(40), typ)
+						for i := range evs {
+							if i/5%2 == 1 { // runs of 5: typ, BigRun, typ, ...
+								evs[i].Type = "BigRun"
+							}
+						}
+					}
 					var wr *eslog.Write
-					if wr, err = newWrite(l, streams[wrng.IntN(len(streams))], newEvents(1+wrng.IntN(5), typ), eslog.DeleteNone); err == nil {
+					if wr, err = newWrite(l, streams[wrng.IntN(len(streams))], evs, eslog.DeleteNone); err == nil {
 						err = commitWrites(l, false, wr)
 					}
 				case k < 8: // two streams atomically
