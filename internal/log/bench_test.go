@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"sync"
@@ -343,4 +344,98 @@ func BenchmarkLookupIDs(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ids)), "ns/id")
 		})
 	}
+}
+
+// BenchmarkCategoryAppendSizes reads a category of appends of size
+// events each, 10% of a log of ESD_BENCH_EVENTS (default 200k) events
+// (each commit: an append of 9*size noise events and one of the
+// category), flushed and compacted: through copies of its records (what
+// appends below categoryRangeMin write) and through one range entry per
+// append, read from $all (what larger ones write). Compare the two
+// modes' ns/event for each size.
+func BenchmarkCategoryAppendSizes(b *testing.B) {
+	n := 200_000
+	if v, err := strconv.Atoi(os.Getenv("ESD_BENCH_EVENTS")); err == nil && v > 0 {
+		n = v
+	}
+	for _, size := range []int{1, 4, 8, 16, 32, 100} {
+		for _, mode := range []struct {
+			name     string
+			rangeMin int
+		}{{"copies", math.MaxInt}, {"ranges", 1}} {
+			b.Run(fmt.Sprintf("size=%d/%s", size, mode.name), func(b *testing.B) {
+				old := categoryRangeMin
+				categoryRangeMin = mode.rangeMin
+				defer func() { categoryRangeMin = old }()
+				l := appendSizesLog(b, n, size)
+				defer l.Close()
+				categoryRangeMin = old
+				want := n / 10 / size * size
+				for b.Loop() {
+					got := 0
+					err := l.ReadAllViews(context.Background(), AllQuery{Categories: []string{"target"}},
+						func(*EventView) error { got++; return nil }, nil)
+					if err != nil || got != want {
+						b.Fatalf("read %d of %d: %v", got, want, err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*want), "ns/event")
+			})
+		}
+	}
+}
+
+// appendSizesLog makes the log of BenchmarkCategoryAppendSizes.
+func appendSizesLog(b *testing.B, n, size int) *Log {
+	b.Helper()
+	l, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, benchPayload)
+	states := map[string]StreamState{}
+	id := uint64(0)
+	events := func(k int) []Event {
+		evs := make([]Event, k)
+		for i := range evs {
+			id++
+			binary.BigEndian.PutUint64(evs[i].ID[:], id)
+			evs[i].Type, evs[i].Data = "Filled", data
+		}
+		return evs
+	}
+	var tk *Ticket
+	for c := 0; (c+1)*10*size <= n; c++ {
+		var ws []*Write
+		for _, s := range []struct {
+			name string
+			k    int
+		}{{fmt.Sprintf("noise-%d", c%97), 9 * size}, {fmt.Sprintf("target-%d", c%13), size}} {
+			st, ok := states[s.name]
+			w := &Write{State: st, New: !ok, Events: events(s.k)}
+			if !ok {
+				w.State = StreamState{ID: l.NewStreamID(), Name: s.name}
+			}
+			ws = append(ws, w)
+		}
+		if tk, err = l.Commit(ws, false); err != nil {
+			b.Fatal(err)
+		}
+		for _, w := range ws {
+			if w.Err != nil {
+				b.Fatal(w.Err)
+			}
+			states[w.State.Name] = w.After
+		}
+	}
+	if err := tk.Wait(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	if err := l.db.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := l.db.Compact(context.Background(), []byte{0}, []byte{0xff}, false); err != nil {
+		b.Fatal(err)
+	}
+	return l
 }
