@@ -16,7 +16,7 @@
 //	0x04 sid                   -> stream state            head, deletion, times, name
 //	0x05 event id              -> sid rev pos first last  durable id index (idempotency)
 //	0x06 sid                   -> (empty)                 streams with deleted events
-//	0x07 category 0x00 pos     -> event record | 'r' count  category index: copies, or one range per large append
+//	0x07 category 0x00 pos     -> record, or 'r' count    category index: copies, or one entry per large append
 //	0x08 type 0x00 pos         -> count                   event type index, one entry per run of a type
 //	0x09 namespace-prefix key  -> value                   aux: other packages' state
 //
