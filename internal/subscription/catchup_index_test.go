@@ -41,18 +41,19 @@ func TestCatchUpThroughIndexes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if i == 4 { // one atomic commit of a small and a large append
+		ws := []*eslog.Write{w}
+		if i == 4 { // one atomic commit of a large append and this one
 			w2, err := newWrite(l, "acc-4", runs(12, 5), eslog.DeleteNone)
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = commitWrites(l, true, w2, w)
-			bounds = append(bounds, w2.FirstPosition, w2.FirstPosition+6)
-		} else {
-			err = commitWrites(l, false, w)
+			ws = []*eslog.Write{w2, w}
 		}
-		if err != nil {
+		if err := commitWrites(l, len(ws) > 1, ws...); err != nil {
 			t.Fatal(err)
+		}
+		if i == 4 {
+			bounds = append(bounds, ws[0].FirstPosition, ws[0].FirstPosition+6)
 		}
 		bounds = append(bounds, w.FirstPosition-1, w.FirstPosition, w.FirstPosition+uint64(op.n)/2, w.LastPosition-1, w.LastPosition)
 	}
