@@ -210,11 +210,13 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 		sysNw: l.sysNew,
 		st:    l.st,
 	}
-	clear(l.idSeen)
-	size, reads := 0, false
+	size, reads, checked := 0, false, 0
 	for _, r := range reqs {
 		for _, w := range r.writes {
 			size += len(w.recs) + 64*len(w.Events) + 256
+			if w.CheckIDs {
+				checked += len(w.Events)
+			}
 		}
 		if r.aux != nil {
 			reads = reads || len(r.aux.conds) > 0
@@ -226,6 +228,7 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 	} else {
 		c.b = l.db.NewBatchWithSize(size)
 	}
+	c.seen = newIDSet(checked)
 	writes, auxes := 0, 0
 	for _, r := range reqs {
 		n := 0
@@ -294,7 +297,7 @@ func (l *Log) applyEach(c *commitState, writes []*Write) int {
 			continue
 		}
 		if w.CheckIDs {
-			if err := l.checkIDs(w); err != nil {
+			if err := l.checkIDs(c, w); err != nil {
 				w.Err = err
 				failedStreams = append(failedStreams, w.State.ID)
 				continue
@@ -309,18 +312,15 @@ func (l *Log) applyEach(c *commitState, writes []*Write) int {
 // applyAtomic applies all of writes or, if one is refused, none: every
 // check comes before the first write goes into the batch.
 func (l *Log) applyAtomic(c *commitState, writes []*Write) int {
-	for i, w := range writes {
+	mark := len(c.seen.ids)
+	for _, w := range writes {
 		w.Err = nil
 		if !w.CheckIDs {
 			continue
 		}
-		if err := l.checkIDs(w); err != nil {
+		if err := l.checkIDs(c, w); err != nil {
 			w.Err = err
-			for _, ok := range writes[:i] { // their ids are not written after all
-				for j := range ok.Events {
-					delete(l.idSeen, ok.Events[j].ID)
-				}
-			}
+			c.seen.truncate(mark) // the ids of the writes checked before are not written after all
 			for _, other := range writes {
 				if other.Err == nil {
 					other.Err = ErrAborted
@@ -336,18 +336,18 @@ func (l *Log) applyAtomic(c *commitState, writes []*Write) int {
 }
 
 // checkIDs fails w if one of its ids is stored already, or is written by
-// an earlier write of this commit. The writer looked the ids up at
-// w.LookupEpoch: the commits since are in l.recent, so Pebble is read only
-// when they are not all there any more. Called with commitMu held.
-func (l *Log) checkIDs(w *Write) error {
+// an earlier write of this commit (c.seen). The writer looked the ids up
+// at w.LookupEpoch: the commits since are in l.recent, so Pebble is read
+// only when they are not all there any more. Called with commitMu held.
+func (l *Log) checkIDs(c *commitState, w *Write) error {
 	inMemory := l.recent.covers(w.LookupEpoch, l.epoch.Load())
 	for i := range w.Events {
 		id := w.Events[i].ID
-		if _, dup := l.idSeen[id]; dup {
+		if c.seen.has(id) {
 			return &IDConflictError{Stream: w.State.Name, ID: id}
 		}
 		if inMemory {
-			if e, ok := l.recent.m[id]; ok && e > w.LookupEpoch {
+			if l.recent.has(w.LookupEpoch, id) {
 				return &IDConflictError{Stream: w.State.Name, ID: id}
 			}
 			continue
@@ -362,7 +362,7 @@ func (l *Log) checkIDs(w *Write) error {
 		}
 	}
 	for i := range w.Events {
-		l.idSeen[w.Events[i].ID] = struct{}{}
+		c.seen.add(w.Events[i].ID)
 	}
 	return nil
 }
@@ -372,10 +372,9 @@ func (l *Log) checkIDs(w *Write) error {
 // Write.LookupEpoch: every commit up to it is visible to that lookup.
 func (l *Log) IDEpoch() uint64 { return l.epoch.Load() }
 
-// recentIDs remembers the event ids of the last commits (id -> the epoch
-// that wrote it), bounded by count; guarded by commitMu.
+// recentIDs remembers the event ids of the last commits, a set per
+// commit, bounded by count; guarded by commitMu.
 type recentIDs struct {
-	m       map[[16]byte]uint64
 	commits []recentCommit // oldest first; one per epoch, contiguous
 	ids     int
 	limit   int
@@ -383,34 +382,43 @@ type recentIDs struct {
 
 type recentCommit struct {
 	epoch uint64
-	ids   [][16]byte
+	ids   idSet
 }
 
+// maxRecentScan bounds the commits an id is checked against in memory; a
+// write looked up longer ago is checked in Pebble.
+const maxRecentScan = 64
+
 // covers reports whether every commit after epoch since, up to epoch now,
-// is remembered.
+// is remembered (and they are few enough to check).
 func (r *recentIDs) covers(since, now uint64) bool {
 	if since >= now {
 		return true
 	}
-	return len(r.commits) > 0 && r.commits[0].epoch <= since+1
+	return now-since <= maxRecentScan && len(r.commits) > 0 && r.commits[0].epoch <= since+1
+}
+
+// has reports whether a commit after epoch since wrote id.
+func (r *recentIDs) has(since uint64, id [16]byte) bool {
+	for i := len(r.commits) - 1; i >= 0 && r.commits[i].epoch > since; i-- {
+		if r.commits[i].ids.has(id) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *recentIDs) add(epoch uint64, ids [][16]byte) {
+	set := newIDSet(len(ids))
 	for _, id := range ids {
-		r.m[id] = epoch
+		set.add(id)
 	}
-	r.commits = append(r.commits, recentCommit{epoch: epoch, ids: ids})
+	r.commits = append(r.commits, recentCommit{epoch: epoch, ids: set})
 	r.ids += len(ids)
 	for r.ids > r.limit || len(r.commits) > 4096 {
-		old := r.commits[0]
+		r.ids -= len(r.commits[0].ids.ids)
 		r.commits[0] = recentCommit{}
 		r.commits = r.commits[1:]
-		r.ids -= len(old.ids)
-		for _, id := range old.ids {
-			if r.m[id] == old.epoch {
-				delete(r.m, id)
-			}
-		}
 	}
 }
 
@@ -436,6 +444,7 @@ type commitState struct {
 	st        stats
 	deletions map[uint64]deletion
 	ids       [][16]byte       // every id written, for l.recent
+	seen      idSet            // the client ids checked so far (checkIDs)
 	committed []Committed      // every event written, for the publish hook
 	created   map[uint64]int64 // stream id -> creation time, for streams this commit creates
 	events    int

@@ -89,9 +89,8 @@ type Log struct {
 	sysNew   bool // sys has no name key yet
 	st       stats
 	scratch  []byte
-	idSeen   map[[16]byte]struct{} // ids of the commit being built
-	recent   recentIDs             // ids of the last commits
-	epoch    atomic.Uint64         // applied commits of stream writes; written under commitMu
+	recent   recentIDs     // ids of the last commits
+	epoch    atomic.Uint64 // applied commits of stream writes; written under commitMu
 
 	syncq     chan *Ticket           // applied batches, in position order
 	newest    atomic.Pointer[Ticket] // the last batch applied
@@ -150,8 +149,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		lock:     lock,
 		lg:       lg,
 		pubCh:    make(chan struct{}),
-		idSeen:   make(map[[16]byte]struct{}),
-		recent:   recentIDs{m: make(map[[16]byte]uint64), limit: recentIDsLimit},
+		recent:   recentIDs{limit: recentIDsLimit},
 		syncq:    make(chan *Ticket, 4096),
 		syncDone: make(chan struct{}),
 	}
