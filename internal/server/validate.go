@@ -11,6 +11,7 @@ import (
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/subscription"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"golang.org/x/text/unicode/norm"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
 
@@ -80,6 +81,48 @@ func (v *validator) streamName(field, name string, write bool) {
 	}
 }
 
+// newName refuses, in a name an append writes (a stream name or an event
+// type; what names it in the messages), what would let it pass for
+// another name: a form other than Unicode NFC (so that "é" is one name,
+// not two), whitespace at either end or other than the plain space, and
+// invisible characters (format characters such as the zero-width space,
+// default-ignorable code points such as the Hangul fillers, variation
+// selectors, noncharacters). A reader filtering $all by a name, or a
+// person reading a listing, then sees every name as it is. Reads accept
+// any name stored before these checks.
+func (v *validator) newName(field, what, name string) {
+	if name == "" || !printableUTF8(name) {
+		return // reported by streamName or typeName
+	}
+	if !norm.NFC.IsNormalString(name) {
+		v.bad(reasonInvalidArgument, field, "%s must be in Unicode normalization form C (NFC)", what)
+		return
+	}
+	first, _ := utf8.DecodeRuneInString(name)
+	last, _ := utf8.DecodeLastRuneInString(name)
+	if unicode.IsSpace(first) || unicode.IsSpace(last) {
+		v.bad(reasonInvalidArgument, field, "%s must not start or end with whitespace", what)
+		return
+	}
+	for _, r := range name {
+		switch {
+		case unicode.IsSpace(r) && r != ' ':
+			v.bad(reasonInvalidArgument, field, "%s must not hold the whitespace character %U (only the plain space)", what, r)
+			return
+		case invisible(r):
+			v.bad(reasonInvalidArgument, field, "%s must not hold the invisible character %U", what, r)
+			return
+		}
+	}
+}
+
+// invisible reports whether r shows nothing, or nothing of its own.
+func invisible(r rune) bool {
+	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) ||
+		unicode.Is(unicode.Variation_Selector, r) || unicode.Is(unicode.Noncharacter_Code_Point, r) ||
+		unicode.Is(unicode.Co, r)
+}
+
 // typeName checks an event's or a snapshot's type; what names it in the
 // messages ("event type", "type").
 func (v *validator) typeName(field, what, t string) {
@@ -126,6 +169,7 @@ func expectation(x any) eslog.Expectation {
 func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[16]byte]string, total *int) engine.AppendOp {
 	v.cur = req.GetStream()
 	v.streamName(prefix+"stream", req.GetStream(), true)
+	v.newName(prefix+"stream", "stream name", req.GetStream())
 	op := engine.AppendOp{Stream: req.GetStream(), Expect: expectation(req.GetExpectedRevision())}
 	if req != nil && req.ConflictDeltaEvents != nil { // req is nil for an AppendStream request without its append
 		op.DeltaEvents = -1 // 0: none
@@ -154,6 +198,10 @@ func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[1
 			ev.ID = eslog.NewEventID()
 		}
 		v.typeName(f+"type", "event type", pe.GetType())
+		v.newName(f+"type", "event type", pe.GetType())
+		if strings.HasPrefix(pe.GetType(), "$") {
+			v.bad(reasonInvalidArgument, f+"type", "event types starting with $ are reserved for the server's own events")
+		}
 		if n := len(pe.GetData()); n > v.lim.MaxEventBytes {
 			v.bad(reasonEventTooLarge, f+"data", "event data of %d bytes, at most %d", n, v.lim.MaxEventBytes)
 		}

@@ -336,3 +336,39 @@ func TestInvalidStreamKeepsDetails(t *testing.T) {
 		t.Fatalf("BadRequest %v, want stream", br)
 	}
 }
+
+// TestNoForgedDeletions: a read model that follows the server's deletions
+// by filtering $all on the "$stream-" types sees real deletions only: a
+// client can neither append events of those types (plainly or behind an
+// invisible character) nor write to a stream that passes for "$deleted".
+func TestNoForgedDeletions(t *testing.T) {
+	ts := newTestServer(t)
+	ts.fill(t, "victim-1", 2, "Placed")
+	for _, tc := range []struct {
+		stream, typ string
+	}{
+		{"victim-1", "$stream-deleted"},
+		{"victim-1", "$stream-tombstoned"},
+		{"victim-1", "\u200b$stream-deleted"},
+		{" $deleted", "Deleted"},
+		{"\u200b$deleted", "Deleted"},
+		{"\ufeff$deleted", "Deleted"},
+	} {
+		_, err := ts.streams.Append(testCtx(t), appendReq(tc.stream, xAny, event(tc.typ, `{"stream":"victim-1"}`)))
+		wantError(t, err, codes.InvalidArgument, reasonInvalidArgument, tc.stream)
+	}
+	ts.mustDelete(t, "victim-1", false)
+	msgs, err := ts.readAllMsgs(t, &esdv1.ReadAllRequest{Filter: &esdv1.Filter{EventTypePrefixes: []string{"$stream-"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range msgs {
+		for _, e := range m.GetEvents() {
+			got = append(got, e.GetStream()+" "+e.GetType())
+		}
+	}
+	if want := []string{"$deleted $stream-deleted"}; !cmp.Equal(got, want) {
+		t.Fatalf("deletions in $all: %q, want %q", got, want)
+	}
+}

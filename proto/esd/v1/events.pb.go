@@ -88,7 +88,10 @@ type ProposedEvent struct {
 	// ids are already stored on the stream, in the same order, stores nothing
 	// and returns the original result.
 	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
-	// What happened, e.g. "ProductRenamed". Required.
+	// What happened, e.g. "ProductRenamed". Required; under the rules of an
+	// appended stream name (NFC, no whitespace at the ends or other than the
+	// space, no invisible characters); no leading "$": that namespace is the
+	// server's ("$stream-deleted", "$stream-tombstoned").
 	Type string `protobuf:"bytes,2,opt,name=type" json:"type,omitempty"`
 	// The event's payload, opaque to the server.
 	Data []byte `protobuf:"bytes,3,opt,name=data" json:"data,omitempty"`

@@ -28,7 +28,11 @@ const (
 type AppendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream name: 1 to 512 bytes of UTF-8, no control characters, no
-	// leading "$".
+	// leading "$"; in Unicode NFC, without whitespace at either end or other
+	// than the plain space, without invisible characters (format characters
+	// such as U+200B, default-ignorable code points, variation selectors,
+	// private-use characters, noncharacters), so that no name passes for
+	// another.
 	Stream string `protobuf:"bytes,1,opt,name=stream" json:"stream,omitempty"`
 	// The revision the stream must be at; unset means any.
 	//
