@@ -33,6 +33,7 @@ type config struct {
 	CacheBytes     int64
 	SubBufferBytes int
 	GracePeriod    time.Duration
+	Pprof          bool
 	// Snapshots: retention per stream and the default policy.
 	SnapshotRetention       int
 	SnapshotEvery           uint64
@@ -49,7 +50,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the store (one esd per directory)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7400", "gRPC listen address")
-	fs.StringVar(&c.HTTPListen, "http-listen", "127.0.0.1:7401", "HTTP listen address for /metrics, /healthz, /readyz")
+	fs.StringVar(&c.HTTPListen, "http-listen", "127.0.0.1:7401", "HTTP listen address for /metrics, /healthz, /readyz (and /debug/pprof/ with --pprof)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "console", "console (for people) or json (for machines)")
 	fs.IntVar(&c.MaxEventBytes, "max-event-bytes", 1<<20, "largest event data accepted, in bytes")
@@ -59,6 +60,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.SubBufferBytes, "subscription-buffer-bytes", 32<<20,
 		"recent events held in memory for live subscribers, in bytes (one buffer shared by all; a subscriber behind it reads the store)")
 	fs.DurationVar(&c.GracePeriod, "grace-period", 10*time.Second, "how long shutdown waits for requests in flight")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address")
 	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", 2, "snapshots kept per stream (the newest); a save prunes older ones")
 	fs.Uint64Var(&c.SnapshotEvery, "snapshot-every", 0,
 		"default snapshot policy: advise a snapshot every N events since the latest (0 = off; categories may have their own)")

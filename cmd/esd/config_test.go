@@ -23,8 +23,14 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{name: "defaults", check: func(c config) bool {
 			return c.DataDir == "./data" && c.Listen == "127.0.0.1:7400" && c.CacheBytes == 256<<20 &&
-				c.SubBufferBytes == 32<<20 && c.GracePeriod == 10*time.Second && c.Shards >= 1
+				c.SubBufferBytes == 32<<20 && c.GracePeriod == 10*time.Second && c.Shards >= 1 && !c.Pprof
 		}},
+		{name: "pprof flag", args: []string{"--pprof"}, check: func(c config) bool { return c.Pprof }},
+		{name: "pprof environment", env: env("ESD_PPROF", "true"), check: func(c config) bool { return c.Pprof }},
+		{name: "pprof environment 1", env: env("ESD_PPROF", "1"), check: func(c config) bool { return c.Pprof }},
+		{name: "pprof flag wins over environment", args: []string{"--pprof=false"}, env: env("ESD_PPROF", "true"),
+			check: func(c config) bool { return !c.Pprof }},
+		{name: "bad pprof environment", env: env("ESD_PPROF", "yes"), wantErr: `ESD_PPROF="yes"`},
 		{name: "flags", args: []string{"--data-dir", "/d", "--shards", "3", "--subscription-buffer-bytes", "1048576"},
 			check: func(c config) bool { return c.DataDir == "/d" && c.Shards == 3 && c.SubBufferBytes == 1<<20 }},
 		{name: "environment", env: env("ESD_DATA_DIR", "/e", "ESD_SUBSCRIPTION_BUFFER_BYTES", "2097152"),

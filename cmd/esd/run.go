@@ -72,6 +72,7 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		Version:     version,
 		Commit:      commit,
 		GracePeriod: cfg.GracePeriod,
+		Pprof:       cfg.Pprof,
 	}, lg.Named("server"), reg)
 	if err != nil {
 		return errors.Join(fmt.Errorf("start server: %w", err), eng.Close())

@@ -17,7 +17,8 @@
 //     hub count their own).
 //   - server.go: the gRPC server (health, reflection, keepalive, metrics,
 //     panic recovery) and its ordered shutdown; the HTTP handler for
-//     /metrics, /healthz, /readyz and /debug/pprof.
+//     /metrics, /healthz, /readyz and, when Config.Pprof is set (esd's
+//     --pprof), /debug/pprof/.
 //
 // Goroutines: gRPC's own; per AppendStream call, a reader and a worker
 // per stream with appends queued, all ended before its handler returns

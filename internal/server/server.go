@@ -44,6 +44,9 @@ type Config struct {
 	// MaxConcurrentStreams bounds the RPCs in flight on one connection; 0
 	// means 256.
 	MaxConcurrentStreams uint32
+	// Pprof mounts Go's profiler at /debug/pprof/ on the HTTP handler;
+	// without it /debug/pprof/ answers 404.
+	Pprof bool
 	// UnaryInterceptors and StreamInterceptors, for embedding esd and for
 	// tests, run in order after esd's own (metrics, the drain gate, panic
 	// recovery): they see only the calls the drain gate let through, and
@@ -176,13 +179,18 @@ func (s *Server) shutdown() {
 func (s *Server) Ready() bool { return !s.draining.Load() && s.eng.Ready() }
 
 // HTTPHandler serves /metrics from g, /healthz (the process is alive),
-// /readyz (it takes requests and its storage works) and Go's profiler at
-// /debug/pprof/ (the HTTP address is loopback by default).
+// /readyz (it takes requests and its storage works) and, when
+// Config.Pprof is set, Go's profiler at /debug/pprof/ (off by default:
+// profiles and traces expose the process's memory and cost CPU).
 func (s *Server) HTTPHandler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if s.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
