@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"math"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,6 +102,30 @@ type Log struct {
 	syncDone  chan struct{}                     // closed when the syncer has stopped
 }
 
+// lockError explains why the lock on the data directory dir could not be
+// taken by the user uid: the lock file could not be created (the
+// directory is not writable by uid, a volume owned by another user, say;
+// or another file error) or another process holds the lock.
+func lockError(dir string, err error, uid int) error {
+	var pe *iofs.PathError
+	switch {
+	case isPermission(err):
+		return fmt.Errorf("data dir %s is not writable by this user (uid %d): %w", dir, uid, err)
+	case errors.As(err, &pe):
+		return fmt.Errorf("lock data dir %s: %w", dir, err)
+	}
+	return fmt.Errorf("lock data dir %s (is another esd using it?): %w", dir, err)
+}
+
+// isPermission reports whether err is a file operation refused for want
+// of permission. It asks for an *fs.PathError: a lock held by another
+// process comes back from fcntl as a bare EACCES or EAGAIN, which must
+// not pass for a permission error.
+func isPermission(err error) bool {
+	var pe *iofs.PathError
+	return errors.As(err, &pe) && errors.Is(pe.Err, iofs.ErrPermission)
+}
+
 // Open opens (or creates) the log in dir. It takes Pebble's lock on the
 // directory, so a second process gets an error instead of a shared store.
 func Open(dir string, opts Options) (*Log, error) {
@@ -112,11 +138,14 @@ func Open(dir string, opts Options) (*Log, error) {
 		fs = vfs.Default
 	}
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+		if isPermission(err) {
+			return nil, fmt.Errorf("create data dir %s: not permitted for this user (uid %d): %w", dir, os.Getuid(), err)
+		}
+		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
 	}
 	lock, err := pebble.LockDirectory(dir, fs)
 	if err != nil {
-		return nil, fmt.Errorf("lock data dir %s (is another esd using it?): %w", dir, err)
+		return nil, lockError(dir, err, os.Getuid())
 	}
 	cacheBytes := opts.CacheBytes
 	if cacheBytes == 0 {

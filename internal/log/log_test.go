@@ -416,9 +416,13 @@ func TestOpenTwiceFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if l2, err := Open(dir, Options{}); err == nil {
+	l2, err := Open(dir, Options{})
+	if err == nil {
 		l2.Close()
 		t.Fatal("second open of one directory succeeded")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "is another esd using it?") || strings.Contains(msg, "not writable") {
+		t.Fatalf("error %q, want the lock message", msg)
 	}
 }
 
