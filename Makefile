@@ -20,6 +20,8 @@ BENCHTIME ?= 1s
 DURATION ?= 10s
 REPEAT ?= 2
 DATA_DIR ?= ./data
+# The container engine of `make docker`: docker, or podman without it.
+CONTAINER ?= $(shell command -v docker || command -v podman)
 
 .DEFAULT_GOAL := help
 .PHONY: help build run test check unit e2e test-integration test-e2e test-load bench bench-compare fuzz lint fmt fmt-check vet \
@@ -93,8 +95,9 @@ proto-check: tools ## fail if the committed generated code is not what `make pro
 proto-breaking: tools ## fail on breaking changes against the main branch
 	buf breaking --against '.git#branch=main'
 
-docker: ## build the Docker image esd:$(VERSION)
-	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t esd:$(VERSION) .
+docker: ## build the container image esd:$(VERSION) (docker, or podman without it; CONTAINER=... to choose)
+	@if [ -z "$(CONTAINER)" ]; then echo "make docker: neither docker nor podman is installed (or set CONTAINER=/path/to/engine)" >&2; exit 1; fi
+	$(CONTAINER) build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t esd:$(VERSION) .
 
 clean: ## remove binaries and tools
 	rm -rf bin
