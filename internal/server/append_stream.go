@@ -197,7 +197,7 @@ func (c *appendCall) read() {
 		case err != nil: // io.EOF, or the call is over (gRPC has sent its status)
 		case lm.err != nil:
 			var v validator
-			v.bad(reasonInvalidArgument, "request", "undecodable AppendStreamRequest: %v", lm.err)
+			badDecode(&v, m, lm.err)
 			err = v.err()
 		case len(m.GetCorrelationId()) > maxCorrelationIDBytes:
 			var v validator

@@ -113,16 +113,18 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 			grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover),
 		}, cfg.UnaryInterceptors...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{
+			strictStreams, // first: undecodable requests are INVALID_ARGUMENT (decode.go)
 			grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover),
 		}, cfg.StreamInterceptors...)...),
 	)
 	readMet := newReadMetrics(reg)
-	esdv1.RegisterStreamServiceServer(s.grpc, &streamService{eng: eng, lim: cfg.Limits, met: readMet,
+	// strictService: undecodable unary requests are INVALID_ARGUMENT (decode.go).
+	s.grpc.RegisterService(strictService(&esdv1.StreamService_ServiceDesc), &streamService{eng: eng, lim: cfg.Limits, met: readMet,
 		as: cfg.appendStream.withDefaults(), asMet: newAppendStreamMetrics(reg), lg: lg})
-	esdv1.RegisterSnapshotServiceServer(s.grpc, &snapshotService{eng: eng, lim: cfg.Limits, met: readMet})
-	esdv1.RegisterAdminServiceServer(s.grpc, &adminService{eng: eng, cfg: cfg, started: time.Now()})
-	esdv1.RegisterConsumerGroupServiceServer(s.grpc, &groupService{groups: eng.Groups()})
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.grpc.RegisterService(strictService(&esdv1.SnapshotService_ServiceDesc), &snapshotService{eng: eng, lim: cfg.Limits, met: readMet})
+	s.grpc.RegisterService(strictService(&esdv1.AdminService_ServiceDesc), &adminService{eng: eng, cfg: cfg, started: time.Now()})
+	s.grpc.RegisterService(strictService(&esdv1.ConsumerGroupService_ServiceDesc), &groupService{groups: eng.Groups()})
+	s.grpc.RegisterService(strictService(&healthpb.Health_ServiceDesc), s.health)
 	reflection.Register(s.grpc)
 	grpcMet.InitializeMetrics(s.grpc)
 	return s, nil
