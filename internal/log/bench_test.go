@@ -27,7 +27,7 @@ const benchPayload = 256
 // batch per event with the keys an append writes (event, index, id,
 // stream state).
 func BenchmarkPebbleSyncBaseline(b *testing.B) {
-	db, err := pebble.Open(b.TempDir(), &pebble.Options{Logger: pebbleLogger{zap.NewNop().Sugar()}})
+	db, err := pebble.Open(b.TempDir(), &pebble.Options{Logger: pebbleLogger{s: zap.NewNop().Sugar()}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -159,7 +159,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		Lock:               lock,
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       64 << 20,
-		Logger:             pebbleLogger{lg.Named("pebble").Sugar()},
+		Logger:             pebbleLogger{s: lg.Named("pebble").Sugar(), errs: newLogLimiter(pebbleErrorsPerWindow, pebbleErrorWindow)},
 	}
 	// Point lookups (names, ids, stream states) mostly miss on the append
 	// path; bloom filters make the misses cheap.
@@ -515,9 +515,68 @@ func (l *Log) lastKey(prefix byte) ([]byte, error) {
 	return k, it.Close()
 }
 
-// pebbleLogger routes Pebble's messages to zap.
-type pebbleLogger struct{ s *zap.SugaredLogger }
+// pebbleLogger routes Pebble's messages to zap. Its errors go through
+// errs (nil: all of them): on a full or failing disk Pebble retries its
+// flushes and compactions in the background and logs each failure, which
+// made hundreds of thousands of lines in seconds.
+type pebbleLogger struct {
+	s    *zap.SugaredLogger
+	errs *logLimiter
+}
 
 func (p pebbleLogger) Infof(format string, args ...any)  { p.s.Debugf(format, args...) }
-func (p pebbleLogger) Errorf(format string, args ...any) { p.s.Errorf(format, args...) }
 func (p pebbleLogger) Fatalf(format string, args ...any) { p.s.Fatalf(format, args...) }
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	if p.errs == nil {
+		p.s.Errorf(format, args...)
+		return
+	}
+	ok, dropped := p.errs.allow()
+	if dropped > 0 {
+		p.s.Errorf("%d more Pebble errors in the last %s were not logged", dropped, p.errs.window)
+	}
+	if ok {
+		p.s.Errorf(format, args...)
+	}
+}
+
+// Pebble's errors: at most pebbleErrorsPerWindow logged per
+// pebbleErrorWindow; the rest are counted and the count logged.
+const (
+	pebbleErrorsPerWindow = 10
+	pebbleErrorWindow     = 10 * time.Second
+)
+
+// logLimiter lets through at most max messages a window and counts the
+// others.
+type logLimiter struct {
+	max    int
+	window time.Duration
+	now    func() time.Time
+
+	mu      sync.Mutex
+	start   time.Time // of the current window
+	n       int       // let through in it
+	dropped int       // held back in it
+}
+
+func newLogLimiter(max int, window time.Duration) *logLimiter {
+	return &logLimiter{max: max, window: window, now: time.Now}
+}
+
+// allow reports whether a message may be logged, and, when a new window
+// starts, how many the last one held back (to be reported once).
+func (l *logLimiter) allow() (ok bool, dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now := l.now(); l.start.IsZero() || now.Sub(l.start) >= l.window {
+		dropped, l.start, l.n, l.dropped = l.dropped, now, 0, 0
+	}
+	if l.n < l.max {
+		l.n++
+		return true, dropped
+	}
+	l.dropped++
+	return false, dropped
+}

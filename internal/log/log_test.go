@@ -471,7 +471,7 @@ func TestOpenRefusesOtherFormats(t *testing.T) {
 			}
 
 			// Nothing changed and nothing stays locked: restored, it opens.
-			db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: pebbleLogger{zap.NewNop().Sugar()}})
+			db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: pebbleLogger{s: zap.NewNop().Sugar()}})
 			if err != nil {
 				t.Fatal(err)
 			}
