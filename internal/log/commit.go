@@ -210,13 +210,11 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 		sysNw: l.sysNew,
 		st:    l.st,
 	}
-	size, reads, checked := 0, false, 0
+	size, reads, events := 0, false, 0
 	for _, r := range reqs {
 		for _, w := range r.writes {
 			size += len(w.recs) + 64*len(w.Events) + 256
-			if w.CheckIDs {
-				checked += len(w.Events)
-			}
+			events += len(w.Events) + 1 // + a deletion's event
 		}
 		if r.aux != nil {
 			reads = reads || len(r.aux.conds) > 0
@@ -228,7 +226,7 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 	} else {
 		c.b = l.db.NewBatchWithSize(size)
 	}
-	c.seen = newIDSet(checked)
+	c.seen = newIDSet(events)
 	writes, auxes := 0, 0
 	for _, r := range reqs {
 		n := 0
@@ -277,7 +275,7 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 	l.nextPos, l.lastTime, l.sys, l.sysNew, l.st = c.pos, c.now, c.sys, c.sysNw, c.st
 	if writes > 0 {
 		epoch := l.epoch.Add(1) // after the apply: lookups from now on see this commit
-		l.recent.add(epoch, c.ids)
+		l.recent.add(epoch, c.seen)
 		l.met.commit(writes, c.events, c.bytes)
 	}
 	l.syncq <- t // in position order: the syncer publishes in this order
@@ -408,13 +406,10 @@ func (r *recentIDs) has(since uint64, id [16]byte) bool {
 	return false
 }
 
-func (r *recentIDs) add(epoch uint64, ids [][16]byte) {
-	set := newIDSet(len(ids))
-	for _, id := range ids {
-		set.add(id)
-	}
+// add remembers the ids a commit wrote.
+func (r *recentIDs) add(epoch uint64, set idSet) {
 	r.commits = append(r.commits, recentCommit{epoch: epoch, ids: set})
-	r.ids += len(ids)
+	r.ids += len(set.ids)
 	for r.ids > r.limit || len(r.commits) > 4096 {
 		r.ids -= len(r.commits[0].ids.ids)
 		r.commits[0] = recentCommit{}
@@ -443,8 +438,7 @@ type commitState struct {
 	sysNw     bool
 	st        stats
 	deletions map[uint64]deletion
-	ids       [][16]byte       // every id written, for l.recent
-	seen      idSet            // the client ids checked so far (checkIDs)
+	seen      idSet            // every id written, and the client ids checked so far (checkIDs), for l.recent
 	committed []Committed      // every event written, for the publish hook
 	created   map[uint64]int64 // stream id -> creation time, for streams this commit creates
 	events    int
@@ -486,7 +480,9 @@ func (c *commitState) apply(w *Write) {
 				run = i + 1
 			}
 			c.committed = append(c.committed, Committed{Position: c.pos, StreamID: s.ID, Revision: rev, Stream: s.Name, Record: rec})
-			c.ids = append(c.ids, w.Events[i].ID)
+			if !w.CheckIDs { // checkIDs added the client's
+				c.seen.add(w.Events[i].ID)
+			}
 			c.bytes += len(rec)
 			rev++
 			c.pos++
@@ -560,7 +556,7 @@ func (c *commitState) delete(s *StreamState, mode DeleteMode, id [16]byte) {
 	c.committed = append(c.committed, Committed{Position: c.pos, StreamID: deletedStreamID, Revision: rev, Stream: deletedStreamName, Record: rec,
 		Deletes: s.Name, Tombstone: mode == DeleteTombstone})
 	_ = c.b.Set(appendTypeKey(c.key[:0], typ, c.pos), binary.AppendUvarint(c.val[:0], 1), nil)
-	c.ids = append(c.ids, ev.ID)
+	c.seen.add(ev.ID)
 	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)
 	if c.sysNw {
 		_ = c.b.Set(appendNameKey(c.key[:0], c.sys.Name), binary.BigEndian.AppendUint64(c.val[:0], c.sys.ID), nil)

@@ -61,6 +61,14 @@ func TestIDSet(t *testing.T) {
 	}
 }
 
+func setOf(ids [][16]byte) idSet {
+	s := newIDSet(len(ids))
+	for _, id := range ids {
+		s.add(id)
+	}
+	return s
+}
+
 // TestRecentIDs: an id is found in the commits after the given epoch
 // only; covers says when the commits since an epoch are all remembered
 // and few enough to scan; old commits are forgotten by count.
@@ -71,7 +79,7 @@ func TestRecentIDs(t *testing.T) {
 	for e := uint64(1); e <= 5; e++ {
 		ids := randomIDs(rng, 50)
 		commits = append(commits, ids)
-		r.add(e, ids)
+		r.add(e, setOf(ids))
 	}
 	for e, ids := range commits { // commit e+1
 		for since := uint64(0); since <= 5; since++ {
@@ -83,7 +91,7 @@ func TestRecentIDs(t *testing.T) {
 	if !r.covers(0, 5) || !r.covers(3, 5) || !r.covers(5, 5) {
 		t.Fatal("covers false for remembered commits")
 	}
-	r.add(6, randomIDs(rng, 50)) // 300 ids: commit 1 is forgotten
+	r.add(6, setOf(randomIDs(rng, 50))) // 300 ids: commit 1 is forgotten
 	if r.covers(0, 6) || !r.covers(1, 6) {
 		t.Fatalf("after forgetting commit 1: covers(0) %t, covers(1) %t", r.covers(0, 6), r.covers(1, 6))
 	}

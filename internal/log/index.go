@@ -389,15 +389,8 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 			continue
 		}
 		ev.Position = pos
-		if err := emit(&ev); err != nil {
-			if errors.Is(err, ErrStop) {
-				return nil
-			}
+		if done, err := emitCounted(emit, &ev, &n, q.Max); done {
 			return err
-		}
-		n++
-		if q.Max > 0 && n >= q.Max {
-			return nil
 		}
 	}
 	if checkpoint != nil { // every position of the range was considered

@@ -249,9 +249,12 @@ func TestCommitIDConflicts(t *testing.T) {
 	b1 := &Write{State: StreamState{ID: l.NewStreamID(), Name: "b"}, New: true, Events: []Event{testEvent(1), testEvent(0)}, CheckIDs: true}
 	b2 := &Write{State: StreamState{ID: b1.State.ID, Name: "b"}, Events: []Event{testEvent(5)}, CheckIDs: true}
 	c := &Write{State: StreamState{ID: l.NewStreamID(), Name: "c"}, New: true, Events: []Event{testEvent(6)}, CheckIDs: true}
-	// Two writes of one commit may not share an id either.
+	// Two writes of one commit may not share an id either, whoever chose
+	// the earlier one's (g's was made by the server: no CheckIDs).
 	d := &Write{State: StreamState{ID: l.NewStreamID(), Name: "d"}, New: true, Events: []Event{testEvent(6)}, CheckIDs: true}
-	tk, err := l.Commit([]*Write{b1, b2, c, d}, false)
+	g := &Write{State: StreamState{ID: l.NewStreamID(), Name: "g"}, New: true, Events: []Event{testEvent(8)}}
+	h := &Write{State: StreamState{ID: l.NewStreamID(), Name: "h"}, New: true, Events: []Event{testEvent(8)}, CheckIDs: true}
+	tk, err := l.Commit([]*Write{b1, b2, c, d, g, h}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,6 +264,9 @@ func TestCommitIDConflicts(t *testing.T) {
 	}
 	if !errors.Is(b2.Err, ErrRetry) || c.Err != nil || !errors.As(d.Err, &conflict) {
 		t.Fatalf("b2 %v, c %v, d %v", b2.Err, c.Err, d.Err)
+	}
+	if g.Err != nil || !errors.As(h.Err, &conflict) || conflict.ID != testEvent(8).ID {
+		t.Fatalf("g %v, h %v", g.Err, h.Err)
 	}
 	if err := tk.Wait(context.Background()); err != nil {
 		t.Fatal(err)
@@ -282,7 +288,7 @@ func TestCommitIDConflicts(t *testing.T) {
 	if _, ok, _ := l.State("e"); ok {
 		t.Fatal("aborted stream e was created")
 	}
-	if l.LastPosition() != 2 {
+	if l.LastPosition() != 3 { // a, c and g: nothing of e
 		t.Fatalf("last position %d", l.LastPosition())
 	}
 }

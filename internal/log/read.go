@@ -294,15 +294,8 @@ func (l *Log) scanIndex(ctx context.Context, idx *pebble.Iterator, evs *eventCur
 				return fmt.Errorf("%w: stream %q revision %d: position %d holds stream %d revision %d", ErrCorrupt, s.Name, rev, pos, ev.v.sid, ev.v.rev)
 			}
 			ev.Position = pos
-			if err := emit(&ev); err != nil {
-				if errors.Is(err, ErrStop) {
-					return nil
-				}
+			if done, err := emitCounted(emit, &ev, &n, q.Max); done {
 				return err
-			}
-			n++
-			if q.Max > 0 && n >= q.Max {
-				return nil
 			}
 			if rev == end {
 				break
@@ -360,6 +353,20 @@ func (c *eventCursor) read(pos uint64) ([]byte, error) {
 	}
 	c.at = pos
 	return c.it.Value(), nil
+}
+
+// emitCounted hands ev to emit and counts it in n: done when the read
+// ends there, with emit's error (nil for ErrStop, or when limit, if set,
+// is reached).
+func emitCounted(emit func(*EventView) error, ev *EventView, n *uint64, limit uint64) (done bool, err error) {
+	if err := emit(ev); err != nil {
+		if errors.Is(err, ErrStop) {
+			return true, nil
+		}
+		return true, err
+	}
+	*n++
+	return limit > 0 && *n >= limit, nil
 }
 
 func step(it *pebble.Iterator, backward bool) bool {
@@ -485,15 +492,8 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 		}
 		sinceMatch = 0
 		ev.Position = pos
-		if err := emit(&ev); err != nil {
-			if errors.Is(err, ErrStop) {
-				return nil
-			}
+		if done, err := emitCounted(emit, &ev, &n, q.Max); done {
 			return err
-		}
-		n++
-		if q.Max > 0 && n >= q.Max {
-			return nil
 		}
 	}
 	if err := it.Error(); err != nil {
