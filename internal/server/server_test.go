@@ -50,7 +50,7 @@ const rpcTimeout = 30 * time.Second
 // testServer is a running server with its clients. After restart the
 // fields point at the new server: read them at each use.
 type testServer struct {
-	t    *testing.T
+	t    testing.TB
 	cfg  Config
 	ecfg engine.Config // Dir, FS, Logger and Registerer are set by start
 	dir  string
@@ -102,7 +102,7 @@ func withBeforeServe(f func(*Server)) serverOption {
 
 // newTestServer starts a server on a fresh store (t.TempDir unless
 // withDir says otherwise) and stops it at the end of the test.
-func newTestServer(t *testing.T, opts ...serverOption) *testServer {
+func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 	t.Helper()
 	ts := &testServer{t: t, cfg: Config{Version: "test", Commit: "abc", GracePeriod: 10 * time.Second},
 		ecfg: engine.Config{Shards: 1, CacheBytes: 8 << 20}}
