@@ -127,10 +127,10 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		streams = append(streams, s.streamAuth)
 	}
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes+(1<<20)),
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes + (1 << 20)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		// Reads stream MiBs: write in large frames and syscalls.
-		grpc.WriteBufferSize(256<<10),
+		grpc.WriteBufferSize(256 << 10),
 		// Handlers run on reused worker goroutines, whose stacks have grown
 		// already: a new goroutine per RPC spent ~8% of esd's CPU growing
 		// its stack (runtime.newstack) under append -c 64. Appends block
