@@ -261,4 +261,3 @@ func (a *app) printJSON(v any) error {
 	_, err = a.stdout.Write(append(b, '\n'))
 	return err
 }
-
