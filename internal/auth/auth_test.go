@@ -38,7 +38,7 @@ func mustDecode(t *testing.T, s string) *File {
 
 func TestDecodeRejects(t *testing.T) {
 	for _, tc := range []struct{ name, file, want string }{
-		{"unknown field", `{"roles":{"r":[{"prefix":"a","permisions":["read"]}]}}`, "unknown field"},
+		{"unknown field", `{"roles":{"r":[{"prefix":"a","grants":["read"]}]}}`, "unknown field"},
 		{"unknown permission", `{"roles":{"r":[{"prefix":"a","permissions":["write"]}]}}`, `unknown permission "write"`},
 		{"empty prefix", `{"roles":{"r":[{"prefix":"","permissions":["read"]}]}}`, "empty prefix"},
 		{"glob prefix", `{"roles":{"r":[{"prefix":"orders-*","permissions":["read"]}]}}`, "only valid alone"},

@@ -68,7 +68,7 @@ type Token struct {
 const maxFileBytes = 16 << 20
 
 // Decode parses and checks an auth file; unknown fields are errors (a
-// misspelt "permisions" must not silently grant nothing or everything).
+// misspelt field name must not silently grant nothing or everything).
 func Decode(r io.Reader) (*File, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxFileBytes+1))
 	if err != nil {

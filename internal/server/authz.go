@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -167,12 +168,12 @@ func permissionDenied(perm auth.Permission) error {
 
 // authReason is the reason of an authentication failure.
 func authReason(err error) string {
-	switch err {
-	case auth.ErrTokenMissing:
+	switch {
+	case errors.Is(err, auth.ErrTokenMissing):
 		return reasonTokenMissing
-	case auth.ErrTokenExpired:
+	case errors.Is(err, auth.ErrTokenExpired):
 		return reasonTokenExpired
-	case auth.ErrCertificateUnknown:
+	case errors.Is(err, auth.ErrCertificateUnknown):
 		return reasonCertificateUnknown
 	default:
 		return reasonTokenInvalid

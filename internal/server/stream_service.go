@@ -254,18 +254,17 @@ func (s *streamService) listStreams(ctx context.Context, who *auth.Principal, pr
 	if who == nil {
 		return s.eng.ListStreams(ctx, prefix, after, size)
 	}
-	var out []eslog.StreamState
-	grants := who.Prefixes(auth.Read)
-	for i, g := range grants {
-		var r string // the range: names starting with r
+	var ranges []string // each: the names starting with it
+	for _, g := range who.Prefixes(auth.Read) {
 		switch {
 		case strings.HasPrefix(prefix, g): // the grant covers the whole prefix
-			r = prefix
+			ranges = append(ranges, prefix)
 		case strings.HasPrefix(g, prefix): // the prefix covers the grant
-			r = g
-		default:
-			continue
+			ranges = append(ranges, g)
 		}
+	}
+	var out []eslog.StreamState
+	for i, r := range ranges {
 		if after >= r && !strings.HasPrefix(after, r) {
 			continue // all of this range sorts before after
 		}
@@ -277,7 +276,7 @@ func (s *streamService) listStreams(ctx context.Context, who *auth.Principal, pr
 		if len(out) == size {
 			// More if this range has more, or a later one may: the last
 			// page can then be empty.
-			return out, more || i < len(grants)-1, nil
+			return out, more || i < len(ranges)-1, nil
 		}
 	}
 	return out, false, nil
