@@ -324,6 +324,40 @@ func TestPprofNeedsAdmin(t *testing.T) {
 	}
 }
 
+// TestMethodWithoutRuleDenied: a method the rules do not know is refused,
+// whoever calls: a new RPC without a rule is nobody's (fail closed).
+func TestMethodWithoutRuleDenied(t *testing.T) {
+	f := authTestFile()
+	tok, _, err := auth.NewToken(f, "root", time.Now(), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := auth.NewStatic(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{cfg: Config{Auth: a}, authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"reason"})}
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+tok))
+	called := false
+	handler := func(context.Context, any) (any, error) { called = true; return nil, nil }
+	_, err = s.unaryAuth(ctx, &emptypb.Empty{}, &grpc.UnaryServerInfo{FullMethod: "/esd.v1.StreamService/Future"}, handler)
+	if status.Code(err) != codes.PermissionDenied || called {
+		t.Fatalf("unknown method as root: %v (handler called: %t), want PERMISSION_DENIED", err, called)
+	}
+	stream := func(any, grpc.ServerStream) error { called = true; return nil }
+	err = s.streamAuth(nil, &fakeServerStream{ctx: ctx}, &grpc.StreamServerInfo{FullMethod: "/esd.v1.StreamService/FutureStream"}, stream)
+	if status.Code(err) != codes.PermissionDenied || called {
+		t.Fatalf("unknown streaming method as root: %v (handler called: %t), want PERMISSION_DENIED", err, called)
+	}
+}
+
+type fakeServerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (f *fakeServerStream) Context() context.Context { return f.ctx }
+
 // BenchmarkAuthInterceptor is the cost per call of authenticating a bearer
 // token and checking a per-stream rule (unaryAuth around a handler that
 // does nothing), against the same call with security off.
