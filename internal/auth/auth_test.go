@@ -50,6 +50,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"bad id", `{"identities":{"i":{}},"tokens":[{"id":"xyz","identity":"i","sha256":"` + strings.Repeat("0", 64) + `"}]}`, "hex digits"},
 		{"repeated id", `{"identities":{"i":{}},"tokens":[{"id":"0011223344556677","identity":"i","sha256":"` + strings.Repeat("0", 64) +
 			`"},{"id":"0011223344556677","identity":"i","sha256":"` + strings.Repeat("0", 64) + `"}]}`, "repeated"},
+		{"rate 0", `{"identities":{"i":{"rate":{"per_second":0}}}}`, "rate"},
+		{"negative burst", `{"identities":{"i":{"rate":{"per_second":1,"burst":-1}}}}`, "rate"},
 		{"trailing data", `{} {}`, "after the JSON"},
 		{"not JSON", `roles: {}`, "auth file"},
 	} {

@@ -53,6 +53,15 @@ type Grant struct {
 // Identity is who a caller is once authenticated.
 type Identity struct {
 	Roles []string `json:"roles"`
+	// Rate, when set, bounds the calls the identity may start.
+	Rate *Rate `json:"rate,omitempty"`
+}
+
+// Rate is a token bucket: PerSecond calls a second on average, up to Burst
+// at once (0: PerSecond, at least 1).
+type Rate struct {
+	PerSecond float64 `json:"per_second"`
+	Burst     int     `json:"burst,omitempty"`
 }
 
 // Token is a bearer token as stored: its secret only as a SHA-256.
@@ -145,6 +154,9 @@ func (f *File) Check() error {
 			if _, ok := f.Roles[r]; !ok {
 				bad("identity %q: undefined role %q", name, r)
 			}
+		}
+		if rt := f.Identities[name].Rate; rt != nil && (!(rt.PerSecond > 0 && rt.PerSecond <= 1e9) || rt.Burst < 0 || rt.Burst > 1e9) {
+			bad("identity %q: rate: per_second must be over 0 (at most 1e9), burst 0 to 1e9", name)
 		}
 	}
 	seen := make(map[string]bool, len(f.Tokens))

@@ -38,6 +38,10 @@ type Principal struct {
 	// prefixes[perm]: the stream prefixes granted, sorted, none a prefix
 	// of another; [""] when the permission covers every stream.
 	prefixes map[Permission][]string
+	// PerSecond and Burst bound the calls the identity may start (a token
+	// bucket per identity); PerSecond 0: no bound.
+	PerSecond float64
+	Burst     float64
 }
 
 // Compile builds the Policy of a checked file.
@@ -60,6 +64,12 @@ func Compile(f *File) *Policy {
 			}
 		}
 		pr := &Principal{Name: name, prefixes: make(map[Permission][]string, len(sets))}
+		if rt := id.Rate; rt != nil {
+			pr.PerSecond, pr.Burst = rt.PerSecond, float64(rt.Burst)
+			if pr.Burst == 0 {
+				pr.Burst = max(1, rt.PerSecond)
+			}
+		}
 		for perm, set := range sets {
 			pr.prefixes[perm] = minimalPrefixes(set)
 		}

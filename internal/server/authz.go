@@ -250,6 +250,12 @@ func (s *Server) authorize(ctx context.Context, method string) (*auth.Principal,
 		s.authFailures.WithLabelValues(reason).Inc()
 		return nil, accessRule{}, withReason(codes.Unauthenticated, err.Error(), reason, "")
 	}
+	// Before the rule: refused calls count too, or a caller could probe
+	// without bound.
+	if !s.limits.allow(p, s.cfg.Auth.Now()) {
+		s.authFailures.WithLabelValues(reasonRateLimited).Inc()
+		return nil, accessRule{}, rateLimited()
+	}
 	r, ok := accessRules[method]
 	if !ok {
 		s.authFailures.WithLabelValues(reasonPermissionDenied).Inc()

@@ -324,6 +324,36 @@ func TestPprofNeedsAdmin(t *testing.T) {
 	}
 }
 
+// TestIdentityRate: an identity with a rate gets RESOURCE_EXHAUSTED/
+// RATE_LIMITED past its burst, refused calls counting too; others are not
+// slowed; the bucket refills at the rate.
+func TestIdentityRate(t *testing.T) {
+	f := authTestFile()
+	f.Identities["slow"] = auth.Identity{Roles: []string{"r-read"}, Rate: &auth.Rate{PerSecond: 1, Burst: 3}}
+	now := time.Now()
+	// A fixed clock, set before the server starts: the bucket does not refill.
+	as := newAuthServer(t, f, withConfig(func(c *Config) { c.Auth.Now = func() time.Time { return now } }))
+	get := func(who, stream string) error {
+		_, err := as.streams.GetStream(as.as(testCtx(t), who), &esdv1.GetStreamRequest{Stream: stream})
+		return err
+	}
+	for i, s := range []string{"in-1", "out-1", "in-1"} { // the burst, a refusal included
+		if err := get("slow", s); err != nil && status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("call %d within the burst: %v", i, err)
+		}
+	}
+	wantStatus(t, get("slow", "in-1"), codes.ResourceExhausted, reasonRateLimited)
+	if err := get("root", "in-1"); err != nil {
+		t.Fatalf("another identity: %v", err)
+	}
+	// The refill, on the limiter itself.
+	var l identityLimits
+	who := &auth.Principal{Name: "slow", PerSecond: 2, Burst: 1}
+	if !l.allow(who, now) || l.allow(who, now) || l.allow(who, now.Add(400*time.Millisecond)) || !l.allow(who, now.Add(500*time.Millisecond)) {
+		t.Fatal("bucket of 2/s, burst 1: want allowed, refused, refused at 0.4s, allowed at 0.5s")
+	}
+}
+
 // TestMethodWithoutRuleDenied: a method the rules do not know is refused,
 // whoever calls: a new RPC without a rule is nobody's (fail closed).
 func TestMethodWithoutRuleDenied(t *testing.T) {

@@ -80,6 +80,7 @@ type Server struct {
 	draining atomic.Bool // new requests are refused
 	// authFailures counts refused calls by reason (with Config.Auth).
 	authFailures *prometheus.CounterVec
+	limits       identityLimits // per-identity call rates (with Config.Auth)
 }
 
 // New builds the esd.v1 services on eng, registering their metrics with
@@ -120,7 +121,7 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		// other) and before Config's own, which see only allowed calls.
 		s.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "esd_auth_refused_total",
-			Help: "Calls refused by authentication (reason TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED, CERTIFICATE_UNKNOWN) or authorization (PERMISSION_DENIED).",
+			Help: "Calls refused by authentication (reason TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED, CERTIFICATE_UNKNOWN), an identity's rate (RATE_LIMITED) or authorization (PERMISSION_DENIED).",
 		}, []string{"reason"})
 		reg.MustRegister(s.authFailures)
 		unary = append(unary, s.unaryAuth)
