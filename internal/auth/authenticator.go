@@ -29,6 +29,7 @@ type Authenticator struct {
 	lg      *zap.Logger
 	cur     atomic.Pointer[Policy]
 	mu      sync.Mutex // one reload at a time
+	stamp   fileStamp  // of the file last read (under mu)
 	reloads *prometheus.CounterVec
 	// Now is the clock tokens' expiry is checked against.
 	Now func() time.Time
@@ -53,12 +54,28 @@ func New(path string, lg *zap.Logger, reg prometheus.Registerer) (*Authenticator
 			return nil, err
 		}
 	}
+	a.stamp = stampOf(path)
 	f, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	a.cur.Store(Compile(f))
 	return a, nil
+}
+
+// fileStamp tells whether a file changed between two looks.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ok   bool
+}
+
+func stampOf(path string) fileStamp {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{mod: st.ModTime(), size: st.Size(), ok: true}
 }
 
 // NewStatic serves the Policy of f, never reloaded (embedding and tests).
@@ -85,6 +102,7 @@ func (a *Authenticator) Reload() error {
 	if a.path == "" {
 		return errors.New("auth: no file to reload")
 	}
+	a.stamp = stampOf(a.path)
 	f, err := ReadFile(a.path)
 	if err != nil {
 		a.reloads.WithLabelValues("error").Inc()
@@ -109,6 +127,13 @@ func (a *Authenticator) Run(ctx context.Context, hup <-chan os.Signal) error {
 	defer w.Close() //nolint:errcheck // nothing to do about it at exit
 	if err := w.Add(filepath.Dir(a.path)); err != nil {
 		return fmt.Errorf("watch auth file: %w", err)
+	}
+	// A change between the last read and the watch has no event: look.
+	a.mu.Lock()
+	changed := stampOf(a.path) != a.stamp
+	a.mu.Unlock()
+	if changed {
+		_ = a.Reload() // logged
 	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()

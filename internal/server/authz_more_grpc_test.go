@@ -55,8 +55,8 @@ func newTestPKI(t *testing.T) *testPKI {
 	return &testPKI{ca: ca, caKey: key, caPool: pool}
 }
 
-// issue signs a certificate for cn (a server's when server is set).
-func (p *testPKI) issue(t *testing.T, cn string, server bool) tls.Certificate {
+// sign makes a certificate for cn (a server's when server is set).
+func (p *testPKI) sign(t *testing.T, cn string, server bool) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -85,7 +85,7 @@ func TestMTLSIdentity(t *testing.T) {
 	f := authTestFile()
 	f.Identities["ops.example.com"] = auth.Identity{Roles: []string{"r-read"}}
 	creds := credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{pki.issue(t, "esd.test", true)},
+		Certificates: []tls.Certificate{pki.sign(t, "esd.test", true)},
 		ClientCAs:    pki.caPool, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS13,
 	})
 	as := newAuthServer(t, f, withConfig(func(c *Config) { c.Creds = creds }))
@@ -93,7 +93,7 @@ func TestMTLSIdentity(t *testing.T) {
 	dial := func(cn string) esdv1.StreamServiceClient {
 		cfg := &tls.Config{RootCAs: pki.caPool, ServerName: "esd.test", MinVersion: tls.VersionTLS13}
 		if cn != "" {
-			cfg.Certificates = []tls.Certificate{pki.issue(t, cn, false)}
+			cfg.Certificates = []tls.Certificate{pki.sign(t, cn, false)}
 		}
 		conn, err := grpc.NewClient("passthrough:///bufnet",
 			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return as.lis.DialContext(ctx) }),
