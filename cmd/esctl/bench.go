@@ -210,13 +210,13 @@ func (a *app) runBench(ctx context.Context, workload string, o benchOptions) err
 // server is reported at once.
 func (b *bench) connect(ctx context.Context) error {
 	for range b.o.conns {
-		conn, err := grpc.NewClient(b.app.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		conn, err := grpc.NewClient(b.app.addr, append(b.app.callCreds(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 			// Large flow-control windows and buffers: a read streams many
 			// MiB, which default 64 KiB windows cut into small writes and
 			// wake-ups on both sides.
 			grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(16<<20),
 			grpc.WithReadBufferSize(256<<10),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
 		if err != nil {
 			return usagef("bad --addr %q: %v", b.app.addr, err)
 		}

@@ -113,6 +113,12 @@ func (s *recordingStream) SendMsg(m any) error {
 // change of the server's constructor is made here alone.
 func startESD(t *testing.T) *testESD {
 	t.Helper()
+	return startESDWith(t, nil)
+}
+
+// startESDWith is startESD with the server's Config changed by conf first.
+func startESDWith(t *testing.T, conf func(*server.Config)) *testESD {
+	t.Helper()
 	dir := t.TempDir()
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	reg := prometheus.NewRegistry()
@@ -127,11 +133,15 @@ func startESD(t *testing.T) *testESD {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
-	srv, err := server.New(eng, server.Config{
+	cfg := server.Config{
 		DataDir: dir, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second,
 		UnaryInterceptors:  []grpc.UnaryServerInterceptor{rec.unary},
 		StreamInterceptors: []grpc.StreamServerInterceptor{rec.stream},
-	}, lg.Named("server"), reg)
+	}
+	if conf != nil {
+		conf(&cfg)
+	}
+	srv, err := server.New(eng, cfg, lg.Named("server"), reg)
 	if err != nil {
 		_ = lis.Close()
 		_ = eng.Close()

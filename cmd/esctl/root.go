@@ -31,6 +31,7 @@ const (
 const (
 	defaultAddr = "127.0.0.1:7400"
 	envAddr     = "ESD_ADDR"
+	envToken    = "ESD_TOKEN"
 
 	reasonWrongExpectedRevision = "WRONG_EXPECTED_REVISION"
 )
@@ -40,6 +41,7 @@ const (
 // in-process.
 type app struct {
 	addr    string
+	token   string // bearer token sent with every call ("": none)
 	timeout time.Duration
 	output  string
 
@@ -100,6 +102,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 	}
 	f := root.PersistentFlags()
 	f.StringVar(&a.addr, "addr", defaultAddr, "server address host:port (env "+envAddr+")")
+	f.StringVar(&a.token, "token", "", "bearer token sent with every call, for an esd with --auth-file (env "+envToken+"; see esctl token)")
 	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each unary call (not streaming reads, subscribe or bench); 0 = none")
 	f.StringVarP(&a.output, "output", "o", formatTable, "output format: table, json or jsonl")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
@@ -118,6 +121,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 		a.newSnapshotCmd(),
 		a.newServerCmd(),
 		a.newBenchCmd(),
+		a.newTokenCmd(),
 	)
 	return root
 }
@@ -132,6 +136,11 @@ func (a *app) prepare(cmd *cobra.Command, _ []string) error {
 	if !cmd.Flags().Changed("addr") {
 		if v, ok := a.lookupEnv(envAddr); ok && v != "" {
 			a.addr = v
+		}
+	}
+	if !cmd.Flags().Changed("token") {
+		if v, ok := a.lookupEnv(envToken); ok && v != "" {
+			a.token = v
 		}
 	}
 	if a.timeout < 0 {
@@ -172,13 +181,33 @@ func (a *app) dial() (*grpc.ClientConn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(a.addr, append(a.callCreds(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, usagef("bad --addr %q: %v", a.addr, err)
 	}
 	a.conn = conn
 	return conn, nil
 }
+
+// callCreds are the dial options that send --token with every call.
+func (a *app) callCreds() []grpc.DialOption {
+	if a.token == "" {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithPerRPCCredentials(bearer(a.token))}
+}
+
+// bearer sends "authorization: Bearer <token>" with every call. It does
+// not require transport security, as gRPC's token credentials do: esd
+// serves plaintext until TLS is configured, and a token on a trusted
+// network (or a loopback address) is the operator's choice.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
 
 func (a *app) streams() (esdv1.StreamServiceClient, error) {
 	conn, err := a.dial()

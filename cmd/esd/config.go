@@ -34,6 +34,10 @@ type config struct {
 	SubBufferBytes int
 	GracePeriod    time.Duration
 	Pprof          bool
+	// AuthFile, when set, turns security on (internal/auth); MetricsAuth
+	// then puts /metrics behind admin too.
+	AuthFile    string
+	MetricsAuth bool
 	// Snapshots: retention per stream and the default policy.
 	SnapshotRetention       int
 	SnapshotEvery           uint64
@@ -61,6 +65,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		"recent events held in memory for live subscribers, in bytes (one buffer shared by all; a subscriber behind it reads the store)")
 	fs.DurationVar(&c.GracePeriod, "grace-period", 10*time.Second, "how long shutdown waits for requests in flight")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address")
+	fs.StringVar(&c.AuthFile, "auth-file", "",
+		"auth file (roles, identities, tokens; see esctl token): every call is then authenticated and authorized; reloaded when it changes and on SIGHUP")
+	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "with --auth-file, /metrics needs an admin token or certificate too")
 	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", 2, "snapshots kept per stream (the newest); a save prunes older ones")
 	fs.Uint64Var(&c.SnapshotEvery, "snapshot-every", 0,
 		"default snapshot policy: advise a snapshot every N events since the latest (0 = off; categories may have their own)")
@@ -140,6 +147,9 @@ func (c config) validate() error {
 	}
 	if c.SnapshotLoadHalfLife < time.Second {
 		errs = append(errs, fmt.Errorf("--snapshot-load-half-life %v: want at least 1s", c.SnapshotLoadHalfLife))
+	}
+	if c.MetricsAuth && c.AuthFile == "" {
+		errs = append(errs, errors.New("--metrics-auth needs --auth-file"))
 	}
 	return errors.Join(errs...)
 }

@@ -63,6 +63,11 @@ func TestParseConfig(t *testing.T) {
 			check: func(c config) bool { return c.SnapshotRetention == 3 && c.SnapshotEvery == 50 }},
 		{name: "snapshot retention 0", args: []string{"--snapshot-retention", "0"}, wantErr: "--snapshot-retention"},
 		{name: "snapshot half-life tiny", args: []string{"--snapshot-load-half-life", "1ms"}, wantErr: "--snapshot-load-half-life"},
+		{name: "security off by default", check: func(c config) bool { return c.AuthFile == "" && !c.MetricsAuth }},
+		{name: "auth file", args: []string{"--auth-file", "/etc/esd/auth.json", "--metrics-auth"},
+			check: func(c config) bool { return c.AuthFile == "/etc/esd/auth.json" && c.MetricsAuth }},
+		{name: "auth file environment", env: env("ESD_AUTH_FILE", "/a.json"), check: func(c config) bool { return c.AuthFile == "/a.json" }},
+		{name: "metrics auth without an auth file", args: []string{"--metrics-auth"}, wantErr: "--metrics-auth needs --auth-file"},
 		{name: "every error at once", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--shards 0"},
 		{name: "every error at once (2)", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--log-format \"xml\""},
 	} {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/esdhq/esd/internal/auth"
 	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/server"
 	"github.com/esdhq/esd/internal/snapshot"
@@ -66,6 +67,10 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		return errors.Join(fmt.Errorf("listen %s: %w", cfg.HTTPListen, err), eng.Close())
 	}
 	defer httpLis.Close() //nolint:errcheck // already closed by Shutdown on the normal path
+	authn, err := newAuthenticator(ctx, cfg, lg, reg)
+	if err != nil {
+		return errors.Join(err, eng.Close())
+	}
 	srv, err := server.New(eng, server.Config{
 		DataDir:     cfg.DataDir,
 		Limits:      server.Limits{MaxEventBytes: cfg.MaxEventBytes, MaxAppendBytes: cfg.MaxAppendBytes},
@@ -73,6 +78,8 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		Commit:      commit,
 		GracePeriod: cfg.GracePeriod,
 		Pprof:       cfg.Pprof,
+		Auth:        authn,
+		MetricsAuth: cfg.MetricsAuth,
 	}, lg.Named("server"), reg)
 	if err != nil {
 		return errors.Join(fmt.Errorf("start server: %w", err), eng.Close())
@@ -96,6 +103,38 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		lg.Info("store closed", zap.String("dir", cfg.DataDir))
 	}
 	return errors.Join(serveErr, closeErr)
+}
+
+// newAuthenticator loads --auth-file (nil without it: security off) and
+// keeps it current: reloaded when its directory changes and on SIGHUP,
+// until ctx ends. A file that does not load at start is an error; later,
+// the one in force stays (auth.Authenticator.Reload).
+func newAuthenticator(ctx context.Context, cfg config, lg *zap.Logger, reg prometheus.Registerer) (*auth.Authenticator, error) {
+	if cfg.AuthFile == "" {
+		return nil, nil
+	}
+	a, err := auth.New(cfg.AuthFile, lg.Named("auth"), reg)
+	if err != nil {
+		return nil, fmt.Errorf("auth file: %w", err)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		if err := a.Run(ctx, hup); err != nil {
+			lg.Error("auth file not watched: reload with SIGHUP", zap.Error(err))
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					_ = a.Reload() // logged
+				}
+			}
+		}
+	}()
+	lg.Info("security on", zap.String("auth_file", cfg.AuthFile))
+	return a, nil
 }
 
 func buildInfo() prometheus.Collector {

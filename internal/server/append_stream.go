@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/esdhq/esd/internal/auth"
 	"github.com/esdhq/esd/internal/engine"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"go.uber.org/zap"
@@ -89,6 +90,7 @@ func (s *streamService) AppendStream(stream grpc.BidiStreamingServer[esdv1.Appen
 		stream:  stream,
 		cfg:     s.as,
 		rpc:     rpcContext(stream.Context()),
+		who:     principalFrom(stream.Context()),
 		answers: make(chan appendAnswer, s.as.maxInflight),
 		readEnd: make(chan error, 1),
 		room:    make(chan struct{}, 1),
@@ -105,6 +107,7 @@ type appendCall struct {
 	stream grpc.BidiStreamingServer[esdv1.AppendStreamRequest, esdv1.AppendStreamResponse]
 	cfg    appendStreamConfig
 	rpc    context.Context // the RPC's own: ends when the client goes, not at shutdown
+	who    *auth.Principal // the caller; nil: security off
 
 	answers chan appendAnswer // done appends, to send; capacity maxInflight
 	readEnd chan error        // the reader's last word: io.EOF, a Recv error, a protocol violation
@@ -318,8 +321,17 @@ func (c *appendCall) work(name string, q *appendQueue) {
 // append carries out one request as Append does and makes its answer.
 func (c *appendCall) append(it appendItem) appendAnswer {
 	resp := &esdv1.AppendStreamResponse{CorrelationId: it.id}
-	op, err := validateAppend(c.s.lim, it.req)
-	var res engine.AppendResult
+	var (
+		op  engine.AppendOp
+		err error
+		res engine.AppendResult
+	)
+	if c.who != nil && !c.who.Allowed(auth.Append, it.req.GetStream()) {
+		// Answered in band like any failed append: the call goes on.
+		err = c.s.deny(auth.Append)
+	} else {
+		op, err = validateAppend(c.s.lim, it.req)
+	}
 	switch {
 	case err != nil:
 	case c.rpc.Err() != nil: // the client is gone: start nothing more (the answer is never sent)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/esdhq/esd/internal/auth"
 	"github.com/esdhq/esd/internal/group"
 	"github.com/esdhq/esd/internal/subscription"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -28,6 +29,7 @@ const (
 type groupService struct {
 	esdv1.UnimplementedConsumerGroupServiceServer
 	groups *group.Manager
+	deny   func(auth.Permission) error // Server.deny: counts the refusal
 }
 
 func (s *groupService) CreateGroup(_ context.Context, req *esdv1.CreateGroupRequest) (*esdv1.CreateGroupResponse, error) {
@@ -155,6 +157,23 @@ func (s *groupService) Join(stream grpc.BidiStreamingServer[esdv1.JoinRequest, e
 	}
 	if err := validateGroupName("join.group", join.GetGroup()); err != nil {
 		return err
+	}
+	if who := principalFrom(stream.Context()); who != nil {
+		// A member needs subscribe on everything the group delivers. A
+		// caller with subscribe on nothing is refused before the group is
+		// looked up; others may learn whether a group name exists (group
+		// names are not stream data).
+		if !who.Any(auth.Subscribe) {
+			return s.deny(auth.Subscribe)
+		}
+		info, err := s.groups.Get(join.GetGroup())
+		if err != nil {
+			return err
+		}
+		st := info.Settings
+		if !mayDeliver(who, auth.Subscribe, st.Target, st.TargetName, st.StreamPrefixes) {
+			return s.deny(auth.Subscribe)
+		}
 	}
 	mem, err := s.groups.Join(join.GetGroup(), truncate(join.GetMember(), 128))
 	if err != nil {

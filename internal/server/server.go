@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/esdhq/esd/internal/auth"
 	"github.com/esdhq/esd/internal/engine"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -53,6 +55,17 @@ type Config struct {
 	// an error or panic of theirs is answered like a handler's.
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
+	// Auth, when set, turns security on: every call of an esd.v1 service
+	// is authenticated and authorized by its auth file (authz.go), and
+	// /debug/pprof/ needs admin. nil: every call is allowed.
+	Auth *auth.Authenticator
+	// Creds is the gRPC listener's transport security (TLS, mTLS); nil:
+	// plaintext. With mTLS and Auth, a verified client certificate's
+	// Subject Common Name is the caller's identity.
+	Creds credentials.TransportCredentials
+	// MetricsAuth puts /metrics behind admin too (with Auth set); without
+	// it /metrics, like /healthz and /readyz, stays open to scrapers.
+	MetricsAuth bool
 
 	appendStream appendStreamConfig // tests lower its bounds
 }
@@ -65,6 +78,9 @@ type Server struct {
 	grpc     *grpc.Server
 	health   *health.Server
 	draining atomic.Bool // new requests are refused
+	// authFailures counts refused calls by reason (with Config.Auth).
+	authFailures *prometheus.CounterVec
+	limits       identityLimits // per-identity call rates (with Config.Auth)
 }
 
 // New builds the esd.v1 services on eng, registering their metrics with
@@ -95,11 +111,27 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		lg.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
-	s.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes+(1<<20)),
+	unary := []grpc.UnaryServerInterceptor{grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover)}
+	streams := []grpc.StreamServerInterceptor{
+		strictStreams, // first: undecodable requests are INVALID_ARGUMENT (decode.go)
+		grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover),
+	}
+	if cfg.Auth != nil {
+		// After the gate (a refused call is counted and mapped like any
+		// other) and before Config's own, which see only allowed calls.
+		s.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "esd_auth_refused_total",
+			Help: "Calls refused by authentication (reason TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED, CERTIFICATE_UNKNOWN), an identity's rate (RATE_LIMITED) or authorization (PERMISSION_DENIED).",
+		}, []string{"reason"})
+		reg.MustRegister(s.authFailures)
+		unary = append(unary, s.unaryAuth)
+		streams = append(streams, s.streamAuth)
+	}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes + (1 << 20)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		// Reads stream MiBs: write in large frames and syscalls.
-		grpc.WriteBufferSize(256<<10),
+		grpc.WriteBufferSize(256 << 10),
 		// Handlers run on reused worker goroutines, whose stacks have grown
 		// already: a new goroutine per RPC spent ~8% of esd's CPU growing
 		// its stack (runtime.newstack) under append -c 64. Appends block
@@ -109,21 +141,20 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		grpc.ForceServerCodecV2(newCodec()), // proto, plus reads' pre-encoded messages (wire.go)
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{
-			grpcMet.UnaryServerInterceptor(), s.unaryGate, recovery.UnaryServerInterceptor(recover),
-		}, cfg.UnaryInterceptors...)...),
-		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{
-			strictStreams, // first: undecodable requests are INVALID_ARGUMENT (decode.go)
-			grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover),
-		}, cfg.StreamInterceptors...)...),
-	)
+		grpc.ChainUnaryInterceptor(append(unary, cfg.UnaryInterceptors...)...),
+		grpc.ChainStreamInterceptor(append(streams, cfg.StreamInterceptors...)...),
+	}
+	if cfg.Creds != nil {
+		opts = append(opts, grpc.Creds(cfg.Creds))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	readMet := newReadMetrics(reg)
 	// strictService: undecodable unary requests are INVALID_ARGUMENT (decode.go).
 	s.grpc.RegisterService(strictService(&esdv1.StreamService_ServiceDesc), &streamService{eng: eng, lim: cfg.Limits, met: readMet,
-		as: cfg.appendStream.withDefaults(), asMet: newAppendStreamMetrics(reg), lg: lg})
+		as: cfg.appendStream.withDefaults(), asMet: newAppendStreamMetrics(reg), lg: lg, deny: s.deny})
 	s.grpc.RegisterService(strictService(&esdv1.SnapshotService_ServiceDesc), &snapshotService{eng: eng, lim: cfg.Limits, met: readMet})
 	s.grpc.RegisterService(strictService(&esdv1.AdminService_ServiceDesc), &adminService{eng: eng, cfg: cfg, started: time.Now()})
-	s.grpc.RegisterService(strictService(&esdv1.ConsumerGroupService_ServiceDesc), &groupService{groups: eng.Groups()})
+	s.grpc.RegisterService(strictService(&esdv1.ConsumerGroupService_ServiceDesc), &groupService{groups: eng.Groups(), deny: s.deny})
 	s.grpc.RegisterService(strictService(&healthpb.Health_ServiceDesc), s.health)
 	reflection.Register(s.grpc)
 	grpcMet.InitializeMetrics(s.grpc)
@@ -187,13 +218,18 @@ func (s *Server) Ready() bool { return !s.draining.Load() && s.eng.Ready() }
 func (s *Server) HTTPHandler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	if s.cfg.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// With security on, admin only (httpAdmin): profiles show memory.
+		mux.Handle("/debug/pprof/", s.httpAdmin(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/cmdline", s.httpAdmin(http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("/debug/pprof/profile", s.httpAdmin(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", s.httpAdmin(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", s.httpAdmin(http.HandlerFunc(pprof.Trace)))
 	}
-	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	if s.cfg.MetricsAuth {
+		metrics = s.httpAdmin(metrics)
+	}
+	mux.Handle("/metrics", metrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"strings"
 	"time"
 
+	"github.com/esdhq/esd/internal/auth"
 	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -33,6 +35,7 @@ type streamService struct {
 	as    appendStreamConfig
 	asMet *appendStreamMetrics
 	lg    *zap.Logger
+	deny  func(auth.Permission) error // Server.deny: counts the refusal
 }
 
 func (s *streamService) Append(ctx context.Context, req *esdv1.AppendRequest) (*esdv1.AppendResponse, error) {
@@ -227,7 +230,7 @@ func (s *streamService) ListStreams(ctx context.Context, req *esdv1.ListStreamsR
 	case size > maxPageSize:
 		size = maxPageSize
 	}
-	states, more, err := s.eng.ListStreams(ctx, req.GetPrefix(), after, size)
+	states, more, err := s.listStreams(ctx, principalFrom(ctx), req.GetPrefix(), after, size)
 	if err != nil {
 		return nil, err
 	}
@@ -239,4 +242,42 @@ func (s *streamService) ListStreams(ctx context.Context, req *esdv1.ListStreamsR
 		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(states[len(states)-1].Name))
 	}
 	return resp, nil
+}
+
+// listStreams lists up to size streams with prefix after after that who
+// may read (nil: all). The engine is asked only for the ranges the
+// caller's read grants and prefix have in common: the grants' prefixes are
+// disjoint and sorted, so the ranges are too, and the last name of a page
+// (the page token) is always one the caller may read: a token never names
+// a stream the caller may not see, and no count covers one.
+func (s *streamService) listStreams(ctx context.Context, who *auth.Principal, prefix, after string, size int) ([]eslog.StreamState, bool, error) {
+	if who == nil {
+		return s.eng.ListStreams(ctx, prefix, after, size)
+	}
+	var ranges []string // each: the names starting with it
+	for _, g := range who.Prefixes(auth.Read) {
+		switch {
+		case strings.HasPrefix(prefix, g): // the grant covers the whole prefix
+			ranges = append(ranges, prefix)
+		case strings.HasPrefix(g, prefix): // the prefix covers the grant
+			ranges = append(ranges, g)
+		}
+	}
+	var out []eslog.StreamState
+	for i, r := range ranges {
+		if after >= r && !strings.HasPrefix(after, r) {
+			continue // all of this range sorts before after
+		}
+		states, more, err := s.eng.ListStreams(ctx, r, after, size-len(out))
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, states...)
+		if len(out) == size {
+			// More if this range has more, or a later one may: the last
+			// page can then be empty.
+			return out, more || i < len(ranges)-1, nil
+		}
+	}
+	return out, false, nil
 }
