@@ -24,8 +24,12 @@ func badDecode(v *validator, m proto.Message, err error) {
 		m.ProtoReflect().Descriptor().FullName(), err)
 }
 
-// decodeError is the status of a request m that did not decode.
+// decodeError is the status of a request m that did not decode, or that
+// the codec refused to decode (a *limitError: RESOURCE_EXHAUSTED).
 func decodeError(m proto.Message, err error) error {
+	if le, ok := err.(*limitError); ok {
+		return le.status()
+	}
 	var v validator
 	badDecode(&v, m, err)
 	return toStatus(v.err())

@@ -28,6 +28,7 @@ const (
 type groupService struct {
 	esdv1.UnimplementedConsumerGroupServiceServer
 	groups *group.Manager
+	lmt    *limiter // nil: no subscription limits (tests of parts)
 }
 
 func (s *groupService) CreateGroup(_ context.Context, req *esdv1.CreateGroupRequest) (*esdv1.CreateGroupResponse, error) {
@@ -155,6 +156,13 @@ func (s *groupService) Join(stream grpc.BidiStreamingServer[esdv1.JoinRequest, e
 	}
 	if err := validateGroupName("join.group", join.GetGroup()); err != nil {
 		return err
+	}
+	if s.lmt != nil {
+		release, err := s.lmt.acquireSubscription(stream.Context())
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	mem, err := s.groups.Join(join.GetGroup(), truncate(join.GetMember(), 128))
 	if err != nil {

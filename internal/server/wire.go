@@ -42,6 +42,9 @@ const (
 type encodedMessage struct {
 	head []byte // the tag and length of a wrapped chunk, or nil
 	buf  *[]byte
+	// pool gets buf back once gRPC has written it; nil means wirePool. A
+	// subscriber's pool counts what it holds unwritten (subscribe.go).
+	pool mem.BufferPool
 }
 
 // bytes is the message as one slice (for tests).
@@ -50,14 +53,24 @@ func (m *encodedMessage) bytes() []byte {
 }
 
 // codec is gRPC's proto codec that also sends encodedMessage and
-// receives lenientMessage.
-type codec struct{ encoding.CodecV2 }
+// receives lenientMessage. With lim set, it checks the append requests it
+// receives against lim before decoding them (prescan.go), and counts a
+// refusal with lmt.
+type codec struct {
+	encoding.CodecV2
+	lim *Limits
+	lmt *limiter
+}
 
-func newCodec() codec { return codec{encoding.GetCodecV2("proto")} }
+func newCodec() codec { return codec{CodecV2: encoding.GetCodecV2("proto")} }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if m, ok := v.(*encodedMessage); ok {
-		body := mem.NewBuffer(m.buf, wirePool)
+		pool := m.pool
+		if pool == nil {
+			pool = wirePool
+		}
+		body := mem.NewBuffer(m.buf, pool)
 		if m.head == nil {
 			return mem.BufferSlice{body}, nil
 		}
@@ -69,6 +82,25 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*lenientMessage); ok {
 		m.size = data.Len()
+		if c.lim != nil {
+			if _, ok := appendEventCount(m.msg, nil, 0); ok {
+				b, buf := contiguous(data)
+				if le := prescanAppend(c.lim, m.msg, b); le != nil {
+					if buf != nil {
+						buf.Free()
+					}
+					if c.lmt != nil {
+						c.lmt.refuse(le.limitLabel())
+					}
+					m.err = le
+					return nil
+				}
+				if buf != nil { // decode the copy made for the scan, not the pieces again
+					defer buf.Free()
+					data = mem.BufferSlice{buf}
+				}
+			}
+		}
 		m.err = c.CodecV2.Unmarshal(data, m.msg)
 		return nil
 	}
@@ -102,6 +134,11 @@ type wireChunk struct {
 	// at about it, so that a live subscriber sent a few events at a time
 	// does not hold a buffer of the largest chunk.
 	last int
+	// maxBytes, when not 0, is the chunk's size instead of chunkBytes
+	// (a subscriber's share of memory may be smaller); pool is its
+	// messages' (encodedMessage.pool).
+	maxBytes int
+	pool     mem.BufferPool
 }
 
 // add encodes e as one more event and reports whether the chunk is full.
@@ -112,7 +149,11 @@ func (c *wireChunk) add(e *eslog.EventView) bool {
 	}
 	*c.buf = appendEvent(*c.buf, fieldResponseEvents, e)
 	c.events++
-	return c.events >= chunkEvents || len(*c.buf) >= chunkBytes
+	limit := chunkBytes
+	if c.maxBytes > 0 {
+		limit = c.maxBytes
+	}
+	return c.events >= chunkEvents || len(*c.buf) >= limit
 }
 
 // message hands the chunk over as a message, with a checkpoint if not 0,
@@ -126,7 +167,7 @@ func (c *wireChunk) message(checkpoint uint64) *encodedMessage {
 		*c.buf = protowire.AppendTag(*c.buf, fieldResponseCheckpoint, protowire.VarintType)
 		*c.buf = protowire.AppendVarint(*c.buf, checkpoint)
 	}
-	m := &encodedMessage{buf: c.buf}
+	m := &encodedMessage{buf: c.buf, pool: c.pool}
 	if c.wrap != 0 {
 		// A separate buffer: the length is known only now, and cutting
 		// room for it off the front of buf would shrink buf for the pool.
