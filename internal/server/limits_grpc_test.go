@@ -266,4 +266,3 @@ func TestAdmitAppend(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
