@@ -8,11 +8,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // Resource limits (docs/api.md "Limits and defaults"). Each refusal is
@@ -33,10 +35,10 @@ const (
 	defaultMaxConnections                = 4096
 	defaultMaxSubscriptions              = 10_000
 	defaultMaxSubscriptionsPerConnection = 1000
-	defaultSubscriptionMemoryBytes       = 256 << 20
+	defaultSubscriptionMemoryBytes       = 64 << 20
 	defaultSubscriberStallTimeout        = 10 * time.Second
-	defaultMaxInflightBytes              = 192 << 20
-	defaultMaxInflightBytesPerConnection = 32 << 20
+	defaultMaxInflightBytes              = 64 << 20
+	defaultMaxInflightBytesPerConnection = 16 << 20
 	// smallAppendBytes: appends of at most this many event bytes may use
 	// the whole in-flight budget; larger ones only its part above
 	// inflightReserve, so that a flood of large appends leaves room for
@@ -245,6 +247,55 @@ func (l *limiter) subscriberShare() int64 {
 
 const minSubscriberShare = 64 << 10
 
+// largeBudget is the part of the server's in-flight budget appends of more
+// than smallAppendBytes may use.
+func (l *limiter) largeBudget() int64 { return l.lim.MaxInflightBytes - l.lim.MaxInflightBytes/8 }
+
+func (l *limiter) inflightError(held, n, budget int64) *limitError {
+	return &limitError{reason: reasonInflightBytes, limit: "max-inflight-bytes", value: l.lim.MaxInflightBytes,
+		msg: fmt.Sprintf("the server has %d bytes of appends in flight, at most %d with an append of %d bytes: retry with backoff",
+			held, budget, n)}
+}
+
+func (l *limiter) connInflightError(held, n int64) *limitError {
+	return &limitError{reason: reasonInflightBytes, limit: "max-inflight-bytes-per-connection",
+		value: l.lim.MaxInflightBytesPerConnection,
+		msg: fmt.Sprintf("this connection has %d bytes of appends in flight, %d more would pass its %d: retry with backoff, or use fewer concurrent large appends",
+			held, n, l.lim.MaxInflightBytesPerConnection)}
+}
+
+// refuseLarge is the codec's check, before decoding, of a large append
+// request of wire size n (more than its event bytes) against the server's
+// budget for large appends: a flood of them is refused without the cost
+// of decoding each.
+func (l *limiter) refuseLarge(n int64) *limitError {
+	if n <= smallAppendBytes {
+		return nil
+	}
+	if held := l.inflight.Load(); held+n > l.largeBudget() {
+		l.refuse(limitInflight)
+		return l.inflightError(held, n, l.largeBudget())
+	}
+	return nil
+}
+
+// tap refuses, before its request is read, an Append or AppendMulti on a
+// connection whose appends in flight fill its budget already: the
+// request's bytes are then dropped as they arrive, never held (gRPC's
+// InTapHandle runs on the connection's reader, so it must not block).
+func (l *limiter) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if info.FullMethodName != esdv1.StreamService_Append_FullMethodName && info.FullMethodName != esdv1.StreamService_AppendMulti_FullMethodName {
+		return ctx, nil
+	}
+	if c := connOf(ctx); c != nil {
+		if held := c.inflight.Load(); held >= l.lim.MaxInflightBytesPerConnection {
+			l.refuse(limitInflightConn, peerField(ctx))
+			return ctx, l.connInflightError(held, 0).status()
+		}
+	}
+	return ctx, nil
+}
+
 // admitAppend takes n event bytes of the in-flight budgets (the
 // connection's, then the server's) for an append, or refuses it; release
 // gives them back. Appends of at most smallAppendBytes may use the whole
@@ -255,24 +306,19 @@ func (l *limiter) admitAppend(ctx context.Context, n int64) (release func(), err
 	if c != nil && c.inflight.Add(n) > l.lim.MaxInflightBytesPerConnection && n > 0 {
 		held := c.inflight.Add(-n)
 		l.refuse(limitInflightConn, peerField(ctx))
-		return nil, &limitError{reason: reasonInflightBytes, limit: "max-inflight-bytes-per-connection",
-			value: l.lim.MaxInflightBytesPerConnection,
-			msg: fmt.Sprintf("this connection has %d bytes of appends in flight, %d more would pass its %d: retry with backoff, or use fewer concurrent large appends",
-				held, n, l.lim.MaxInflightBytesPerConnection)}
+		return nil, l.connInflightError(held, n)
 	}
 	budget := l.lim.MaxInflightBytes
 	if n > smallAppendBytes {
-		budget -= budget / 8
+		budget = l.largeBudget()
 	}
-	if l.inflight.Add(n) > budget && n > 0 {
+	if held := l.inflight.Add(n); held > budget && n > 0 {
 		l.inflight.Add(-n)
 		if c != nil {
 			c.inflight.Add(-n)
 		}
 		l.refuse(limitInflight, peerField(ctx))
-		return nil, &limitError{reason: reasonInflightBytes, limit: "max-inflight-bytes", value: l.lim.MaxInflightBytes,
-			msg: fmt.Sprintf("the server has %d bytes of appends in flight, at most %d for an append of %d bytes: retry with backoff",
-				l.inflight.Load(), budget, n)}
+		return nil, l.inflightError(held-n, n, budget)
 	}
 	l.inflG.Add(float64(n))
 	return func() {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // dialExtra opens another connection to ts, closed at the end of the
@@ -264,5 +265,33 @@ func TestAdmitAppend(t *testing.T) {
 	}
 	if err := admit(a, big); err != nil {
 		t.Fatal(err)
+	}
+
+	// The tap refuses an Append unread on a connection at its budget, and
+	// lets other methods and other connections through.
+	for range 2 {
+		if err := admit(a, big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.tap(a, &tap.Info{FullMethodName: esdv1.StreamService_Append_FullMethodName}); err == nil {
+		t.Fatal("tap let an Append through on a connection at its budget")
+	} else {
+		wantLimit(t, err, reasonInflightBytes, "max-inflight-bytes-per-connection", "this connection has")
+	}
+	if _, err := l.tap(a, &tap.Info{FullMethodName: esdv1.StreamService_ReadStream_FullMethodName}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.tap(b, &tap.Info{FullMethodName: esdv1.StreamService_AppendMulti_FullMethodName}); err != nil {
+		t.Fatal(err)
+	}
+	// The codec's check: a large request when large appends fill their
+	// part of the budget, before decoding; a small one passes.
+	l.inflight.Store(l.largeBudget())
+	if le := l.refuseLarge(big); le == nil || le.reason != reasonInflightBytes {
+		t.Fatalf("refuseLarge: %v", le)
+	}
+	if le := l.refuseLarge(smallAppendBytes); le != nil {
+		t.Fatalf("refuseLarge of a small request: %v", le)
 	}
 }

@@ -100,6 +100,7 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes+(1<<20)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.InTapHandle(s.lmt.tap), // appends over their connection's budget, refused unread (limits.go)
 		// Reads stream MiBs: write in large frames and syscalls.
 		grpc.WriteBufferSize(256<<10),
 		// Handlers run on reused worker goroutines, whose stacks have grown

@@ -38,6 +38,7 @@ func (s *streamService) Subscribe(req *esdv1.SubscribeRequest, stream grpc.Serve
 		sink.lmt, sink.stall = s.lmt, s.lmt.lim.SubscriberStallTimeout
 		sink.drained = make(chan struct{}, 1)
 		sink.chunk.pool = sinkPool{sink}
+		sink.chunk.chunkFor(s.lmt.subscriberShare()) // the first message too
 		defer sink.end()
 	}
 	err = s.eng.Subscribe(stream.Context(), r, sink)
@@ -121,19 +122,19 @@ func (k *subscribeSink) end() {
 // until gRPC has written all but sendQuota of what it holds. A client
 // that lets gRPC write nothing for the stall timeout, while the sink
 // waits, is ended: SUBSCRIBER_TOO_SLOW. It also sizes the next message
-// to gather: half the subscriber's share, at most chunkBytes.
+// to gather: at most half the subscriber's share (chunkFor).
 func (k *subscribeSink) ready(size int) error {
 	if k.lmt == nil {
 		return nil
 	}
 	share := k.lmt.subscriberShare()
-	k.chunk.maxBytes = int(min(max(share/2, 16<<10), chunkBytes))
-	if k.held.Load() <= sendQuota {
+	k.chunk.chunkFor(share)
+	if !k.mustWait(size) {
 		return nil
 	}
 	timer, since := time.NewTimer(k.stall), time.Now()
 	defer timer.Stop()
-	for k.held.Load() > sendQuota {
+	for k.mustWait(size) {
 		select {
 		case <-k.drained:
 		case <-k.stream.Context().Done():
@@ -147,6 +148,16 @@ func (k *subscribeSink) ready(size int) error {
 		}
 	}
 	return nil
+}
+
+// mustWait reports whether the sink must wait before handing gRPC size
+// more bytes: gRPC has more than sendQuota of its bytes unwritten, or it
+// has some and all subscribers' together would pass the budget (a
+// subscriber holding nothing may always send one message: it was sized
+// to its share).
+func (k *subscribeSink) mustWait(size int) bool {
+	held := k.held.Load()
+	return held > sendQuota || (held > 0 && k.lmt.subMem.Load()+int64(size) > k.lmt.lim.SubscriptionMemoryBytes)
 }
 
 // sendMsg hands an encoded message to gRPC, counted as held until gRPC

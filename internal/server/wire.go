@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -85,12 +86,18 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 		if c.lim != nil {
 			if _, ok := appendEventCount(m.msg, nil, 0); ok {
 				b, buf := contiguous(data)
-				if le := prescanAppend(c.lim, m.msg, b); le != nil {
+				le := prescanAppend(c.lim, m.msg, b)
+				if le != nil && c.lmt != nil {
+					c.lmt.refuse(le.limitLabel())
+				}
+				if _, stream := m.msg.(*esdv1.AppendStreamRequest); le == nil && c.lmt != nil && !stream {
+					// (An AppendStream message is checked when its append runs:
+					// a refusal answers that request and the call goes on.)
+					le = c.lmt.refuseLarge(int64(len(b)))
+				}
+				if le != nil {
 					if buf != nil {
 						buf.Free()
-					}
-					if c.lmt != nil {
-						c.lmt.refuse(le.limitLabel())
 					}
 					m.err = le
 					return nil
@@ -134,17 +141,22 @@ type wireChunk struct {
 	// at about it, so that a live subscriber sent a few events at a time
 	// does not hold a buffer of the largest chunk.
 	last int
-	// maxBytes, when not 0, is the chunk's size instead of chunkBytes
-	// (a subscriber's share of memory may be smaller); pool is its
-	// messages' (encodedMessage.pool).
-	maxBytes int
-	pool     mem.BufferPool
+	// maxBytes, when not 0, is the chunk's size instead of chunkBytes,
+	// and bufBytes the most its buffer starts with (a subscriber's share
+	// of memory may be smaller: chunkFor); pool is its messages'
+	// (encodedMessage.pool).
+	maxBytes, bufBytes int
+	pool               mem.BufferPool
 }
 
 // add encodes e as one more event and reports whether the chunk is full.
 func (c *wireChunk) add(e *eslog.EventView) bool {
 	if c.buf == nil {
-		c.buf = wirePool.Get(min(max(2*c.last, 4<<10), chunkBytes+64<<10))
+		most := chunkBytes + 64<<10
+		if c.bufBytes > 0 {
+			most = c.bufBytes
+		}
+		c.buf = wirePool.Get(min(max(2*c.last, 4<<10), most))
 		*c.buf = (*c.buf)[:0]
 	}
 	*c.buf = appendEvent(*c.buf, fieldResponseEvents, e)
@@ -154,6 +166,21 @@ func (c *wireChunk) add(e *eslog.EventView) bool {
 		limit = c.maxBytes
 	}
 	return c.events >= chunkEvents || len(*c.buf) >= limit
+}
+
+// chunkFor sizes the chunks of a subscriber that may hold share bytes:
+// two buffers (one gRPC writes, one being gathered) of a wirePool class
+// (a buffer of any size above a class is taken from the next one: a
+// message of 300 KiB would hold a 1 MiB buffer), filled to three quarters
+// so that the event that fills one most often fits in it.
+func (c *wireChunk) chunkFor(share int64) {
+	class := 16 << 10
+	for _, size := range []int{64 << 10, 256 << 10, chunkBytes + 64<<10} {
+		if int64(size) <= share/2 {
+			class = size
+		}
+	}
+	c.bufBytes, c.maxBytes = class, min(class*3/4, chunkBytes)
 }
 
 // message hands the chunk over as a message, with a checkpoint if not 0,
