@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -27,7 +28,8 @@ func badDecode(v *validator, m proto.Message, err error) {
 // decodeError is the status of a request m that did not decode, or that
 // the codec refused to decode (a *limitError: RESOURCE_EXHAUSTED).
 func decodeError(m proto.Message, err error) error {
-	if le, ok := err.(*limitError); ok {
+	var le *limitError
+	if errors.As(err, &le) {
 		return le.status()
 	}
 	var v validator

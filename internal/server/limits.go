@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -346,6 +347,6 @@ func (e *limitError) limitLabel() string {
 }
 
 func isLimitError(err error) bool {
-	_, ok := err.(*limitError)
-	return ok
+	var le *limitError
+	return errors.As(err, &le)
 }
