@@ -48,7 +48,7 @@ const (
 	hostileLoadedFor = 10 * time.Second // or for this long, when fewer
 	hostileMaxRSS    = 1 << 30
 
-	hostileManyEventsEvery = 100 * time.Millisecond
+	hostileManyEventsEvery = 500 * time.Millisecond
 )
 
 var (
