@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,12 +65,13 @@ func plainESD(t *testing.T) string {
 		return esdBin
 	}
 	plainOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "esd-e2e-plain-")
-		if err != nil {
+		// Next to the other binaries: TestMain removes their directory.
+		dir := filepath.Join(filepath.Dir(esdBin), "plain")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			plainErr = err
 			return
 		}
-		plainBin, plainErr = dir+"/esd", goBuild(dir, false, "./cmd/esd")
+		plainBin, plainErr = filepath.Join(dir, "esd"), goBuild(dir, false, "./cmd/esd")
 	})
 	if plainErr != nil {
 		t.Fatal(plainErr)
