@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/esdhq/esd/internal/server"
 	"github.com/esdhq/esd/internal/snapshot"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -43,6 +44,17 @@ type config struct {
 	SnapshotEvery           uint64
 	SnapshotReplayThreshold uint64
 	SnapshotLoadHalfLife    time.Duration
+	// Resource limits (server.Limits).
+	MaxAppendEvents               int
+	MaxRequestDecodedBytes        int
+	MaxConnections                int
+	MaxStreamsPerConnection       int
+	MaxSubscriptions              int
+	MaxSubscriptionsPerConnection int
+	SubscriptionMemoryBytes       int64
+	SubscriberStallTimeout        time.Duration
+	MaxInflightBytes              int64
+	MaxInflightBytesPerConnection int64
 }
 
 // parseConfig reads flags, each with an ESD_ environment twin
@@ -75,6 +87,27 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		"default snapshot policy: advise a snapshot when events since the latest x loads per second reach this (0 = off)")
 	fs.DurationVar(&c.SnapshotLoadHalfLife, "snapshot-load-half-life", 5*time.Minute,
 		"half-life of the streams' load rates (the dynamic snapshot policy)")
+
+	d := server.DefaultLimits
+	fs.IntVar(&c.MaxAppendEvents, "max-append-events", d.MaxAppendEvents,
+		"most events in one Append, one AppendMulti (all its appends) or one AppendStream message, counted before decoding (TOO_MANY_EVENTS)")
+	fs.IntVar(&c.MaxRequestDecodedBytes, "max-request-decoded-bytes", d.MaxRequestDecodedBytes,
+		"largest estimated decoded size of an append request, its wire size plus 1400 bytes an event, checked before decoding (REQUEST_TOO_LARGE)")
+	fs.IntVar(&c.MaxConnections, "max-connections", d.MaxConnections,
+		"most open gRPC connections; one more is closed at once (lowered to half the open-file limit if above it)")
+	fs.IntVar(&c.MaxStreamsPerConnection, "max-streams-per-connection", 256, "most RPCs in flight on one connection (HTTP/2 MAX_CONCURRENT_STREAMS)")
+	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", d.MaxSubscriptions,
+		"most Subscribe and consumer group Join calls running (TOO_MANY_SUBSCRIPTIONS)")
+	fs.IntVar(&c.MaxSubscriptionsPerConnection, "max-subscriptions-per-connection", d.MaxSubscriptionsPerConnection,
+		"most Subscribe and Join calls running on one connection (TOO_MANY_SUBSCRIPTIONS)")
+	fs.Int64Var(&c.SubscriptionMemoryBytes, "subscription-memory-bytes", d.SubscriptionMemoryBytes,
+		"memory shared equally by subscribers for messages their clients have not read; one stalled past its share is ended (SUBSCRIBER_TOO_SLOW)")
+	fs.DurationVar(&c.SubscriberStallTimeout, "subscriber-stall-timeout", d.SubscriberStallTimeout,
+		"how long a subscriber's client may read nothing of a message the server holds for it before it is ended (SUBSCRIBER_TOO_SLOW)")
+	fs.Int64Var(&c.MaxInflightBytes, "max-inflight-bytes", d.MaxInflightBytes,
+		"most event bytes of appends in flight; appends over 64 KiB get all but an eighth of it (INFLIGHT_BYTES)")
+	fs.Int64Var(&c.MaxInflightBytesPerConnection, "max-inflight-bytes-per-connection", d.MaxInflightBytesPerConnection,
+		"most event bytes of appends in flight from one connection (INFLIGHT_BYTES)")
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -141,6 +174,30 @@ func (c config) validate() error {
 	}
 	if c.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--grace-period %v: want > 0", c.GracePeriod))
+	}
+	for _, l := range []struct {
+		name   string
+		v, min int64
+	}{
+		{"--max-append-events", int64(c.MaxAppendEvents), 1},
+		{"--max-request-decoded-bytes", int64(c.MaxRequestDecodedBytes), 1 << 20},
+		{"--max-connections", int64(c.MaxConnections), 1},
+		{"--max-streams-per-connection", int64(c.MaxStreamsPerConnection), 1},
+		{"--max-subscriptions", int64(c.MaxSubscriptions), 1},
+		{"--max-subscriptions-per-connection", int64(c.MaxSubscriptionsPerConnection), 1},
+		{"--subscription-memory-bytes", c.SubscriptionMemoryBytes, 1 << 20},
+		{"--max-inflight-bytes", c.MaxInflightBytes, int64(c.MaxAppendBytes)},
+		{"--max-inflight-bytes-per-connection", c.MaxInflightBytesPerConnection, int64(c.MaxAppendBytes)},
+	} {
+		if l.v < l.min {
+			errs = append(errs, fmt.Errorf("%s %d: want at least %d", l.name, l.v, l.min))
+		}
+	}
+	if c.SubscriberStallTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--subscriber-stall-timeout %v: want at least 100ms", c.SubscriberStallTimeout))
+	}
+	if c.MaxStreamsPerConnection > 1<<20 {
+		errs = append(errs, fmt.Errorf("--max-streams-per-connection %d: want at most %d", c.MaxStreamsPerConnection, 1<<20))
 	}
 	if c.SnapshotRetention < 1 || c.SnapshotRetention > snapshot.MaxRetention {
 		errs = append(errs, fmt.Errorf("--snapshot-retention %d: want 1 to %d", c.SnapshotRetention, snapshot.MaxRetention))

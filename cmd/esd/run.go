@@ -39,6 +39,8 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		buildInfo(),
 	)
 
+	maxConns := fitConnections(cfg.MaxConnections, raiseFileLimit(), lg)
+
 	// The store first: its lock says "another esd uses this directory",
 	// which is what a second esd on the same ports must be told.
 	eng, err := engine.Open(engine.Config{
@@ -72,14 +74,27 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		return errors.Join(err, eng.Close())
 	}
 	srv, err := server.New(eng, server.Config{
-		DataDir:     cfg.DataDir,
-		Limits:      server.Limits{MaxEventBytes: cfg.MaxEventBytes, MaxAppendBytes: cfg.MaxAppendBytes},
-		Version:     version,
-		Commit:      commit,
-		GracePeriod: cfg.GracePeriod,
-		Pprof:       cfg.Pprof,
-		Auth:        authn,
-		MetricsAuth: cfg.MetricsAuth,
+		DataDir: cfg.DataDir,
+		Limits: server.Limits{
+			MaxEventBytes:                 cfg.MaxEventBytes,
+			MaxAppendBytes:                cfg.MaxAppendBytes,
+			MaxAppendEvents:               cfg.MaxAppendEvents,
+			MaxRequestDecodedBytes:        cfg.MaxRequestDecodedBytes,
+			MaxConnections:                maxConns,
+			MaxSubscriptions:              cfg.MaxSubscriptions,
+			MaxSubscriptionsPerConnection: cfg.MaxSubscriptionsPerConnection,
+			SubscriptionMemoryBytes:       cfg.SubscriptionMemoryBytes,
+			SubscriberStallTimeout:        cfg.SubscriberStallTimeout,
+			MaxInflightBytes:              cfg.MaxInflightBytes,
+			MaxInflightBytesPerConnection: cfg.MaxInflightBytesPerConnection,
+		},
+		MaxConcurrentStreams: uint32(cfg.MaxStreamsPerConnection),
+		Version:              version,
+		Commit:               commit,
+		GracePeriod:          cfg.GracePeriod,
+		Pprof:                cfg.Pprof,
+		Auth:                 authn,
+		MetricsAuth:          cfg.MetricsAuth,
 	}, lg.Named("server"), reg)
 	if err != nil {
 		return errors.Join(fmt.Errorf("start server: %w", err), eng.Close())

@@ -198,6 +198,8 @@ func (c *appendCall) read() {
 		err := c.stream.RecvMsg(&lm)
 		switch {
 		case err != nil: // io.EOF, or the call is over (gRPC has sent its status)
+		case lm.err != nil && isLimitError(lm.err):
+			err = lm.err // refused before decoding (prescan.go)
 		case lm.err != nil:
 			var v validator
 			badDecode(&v, m, lm.err)
@@ -337,7 +339,7 @@ func (c *appendCall) append(it appendItem) appendAnswer {
 	case c.rpc.Err() != nil: // the client is gone: start nothing more (the answer is never sent)
 		err = c.rpc.Err()
 	default:
-		res, err = c.s.eng.Append(c.rpc, op)
+		res, err = c.s.admittedAppend(c.rpc, op)
 	}
 	if err != nil {
 		resp.Result = &esdv1.AppendStreamResponse_Error{Error: c.errorStatus(err)}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -24,8 +25,13 @@ func badDecode(v *validator, m proto.Message, err error) {
 		m.ProtoReflect().Descriptor().FullName(), err)
 }
 
-// decodeError is the status of a request m that did not decode.
+// decodeError is the status of a request m that did not decode, or that
+// the codec refused to decode (a *limitError: RESOURCE_EXHAUSTED).
 func decodeError(m proto.Message, err error) error {
+	var le *limitError
+	if errors.As(err, &le) {
+		return le.status()
+	}
 	var v validator
 	badDecode(&v, m, err)
 	return toStatus(v.err())

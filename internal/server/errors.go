@@ -69,6 +69,7 @@ func toStatus(err error) error {
 		inv      *invalidError
 		snf      *snapshot.NotFoundError
 		srev     *snapshot.RevisionError
+		lim      *limitError
 	)
 	switch {
 	case err == nil:
@@ -91,6 +92,8 @@ func toStatus(err error) error {
 		return withReason(codes.NotFound, se.Error(), reasonStreamNotFound, se.Stream)
 	case errors.As(err, &idc):
 		return withReason(codes.AlreadyExists, idc.Error(), reasonEventIDConflict, idc.Stream)
+	case errors.As(err, &lim):
+		return lim.status()
 	case errors.As(err, &inv):
 		return withReason(codes.InvalidArgument, inv.Error(), inv.reason, inv.stream,
 			&errdetails.BadRequest{FieldViolations: inv.violations})

@@ -30,6 +30,7 @@ type groupService struct {
 	esdv1.UnimplementedConsumerGroupServiceServer
 	groups *group.Manager
 	deny   func(auth.Permission) error // Server.deny: counts the refusal
+	lmt    *limiter                    // nil: no subscription limits (tests of parts)
 }
 
 func (s *groupService) CreateGroup(_ context.Context, req *esdv1.CreateGroupRequest) (*esdv1.CreateGroupResponse, error) {
@@ -174,6 +175,13 @@ func (s *groupService) Join(stream grpc.BidiStreamingServer[esdv1.JoinRequest, e
 		if !mayDeliver(who, auth.Subscribe, st.Target, st.TargetName, st.StreamPrefixes) {
 			return s.deny(auth.Subscribe)
 		}
+	}
+	if s.lmt != nil {
+		release, err := s.lmt.acquireSubscription(stream.Context())
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	mem, err := s.groups.Join(join.GetGroup(), truncate(join.GetMember(), 128))
 	if err != nil {

@@ -81,14 +81,13 @@ type Server struct {
 	// authFailures counts refused calls by reason (with Config.Auth).
 	authFailures *prometheus.CounterVec
 	limits       identityLimits // per-identity call rates (with Config.Auth)
+	lmt          *limiter
 }
 
 // New builds the esd.v1 services on eng, registering their metrics with
 // reg; Serve runs them and, when its ctx ends, drains eng.
 func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Registerer) (*Server, error) {
-	if cfg.Limits == (Limits{}) {
-		cfg.Limits = DefaultLimits
-	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.GracePeriod == 0 {
 		cfg.GracePeriod = 10 * time.Second
 	}
@@ -104,6 +103,9 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		lg:     lg,
 		health: health.NewServer(),
 	}
+	s.lmt = newLimiter(cfg.Limits, lg, reg)
+	cdc := newCodec()
+	cdc.lim, cdc.lmt = &s.cfg.Limits, s.lmt
 	grpcMet := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0001, 2, 18))))
 	reg.MustRegister(grpcMet)
@@ -130,6 +132,7 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes + (1 << 20)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.InTapHandle(s.lmt.tap), // appends over their connection's budget, refused unread (limits.go)
 		// Reads stream MiBs: write in large frames and syscalls.
 		grpc.WriteBufferSize(256 << 10),
 		// Handlers run on reused worker goroutines, whose stacks have grown
@@ -138,7 +141,7 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		// until their fsync, so the server keeps many workers (shared by
 		// all connections); when all are busy, gRPC starts goroutines.
 		grpc.NumStreamWorkers(streamWorkers),
-		grpc.ForceServerCodecV2(newCodec()), // proto, plus reads' pre-encoded messages (wire.go)
+		grpc.ForceServerCodecV2(cdc), // proto, plus reads' pre-encoded messages (wire.go) and the append pre-scan (prescan.go)
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(append(unary, cfg.UnaryInterceptors...)...),
@@ -151,10 +154,10 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 	readMet := newReadMetrics(reg)
 	// strictService: undecodable unary requests are INVALID_ARGUMENT (decode.go).
 	s.grpc.RegisterService(strictService(&esdv1.StreamService_ServiceDesc), &streamService{eng: eng, lim: cfg.Limits, met: readMet,
-		as: cfg.appendStream.withDefaults(), asMet: newAppendStreamMetrics(reg), lg: lg, deny: s.deny})
+		as: cfg.appendStream.withDefaults(), asMet: newAppendStreamMetrics(reg), lg: lg, deny: s.deny, lmt: s.lmt})
 	s.grpc.RegisterService(strictService(&esdv1.SnapshotService_ServiceDesc), &snapshotService{eng: eng, lim: cfg.Limits, met: readMet})
 	s.grpc.RegisterService(strictService(&esdv1.AdminService_ServiceDesc), &adminService{eng: eng, cfg: cfg, started: time.Now()})
-	s.grpc.RegisterService(strictService(&esdv1.ConsumerGroupService_ServiceDesc), &groupService{groups: eng.Groups(), deny: s.deny})
+	s.grpc.RegisterService(strictService(&esdv1.ConsumerGroupService_ServiceDesc), &groupService{groups: eng.Groups(), deny: s.deny, lmt: s.lmt})
 	s.grpc.RegisterService(strictService(&healthpb.Health_ServiceDesc), s.health)
 	reflection.Register(s.grpc)
 	grpcMet.InitializeMetrics(s.grpc)
@@ -171,7 +174,7 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	errc := make(chan error, 1)
-	go func() { errc <- s.grpc.Serve(lis) }()
+	go func() { errc <- s.grpc.Serve(s.lmt.listener(lis)) }()
 	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.eng.Shards()))
 	var serveErr error
 	select {

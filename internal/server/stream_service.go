@@ -36,6 +36,7 @@ type streamService struct {
 	asMet *appendStreamMetrics
 	lg    *zap.Logger
 	deny  func(auth.Permission) error // Server.deny: counts the refusal
+	lmt   *limiter                    // nil: no in-flight budgets (tests of parts)
 }
 
 func (s *streamService) Append(ctx context.Context, req *esdv1.AppendRequest) (*esdv1.AppendResponse, error) {
@@ -43,17 +44,49 @@ func (s *streamService) Append(ctx context.Context, req *esdv1.AppendRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.eng.Append(ctx, op)
+	res, err := s.admittedAppend(ctx, op)
 	if err != nil {
 		return nil, err
 	}
 	return appendResponse(res), nil
 }
 
+// admittedAppend runs op within the in-flight budgets (limits.go).
+func (s *streamService) admittedAppend(ctx context.Context, op engine.AppendOp) (engine.AppendResult, error) {
+	if s.lmt == nil {
+		return s.eng.Append(ctx, op)
+	}
+	release, err := s.lmt.admitAppend(ctx, opBytes(op))
+	if err != nil {
+		return engine.AppendResult{}, err
+	}
+	defer release()
+	return s.eng.Append(ctx, op)
+}
+
+// opBytes is the event bytes of an append, as the writer's budget counts
+// them: data and metadata.
+func opBytes(ops ...engine.AppendOp) int64 {
+	var n int64
+	for i := range ops {
+		for j := range ops[i].Events {
+			n += int64(len(ops[i].Events[j].Data) + len(ops[i].Events[j].Metadata))
+		}
+	}
+	return n
+}
+
 func (s *streamService) AppendMulti(ctx context.Context, req *esdv1.AppendMultiRequest) (*esdv1.AppendMultiResponse, error) {
 	ops, err := validateAppendMulti(s.lim, req)
 	if err != nil {
 		return nil, err
+	}
+	if s.lmt != nil {
+		release, err := s.lmt.admitAppend(ctx, opBytes(ops...))
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 	}
 	res, err := s.eng.AppendMulti(ctx, ops)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -36,10 +37,53 @@ type Limits struct {
 	// MaxAppendBytes bounds the events of one Append or AppendMulti, data
 	// and metadata together (REQUEST_TOO_LARGE).
 	MaxAppendBytes int
+
+	// The resource limits (limits.go; 0 means the default). Each refusal
+	// is RESOURCE_EXHAUSTED with the reason named.
+
+	// MaxAppendEvents bounds the events of one Append, one AppendMulti
+	// (all its appends) and one AppendStream message (TOO_MANY_EVENTS),
+	// counted in the wire bytes before the request is decoded.
+	MaxAppendEvents int
+	// MaxRequestDecodedBytes bounds an append request's estimated decoded
+	// size, its wire size plus decodedEventBytes per event
+	// (REQUEST_TOO_LARGE), checked before it is decoded.
+	MaxRequestDecodedBytes int
+	// MaxConnections bounds the open connections; one more is closed at
+	// once (counted as TOO_MANY_CONNECTIONS).
+	MaxConnections int
+	// MaxSubscriptions and MaxSubscriptionsPerConnection bound the
+	// Subscribe and consumer group Join calls running
+	// (TOO_MANY_SUBSCRIPTIONS).
+	MaxSubscriptions              int
+	MaxSubscriptionsPerConnection int
+	// SubscriptionMemoryBytes is shared equally by the subscribers: one
+	// that holds more than its share in messages the client has not read
+	// is ended (SUBSCRIBER_TOO_SLOW).
+	SubscriptionMemoryBytes int64
+	// SubscriberStallTimeout is how long a subscriber may hold more than
+	// its share before it is ended.
+	SubscriberStallTimeout time.Duration
+	// MaxInflightBytes and MaxInflightBytesPerConnection bound the event
+	// bytes of appends in flight (INFLIGHT_BYTES).
+	MaxInflightBytes              int64
+	MaxInflightBytesPerConnection int64
 }
 
 // DefaultLimits are docs/api.md's defaults.
-var DefaultLimits = Limits{MaxEventBytes: 1 << 20, MaxAppendBytes: 16 << 20}
+var DefaultLimits = Limits{
+	MaxEventBytes:                 1 << 20,
+	MaxAppendBytes:                16 << 20,
+	MaxAppendEvents:               defaultMaxAppendEvents,
+	MaxRequestDecodedBytes:        defaultMaxRequestDecodedBytes,
+	MaxConnections:                defaultMaxConnections,
+	MaxSubscriptions:              defaultMaxSubscriptions,
+	MaxSubscriptionsPerConnection: defaultMaxSubscriptionsPerConnection,
+	SubscriptionMemoryBytes:       defaultSubscriptionMemoryBytes,
+	SubscriberStallTimeout:        defaultSubscriberStallTimeout,
+	MaxInflightBytes:              defaultMaxInflightBytes,
+	MaxInflightBytesPerConnection: defaultMaxInflightBytesPerConnection,
+}
 
 // validator collects every bad field of a request.
 type validator struct {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	eslog "github.com/esdhq/esd/internal/log"
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -42,6 +43,9 @@ const (
 type encodedMessage struct {
 	head []byte // the tag and length of a wrapped chunk, or nil
 	buf  *[]byte
+	// pool gets buf back once gRPC has written it; nil means wirePool. A
+	// subscriber's pool counts what it holds unwritten (subscribe.go).
+	pool mem.BufferPool
 }
 
 // bytes is the message as one slice (for tests).
@@ -50,14 +54,24 @@ func (m *encodedMessage) bytes() []byte {
 }
 
 // codec is gRPC's proto codec that also sends encodedMessage and
-// receives lenientMessage.
-type codec struct{ encoding.CodecV2 }
+// receives lenientMessage. With lim set, it checks the append requests it
+// receives against lim before decoding them (prescan.go), and counts a
+// refusal with lmt.
+type codec struct {
+	encoding.CodecV2
+	lim *Limits
+	lmt *limiter
+}
 
-func newCodec() codec { return codec{encoding.GetCodecV2("proto")} }
+func newCodec() codec { return codec{CodecV2: encoding.GetCodecV2("proto")} }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if m, ok := v.(*encodedMessage); ok {
-		body := mem.NewBuffer(m.buf, wirePool)
+		pool := m.pool
+		if pool == nil {
+			pool = wirePool
+		}
+		body := mem.NewBuffer(m.buf, pool)
 		if m.head == nil {
 			return mem.BufferSlice{body}, nil
 		}
@@ -69,6 +83,31 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*lenientMessage); ok {
 		m.size = data.Len()
+		if c.lim != nil {
+			if _, ok := appendEventCount(m.msg, nil, 0); ok {
+				b, buf := contiguous(data)
+				le := prescanAppend(c.lim, m.msg, b)
+				if le != nil && c.lmt != nil {
+					c.lmt.refuse(le.limitLabel())
+				}
+				if _, stream := m.msg.(*esdv1.AppendStreamRequest); le == nil && c.lmt != nil && !stream {
+					// (An AppendStream message is checked when its append runs:
+					// a refusal answers that request and the call goes on.)
+					le = c.lmt.refuseLarge(int64(len(b)))
+				}
+				if le != nil {
+					if buf != nil {
+						buf.Free()
+					}
+					m.err = le
+					return nil
+				}
+				if buf != nil { // decode the copy made for the scan, not the pieces again
+					defer buf.Free()
+					data = mem.BufferSlice{buf}
+				}
+			}
+		}
 		m.err = c.CodecV2.Unmarshal(data, m.msg)
 		return nil
 	}
@@ -102,17 +141,46 @@ type wireChunk struct {
 	// at about it, so that a live subscriber sent a few events at a time
 	// does not hold a buffer of the largest chunk.
 	last int
+	// maxBytes, when not 0, is the chunk's size instead of chunkBytes,
+	// and bufBytes the most its buffer starts with (a subscriber's share
+	// of memory may be smaller: chunkFor); pool is its messages'
+	// (encodedMessage.pool).
+	maxBytes, bufBytes int
+	pool               mem.BufferPool
 }
 
 // add encodes e as one more event and reports whether the chunk is full.
 func (c *wireChunk) add(e *eslog.EventView) bool {
 	if c.buf == nil {
-		c.buf = wirePool.Get(min(max(2*c.last, 4<<10), chunkBytes+64<<10))
+		most := chunkBytes + 64<<10
+		if c.bufBytes > 0 {
+			most = c.bufBytes
+		}
+		c.buf = wirePool.Get(min(max(2*c.last, 4<<10), most))
 		*c.buf = (*c.buf)[:0]
 	}
 	*c.buf = appendEvent(*c.buf, fieldResponseEvents, e)
 	c.events++
-	return c.events >= chunkEvents || len(*c.buf) >= chunkBytes
+	limit := chunkBytes
+	if c.maxBytes > 0 {
+		limit = c.maxBytes
+	}
+	return c.events >= chunkEvents || len(*c.buf) >= limit
+}
+
+// chunkFor sizes the chunks of a subscriber that may hold share bytes:
+// two buffers (one gRPC writes, one being gathered) of a wirePool class
+// (a buffer of any size above a class is taken from the next one: a
+// message of 300 KiB would hold a 1 MiB buffer), filled to three quarters
+// so that the event that fills one most often fits in it.
+func (c *wireChunk) chunkFor(share int64) {
+	class := 16 << 10
+	for _, size := range []int{64 << 10, 256 << 10, chunkBytes + 64<<10} {
+		if int64(size) <= share/2 {
+			class = size
+		}
+	}
+	c.bufBytes, c.maxBytes = class, min(class*3/4, chunkBytes)
 }
 
 // message hands the chunk over as a message, with a checkpoint if not 0,
@@ -126,7 +194,7 @@ func (c *wireChunk) message(checkpoint uint64) *encodedMessage {
 		*c.buf = protowire.AppendTag(*c.buf, fieldResponseCheckpoint, protowire.VarintType)
 		*c.buf = protowire.AppendVarint(*c.buf, checkpoint)
 	}
-	m := &encodedMessage{buf: c.buf}
+	m := &encodedMessage{buf: c.buf, pool: c.pool}
 	if c.wrap != 0 {
 		// A separate buffer: the length is known only now, and cutting
 		// room for it off the front of buf would shrink buf for the pool.

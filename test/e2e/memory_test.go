@@ -63,7 +63,11 @@ func TestSlowSubscriberMemory(t *testing.T) {
 		}
 		bin = dir + "/esd"
 	}
-	flags := []string{"--cache-bytes", strconv.Itoa(16 << 20), "--subscription-buffer-bytes", strconv.Itoa(memBufferBytes)}
+	// The stalled subscriber must survive its stall here: what it costs
+	// while stalled is what is measured (a stall of the default 10s ends a
+	// subscriber: the limits' tests).
+	flags := []string{"--cache-bytes", strconv.Itoa(16 << 20), "--subscription-buffer-bytes", strconv.Itoa(memBufferBytes),
+		"--subscriber-stall-timeout", "10m"}
 
 	control := memRun(t, bin, flags, false)
 	lagging := memRun(t, bin, flags, true)
