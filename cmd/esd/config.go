@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/esdhq/esd/internal/snapshot"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -33,12 +34,17 @@ type config struct {
 	CacheBytes     int64
 	SubBufferBytes int
 	GracePeriod    time.Duration
+	StartupTimeout time.Duration
 	Pprof          bool
 	// Snapshots: retention per stream and the default policy.
 	SnapshotRetention       int
 	SnapshotEvery           uint64
 	SnapshotReplayThreshold uint64
 	SnapshotLoadHalfLife    time.Duration
+
+	// fs is the store's file system; nil means the operating system's.
+	// Only tests set it (a disk that fails), through run.
+	fs vfs.FS
 }
 
 // parseConfig reads flags, each with an ESD_ environment twin
@@ -60,6 +66,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.SubBufferBytes, "subscription-buffer-bytes", 32<<20,
 		"recent events held in memory for live subscribers, in bytes (one buffer shared by all; a subscriber behind it reads the store)")
 	fs.DurationVar(&c.GracePeriod, "grace-period", 10*time.Second, "how long shutdown waits for requests in flight")
+	fs.DurationVar(&c.StartupTimeout, "startup-timeout", 60*time.Second,
+		"how long opening the store (WAL replay, recovery) may take before esd gives up and exits 1; /healthz answers meanwhile")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address")
 	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", 2, "snapshots kept per stream (the newest); a save prunes older ones")
 	fs.Uint64Var(&c.SnapshotEvery, "snapshot-every", 0,
@@ -134,6 +142,9 @@ func (c config) validate() error {
 	}
 	if c.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--grace-period %v: want > 0", c.GracePeriod))
+	}
+	if c.StartupTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--startup-timeout %v: want > 0", c.StartupTimeout))
 	}
 	if c.SnapshotRetention < 1 || c.SnapshotRetention > snapshot.MaxRetention {
 		errs = append(errs, fmt.Errorf("--snapshot-retention %d: want 1 to %d", c.SnapshotRetention, snapshot.MaxRetention))

@@ -10,10 +10,10 @@ import (
 )
 
 // FaultFS wraps a vfs.FS so that a test can make the disk "full": while
-// Full is on, creating a file fails with ENOSPC, and so do the writes
-// and syncs of every file (WAL, sstables, manifest) opened through it,
-// as on a file system with no space left. Reads go on. Off again, the
-// disk has room.
+// it is (SetFull), the writes and syncs of every file (WAL, sstables,
+// manifest) opened through it fail with ENOSPC, as on a file system with
+// no space left; creating a file still works (it takes no data blocks),
+// reads go on. Off again, the disk has room.
 //
 // Pebble's own errorfs injects errors by operation index or at random;
 // esd's tests want a switch, flipped at a chosen moment and back.
@@ -44,17 +44,11 @@ func enospc(op, name string) error {
 }
 
 func (f *FaultFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
-	if f.fails(name) {
-		return nil, enospc("open", name)
-	}
 	file, err := f.FS.Create(name, cat)
 	return f.wrap(name, file, err)
 }
 
 func (f *FaultFS) ReuseForWrite(oldname, newname string, cat vfs.DiskWriteCategory) (vfs.File, error) {
-	if f.fails(newname) {
-		return nil, enospc("open", newname)
-	}
 	file, err := f.FS.ReuseForWrite(oldname, newname, cat)
 	return f.wrap(newname, file, err)
 }
