@@ -188,6 +188,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		po.Levels[i].BlockSize = 32 << 10
 	}
+	tail, hasWAL := scanWALTail(fs, dir) // before Pebble replays it: see waltail.go
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open pebble: %w", err), lock.Close())
@@ -210,6 +211,9 @@ func Open(dir string, opts Options) (*Log, error) {
 	wfs.onError.Store(&onWALError)
 	if err := l.recover(); err != nil {
 		return nil, errors.Join(err, db.Close(), lock.Close())
+	}
+	if hasWAL {
+		warnWALTail(lg, dir, tail, l.published.Load())
 	}
 	l.met = newLogMetrics(opts.Registerer, l)
 	go l.syncer()
