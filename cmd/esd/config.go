@@ -35,7 +35,10 @@ type config struct {
 	SubBufferBytes int
 	GracePeriod    time.Duration
 	StartupTimeout time.Duration
-	Pprof          bool
+	// StorageProbeInterval: how often a failed store's disk is probed; 0
+	// is never (esd stays failed until restarted).
+	StorageProbeInterval time.Duration
+	Pprof                bool
 	// Snapshots: retention per stream and the default policy.
 	SnapshotRetention       int
 	SnapshotEvery           uint64
@@ -68,6 +71,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.GracePeriod, "grace-period", 10*time.Second, "how long shutdown waits for requests in flight")
 	fs.DurationVar(&c.StartupTimeout, "startup-timeout", 60*time.Second,
 		"how long opening the store (WAL replay, recovery) may take before esd gives up and exits 1; /healthz answers meanwhile")
+	fs.DurationVar(&c.StorageProbeInterval, "storage-probe-interval", 5*time.Second,
+		"after a storage failure (a full or failing disk), how often esd checks that the disk takes writes again, "+
+			"and then restarts itself to reopen the store; 0 = never (restart esd by hand)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address")
 	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", 2, "snapshots kept per stream (the newest); a save prunes older ones")
 	fs.Uint64Var(&c.SnapshotEvery, "snapshot-every", 0,
@@ -142,6 +148,9 @@ func (c config) validate() error {
 	}
 	if c.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--grace-period %v: want > 0", c.GracePeriod))
+	}
+	if c.StorageProbeInterval < 0 {
+		errs = append(errs, fmt.Errorf("--storage-probe-interval %v: want >= 0", c.StorageProbeInterval))
 	}
 	if c.StartupTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--startup-timeout %v: want > 0", c.StartupTimeout))

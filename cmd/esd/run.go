@@ -98,11 +98,35 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	}
 	handler.set(srv.HTTPHandler(reg))
 
-	serveErr := srv.Serve(ctx, lis)
+	// The storage watch ends serving (as a signal does) once a failed
+	// store's disk takes writes again: esd then restarts (errRestart).
+	serveCtx, endServe := context.WithCancel(ctx)
+	defer endServe()
+	recovered := make(chan struct{})
+	if cfg.StorageProbeInterval > 0 {
+		go func() {
+			if watchStorage(serveCtx, eng, cfg, lg) {
+				close(recovered)
+				endServe()
+			}
+		}()
+	}
+	serveErr := srv.Serve(serveCtx, lis)
 	serveErr = errors.Join(serveErr, stopHTTP())
 	closeErr := eng.Close() // last: after the server and writer have drained
 	if closeErr == nil {
 		lg.Info("store closed", zap.String("dir", cfg.DataDir))
+	}
+	select {
+	case <-recovered:
+		if ctx.Err() == nil { // a signal meanwhile: stop, not restart
+			// Closing a failed store reports its failure again: known.
+			if closeErr != nil {
+				lg.Info("store closed (it reported its earlier failure)", zap.String("dir", cfg.DataDir), zap.Error(closeErr))
+			}
+			return errors.Join(serveErr, errRestart)
+		}
+	default:
 	}
 	return errors.Join(serveErr, closeErr)
 }

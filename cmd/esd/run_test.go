@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
 // storeWithWAL writes events into a new store in dir, through fs, and
@@ -167,4 +174,101 @@ func TestStartupOnFullDisk(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRestartAfterFullDisk: esd runs on a disk that fills up: appends
+// fail with STORAGE_FAILED, reads go on; once the disk has room, run
+// returns errRestart by itself (main then re-executes esd), and the next
+// run has every acknowledged event and takes appends.
+func TestRestartAfterFullDisk(t *testing.T) {
+	fs := testutil.NewFaultFS(nil)
+	cfg := testConfig(t, t.TempDir())
+	cfg.fs, cfg.StorageProbeInterval = fs, 100*time.Millisecond
+
+	start := func() (esdv1.StreamServiceClient, context.CancelFunc, <-chan error) {
+		lg, logs := observed()
+		ctx, cancel := context.WithCancel(t.Context())
+		errc := make(chan error, 1)
+		go func() { errc <- run(ctx, cfg, lg) }()
+		var addr string
+		testutil.Eventually(t, 20*time.Second, "gRPC listening", func() bool {
+			for _, e := range logs.FilterMessage("listening").All() {
+				addr = e.ContextMap()["addr"].(string)
+			}
+			return addr != ""
+		})
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return esdv1.NewStreamServiceClient(conn), cancel, errc
+	}
+	appendOne := func(c esdv1.StreamServiceClient, stream string) error {
+		_, err := c.Append(t.Context(), &esdv1.AppendRequest{Stream: stream,
+			Events: []*esdv1.ProposedEvent{{Type: "T", Data: []byte(`{}`), ContentType: "application/json"}}})
+		return err
+	}
+	count := func(c esdv1.StreamServiceClient, stream string) int {
+		rs, err := c.ReadStream(t.Context(), &esdv1.ReadStreamRequest{Stream: stream})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for {
+			resp, err := rs.Recv()
+			if err == io.EOF {
+				return n
+			}
+			if err != nil {
+				t.Fatalf("read %s: %v", stream, err)
+			}
+			n += len(resp.GetEvents())
+		}
+	}
+
+	c, cancel, errc := start()
+	defer cancel()
+	for range 5 {
+		if err := appendOne(c, "r-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs.SetFull(true)
+	if err := appendOne(c, "r-a"); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "storage failed") {
+		t.Fatalf("append on a full disk: %v, want UNAVAILABLE storage failed", err)
+	}
+	if n := count(c, "r-a"); n != 5 {
+		t.Fatalf("read on a full disk: %d events, want 5", n)
+	}
+	// Still full: no restart.
+	select {
+	case err := <-errc:
+		t.Fatalf("run returned while the disk was full: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	fs.SetFull(false)
+	freed := time.Now()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, errRestart) {
+			t.Fatalf("run: %v, want errRestart", err)
+		}
+		t.Logf("run returned errRestart %v after the disk had room", time.Since(freed))
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return 20 s after the disk had room")
+	}
+
+	c, cancel2, errc := start() // what the re-executed esd does
+	defer cancel2()
+	if n := count(c, "r-a"); n != 5 {
+		t.Fatalf("after the restart: %d events, want the 5 acknowledged", n)
+	}
+	if err := appendOne(c, "r-a"); err != nil {
+		t.Fatalf("append after the restart: %v", err)
+	}
+	cancel2()
+	if err := <-errc; err != nil {
+		t.Fatalf("run after the restart: %v", err)
+	}
 }
