@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -74,7 +73,7 @@ func watchStorage(ctx context.Context, eng *engine.Engine, cfg config, lg *zap.L
 				"esd probes the disk and restarts itself once it takes writes again",
 				zap.Error(ferr), zap.Duration("probe_every", cfg.StorageProbeInterval))
 		}
-		err := probeStorage(fs, cfg.DataDir)
+		err := probeStorage(fs, cfg.DataDir, eng.Log().WALBytes())
 		if err == nil {
 			lg.Warn("storage works again: restarting esd to reopen the store",
 				zap.String("dir", cfg.DataDir), zap.Duration("failed_for", time.Since(failedAt)))
@@ -88,22 +87,13 @@ func watchStorage(ctx context.Context, eng *engine.Engine, cfg config, lg *zap.L
 }
 
 // probeStorage checks that dir's disk has room for the WAL's replay at
-// the restart (the replayed WAL is flushed to a table before the store
-// opens: about its size) and takes a written, synced file.
-func probeStorage(fs vfs.FS, dir string) error {
-	var walBytes uint64
-	if names, err := fs.List(dir); err == nil {
-		for _, name := range names {
-			if strings.HasSuffix(name, ".log") {
-				if st, err := fs.Stat(fs.PathJoin(dir, name)); err == nil {
-					walBytes += uint64(st.Size())
-				}
-			}
-		}
-	}
+// the restart (the open flushes the replayed WAL to a table before it
+// returns: about walBytes, the WAL's live data) and takes a written,
+// synced file.
+func probeStorage(fs vfs.FS, dir string, walBytes uint64) error {
 	want := walBytes + 2*probeBytes
 	if du, err := fs.GetDiskUsage(dir); err == nil && du.AvailBytes < want {
-		return fmt.Errorf("%d bytes free in %s, want %d (the WAL to replay and a margin)", du.AvailBytes, dir, want)
+		return fmt.Errorf("%d bytes free in %s, want %d (the WAL's live data to replay, and a margin)", du.AvailBytes, dir, want)
 	}
 	path := fs.PathJoin(dir, probeName)
 	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)

@@ -510,6 +510,10 @@ func (l *Log) NewStreamID() uint64 {
 	return id
 }
 
+// WALBytes is the live data in the WAL files: what the next open replays
+// and flushes to a table (about the room that flush needs).
+func (l *Log) WALBytes() uint64 { return l.db.Metrics().WAL.Size }
+
 // DiskBytes is the space the store takes on disk.
 func (l *Log) DiskBytes() uint64 { return l.db.Metrics().DiskSpaceUsage() }
 

@@ -15,8 +15,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// A WAL whose tail does not read as records (a write cut short by a crash
-// before its sync, or bytes damaged on disk) is opened by Pebble up to its
+// A WAL whose tail does not read as records (a write cut short before its
+// sync, by a crash or by a full disk; or bytes damaged on disk) is opened by Pebble up to its
 // last readable record, silently: Pebble tolerates an unclean end of the
 // newest WAL (replayWAL's strictWALTail=false) and reports no event for
 // it. The events in the dropped bytes are gone; an operator must hear of
@@ -166,6 +166,6 @@ func warnWALTail(lg *zap.Logger, dir string, t walTail, recovered uint64) {
 		fields = append(fields, zap.Uint64("last_position_in_readable_wal", t.lastPos))
 	}
 	lg.Warn(fmt.Sprintf("the WAL ends in %d bytes that do not read as records: the store was recovered up to the last readable record "+
-		"and the writes in those bytes are dropped (a write cut short by a crash before its fsync, which was never acknowledged; "+
+		"and the writes in those bytes are dropped (a write cut short before its fsync, by a crash or a full disk, which was never acknowledged; "+
 		"or bytes damaged on disk, which may hold acknowledged events: check the disk)", t.dropped), fields...)
 }
