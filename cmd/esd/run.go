@@ -15,6 +15,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/esdhq/esd/internal/engine"
+	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/server"
 	"github.com/esdhq/esd/internal/snapshot"
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,6 +55,11 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		buildInfo(),
 	)
 
+	// A second esd on the same directory (and so, likely, the same
+	// ports) must hear of the lock, not of the port in use.
+	if err := eslog.CheckLock(cfg.DataDir, cfg.fs); err != nil {
+		return fmt.Errorf("open store %s: %w", cfg.DataDir, err)
+	}
 	httpLis, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.HTTPListen, err)

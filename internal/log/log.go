@@ -138,6 +138,25 @@ func isPermission(err error) bool {
 	return errors.As(err, &pe) && errors.Is(pe.Err, iofs.ErrPermission)
 }
 
+// CheckLock reports, as Open would, that another process holds the lock
+// on the data directory dir (nil when dir does not exist yet). It takes
+// the lock and lets go of it: a caller that does other work before Open
+// (esd listens on HTTP first) checks the cause a user must hear of first,
+// "another esd uses this directory", before "address in use".
+func CheckLock(dir string, fs vfs.FS) error {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if _, err := fs.Stat(dir); err != nil {
+		return nil //nolint:nilerr // no directory: no lock held; Open creates it, or says why it cannot
+	}
+	lock, err := pebble.LockDirectory(dir, fs)
+	if err != nil {
+		return lockError(dir, err, os.Getuid())
+	}
+	return lock.Close()
+}
+
 // Open opens (or creates) the log in dir. It takes Pebble's lock on the
 // directory, so a second process gets an error instead of a shared store.
 func Open(dir string, opts Options) (*Log, error) {
