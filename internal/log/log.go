@@ -190,6 +190,17 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.BackgroundError != nil {
 		events = pebble.TeeEventListener(events, pebble.EventListener{BackgroundError: opts.BackgroundError})
 	}
+	// A failed flush fails the log too (once it is open), though the WAL
+	// still takes writes: Pebble retries the flush, the memtables pile
+	// up, and at two of them Pebble stops taking writes, which would
+	// leave every append waiting instead of answered STORAGE_FAILED. The
+	// data stays durable in the WAL; the restart that reopens the store
+	// replays it.
+	events = pebble.TeeEventListener(events, pebble.EventListener{FlushEnd: func(info pebble.FlushInfo) {
+		if info.Err != nil {
+			wfs.failed(fmt.Errorf("flush: %w", info.Err))
+		}
+	}})
 	po := &pebble.Options{
 		FS:                 wfs, // zero-filled WAL files: see walfs.go
 		Cache:              cache,
@@ -225,8 +236,8 @@ func Open(dir string, opts Options) (*Log, error) {
 	// A failed WAL write or sync fails the log at once, from Pebble's WAL
 	// goroutine, not when the syncer gets to the batch: Pebble's error is
 	// sticky and its next WAL write panics, so the fewer commits applied
-	// after the failure, the better.
-	onWALError := l.walFailed
+	// after the failure, the better. (A failed flush too: see above.)
+	onWALError := l.storageFailed
 	wfs.onError.Store(&onWALError)
 	if err := l.recover(); err != nil {
 		return nil, errors.Join(err, db.Close(), lock.Close())

@@ -1,7 +1,5 @@
 package log
 
-import "fmt"
-
 // Reads after a storage failure.
 //
 // Commit applies a batch to Pebble (readable) before its WAL sync; the
@@ -93,5 +91,6 @@ func (l *Log) unpublishedNew(sid uint64) bool {
 	return ok && f.new
 }
 
-// walFailed fails the log on a WAL write or sync error (walfs.go).
-func (l *Log) walFailed(err error) { _ = l.fail(fmt.Errorf("WAL: %w", err)) }
+// storageFailed fails the log on a WAL write or sync error (walfs.go;
+// the error names the WAL file) or a flush error.
+func (l *Log) storageFailed(err error) { _ = l.fail(err) }

@@ -45,7 +45,7 @@ const walZeroMinSyncs = 256
 // does.
 type walFS struct {
 	vfs.FS
-	onError atomic.Pointer[func(error)] // a WAL write or sync failed (set once the log exists)
+	onError atomic.Pointer[func(error)] // a WAL write or sync, or a flush, failed (set once the log exists)
 }
 
 func (fs *walFS) failed(err error) {

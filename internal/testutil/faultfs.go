@@ -2,7 +2,6 @@ package testutil
 
 import (
 	"io/fs"
-	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -20,8 +19,9 @@ import (
 type FaultFS struct {
 	vfs.FS
 	full atomic.Bool
-	// WALOnly limits the fault to Pebble's WAL files (*.log).
-	WALOnly bool
+	// Match, when set, limits the fault to the files whose names it
+	// matches (e.g. the sstables only, *.sst).
+	Match func(name string) bool
 }
 
 // NewFaultFS wraps fs (nil: the operating system's).
@@ -36,7 +36,7 @@ func NewFaultFS(fs vfs.FS) *FaultFS {
 func (f *FaultFS) SetFull(on bool) { f.full.Store(on) }
 
 func (f *FaultFS) fails(name string) bool {
-	return f.full.Load() && (!f.WALOnly || strings.HasSuffix(name, ".log"))
+	return f.full.Load() && (f.Match == nil || f.Match(name))
 }
 
 func enospc(op, name string) error {
