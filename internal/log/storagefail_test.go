@@ -42,6 +42,6 @@ func TestFlushFailureFailsLog(t *testing.T) {
 		t.Fatalf("read after a failed flush: %d events, %v; want 5", len(evs), err)
 	}
 	fs.SetFull(false)
-	<-flushed // Pebble's retry succeeds once the disk has room
+	<-flushed     // Pebble's retry succeeds once the disk has room
 	_ = l.Close() // reports the failure
 }
