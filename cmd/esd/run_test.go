@@ -217,7 +217,7 @@ func TestRestartAfterFullDisk(t *testing.T) {
 		n := 0
 		for {
 			resp, err := rs.Recv()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return n
 			}
 			if err != nil {
