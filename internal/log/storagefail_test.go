@@ -50,10 +50,10 @@ func TestFlushFailureFailsLog(t *testing.T) {
 	_ = l.Close() // reports the failure
 }
 
-// TestPebbleBackgroundErrorsRateLimited: through Open's event listener:
-// while a flush fails again and again (a
-// full disk), Pebble reports each attempt as a background error; esd's
-// log shows at most pebbleErrorsPerWindow of them a window.
+// TestPebbleBackgroundErrorsRateLimited, through Open's event listener:
+// while a flush fails again and again (a full disk), Pebble reports each
+// attempt as a background error; esd's log shows at most
+// pebbleErrorsPerWindow of them a window.
 func TestPebbleBackgroundErrorsRateLimited(t *testing.T) {
 	fs := testutil.NewFaultFS(nil)
 	fs.Match = func(name string) bool { return strings.HasSuffix(name, ".sst") }
