@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/esdhq/esd/internal/server"
 	"github.com/esdhq/esd/internal/snapshot"
 	"go.uber.org/zap"
@@ -34,7 +35,11 @@ type config struct {
 	CacheBytes     int64
 	SubBufferBytes int
 	GracePeriod    time.Duration
-	Pprof          bool
+	StartupTimeout time.Duration
+	// StorageProbeInterval: how often a failed store's disk is probed; 0
+	// is never (esd stays failed until restarted).
+	StorageProbeInterval time.Duration
+	Pprof                bool
 	// AuthFile, when set, turns security on (internal/auth); MetricsAuth
 	// then puts /metrics behind admin too.
 	AuthFile    string
@@ -55,6 +60,10 @@ type config struct {
 	SubscriberStallTimeout        time.Duration
 	MaxInflightBytes              int64
 	MaxInflightBytesPerConnection int64
+
+	// fs is the store's file system; nil means the operating system's.
+	// Only tests set it (a disk that fails), through run.
+	fs vfs.FS
 }
 
 // parseConfig reads flags, each with an ESD_ environment twin
@@ -76,6 +85,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.SubBufferBytes, "subscription-buffer-bytes", 32<<20,
 		"recent events held in memory for live subscribers, in bytes (one buffer shared by all; a subscriber behind it reads the store)")
 	fs.DurationVar(&c.GracePeriod, "grace-period", 10*time.Second, "how long shutdown waits for requests in flight")
+	fs.DurationVar(&c.StartupTimeout, "startup-timeout", 60*time.Second,
+		"how long opening the store (WAL replay, recovery) may take before esd gives up and exits 1; /healthz answers meanwhile")
+	fs.DurationVar(&c.StorageProbeInterval, "storage-probe-interval", 5*time.Second,
+		"after a storage failure (a full or failing disk), how often esd checks that the disk takes writes again, "+
+			"and then restarts itself to reopen the store; 0 = never (restart esd by hand)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address")
 	fs.StringVar(&c.AuthFile, "auth-file", "",
 		"auth file (roles, identities, tokens; see esctl token): every call is then authenticated and authorized; reloaded when it changes and on SIGHUP")
@@ -198,6 +212,12 @@ func (c config) validate() error {
 	}
 	if c.MaxStreamsPerConnection > 1<<20 {
 		errs = append(errs, fmt.Errorf("--max-streams-per-connection %d: want at most %d", c.MaxStreamsPerConnection, 1<<20))
+	}
+	if c.StorageProbeInterval < 0 {
+		errs = append(errs, fmt.Errorf("--storage-probe-interval %v: want >= 0", c.StorageProbeInterval))
+	}
+	if c.StartupTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--startup-timeout %v: want > 0", c.StartupTimeout))
 	}
 	if c.SnapshotRetention < 1 || c.SnapshotRetention > snapshot.MaxRetention {
 		errs = append(errs, fmt.Errorf("--snapshot-retention %d: want 1 to %d", c.SnapshotRetention, snapshot.MaxRetention))

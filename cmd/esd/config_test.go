@@ -52,6 +52,15 @@ func TestParseConfig(t *testing.T) {
 		{name: "tiny subscription buffer", args: []string{"--subscription-buffer-bytes", "1000"}, wantErr: "--subscription-buffer-bytes"},
 		{name: "huge subscription buffer", args: []string{"--subscription-buffer-bytes", "17179869185"}, wantErr: "subscription-buffer-bytes"},
 		{name: "grace period 0", args: []string{"--grace-period", "0s"}, wantErr: "--grace-period"},
+		{name: "fault defaults", check: func(c config) bool {
+			return c.StartupTimeout == 60*time.Second && c.StorageProbeInterval == 5*time.Second
+		}},
+		{name: "fault flags", args: []string{"--startup-timeout", "5s", "--storage-probe-interval", "0"},
+			check: func(c config) bool { return c.StartupTimeout == 5*time.Second && c.StorageProbeInterval == 0 }},
+		{name: "startup timeout environment", env: env("ESD_STARTUP_TIMEOUT", "2m"),
+			check: func(c config) bool { return c.StartupTimeout == 2*time.Minute }},
+		{name: "startup timeout 0", args: []string{"--startup-timeout", "0s"}, wantErr: "--startup-timeout"},
+		{name: "negative probe interval", args: []string{"--storage-probe-interval", "-1s"}, wantErr: "--storage-probe-interval"},
 		{name: "snapshot defaults", check: func(c config) bool {
 			return c.SnapshotRetention == 2 && c.SnapshotEvery == 0 && c.SnapshotReplayThreshold == 0 && c.SnapshotLoadHalfLife == 5*time.Minute
 		}},

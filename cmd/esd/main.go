@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 )
@@ -18,7 +19,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "esd:", err)
 		os.Exit(2)
 	}
-	if err := run(context.Background(), cfg, lg); err != nil {
+	err = run(context.Background(), cfg, lg)
+	if errors.Is(err, errRestart) {
+		lg.Warn("restarting", zapError(err))
+		_ = lg.Sync()
+		err = reexec() // returns only on failure
+		err = fmt.Errorf("restart: %w", err)
+	}
+	if err != nil {
 		lg.Error("esd stopped with an error", zapError(err))
 		_ = lg.Sync()
 		os.Exit(1)

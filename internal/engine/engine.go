@@ -43,6 +43,9 @@ type Config struct {
 	// Snapshots configures the snapshots (retention, default policy);
 	// the zero value keeps 2 a stream and advises nothing.
 	Snapshots snapshot.Config
+	// StorageBackgroundError, when set, gets each error of the store's
+	// background work (eslog.Options.BackgroundError), during Open too.
+	StorageBackgroundError func(error)
 }
 
 // Engine is esd's storage and its operations, shared by the front doors.
@@ -77,7 +80,10 @@ func Open(cfg Config) (*Engine, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry() // the components register unconditionally
 	}
-	l, err := eslog.Open(cfg.Dir, eslog.Options{FS: cfg.FS, Logger: lg.Named("log"), Registerer: reg, CacheBytes: cfg.CacheBytes})
+	l, err := eslog.Open(cfg.Dir, eslog.Options{
+		FS: cfg.FS, Logger: lg.Named("log"), Registerer: reg, CacheBytes: cfg.CacheBytes,
+		BackgroundError: cfg.StorageBackgroundError,
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -449,7 +449,7 @@ func BenchmarkOneSyncedCommit(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		fs   vfs.FS
-	}{{"pebble", vfs.Default}, {"zero-filled", walFS{vfs.Default}}} {
+	}{{"pebble", vfs.Default}, {"zero-filled", &walFS{FS: vfs.Default}}} {
 		b.Run(tc.name, func(b *testing.B) {
 			db, err := pebble.Open(b.TempDir(), &pebble.Options{FS: tc.fs, Logger: pebbleLogger{s: zap.NewNop().Sugar()}})
 			if err != nil {

@@ -100,6 +100,11 @@ type Ticket struct {
 	last      uint64 // the commit's last position
 	deletions map[uint64]deletion
 	events    []Committed // for the publish hook
+	// What the commit overwrote, for reads once the log has failed (see
+	// unpublished.go): its applied writes (each holds the state before
+	// it) and, when it deleted, the state of "$deleted" before it.
+	writes    []*Write
+	sysBefore *Write
 	done      chan struct{}
 	err       error
 }
@@ -254,6 +259,19 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 	_ = c.b.Set(metaStatsKey, l.scratch, nil)
 
 	t := &Ticket{last: c.pos - 1, deletions: c.deletions, events: c.committed, done: make(chan struct{})}
+	if writes > 0 {
+		t.writes = make([]*Write, 0, writes)
+		for _, r := range reqs {
+			for _, w := range r.writes {
+				if w.Err == nil && r.applied {
+					t.writes = append(t.writes, w)
+				}
+			}
+		}
+		if c.deletions != nil {
+			t.sysBefore = &Write{State: l.sys, New: l.sysNew}
+		}
+	}
 	if auxes > 0 {
 		// Before the apply: a reader that sees the batch finds t (see
 		// auxSnapshot).
@@ -272,6 +290,7 @@ func (l *Log) commitLocked(reqs []*commitReq) {
 		return
 	}
 	t.batch = c.b
+	l.addPending(t) // before the syncer can see it
 	l.nextPos, l.lastTime, l.sys, l.sysNew, l.st = c.pos, c.now, c.sys, c.sysNw, c.st
 	if writes > 0 {
 		epoch := l.epoch.Add(1) // after the apply: lookups from now on see this commit

@@ -30,6 +30,11 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// CacheBytes is Pebble's block cache size; 0 means 256 MiB.
 	CacheBytes int64
+	// BackgroundError, when set, is called with each error of Pebble's
+	// background work (flushes, compactions), during Open too: on a full
+	// disk Open waits for a flush that fails again and again, and the
+	// caller that bounds Open says why with the last of them.
+	BackgroundError func(error)
 }
 
 const (
@@ -80,6 +85,13 @@ type Log struct {
 
 	failed atomic.Pointer[error] // the first storage failure; writes stop
 
+	// pending are the applied commits not yet published, in position
+	// order; frozen, set when the log fails, holds the states they
+	// overwrote (see unpublished.go).
+	pendMu  sync.Mutex
+	pending []*Ticket
+	frozen  atomic.Pointer[unpublished]
+
 	queueMu sync.Mutex   // guards queue
 	queue   []*commitReq // Commit calls waiting for the commit lock
 
@@ -126,6 +138,25 @@ func isPermission(err error) bool {
 	return errors.As(err, &pe) && errors.Is(pe.Err, iofs.ErrPermission)
 }
 
+// CheckLock reports, as Open would, that another process holds the lock
+// on the data directory dir (nil when dir does not exist yet). It takes
+// the lock and lets go of it: a caller that does other work before Open
+// (esd listens on HTTP first) checks the cause a user must hear of first,
+// "another esd uses this directory", before "address in use".
+func CheckLock(dir string, fs vfs.FS) error {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if _, err := fs.Stat(dir); err != nil {
+		return nil //nolint:nilerr // no directory: no lock held; Open creates it, or says why it cannot
+	}
+	lock, err := pebble.LockDirectory(dir, fs)
+	if err != nil {
+		return lockError(dir, err, os.Getuid())
+	}
+	return lock.Close()
+}
+
 // Open opens (or creates) the log in dir. It takes Pebble's lock on the
 // directory, so a second process gets an error instead of a shared store.
 func Open(dir string, opts Options) (*Log, error) {
@@ -153,13 +184,31 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	cache := pebble.NewCache(cacheBytes)
 	defer cache.Unref()
+	wfs := &walFS{FS: fs}
+	plog := pebbleLogger{s: lg.Named("pebble").Sugar(), errs: newLogLimiter(pebbleErrorsPerWindow, pebbleErrorWindow)}
+	events := pebble.MakeLoggingEventListener(plog) // Pebble's default, through the rate-limited logger
+	if opts.BackgroundError != nil {
+		events = pebble.TeeEventListener(events, pebble.EventListener{BackgroundError: opts.BackgroundError})
+	}
+	// A failed flush fails the log too (once it is open), though the WAL
+	// still takes writes: Pebble retries the flush, the memtables pile
+	// up, and at two of them Pebble stops taking writes, which would
+	// leave every append waiting instead of answered STORAGE_FAILED. The
+	// data stays durable in the WAL; the restart that reopens the store
+	// replays it.
+	events = pebble.TeeEventListener(events, pebble.EventListener{FlushEnd: func(info pebble.FlushInfo) {
+		if info.Err != nil {
+			wfs.failed(fmt.Errorf("flush: %w", info.Err))
+		}
+	}})
 	po := &pebble.Options{
-		FS:                 walFS{fs}, // zero-filled WAL files: see walfs.go
+		FS:                 wfs, // zero-filled WAL files: see walfs.go
 		Cache:              cache,
 		Lock:               lock,
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       64 << 20,
-		Logger:             pebbleLogger{s: lg.Named("pebble").Sugar(), errs: newLogLimiter(pebbleErrorsPerWindow, pebbleErrorWindow)},
+		Logger:             plog,
+		EventListener:      &events,
 	}
 	// Point lookups (names, ids, stream states) mostly miss on the append
 	// path; bloom filters make the misses cheap.
@@ -169,6 +218,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		po.Levels[i].BlockSize = 32 << 10
 	}
+	tail, hasWAL := scanWALTail(fs, dir) // before Pebble replays it: see waltail.go
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open pebble: %w", err), lock.Close())
@@ -183,8 +233,17 @@ func Open(dir string, opts Options) (*Log, error) {
 		syncDone: make(chan struct{}),
 	}
 	l.names.init(1 << 20)
+	// A failed WAL write or sync fails the log at once, from Pebble's WAL
+	// goroutine, not when the syncer gets to the batch: Pebble's error is
+	// sticky and its next WAL write panics, so the fewer commits applied
+	// after the failure, the better. (A failed flush too: see above.)
+	onWALError := l.storageFailed
+	wfs.onError.Store(&onWALError)
 	if err := l.recover(); err != nil {
 		return nil, errors.Join(err, db.Close(), lock.Close())
+	}
+	if hasWAL {
+		warnWALTail(lg, dir, tail, l.published.Load())
 	}
 	l.met = newLogMetrics(opts.Registerer, l)
 	go l.syncer()
@@ -394,8 +453,17 @@ func (l *Log) Failed() error {
 
 func (l *Log) fail(err error) error {
 	err = fmt.Errorf("%w: %w", ErrStorageFailed, err)
-	if l.failed.CompareAndSwap(nil, &err) {
-		l.lg.Error("storage failed; writes stop until restart", zap.Error(err))
+	l.pendMu.Lock()
+	// Freeze with the failure, under pendMu: a reader that sees the
+	// failure finds the states the unpublished commits overwrote, and the
+	// syncer publishes nothing more (publishPending).
+	first := l.failed.CompareAndSwap(nil, &err)
+	if first {
+		l.freezeLocked()
+	}
+	l.pendMu.Unlock()
+	if first {
+		l.lg.Error("storage failed; writes stop until esd restarts (reads go on)", zap.Error(err))
 		l.pubMu.Lock() // wake waiters so that they see the failure
 		close(l.pubCh)
 		l.pubCh = make(chan struct{})
@@ -418,22 +486,36 @@ func (l *Log) syncer() {
 		t.batch = nil
 		if err != nil {
 			t.err = l.fail(err)
-		} else if ferr := l.Failed(); ferr != nil {
-			t.err = ferr // an earlier batch failed: this one is not acknowledged
-		} else {
-			if len(t.deletions) > 0 {
-				l.applyDeletions(t.deletions)
-			}
-			if t.last > l.published.Load() { // not an aux write alone
-				l.publish(t.last)
-			}
+		} else if t.err = l.publishPending(t); t.err == nil {
 			if hook := l.onPublish.Load(); hook != nil && len(t.events) > 0 {
 				(*hook)(t.events)
 			}
 		}
-		t.events = nil
+		t.events, t.writes, t.sysBefore = nil, nil, nil
 		close(t.done)
 	}
+}
+
+// publishPending publishes t, the oldest pending commit, now durable,
+// unless the log has failed: then t is not acknowledged (an earlier batch
+// failed, or the failure came before t's turn) and stays frozen.
+func (l *Log) publishPending(t *Ticket) error {
+	l.pendMu.Lock()
+	defer l.pendMu.Unlock()
+	if err := l.Failed(); err != nil {
+		return err
+	}
+	if len(l.pending) > 0 && l.pending[0] == t {
+		l.pending[0] = nil
+		l.pending = l.pending[1:]
+	}
+	if len(t.deletions) > 0 {
+		l.applyDeletions(t.deletions)
+	}
+	if t.last > l.published.Load() { // not an aux write alone
+		l.publish(t.last)
+	}
+	return nil
 }
 
 func (l *Log) applyDeletions(ds map[uint64]deletion) {
@@ -457,6 +539,10 @@ func (l *Log) NewStreamID() uint64 {
 	}
 	return id
 }
+
+// WALBytes is the live data in the WAL files: what the next open replays
+// and flushes to a table (about the room that flush needs).
+func (l *Log) WALBytes() uint64 { return l.db.Metrics().WAL.Size }
 
 // DiskBytes is the space the store takes on disk.
 func (l *Log) DiskBytes() uint64 { return l.db.Metrics().DiskSpaceUsage() }

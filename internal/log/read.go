@@ -26,13 +26,18 @@ func (l *Log) State(name string) (StreamState, bool, error) {
 		return StreamState{}, false, fmt.Errorf("stream %q id: %w", name, err)
 	}
 	s, ok, err := l.state(sid)
-	if err == nil && !ok {
+	if err == nil && !ok && !l.unpublishedNew(sid) {
 		err = fmt.Errorf("%w: stream %q (id %d) has a name but no state", ErrCorrupt, name, sid)
 	}
 	return s, ok, err
 }
 
+// state returns the state of stream sid; after a storage failure, the
+// durable one (see unpublished.go).
 func (l *Log) state(sid uint64) (StreamState, bool, error) {
+	if f, ok := l.frozenOf(sid); ok {
+		return f.state, !f.new, nil
+	}
 	var kb [16]byte
 	v, ok, err := l.get(appendStreamKey(kb[:0], sid))
 	if err != nil || !ok {
@@ -51,6 +56,14 @@ func (l *Log) StreamInfo(ctx context.Context, name string) (StreamState, bool, e
 		return s, ok, err
 	}
 	if err := l.WaitPublished(ctx, s.LastPosition); err != nil {
+		if errors.Is(err, ErrStorageFailed) {
+			// The commit waited for failed: the state as of the published
+			// position is frozen now, and needs no wait.
+			if s, ok, err = l.State(name); err == nil && ok && s.LastPosition > l.published.Load() {
+				err = l.Failed() // not reached: frozen states are published
+			}
+			return s, ok && err == nil, err
+		}
 		return StreamState{}, false, err
 	}
 	return s, true, nil
@@ -571,6 +584,9 @@ func (l *Log) ListStreams(ctx context.Context, prefix, after string, limit int) 
 		s, ok, err := l.state(sid)
 		if err != nil {
 			return nil, false, err
+		}
+		if !ok && l.unpublishedNew(sid) {
+			continue // created by a commit the storage failure left unpublished
 		}
 		if !ok || s.Name != name {
 			return nil, false, fmt.Errorf("%w: stream %q (id %d) state missing or misnamed", ErrCorrupt, name, sid)

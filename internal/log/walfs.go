@@ -43,19 +43,28 @@ const walZeroMinSyncs = 256
 // The zeros are what Pebble's WAL reader expects past the end of a log:
 // a zeroed chunk ends the replay, as the stale tail of a recycled WAL
 // does.
-type walFS struct{ vfs.FS }
+type walFS struct {
+	vfs.FS
+	onError atomic.Pointer[func(error)] // a WAL write or sync, or a flush, failed (set once the log exists)
+}
+
+func (fs *walFS) failed(err error) {
+	if fn := fs.onError.Load(); fn != nil {
+		(*fn)(err)
+	}
+}
 
 func isWAL(name string) bool { return strings.HasSuffix(name, ".log") }
 
-func (fs walFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+func (fs *walFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
 	f, err := fs.FS.Create(name, cat)
 	if err != nil || !isWAL(name) {
 		return f, err
 	}
-	return &walFile{File: f}, nil
+	return &walFile{File: f, fs: fs}, nil
 }
 
-func (fs walFS) ReuseForWrite(oldname, newname string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+func (fs *walFS) ReuseForWrite(oldname, newname string, cat vfs.DiskWriteCategory) (vfs.File, error) {
 	f, err := fs.FS.ReuseForWrite(oldname, newname, cat)
 	if err != nil || !isWAL(newname) {
 		return f, err
@@ -64,12 +73,13 @@ func (fs walFS) ReuseForWrite(oldname, newname string, cat vfs.DiskWriteCategory
 	if err != nil {
 		return nil, err
 	}
-	return &walFile{File: f, zeroed: st.Size()}, nil // a recycled file is written up to its size
+	return &walFile{File: f, fs: fs, zeroed: st.Size()}, nil // a recycled file is written up to its size
 }
 
 // walFile is a WAL file that Pebble writes sequentially from offset 0.
 type walFile struct {
 	vfs.File
+	fs  *walFS
 	off int64 // where the next Write lands
 	// zeroed: the writes below it are decided, as overwrites of zeros (or
 	// of a recycled file's old bytes) or as plain appends.
@@ -89,6 +99,7 @@ func (f *walFile) Write(p []byte) (int, error) {
 			for from := max(f.zeroed, f.off); from < to; {
 				n := min(to-from, walZeroChunk)
 				if _, err := f.WriteAt(zeroChunk[:n], from); err != nil {
+					f.fs.failed(err)
 					return 0, err
 				}
 				from += n
@@ -99,19 +110,30 @@ func (f *walFile) Write(p []byte) (int, error) {
 	}
 	n, err := f.File.Write(p)
 	f.off += int64(n)
+	if err != nil {
+		f.fs.failed(err)
+	}
 	return n, err
 }
 
 // SyncData counts the fsyncs (Pebble syncs its WAL with it).
 func (f *walFile) SyncData() error {
 	f.syncs.Add(1)
-	return f.File.SyncData()
+	err := f.File.SyncData()
+	if err != nil {
+		f.fs.failed(err)
+	}
+	return err
 }
 
 // Sync counts too, should Pebble use it.
 func (f *walFile) Sync() error {
 	f.syncs.Add(1)
-	return f.File.Sync()
+	err := f.File.Sync()
+	if err != nil {
+		f.fs.failed(err)
+	}
+	return err
 }
 
 // Preallocate does nothing: the zeros written ahead take its place.

@@ -30,7 +30,7 @@ func (f smallSyncFile) Write(p []byte) (int, error) {
 // only past its old size.
 func TestWALFileZeroFill(t *testing.T) {
 	dir := t.TempDir()
-	fs := walFS{vfs.Default}
+	fs := &walFS{FS: vfs.Default}
 	wal := filepath.Join(dir, "000001.log")
 	f, err := fs.Create(wal, vfs.WriteCategoryUnspecified)
 	if err != nil {
@@ -111,7 +111,7 @@ func TestWALFileZeroFill(t *testing.T) {
 func TestWALFileLargeSyncs(t *testing.T) {
 	dir := t.TempDir()
 	wal := filepath.Join(dir, "000001.log")
-	file, err := walFS{vfs.Default}.Create(wal, vfs.WriteCategoryUnspecified)
+	file, err := (&walFS{FS: vfs.Default}).Create(wal, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func toStatus(err error) error {
 	case errors.Is(err, engine.ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, eslog.ErrStorageFailed):
-		return withReason(codes.Unavailable, "storage failed: writes stop until esd restarts", reasonStorageFailed, "")
+		return withReason(codes.Unavailable, "storage failed (a full or failing disk): writes are refused until esd has reopened the store; reads go on", reasonStorageFailed, "")
 	case isStatus(err): // already mapped (by gRPC itself, or the recovery interceptor)
 		return err
 	default: // the interceptor logs the real error with the method name
