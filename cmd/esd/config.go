@@ -39,6 +39,14 @@ type config struct {
 	SnapshotEvery           uint64
 	SnapshotReplayThreshold uint64
 	SnapshotLoadHalfLife    time.Duration
+	// Transport security (tls.go).
+	TLSCert       string
+	TLSKey        string
+	TLSClientCA   string
+	TLSClientAuth string
+	TLSDevDir     string
+	TLSDevHosts   string
+	Insecure      bool
 }
 
 // parseConfig reads flags, each with an ESD_ environment twin
@@ -68,6 +76,18 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		"default snapshot policy: advise a snapshot when events since the latest x loads per second reach this (0 = off)")
 	fs.DurationVar(&c.SnapshotLoadHalfLife, "snapshot-load-half-life", 5*time.Minute,
 		"half-life of the streams' load rates (the dynamic snapshot policy)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) of the server: TLS on the gRPC and the HTTP address (with --tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "",
+		"PEM bundle of the CAs that sign client certificates: gRPC clients must present one (mTLS; see --tls-client-auth)")
+	fs.StringVar(&c.TLSClientAuth, "tls-client-auth", "",
+		"with a client CA: require (default: no certificate, no connection) or verify-if-given (a certificate is optional, one given must verify)")
+	fs.StringVar(&c.TLSDevDir, "tls-dev-dir", "",
+		"without --tls-cert: serve TLS and mTLS with development certificates in this directory, made at the first start (NOT for production)")
+	fs.StringVar(&c.TLSDevHosts, "tls-dev-hosts", "",
+		"comma-separated names and addresses of the development server certificate (default localhost,127.0.0.1,::1 and the host name)")
+	fs.BoolVar(&c.Insecure, "insecure", false,
+		"serve gRPC and HTTP without TLS, also on addresses other than loopback (ignores --tls-dev-dir; excludes --tls-cert)")
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -141,7 +161,7 @@ func (c config) validate() error {
 	if c.SnapshotLoadHalfLife < time.Second {
 		errs = append(errs, fmt.Errorf("--snapshot-load-half-life %v: want at least 1s", c.SnapshotLoadHalfLife))
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, c.validateTLS()...)...)
 }
 
 // newLogger builds zap: console for people, json (sampled, ISO8601 times)

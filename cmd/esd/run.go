@@ -2,18 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/server"
 	"github.com/esdhq/esd/internal/snapshot"
+	"github.com/esdhq/esd/internal/tlsconf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -56,6 +59,17 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", cfg.DataDir, err)
 	}
+	tlsFiles, err := newTLS(cfg, lg, reg)
+	if err != nil {
+		return errors.Join(err, eng.Close())
+	}
+	var grpcTLS, httpTLS *tls.Config
+	if tlsFiles != nil {
+		grpcTLS = tlsFiles.ServerConfig(true, "h2")
+		// The HTTP listener asks for no client certificate: health probes
+		// and scrapers rarely have one, and it serves no events.
+		httpTLS = tlsFiles.ServerConfig(false, "h2", "http/1.1")
+	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen %s: %w", cfg.Listen, err), eng.Close())
@@ -73,15 +87,34 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		Commit:      commit,
 		GracePeriod: cfg.GracePeriod,
 		Pprof:       cfg.Pprof,
+		TLS:         grpcTLS,
 	}, lg.Named("server"), reg)
 	if err != nil {
 		return errors.Join(fmt.Errorf("start server: %w", err), eng.Close())
 	}
 
-	httpSrv := &http.Server{Handler: srv.HTTPHandler(reg), ReadHeaderTimeout: 5 * time.Second}
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	reloadDone := reloadTLS(reloadCtx, tlsFiles, lg)
+	defer func() {
+		stopReload()
+		<-reloadDone
+	}()
+
+	httpSrv := &http.Server{
+		Handler: srv.HTTPHandler(reg), ReadHeaderTimeout: 5 * time.Second, TLSConfig: httpTLS,
+		// Into esd's log (a plain-text request on the TLS port, a failed
+		// handshake), not onto stderr in another format.
+		ErrorLog: zap.NewStdLog(lg.Named("http")),
+	}
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- httpSrv.Serve(httpLis) }()
-	lg.Info("http listening", zap.String("addr", httpLis.Addr().String()))
+	go func() {
+		if httpTLS != nil {
+			httpErr <- httpSrv.ServeTLS(httpLis, "", "") // the certificate comes from TLSConfig
+		} else {
+			httpErr <- httpSrv.Serve(httpLis)
+		}
+	}()
+	lg.Info("http listening", zap.String("addr", httpLis.Addr().String()), zap.Bool("tls", httpTLS != nil))
 
 	serveErr := srv.Serve(ctx, lis)
 
@@ -97,6 +130,48 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	}
 	return errors.Join(serveErr, closeErr)
 }
+
+// reloadTLS re-reads the TLS files on SIGHUP and when they change, until
+// ctx ends; the channel is closed when it has stopped. Without TLS, a
+// SIGHUP is logged and otherwise ignored (its default would end esd).
+func reloadTLS(ctx context.Context, files *tlsconf.Reloader, lg *zap.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	var wg sync.WaitGroup
+	if files != nil {
+		wg.Go(func() {
+			if err := files.Watch(ctx, tlsWatchDebounce); err != nil {
+				lg.Error("cannot watch the TLS files: they are reloaded on SIGHUP only", zap.Error(err))
+			}
+		})
+	}
+	wg.Go(func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if files == nil {
+					lg.Info("SIGHUP: TLS is off, nothing to reload")
+					continue
+				}
+				_ = files.Reload() // logged and counted by the reloader
+			}
+		}
+	})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
+}
+
+// tlsWatchDebounce is how long the TLS files' directories must be quiet
+// before a change is read: a certificate and its key are written one
+// after the other.
+const tlsWatchDebounce = 500 * time.Millisecond
 
 func buildInfo() prometheus.Collector {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{

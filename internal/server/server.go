@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -47,6 +49,9 @@ type Config struct {
 	// Pprof mounts Go's profiler at /debug/pprof/ on the HTTP handler;
 	// without it /debug/pprof/ answers 404.
 	Pprof bool
+	// TLS, when not nil, is the server side of TLS on the gRPC listener
+	// (tlsconf.Reloader.ServerConfig); nil serves plain text.
+	TLS *tls.Config
 	// UnaryInterceptors and StreamInterceptors, for embedding esd and for
 	// tests, run in order after esd's own (metrics, the drain gate, panic
 	// recovery): they see only the calls the drain gate let through, and
@@ -95,7 +100,11 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		lg.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
-	s.grpc = grpc.NewServer(
+	var creds []grpc.ServerOption
+	if cfg.TLS != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(append(creds,
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes+(1<<20)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		// Reads stream MiBs: write in large frames and syscalls.
@@ -116,7 +125,7 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 			strictStreams, // first: undecodable requests are INVALID_ARGUMENT (decode.go)
 			grpcMet.StreamServerInterceptor(), s.streamGate, recovery.StreamServerInterceptor(recover),
 		}, cfg.StreamInterceptors...)...),
-	)
+	)...)
 	readMet := newReadMetrics(reg)
 	// strictService: undecodable unary requests are INVALID_ARGUMENT (decode.go).
 	s.grpc.RegisterService(strictService(&esdv1.StreamService_ServiceDesc), &streamService{eng: eng, lim: cfg.Limits, met: readMet,

@@ -207,9 +207,9 @@ func TestHandshakes(t *testing.T) {
 	tls11.MinVersion, tls11.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 
 	for _, tc := range []struct {
-		name    string
-		srv     *tlsServer
-		cfg     *tls.Config
+		name string
+		srv  *tlsServer
+		cfg  *tls.Config
 		// wantErr is in the client's error; "" = the call succeeds. A
 		// refusal by the server after TLS 1.3's handshake reaches the
 		// client as an alert or as a closed connection: "server" stands
