@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -113,6 +114,12 @@ func (s *recordingStream) SendMsg(m any) error {
 // change of the server's constructor is made here alone.
 func startESD(t *testing.T) *testESD {
 	t.Helper()
+	return startESDTLS(t, nil)
+}
+
+// startESDTLS is startESD serving gRPC with TLS when tlsCfg is not nil.
+func startESDTLS(t *testing.T, tlsCfg *tls.Config) *testESD {
+	t.Helper()
 	dir := t.TempDir()
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	reg := prometheus.NewRegistry()
@@ -128,7 +135,7 @@ func startESD(t *testing.T) *testESD {
 	}
 	rec := newRecorder()
 	srv, err := server.New(eng, server.Config{
-		DataDir: dir, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second,
+		DataDir: dir, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second, TLS: tlsCfg,
 		UnaryInterceptors:  []grpc.UnaryServerInterceptor{rec.unary},
 		StreamInterceptors: []grpc.StreamServerInterceptor{rec.stream},
 	}, lg.Named("server"), reg)

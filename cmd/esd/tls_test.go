@@ -171,4 +171,3 @@ func TestRunTLS(t *testing.T) {
 		t.Error(err)
 	}
 }
-

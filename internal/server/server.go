@@ -150,7 +150,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(lis) }()
-	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.eng.Shards()))
+	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.eng.Shards()), zap.Bool("tls", s.cfg.TLS != nil))
 	var serveErr error
 	select {
 	case <-ctx.Done():
