@@ -168,4 +168,3 @@ func httpsGet(t testing.TB, addr, path, caFile string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
-
