@@ -93,7 +93,9 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		return errors.Join(fmt.Errorf("start server: %w", err), eng.Close())
 	}
 
-	reloadCtx, stopReload := context.WithCancel(ctx)
+	// Not under ctx: a SIGHUP during shutdown must still not end esd
+	// (stopping the handler restores SIGHUP's default action).
+	reloadCtx, stopReload := context.WithCancel(context.WithoutCancel(ctx))
 	reloadDone := reloadTLS(reloadCtx, tlsFiles, lg)
 	defer func() {
 		stopReload()
@@ -132,7 +134,7 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 }
 
 // reloadTLS re-reads the TLS files on SIGHUP and when they change, until
-// ctx ends; the channel is closed when it has stopped. Without TLS, a
+// ctx ends (when run returns); the channel is closed when it has stopped. Without TLS, a
 // SIGHUP is logged and otherwise ignored (its default would end esd).
 func reloadTLS(ctx context.Context, files *tlsconf.Reloader, lg *zap.Logger) <-chan struct{} {
 	done := make(chan struct{})
