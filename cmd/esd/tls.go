@@ -112,7 +112,7 @@ func newTLS(c config, lg *zap.Logger, reg prometheus.Registerer) (*tlsconf.Reloa
 	files := tlsconf.Files{Cert: c.TLSCert, Key: c.TLSKey, ClientCA: c.TLSClientCA, ClientAuth: c.clientAuth()}
 	if c.TLSCert == "" {
 		hosts := c.devHosts()
-		dev, created, err := tlsconf.EnsureDev(c.TLSDevDir, hosts)
+		dev, did, err := tlsconf.EnsureDev(c.TLSDevDir, hosts)
 		if err != nil {
 			return nil, fmt.Errorf("development certificates in %s: %w", c.TLSDevDir, err)
 		}
@@ -123,7 +123,7 @@ func newTLS(c config, lg *zap.Logger, reg prometheus.Registerer) (*tlsconf.Reloa
 		client := dev.Clients[tlsconf.DefaultDevUser]
 		lg.Warn("TLS with DEVELOPMENT certificates: not for production (their CA key is in the same directory); "+
 			"give --tls-cert and --tls-key for real ones",
-			zap.String("dir", c.TLSDevDir), zap.Bool("created", created), zap.Strings("hosts", hosts),
+			zap.String("dir", c.TLSDevDir), zap.String("certificates", did), zap.Strings("hosts", hosts),
 			zap.String("ca", dev.CA), zap.String("client_cert", client[0]), zap.String("client_key", client[1]),
 			zap.String("esctl", fmt.Sprintf("esctl --tls-ca %s --tls-cert %s --tls-key %s server info", dev.CA, client[0], client[1])))
 	}

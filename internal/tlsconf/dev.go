@@ -1,12 +1,15 @@
 package tlsconf
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 )
 
 // Names of the files of a development directory (WriteDev).
@@ -87,25 +90,72 @@ func WriteDev(dir string, hosts, clients []string, v Validity) (DevFiles, error)
 	return files, ca.WriteFiles(files.CA, files.CAKey)
 }
 
+// What EnsureDev did.
+const (
+	DevCreated = "created" // a new CA, server and client certificate
+	DevReused  = "reused"  // the files as they were
+	DevRenewed = "renewed" // a new server certificate from the CA there
+)
+
+// DevRenewBefore is how long before it expires a development server
+// certificate is issued again.
+const DevRenewBefore = 30 * 24 * time.Hour
+
 // EnsureDev returns the development certificates in dir, making them
 // (WriteDev, with DefaultDevUser's client certificate) when dir has no
-// CA yet; created says which. A dir with a CA but no server certificate
-// is an error rather than a reason to overwrite the CA, whose clients
-// would no longer connect.
-func EnsureDev(dir string, hosts []string) (files DevFiles, created bool, err error) {
+// CA yet. A server certificate that expires within DevRenewBefore, or is
+// not valid for every one of hosts (the names asked for changed, or the
+// host name did: a new container), is issued again from the CA there, so
+// the clients' files stay good. A dir with a CA but no server
+// certificate is an error rather than a reason to overwrite the CA,
+// whose clients would no longer connect. did says which it was.
+func EnsureDev(dir string, hosts []string) (files DevFiles, did string, err error) {
 	files = DevPaths(dir, []string{DefaultDevUser})
 	_, err = os.Stat(files.CA)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		files, err = WriteDev(dir, hosts, []string{DefaultDevUser}, Validity{})
-		return files, err == nil, err
+		return files, DevCreated, err
 	case err != nil:
-		return files, false, err
+		return files, "", err
 	}
-	for _, f := range []string{files.ServerCert, files.ServerKey} {
-		if _, err := os.Stat(f); err != nil {
-			return files, false, fmt.Errorf("development certificates in %s: %w (remove %s to make new ones)", dir, err, files.CA)
+	certPEM, err := os.ReadFile(files.ServerCert)
+	if err == nil {
+		var keyPEM []byte
+		if keyPEM, err = os.ReadFile(files.ServerKey); err == nil {
+			var cert tls.Certificate
+			if cert, err = tls.X509KeyPair(certPEM, keyPEM); err == nil && !devCertFits(cert.Leaf, hosts) {
+				return files, DevRenewed, renewDevServer(files, hosts)
+			}
 		}
 	}
-	return files, false, nil
+	if err != nil {
+		return files, "", fmt.Errorf("development certificates in %s: %w (remove %s to make new ones)", dir, err, files.CA)
+	}
+	return files, DevReused, nil
+}
+
+// devCertFits reports whether cert is valid for a while yet, for hosts.
+func devCertFits(cert *x509.Certificate, hosts []string) bool {
+	if time.Now().Add(DevRenewBefore).After(cert.NotAfter) {
+		return false
+	}
+	for _, h := range hosts {
+		if cert.VerifyHostname(h) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func renewDevServer(files DevFiles, hosts []string) error {
+	ca, err := LoadCA(files.CA, files.CAKey)
+	if err != nil {
+		return fmt.Errorf("renew the development server certificate: %w", err)
+	}
+	srv, err := ca.Server(hosts, Validity{})
+	if err != nil {
+		return err
+	}
+	return srv.WriteFiles(files.ServerCert, files.ServerKey)
 }

@@ -1,6 +1,7 @@
 package tlsconf
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -404,9 +406,9 @@ func TestWatch(t *testing.T) {
 
 func TestWriteDevAndEnsureDev(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tls")
-	files, created, err := EnsureDev(dir, DefaultDevHosts)
-	if err != nil || !created {
-		t.Fatalf("EnsureDev on an empty dir: created %v, err %v", created, err)
+	files, did, err := EnsureDev(dir, DefaultDevHosts)
+	if err != nil || did != DevCreated {
+		t.Fatalf("EnsureDev on an empty dir: %s, err %v", did, err)
 	}
 	for _, f := range []string{files.CAKey, files.ServerKey, files.Clients[DefaultDevUser][1]} {
 		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
@@ -420,13 +422,41 @@ func TestWriteDevAndEnsureDev(t *testing.T) {
 	if !strings.Contains(strings.Join(srv.DNSNames, ","), "localhost") || len(srv.IPAddresses) != 2 {
 		t.Errorf("server certificate names: %v %v", srv.DNSNames, srv.IPAddresses)
 	}
+	clientCert := mustRead(t, files.Clients[DefaultDevUser][0])
 	if cn := mustLeaf(t, files.Clients[DefaultDevUser][0]).Subject.CommonName; cn != DefaultDevUser {
 		t.Errorf("client certificate CN %q, want %q", cn, DefaultDevUser)
 	}
-	again, created, err := EnsureDev(dir, DefaultDevHosts)
-	if err != nil || created || mustLeaf(t, again.ServerCert).SerialNumber.Cmp(srv.SerialNumber) != 0 {
-		t.Errorf("EnsureDev again: created %v, err %v; want the same files reused", created, err)
+	again, did, err := EnsureDev(dir, DefaultDevHosts)
+	if err != nil || did != DevReused || mustLeaf(t, again.ServerCert).SerialNumber.Cmp(srv.SerialNumber) != 0 {
+		t.Errorf("EnsureDev again: %s, err %v; want the same files reused", did, err)
 	}
+
+	// Another host name (a new container): a new server certificate from
+	// the same CA; the client's files stay.
+	_, did, err = EnsureDev(dir, append(slices.Clone(DefaultDevHosts), "esd"))
+	renewed := mustLeaf(t, files.ServerCert)
+	if err != nil || did != DevRenewed || renewed.VerifyHostname("esd") != nil || renewed.CheckSignatureFrom(mustLeafCA(t, files.CA)) != nil {
+		t.Errorf("EnsureDev with the host esd: %s, err %v; want a server certificate for esd from the same CA", did, err)
+	}
+	if !bytes.Equal(mustRead(t, files.Clients[DefaultDevUser][0]), clientCert) {
+		t.Errorf("renewing the server certificate changed the client's")
+	}
+	// One that expires within DevRenewBefore is renewed too.
+	ca, err := LoadCA(files.CA, files.CAKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon, err := ca.Server(DefaultDevHosts, Validity{NotAfter: time.Now().Add(DevRenewBefore - time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := soon.WriteFiles(files.ServerCert, files.ServerKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, did, err = EnsureDev(dir, DefaultDevHosts); err != nil || did != DevRenewed || time.Until(mustLeaf(t, files.ServerCert).NotAfter) < 300*24*time.Hour {
+		t.Errorf("EnsureDev with a certificate expiring in 29 days: %s, err %v; want a new one for a year", did, err)
+	}
+
 	if err := os.Remove(files.ServerKey); err != nil {
 		t.Fatal(err)
 	}
@@ -435,10 +465,6 @@ func TestWriteDevAndEnsureDev(t *testing.T) {
 	}
 	if _, err := WriteDev(t.TempDir(), DefaultDevHosts, []string{"../x"}, Validity{}); err == nil {
 		t.Errorf("WriteDev with client ../x: want an error")
-	}
-	ca, err := LoadCA(files.CA, files.CAKey)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if _, err := ca.Client("carol", Validity{}); err != nil {
 		t.Errorf("issuing from a loaded CA: %v", err)
@@ -452,6 +478,15 @@ func mustLeaf(t *testing.T, certFile string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c.Leaf
+}
+
+func mustLeafCA(t *testing.T, caFile string) *x509.Certificate {
+	t.Helper()
+	ca, err := LoadCA(caFile, strings.TrimSuffix(caFile, ".pem")+"-key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.Cert
 }
 
 func waitFor(t *testing.T, cond func() bool) {
