@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -117,8 +117,8 @@ func startESD(t *testing.T) *testESD {
 	return startESDTLS(t, nil)
 }
 
-// startESDTLS is startESD serving gRPC with TLS when tlsCfg is not nil.
-func startESDTLS(t *testing.T, tlsCfg *tls.Config) *testESD {
+// startESDTLS is startESD serving gRPC with creds when not nil.
+func startESDTLS(t *testing.T, creds credentials.TransportCredentials) *testESD {
 	t.Helper()
 	dir := t.TempDir()
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
@@ -135,7 +135,7 @@ func startESDTLS(t *testing.T, tlsCfg *tls.Config) *testESD {
 	}
 	rec := newRecorder()
 	srv, err := server.New(eng, server.Config{
-		DataDir: dir, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second, TLS: tlsCfg,
+		DataDir: dir, Version: "test", Commit: "abc123", GracePeriod: 5 * time.Second, Creds: creds,
 		UnaryInterceptors:  []grpc.UnaryServerInterceptor{rec.unary},
 		StreamInterceptors: []grpc.StreamServerInterceptor{rec.stream},
 	}, lg.Named("server"), reg)

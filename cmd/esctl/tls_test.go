@@ -35,7 +35,7 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := startESDTLS(t, rl.ServerConfig(true, "h2")).addr
+	addr := startESDTLS(t, rl.GRPCCredentials()).addr
 	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem")
 	flags := []string{"--tls-ca", ca, "--tls-cert", cert, "--tls-key", key}
 

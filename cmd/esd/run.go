@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/credentials"
 )
 
 // run starts esd and blocks until ctx ends or SIGINT/SIGTERM arrives, then
@@ -63,9 +64,10 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	if err != nil {
 		return errors.Join(err, eng.Close())
 	}
-	var grpcTLS, httpTLS *tls.Config
+	var grpcCreds credentials.TransportCredentials
+	var httpTLS *tls.Config
 	if tlsFiles != nil {
-		grpcTLS = tlsFiles.ServerConfig(true, "h2")
+		grpcCreds = tlsFiles.GRPCCredentials()
 		// The HTTP listener asks for no client certificate: health probes
 		// and scrapers rarely have one, and it serves no events.
 		httpTLS = tlsFiles.ServerConfig(false, "h2", "http/1.1")
@@ -87,7 +89,7 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		Commit:      commit,
 		GracePeriod: cfg.GracePeriod,
 		Pprof:       cfg.Pprof,
-		TLS:         grpcTLS,
+		Creds:       grpcCreds,
 	}, lg.Named("server"), reg)
 	if err != nil {
 		return errors.Join(fmt.Errorf("start server: %w", err), eng.Close())

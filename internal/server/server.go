@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -49,9 +48,9 @@ type Config struct {
 	// Pprof mounts Go's profiler at /debug/pprof/ on the HTTP handler;
 	// without it /debug/pprof/ answers 404.
 	Pprof bool
-	// TLS, when not nil, is the server side of TLS on the gRPC listener
-	// (tlsconf.Reloader.ServerConfig); nil serves plain text.
-	TLS *tls.Config
+	// Creds, when not nil, secure the gRPC listener (TLS:
+	// tlsconf.Reloader.GRPCCredentials); nil serves plain text.
+	Creds credentials.TransportCredentials
 	// UnaryInterceptors and StreamInterceptors, for embedding esd and for
 	// tests, run in order after esd's own (metrics, the drain gate, panic
 	// recovery): they see only the calls the drain gate let through, and
@@ -101,8 +100,8 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		return status.Error(codes.Internal, "internal error")
 	})
 	var creds []grpc.ServerOption
-	if cfg.TLS != nil {
-		creds = append(creds, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	if cfg.Creds != nil {
+		creds = append(creds, grpc.Creds(cfg.Creds))
 	}
 	s.grpc = grpc.NewServer(append(creds,
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxAppendBytes+(1<<20)),
@@ -150,7 +149,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(lis) }()
-	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.eng.Shards()), zap.Bool("tls", s.cfg.TLS != nil))
+	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.eng.Shards()), zap.Bool("tls", s.cfg.Creds != nil))
 	var serveErr error
 	select {
 	case <-ctx.Done():

@@ -53,7 +53,7 @@ func TestTLSReloadUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(eng, Config{DataDir: dir, TLS: rl.ServerConfig(true, "h2")}, lg, reg)
+	srv, err := New(eng, Config{DataDir: dir, Creds: rl.GRPCCredentials()}, lg, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

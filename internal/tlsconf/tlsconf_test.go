@@ -108,7 +108,7 @@ func startTLSServer(t *testing.T, files Files) *tlsServer {
 		t.Fatal(err)
 	}
 	ts.rl = rl
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(rl.ServerConfig(true, "h2"))),
+	srv := grpc.NewServer(grpc.Creds(rl.GRPCCredentials()),
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			id, ok := PeerIdentity(ctx)
 			if !ok {
@@ -235,7 +235,12 @@ func TestHandshakes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			calls := tc.srv.calls()
+			failures := testutil.ToFloat64(tc.srv.rl.met.handshakeFailures)
 			_, err := check(t, tc.srv.addr, tc.cfg)
+			if tc.wantErr != "" {
+				// The server counts the failed handshake, whichever side refused.
+				waitFor(t, func() bool { return testutil.ToFloat64(tc.srv.rl.met.handshakeFailures) == failures+1 })
+			}
 			if tc.wantErr == "server" {
 				if status.Code(err) != codes.Unavailable || tc.srv.calls() != calls {
 					t.Fatalf("want UNAVAILABLE and no call served, got %v", err)
@@ -316,8 +321,8 @@ func TestReloadKeepsOldOnFailure(t *testing.T) {
 	if got, want := testutil.ToFloat64(ts.rl.met.expiry), float64(other.NotAfter.Unix()); got != want {
 		t.Errorf("esd_tls_certificate_expiry_timestamp_seconds: got %v, want %v", got, want)
 	}
-	if n, err := testutil.GatherAndCount(ts.reg); err != nil || n != 3 {
-		t.Errorf("registered samples: %d, %v; want 3 (2 reload results, the expiry)", n, err)
+	if n, err := testutil.GatherAndCount(ts.reg); err != nil || n != 4 {
+		t.Errorf("registered samples: %d, %v; want 4 (2 reload results, the expiry, handshake failures)", n, err)
 	}
 }
 
@@ -527,5 +532,15 @@ func mustSymlink(t *testing.T, target, name string) {
 	t.Helper()
 	if err := os.Symlink(target, name); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestPeerIdentityWithoutTLS(t *testing.T) {
+	if id, ok := PeerIdentity(context.Background()); ok || id != "" {
+		t.Errorf("no peer: %q %v, want none", id, ok)
+	}
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{}})
+	if id, ok := PeerIdentity(ctx); ok || id != "" {
+		t.Errorf("a plain-text peer: %q %v, want none", id, ok)
 	}
 }
