@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/esdhq/esd/internal/benchstat"
@@ -209,8 +208,12 @@ func (a *app) runBench(ctx context.Context, workload string, o benchOptions) err
 // first call on each, so connection setup is not measured and a dead
 // server is reported at once.
 func (b *bench) connect(ctx context.Context) error {
+	creds, err := b.app.tls.creds()
+	if err != nil {
+		return err
+	}
 	for range b.o.conns {
-		conn, err := grpc.NewClient(b.app.addr, append(b.app.callCreds(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		conn, err := grpc.NewClient(b.app.addr, append(b.app.callCreds(), grpc.WithTransportCredentials(creds),
 			// Large flow-control windows and buffers: a read streams many
 			// MiB, which default 64 KiB windows cut into small writes and
 			// wake-ups on both sides.

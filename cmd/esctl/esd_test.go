@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -114,6 +115,12 @@ func (s *recordingStream) SendMsg(m any) error {
 func startESD(t *testing.T) *testESD {
 	t.Helper()
 	return startESDWith(t, nil)
+}
+
+// startESDTLS is startESD serving gRPC with creds when not nil.
+func startESDTLS(t *testing.T, creds credentials.TransportCredentials) *testESD {
+	t.Helper()
+	return startESDWith(t, func(c *server.Config) { c.Creds = creds })
 }
 
 // startESDWith is startESD with the server's Config changed by conf first.

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -44,6 +43,7 @@ type app struct {
 	token   string // bearer token sent with every call ("": none)
 	timeout time.Duration
 	output  string
+	tls     tlsFlags
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -105,6 +105,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 	f.StringVar(&a.token, "token", "", "bearer token sent with every call, for an esd with --auth-file (env "+envToken+"; see esctl token)")
 	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each unary call (not streaming reads, subscribe or bench); 0 = none")
 	f.StringVarP(&a.output, "output", "o", formatTable, "output format: table, json or jsonl")
+	a.tls.register(f)
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
 		[]string{formatTable, formatJSON, formatJSONL}, cobra.ShellCompDirectiveNoFileComp))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
@@ -122,6 +123,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 		a.newServerCmd(),
 		a.newBenchCmd(),
 		a.newTokenCmd(),
+		a.newCertsCmd(),
 	)
 	return root
 }
@@ -146,7 +148,7 @@ func (a *app) prepare(cmd *cobra.Command, _ []string) error {
 	if a.timeout < 0 {
 		return usagef("--timeout must not be negative")
 	}
-	return nil
+	return a.tls.fromEnv(cmd, a.lookupEnv)
 }
 
 // action wraps a command's RunE so that errors from it are told apart from
@@ -181,7 +183,11 @@ func (a *app) dial() (*grpc.ClientConn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	conn, err := grpc.NewClient(a.addr, append(a.callCreds(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	creds, err := a.tls.creds()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(a.addr, append(a.callCreds(), grpc.WithTransportCredentials(creds))...)
 	if err != nil {
 		return nil, usagef("bad --addr %q: %v", a.addr, err)
 	}
@@ -288,6 +294,9 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 		fmt.Fprintf(a.stderr, "esctl: %v\n", err)
 	case code == exitUnavailable:
 		fmt.Fprintf(a.stderr, "esctl: cannot reach esd at %s: %s (code: %s)\n", a.addr, st.Message(), st.Code())
+		if hint := a.tls.hint(st.Message()); hint != "" {
+			fmt.Fprintf(a.stderr, "hint: %s\n", hint)
+		}
 	default:
 		if reason := errorReason(st); reason != "" {
 			fmt.Fprintf(a.stderr, "esctl: %s (reason: %s)\n", st.Message(), reason)

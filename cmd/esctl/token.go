@@ -242,7 +242,43 @@ A running esd picks the change up within a second.`,
 	}
 	role := a.groupCmd("role", "Define and list roles: grants of permissions on stream prefixes")
 	role.AddCommand(roleSet, roleLs)
-	cmd.AddCommand(create, ls, revoke, role)
+
+	var idRoles []string
+	identitySet := &cobra.Command{
+		Use:   "set NAME --roles r1,r2",
+		Short: "Give an identity its roles (replacing them), e.g. the common name of an mTLS client certificate",
+		Long: `Give an identity its roles, replacing those it had; the identity is made
+if missing. An identity is a token holder's name or the Subject Common
+Name of a client certificate that esd verified (--tls-client-ca): such a
+client needs no token. --roles "" leaves it no permission.`,
+		Example: `  esctl token role set reader --grant '*:read,subscribe'
+  esctl token identity set billing.example.com --roles reader`,
+		Args: cobra.ExactArgs(1),
+		RunE: a.action(func(c *cobra.Command, args []string) error {
+			p, err := path(c)
+			if err != nil {
+				return err
+			}
+			if !c.Flags().Changed("roles") {
+				return usagef("--roles is required (--roles \"\" for none)")
+			}
+			f, err := auth.LoadOrEmpty(p)
+			if err != nil {
+				return err
+			}
+			id := f.Identities[args[0]]
+			id.Roles = slices.DeleteFunc(slices.Clone(idRoles), func(r string) bool { return r == "" })
+			f.Identities[args[0]] = id
+			if err := f.Check(); err != nil {
+				return &usageError{err}
+			}
+			return auth.WriteFile(p, f)
+		}),
+	}
+	identitySet.Flags().StringSliceVar(&idRoles, "roles", nil, "the identity's roles (esctl token role set defines them)")
+	ident := a.groupCmd("identity", "Give identities (token holders, client certificates' common names) their roles")
+	ident.AddCommand(identitySet)
+	cmd.AddCommand(create, ls, revoke, role, ident)
 	return cmd
 }
 

@@ -82,6 +82,8 @@ func TestTokenUsageErrors(t *testing.T) {
 		{"token", "role", "set", "r", "--file", file, "--grant", "orders-:write"},                 // unknown permission
 		{"token", "role", "set", "r", "--file", file, "--grant", "orders-:admin"},                 // admin on a prefix
 		{"token", "create", "--file", file, "--identity", "x", "--roles", "", "--expires", "-1h"}, // negative expiry
+		{"token", "identity", "set", "x", "--file", file},                                         // no --roles
+		{"token", "identity", "set", "x", "--file", file, "--roles", "undefined"},                 // undefined role
 	} {
 		if _, errOut, code := runCLI(t, "", strings.NewReader(""), args...); code == exitOK {
 			t.Errorf("esctl %v: exit 0, want an error (%s)", args, errOut)
@@ -89,6 +91,34 @@ func TestTokenUsageErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(file); err == nil {
 		t.Error("a failed command wrote the auth file")
+	}
+}
+
+// TestTokenIdentitySet: an identity without a token (a client
+// certificate's common name) gets its roles, replaced on the next set.
+func TestTokenIdentitySet(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "auth.json")
+	mustRun(t, "", "token", "role", "set", "reader", "--file", file, "--grant", "*:read")
+	mustRun(t, "", "token", "role", "set", "writer", "--file", file, "--grant", "orders-:append")
+	mustRun(t, "", "token", "identity", "set", "app.example.com", "--file", file, "--roles", "reader,writer")
+	who := func() *auth.Principal {
+		t.Helper()
+		f, err := auth.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := auth.Compile(f).Certificate("app.example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := who(); !p.Allowed(auth.Read, "users-1") || !p.Allowed(auth.Append, "orders-1") || p.Allowed(auth.Append, "users-1") {
+		t.Fatal("app.example.com does not hold reader and writer")
+	}
+	mustRun(t, "", "token", "identity", "set", "app.example.com", "--file", file, "--roles", "")
+	if p := who(); p.Any(auth.Read) || p.Any(auth.Append) {
+		t.Fatal("--roles \"\" left app.example.com permissions")
 	}
 }
 

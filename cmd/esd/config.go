@@ -64,6 +64,15 @@ type config struct {
 	// fs is the store's file system; nil means the operating system's.
 	// Only tests set it (a disk that fails), through run.
 	fs vfs.FS
+
+	// Transport security (tls.go).
+	TLSCert       string
+	TLSKey        string
+	TLSClientCA   string
+	TLSClientAuth string
+	TLSDevDir     string
+	TLSDevHosts   string
+	Insecure      bool
 }
 
 // parseConfig reads flags, each with an ESD_ environment twin
@@ -101,6 +110,18 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		"default snapshot policy: advise a snapshot when events since the latest x loads per second reach this (0 = off)")
 	fs.DurationVar(&c.SnapshotLoadHalfLife, "snapshot-load-half-life", 5*time.Minute,
 		"half-life of the streams' load rates (the dynamic snapshot policy)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) of the server: TLS on the gRPC and the HTTP address (with --tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "",
+		"PEM bundle of the CAs that sign client certificates: gRPC clients must present one (mTLS; see --tls-client-auth)")
+	fs.StringVar(&c.TLSClientAuth, "tls-client-auth", "",
+		"with a client CA: require (default: no certificate, no connection) or verify-if-given (a certificate is optional, one given must verify)")
+	fs.StringVar(&c.TLSDevDir, "tls-dev-dir", "",
+		"without --tls-cert: serve TLS and mTLS with development certificates in this directory, made at the first start (NOT for production)")
+	fs.StringVar(&c.TLSDevHosts, "tls-dev-hosts", "",
+		"comma-separated names and addresses of the development server certificate (default localhost,127.0.0.1,::1 and the host name)")
+	fs.BoolVar(&c.Insecure, "insecure", false,
+		"serve gRPC and HTTP without TLS, also on addresses other than loopback (ignores --tls-dev-dir; excludes --tls-cert)")
 
 	d := server.DefaultLimits
 	fs.IntVar(&c.MaxAppendEvents, "max-append-events", d.MaxAppendEvents,
@@ -228,7 +249,8 @@ func (c config) validate() error {
 	if c.MetricsAuth && c.AuthFile == "" {
 		errs = append(errs, errors.New("--metrics-auth needs --auth-file"))
 	}
-	return errors.Join(errs...)
+	errs = append(errs, c.validateSecurity()...)
+	return errors.Join(append(errs, c.validateTLS()...)...)
 }
 
 // newLogger builds zap: console for people, json (sampled, ISO8601 times)

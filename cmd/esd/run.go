@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,10 +21,12 @@ import (
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/server"
 	"github.com/esdhq/esd/internal/snapshot"
+	"github.com/esdhq/esd/internal/tlsconf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/credentials"
 )
 
 // lowDiskBytes: below this much free space in the data directory's file
@@ -63,6 +67,33 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	if err := eslog.CheckLock(cfg.DataDir, cfg.fs); err != nil {
 		return fmt.Errorf("open store %s: %w", cfg.DataDir, err)
 	}
+	tlsFiles, err := newTLS(cfg, lg, reg)
+	if err != nil {
+		return err
+	}
+	var grpcCreds credentials.TransportCredentials
+	var httpTLS *tls.Config
+	if tlsFiles != nil {
+		grpcCreds = tlsFiles.GRPCCredentials()
+		// The HTTP listener asks for no client certificate: health probes
+		// and scrapers rarely have one, and it serves no events.
+		httpTLS = tlsFiles.ServerConfig(false, "h2", "http/1.1")
+	}
+	// Security is on whenever TLS is: every call is then authenticated
+	// and authorized by an auth file (with development certificates, a
+	// development one; see devAuthFile).
+	if cfg, err = securityConfig(cfg, lg); err != nil {
+		return err
+	}
+	// Not under ctx: a SIGHUP during shutdown must still not end esd
+	// (stopping the handler restores SIGHUP's default action).
+	reloadCtx, stopReload := context.WithCancel(context.WithoutCancel(ctx))
+	reloadDone := reloadTLS(reloadCtx, tlsFiles, lg)
+	defer func() {
+		stopReload()
+		<-reloadDone
+	}()
+
 	httpLis, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.HTTPListen, err)
@@ -70,10 +101,21 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 	defer httpLis.Close() //nolint:errcheck // already closed by Shutdown on the normal path
 	var handler switchHandler
 	handler.set(startingHandler(reg, !cfg.MetricsAuth))
-	httpSrv := &http.Server{Handler: &handler, ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{
+		Handler: &handler, ReadHeaderTimeout: 5 * time.Second, TLSConfig: httpTLS,
+		// Into esd's log (a plain-text request on the TLS port, a failed
+		// handshake), not onto stderr in another format.
+		ErrorLog: zap.NewStdLog(lg.Named("http")),
+	}
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- httpSrv.Serve(httpLis) }()
-	lg.Info("http listening", zap.String("addr", httpLis.Addr().String()))
+	go func() {
+		if httpTLS != nil {
+			httpErr <- httpSrv.ServeTLS(httpLis, "", "") // the certificate comes from TLSConfig
+		} else {
+			httpErr <- httpSrv.Serve(httpLis)
+		}
+	}()
+	lg.Info("http listening", zap.String("addr", httpLis.Addr().String()), zap.Bool("tls", httpTLS != nil))
 	stopHTTP := func() error {
 		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -119,6 +161,7 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		Commit:               commit,
 		GracePeriod:          cfg.GracePeriod,
 		Pprof:                cfg.Pprof,
+		Creds:                grpcCreds,
 		Auth:                 authn,
 		MetricsAuth:          cfg.MetricsAuth,
 	}, lg.Named("server"), reg)
@@ -314,6 +357,48 @@ func startingHandler(g prometheus.Gatherer, metrics bool) http.Handler {
 	})
 	return mux
 }
+
+// reloadTLS re-reads the TLS files on SIGHUP and when they change, until
+// ctx ends (when run returns); the channel is closed when it has stopped. Without TLS, a
+// SIGHUP is logged and otherwise ignored (its default would end esd).
+func reloadTLS(ctx context.Context, files *tlsconf.Reloader, lg *zap.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	var wg sync.WaitGroup
+	if files != nil {
+		wg.Go(func() {
+			if err := files.Watch(ctx, tlsWatchDebounce); err != nil {
+				lg.Error("cannot watch the TLS files: they are reloaded on SIGHUP only", zap.Error(err))
+			}
+		})
+	}
+	wg.Go(func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if files == nil {
+					lg.Info("SIGHUP: TLS is off, nothing to reload")
+					continue
+				}
+				_ = files.Reload() // logged and counted by the reloader
+			}
+		}
+	})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
+}
+
+// tlsWatchDebounce is how long the TLS files' directories must be quiet
+// before a change is read: a certificate and its key are written one
+// after the other.
+const tlsWatchDebounce = 500 * time.Millisecond
 
 func buildInfo() prometheus.Collector {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -266,3 +266,49 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestEnsureDevFile: the development file gives its identities every
+// permission on every stream, and is not written over once there.
+func TestEnsureDevFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "auth.json")
+	made, err := EnsureDevFile(p, "admin")
+	if err != nil || !made {
+		t.Fatalf("EnsureDevFile: %v, %v", made, err)
+	}
+	a, err := NewStatic(mustRead(t, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	who, err := a.Policy().Certificate("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, perm := range Permissions {
+		if !who.Everything(perm) {
+			t.Errorf("admin lacks %s on every stream", perm)
+		}
+	}
+	if _, err := a.Policy().Certificate("app"); err == nil {
+		t.Error("an identity not named is known")
+	}
+	f := mustRead(t, p)
+	f.Identities["app"] = Identity{Roles: []string{DevRole}}
+	if err := WriteFile(p, f); err != nil {
+		t.Fatal(err)
+	}
+	if made, err := EnsureDevFile(p, "admin"); err != nil || made {
+		t.Fatalf("second EnsureDevFile: %v, %v (want the file kept)", made, err)
+	}
+	if _, ok := mustRead(t, p).Identities["app"]; !ok {
+		t.Error("the operator's edit was written over")
+	}
+}
+
+func mustRead(t *testing.T, p string) *File {
+	t.Helper()
+	f, err := ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}

@@ -240,3 +240,33 @@ func LoadOrEmpty(path string) (*File, error) {
 	}
 	return f, err
 }
+
+// DevRole is the role of a development auth file: every permission on
+// every stream.
+const DevRole = "dev-all"
+
+// DevFile is an auth file for trying esd with development certificates:
+// each of identities (the common names of the development client
+// certificates) holds DevRole. Not for production: it gives whoever holds
+// one of those certificates everything.
+func DevFile(identities ...string) *File {
+	f := &File{
+		Roles:      map[string][]Grant{DevRole: {{Prefix: AllStreams, Permissions: Permissions}}},
+		Identities: map[string]Identity{},
+	}
+	for _, id := range identities {
+		f.Identities[id] = Identity{Roles: []string{DevRole}}
+	}
+	return f
+}
+
+// EnsureDevFile writes DevFile(identities...) at path unless a file is
+// there already (an operator's edits are kept), and says whether it did.
+func EnsureDevFile(path string, identities ...string) (bool, error) {
+	if _, err := os.Stat(path); err == nil {
+		return false, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	return true, WriteFile(path, DevFile(identities...))
+}

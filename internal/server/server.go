@@ -59,8 +59,8 @@ type Config struct {
 	// is authenticated and authorized by its auth file (authz.go), and
 	// /debug/pprof/ needs admin. nil: every call is allowed.
 	Auth *auth.Authenticator
-	// Creds is the gRPC listener's transport security (TLS, mTLS); nil:
-	// plaintext. With mTLS and Auth, a verified client certificate's
+	// Creds is the gRPC listener's transport security (TLS, mTLS:
+	// tlsconf.Reloader.GRPCCredentials); nil: plain text. With mTLS and Auth, a verified client certificate's
 	// Subject Common Name is the caller's identity.
 	Creds credentials.TransportCredentials
 	// MetricsAuth puts /metrics behind admin too (with Auth set); without
@@ -175,7 +175,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.lmt.listener(lis)) }()
-	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.eng.Shards()))
+	s.lg.Info("listening", zap.String("addr", lis.Addr().String()), zap.Int("shards", s.eng.Shards()), zap.Bool("tls", s.cfg.Creds != nil))
 	var serveErr error
 	select {
 	case <-ctx.Done():

@@ -106,15 +106,16 @@ func goBuild(dir string, race bool, pkgs ...string) error {
 	return nil
 }
 
-// childEnv is the test's environment without ESD_* variables, so a
-// developer's ESD_ADDR or ESD_SHARDS does not change what a test runs.
+// childEnv is the test's environment without ESD_* and ESCTL_* variables,
+// so a developer's ESD_ADDR, ESD_SHARDS or ESCTL_TLS_CA does not change
+// what a test runs.
 // A race-enabled binary sleeps 1s at exit by default (GORACE
 // atexit_sleep_ms); unless GORACE is set, that is turned off, or every
 // esctl run would take a second.
 func childEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ESD_") {
+		if !strings.HasPrefix(kv, "ESD_") && !strings.HasPrefix(kv, "ESCTL_") {
 			env = append(env, kv)
 		}
 	}
