@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# TLS off vs on: one build of esd, the same workload against a fresh store
-# in plain text and with TLS and mTLS (certificates from `esctl certs
-# dev`, esctl presenting a client certificate), PAIRS times in pairs whose
-# order alternates. Prints each run (events/s or calls/s for -b 0, and
-# esd's CPU time per call: user + system from /proc over the bench and its
-# warmup, divided by the calls the bench made), the medians and the ratio
-# tls/plain. Loopback only; each run is bounded by DURATION.
+# Security off vs on: one build of esd, the same workload against a fresh
+# store in plain text with no auth file ("plain"), and with security on
+# ("secure"): TLS with the certificates of `esctl certs dev`, mTLS (esctl
+# presents a client certificate) and an auth file, esctl authenticating
+# with a bearer token (which wins over the certificate) whose role grants
+# append and read on one prefix of streams, so that every call is checked
+# against a per-prefix rule. PAIRS times in pairs whose order alternates.
+# Prints each run (events/s or calls/s for -b 0, and esd's CPU time per
+# call: user + system from /proc over the bench and its warmup, divided by
+# the calls the bench made), the medians and the ratio secure/plain.
+# Loopback only; each run is bounded by DURATION.
 #
-#   test/tls-ab.sh                      # append -c 64, 2 pairs of 10s
-#   PAIRS=5 test/tls-ab.sh append -c 64 -b 0   # the request path without the disk
+#   test/security-ab.sh                             # append -c 64, 2 pairs of 10s
+#   PAIRS=5 test/security-ab.sh append -c 64 -b 0   # the request path without the disk
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PAIRS=${PAIRS:-2}
@@ -26,16 +30,19 @@ trap cleanup EXIT
 go build -o "$tmp/esd" ./cmd/esd
 go build -o "$tmp/esctl" ./cmd/esctl
 "$tmp/esctl" certs dev --out "$tmp/tls" >/dev/null
+auth=$tmp/tls/auth.json # certs dev's: the client admin may do everything
+"$tmp/esctl" token role set bench --file "$auth" --grant 'bench-:read,append' --grant '*:admin' >/dev/null
+token=$("$tmp/esctl" token create --file "$auth" --identity bench --roles bench)
 echo "esd at $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'); workload: $*"
 
 cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-one() { # one run, $1 = plain or tls, then the workload: prints calls/s and esd's CPU µs per call
+one() { # one run, $1 = plain or secure, then the workload: prints calls/s and esd's CPU µs per call
   local mode=$1 srv=() cli=() scheme=http curlca=()
   shift
-  if [ "$mode" = tls ]; then
-    srv=(--tls-cert "$tmp/tls/server.pem" --tls-key "$tmp/tls/server-key.pem" --tls-client-ca "$tmp/tls/ca.pem")
-    cli=(--tls-ca "$tmp/tls/ca.pem" --tls-cert "$tmp/tls/admin.pem" --tls-key "$tmp/tls/admin-key.pem")
+  if [ "$mode" = secure ]; then
+    srv=(--tls-cert "$tmp/tls/server.pem" --tls-key "$tmp/tls/server-key.pem" --tls-client-ca "$tmp/tls/ca.pem" --auth-file "$auth")
+    cli=(--tls-ca "$tmp/tls/ca.pem" --tls-cert "$tmp/tls/admin.pem" --tls-key "$tmp/tls/admin-key.pem" --token "$token")
   fi
   rm -rf "$tmp/data"
   "$tmp/esd" --data-dir "$tmp/data" --listen $ADDR --http-listen 127.0.0.1:17421 --log-level warn "${srv[@]}" &
@@ -55,8 +62,8 @@ print("%.0f %.1f" % (d["ops_per_sec"], (int(sys.argv[2]) - int(sys.argv[3])) * 1
 }
 
 for i in $(seq "$PAIRS"); do
-  order="plain tls"
-  [ $((i % 2)) = 0 ] && order="tls plain" # neither always runs first
+  order="plain secure"
+  [ $((i % 2)) = 0 ] && order="secure plain" # neither always runs first
   for m in $order; do
     echo "$m $(one $m "$@")"
   done
@@ -70,8 +77,8 @@ for line in open(sys.argv[1]):
     cpu.setdefault(k, []).append(float(c))
 m = {k: statistics.median(v) for k, v in runs.items()}
 mc = {k: statistics.median(v) for k, v in cpu.items()}
-for k in ("plain", "tls"):
+for k in ("plain", "secure"):
     print("%s calls/s: median %.0f of %s" % (k, m[k], " ".join("%.0f" % x for x in runs[k])))
     print("%s esd CPU us/call: median %.1f of %s" % (k, mc[k], " ".join("%.1f" % x for x in cpu[k])))
-print("tls_vs_plain %.3f (throughput), %.3f (esd CPU per call)" % (m["tls"] / m["plain"], mc["tls"] / mc["plain"]))
+print("secure_vs_plain %.3f (throughput), %.3f (esd CPU per call)" % (m["secure"] / m["plain"], mc["secure"] / mc["plain"]))
 PY
