@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,39 +58,17 @@ const decodedEventBytes = 1400
 // withDefaults fills the zero resource limits with their defaults.
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits
-	if l.MaxEventBytes == 0 {
-		l.MaxEventBytes = d.MaxEventBytes
-	}
-	if l.MaxAppendBytes == 0 {
-		l.MaxAppendBytes = d.MaxAppendBytes
-	}
-	if l.MaxAppendEvents == 0 {
-		l.MaxAppendEvents = d.MaxAppendEvents
-	}
-	if l.MaxRequestDecodedBytes == 0 {
-		l.MaxRequestDecodedBytes = d.MaxRequestDecodedBytes
-	}
-	if l.MaxConnections == 0 {
-		l.MaxConnections = d.MaxConnections
-	}
-	if l.MaxSubscriptions == 0 {
-		l.MaxSubscriptions = d.MaxSubscriptions
-	}
-	if l.MaxSubscriptionsPerConnection == 0 {
-		l.MaxSubscriptionsPerConnection = d.MaxSubscriptionsPerConnection
-	}
-	if l.SubscriptionMemoryBytes == 0 {
-		l.SubscriptionMemoryBytes = d.SubscriptionMemoryBytes
-	}
-	if l.SubscriberStallTimeout == 0 {
-		l.SubscriberStallTimeout = d.SubscriberStallTimeout
-	}
-	if l.MaxInflightBytes == 0 {
-		l.MaxInflightBytes = d.MaxInflightBytes
-	}
-	if l.MaxInflightBytesPerConnection == 0 {
-		l.MaxInflightBytesPerConnection = d.MaxInflightBytesPerConnection
-	}
+	l.MaxEventBytes = cmp.Or(l.MaxEventBytes, d.MaxEventBytes)
+	l.MaxAppendBytes = cmp.Or(l.MaxAppendBytes, d.MaxAppendBytes)
+	l.MaxAppendEvents = cmp.Or(l.MaxAppendEvents, d.MaxAppendEvents)
+	l.MaxRequestDecodedBytes = cmp.Or(l.MaxRequestDecodedBytes, d.MaxRequestDecodedBytes)
+	l.MaxConnections = cmp.Or(l.MaxConnections, d.MaxConnections)
+	l.MaxSubscriptions = cmp.Or(l.MaxSubscriptions, d.MaxSubscriptions)
+	l.MaxSubscriptionsPerConnection = cmp.Or(l.MaxSubscriptionsPerConnection, d.MaxSubscriptionsPerConnection)
+	l.SubscriptionMemoryBytes = cmp.Or(l.SubscriptionMemoryBytes, d.SubscriptionMemoryBytes)
+	l.SubscriberStallTimeout = cmp.Or(l.SubscriberStallTimeout, d.SubscriberStallTimeout)
+	l.MaxInflightBytes = cmp.Or(l.MaxInflightBytes, d.MaxInflightBytes)
+	l.MaxInflightBytesPerConnection = cmp.Or(l.MaxInflightBytesPerConnection, d.MaxInflightBytesPerConnection)
 	return l
 }
 
