@@ -2,8 +2,12 @@ package server
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -13,9 +17,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/esdhq/esd/internal/auth"
 	"github.com/esdhq/esd/internal/engine"
+	"github.com/esdhq/esd/internal/testutil"
 	"github.com/esdhq/esd/internal/tlsconf"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
@@ -131,4 +138,135 @@ func TestConnectionLimitsOverTLSWithAuth(t *testing.T) {
 	if n := withoutConn.Load(); n != 0 {
 		t.Fatalf("%d calls found no connection state over TLS", n)
 	}
+}
+
+// TestLimitErrorsAfterAuth: gRPC decodes a unary request (and the codec
+// refuses an append over the limits) before the interceptors run. With
+// security on, a caller that is not authenticated, or holds the method's
+// permission on no stream, hears that (UNAUTHENTICATED, PERMISSION_DENIED)
+// and not the limit, which names the server's limits and its appends in
+// flight, and its refusal is not counted. An authenticated caller hears
+// the limit, counted once; over AppendStream, a denied append is answered
+// in band and the call goes on, then an append over the limit ends it.
+func TestLimitErrorsAfterAuth(t *testing.T) {
+	as := newAuthServer(t, authTestFile(), withLimits(Limits{MaxEventBytes: 1 << 20, MaxAppendBytes: 16 << 20, MaxAppendEvents: 10}))
+	ctx := testCtx(t)
+	tooMany := appendReq("in-1", xAny, events(11, "E")...)
+	multi := &esdv1.AppendMultiRequest{Appends: []*esdv1.AppendRequest{tooMany}}
+
+	_, err := as.streams.Append(ctx, tooMany)
+	wantStatus(t, err, codes.Unauthenticated, reasonTokenMissing)
+	_, err = as.streams.AppendMulti(ctx, multi)
+	wantStatus(t, err, codes.Unauthenticated, reasonTokenMissing)
+	_, err = as.streams.Append(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer nope"), tooMany)
+	wantStatus(t, err, codes.Unauthenticated, reasonTokenInvalid)
+	for _, who := range []string{"p-none", "p-read"} {
+		_, err = as.streams.Append(as.as(ctx, who), tooMany)
+		wantStatus(t, err, codes.PermissionDenied, reasonPermissionDenied)
+	}
+	// A large append while large appends fill their budget: the refusal
+	// would tell the bytes in flight.
+	large := appendReq("in-1", xAny, event("E", strings.Repeat("x", 2*smallAppendBytes)))
+	as.srv.lmt.inflight.Store(as.srv.lmt.largeBudget())
+	_, err = as.streams.Append(ctx, large)
+	wantStatus(t, err, codes.Unauthenticated, reasonTokenMissing)
+	_, err = as.streams.Append(as.as(ctx, "p-append"), large)
+	wantLimit(t, err, reasonInflightBytes, "max-inflight-bytes", "the server has")
+	as.srv.lmt.inflight.Store(0)
+	if got := as.refusals(limitAppendEvents); got != 0 {
+		t.Fatalf("esd_limit_refusals_total{limit=append_events} %v after refused callers, want 0", got)
+	}
+	if got := as.refusals(limitInflight); got != 1 {
+		t.Fatalf("esd_limit_refusals_total{limit=inflight_bytes} %v, want 1", got)
+	}
+
+	_, err = as.streams.Append(as.as(ctx, "p-append"), tooMany)
+	wantLimit(t, err, reasonTooManyEvents, "max-append-events", "more than 10 events")
+	_, err = as.streams.AppendMulti(as.as(ctx, "p-append"), multi)
+	wantLimit(t, err, reasonTooManyEvents, "max-append-events", "more than 10 events")
+
+	// AppendStream: authenticated when called; each append authorized in
+	// band, each message checked against the limits.
+	st, err := as.streams.AppendStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Send(&esdv1.AppendStreamRequest{CorrelationId: []byte("x"), Append: tooMany})
+	_, err = st.Recv()
+	wantStatus(t, err, codes.Unauthenticated, reasonTokenMissing)
+
+	st, err = as.streams.AppendStream(as.as(ctx, "p-append"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range []string{"out-1", "in-1"} {
+		if err := st.Send(&esdv1.AppendStreamRequest{CorrelationId: []byte{byte(i)}, Append: appendReq(s, xAny, event("T", "x"))}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []codes.Code{codes.PermissionDenied, codes.OK}[i]
+		if got := status.FromProto(resp.GetError()).Code(); got != want {
+			t.Fatalf("append to %s: %v, want %v", s, got, want)
+		}
+	}
+	_ = st.Send(&esdv1.AppendStreamRequest{CorrelationId: []byte("b"), Append: tooMany})
+	_, err = st.Recv()
+	wantLimit(t, err, reasonTooManyEvents, "max-append-events", "more than 10 events")
+	if got := as.refusals(limitAppendEvents); got != 3 {
+		t.Fatalf("esd_limit_refusals_total{limit=append_events} %v, want 3", got)
+	}
+}
+
+// TestStorageFailedWithAuth: with security on and the store failed (a full
+// disk), reads are authorized as before and go on, a denied write is
+// PERMISSION_DENIED (authorization comes before the store's state), an
+// allowed one STORAGE_FAILED with nothing of the failure's cause, and the
+// open /readyz names no file of the data directory.
+func TestStorageFailedWithAuth(t *testing.T) {
+	fs := testutil.NewFaultFS(nil)
+	dir := t.TempDir()
+	as := newAuthServer(t, authTestFile(), withDir(fs, dir))
+	ctx := testCtx(t)
+	as.appendAs(t, "root", "in-1")
+	fs.SetFull(true)
+	_, err := as.streams.Append(as.as(ctx, "p-append"), appendReq("in-1", xAny, event("E", "x")))
+	wantStatus(t, err, codes.Unavailable, reasonStorageFailed)
+	if strings.Contains(err.Error(), dir) || strings.Contains(err.Error(), "no space") {
+		t.Errorf("STORAGE_FAILED tells the cause: %v", err)
+	}
+	eventually(t, "the store fails", func() bool { return as.eng.Failed() != nil })
+	_, err = as.streams.Append(as.as(ctx, "p-append"), appendReq("out-1", xAny, event("E", "x")))
+	wantStatus(t, err, codes.PermissionDenied, reasonPermissionDenied)
+	_, err = as.streams.Append(as.as(ctx, "p-read"), appendReq("in-1", xAny, event("E", "x")))
+	wantStatus(t, err, codes.PermissionDenied, reasonPermissionDenied)
+	if err := firstMsg(as.streams.ReadStream(as.as(ctx, "p-read"), &esdv1.ReadStreamRequest{Stream: "in-1"})); err != nil {
+		t.Errorf("read allowed on a failed store: %v", err)
+	}
+	err = firstMsg(as.streams.ReadStream(as.as(ctx, "p-none"), &esdv1.ReadStreamRequest{Stream: "in-1"}))
+	wantStatus(t, err, codes.PermissionDenied, reasonPermissionDenied)
+	err = firstMsg(as.streams.ReadStream(ctx, &esdv1.ReadStreamRequest{Stream: "in-1"}))
+	wantStatus(t, err, codes.Unauthenticated, reasonTokenMissing)
+
+	hs := httptest.NewServer(as.srv.HTTPHandler(as.reg))
+	defer hs.Close()
+	resp, err := hs.Client().Get(hs.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(string(body), "storage failed") ||
+		strings.Contains(string(body), dir) {
+		t.Errorf("/readyz: %d %q, want 503 storage failed naming no file", resp.StatusCode, body)
+	}
+	// Closing the failed store reports the WAL's error: expected.
+	as.running = false
+	if err := as.stopServing(); err != nil {
+		t.Fatalf("stop serving: %v", err)
+	}
+	_ = as.conn.Close()
+	_ = as.eng.Close()
 }
