@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/esdhq/esd/internal/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // authWatchRunning reports whether a goroutine watches an auth file.
@@ -54,6 +57,20 @@ func TestRunStopsAuthWatch(t *testing.T) {
 		}
 		if authWatchRunning() {
 			t.Fatalf("run with --listen %s returned (%v) with the auth file still watched", listen, err)
+		}
+	}
+}
+
+// TestStartingMetricsAuth: while the store opens no caller can be checked
+// yet, so with --metrics-auth /metrics is not served (404) until the
+// server's handler, which asks for admin, takes over; without it /metrics
+// answers from the start.
+func TestStartingMetricsAuth(t *testing.T) {
+	for _, open := range []bool{true, false} {
+		rec := httptest.NewRecorder()
+		startingHandler(prometheus.NewRegistry(), open).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		if want := map[bool]int{true: http.StatusOK, false: http.StatusNotFound}[open]; rec.Code != want {
+			t.Errorf("/metrics while starting (served: %v): %d, want %d", open, rec.Code, want)
 		}
 	}
 }

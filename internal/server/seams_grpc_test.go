@@ -32,7 +32,8 @@ import (
 // finds its connection's state (the peer address gRPC hands the handlers is
 // the limit listener's connAddr, under the TLS connection), so the
 // per-connection subscription limit refuses the third Subscribe on one
-// connection and not the first on another. A caller whose certificate names
+// connection and not the first on another, and the tap refuses an append
+// on a connection whose in-flight budget is full and not on another. A caller whose certificate names
 // no identity takes no subscription slot.
 func TestConnectionLimitsOverTLSWithAuth(t *testing.T) {
 	dir := t.TempDir()
@@ -59,9 +60,18 @@ func TestConnectionLimitsOverTLSWithAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	var withoutConn atomic.Int64 // calls that reached the handlers without their connection's state
+	var lastConn atomic.Pointer[connState]
 	srv, err := New(eng, Config{
 		DataDir: dir, Creds: rl.GRPCCredentials(), Auth: authn,
 		Limits: Limits{MaxSubscriptionsPerConnection: 2, MaxSubscriptions: 100},
+		UnaryInterceptors: []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if c := connOf(ctx); c != nil {
+				lastConn.Store(c)
+			} else {
+				withoutConn.Add(1)
+			}
+			return h(ctx, req)
+		}},
 		StreamInterceptors: []grpc.StreamServerInterceptor{func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			if connOf(ss.Context()) == nil {
 				withoutConn.Add(1)
@@ -135,6 +145,24 @@ func TestConnectionLimitsOverTLSWithAuth(t *testing.T) {
 	if err := subscribe(b); err != nil {
 		t.Fatalf("first subscription on another connection: %v", err)
 	}
+
+	// The tap (before authentication, on the connection's reader) finds
+	// the connection too: with a's in-flight budget full, a's next append
+	// is refused unread, b's is not.
+	if _, err := esdv1.NewStreamServiceClient(a).Append(tctx, appendReq("s-1", xAny, event("E", "x"))); err != nil {
+		t.Fatal(err)
+	}
+	ca := lastConn.Load()
+	ca.inflight.Add(srv.cfg.Limits.MaxInflightBytesPerConnection)
+	_, err = esdv1.NewStreamServiceClient(a).Append(tctx, appendReq("s-1", xAny, event("E", "x")))
+	wantLimit(t, err, reasonInflightBytes, "max-inflight-bytes-per-connection", "this connection has")
+	if _, err := esdv1.NewStreamServiceClient(b).Append(tctx, appendReq("s-1", xAny, event("E", "x"))); err != nil {
+		t.Fatalf("append on another connection: %v", err)
+	}
+	if lastConn.Load() == ca {
+		t.Fatal("two connections share their state")
+	}
+	ca.inflight.Add(-srv.cfg.Limits.MaxInflightBytesPerConnection)
 	if n := withoutConn.Load(); n != 0 {
 		t.Fatalf("%d calls found no connection state over TLS", n)
 	}
