@@ -13,6 +13,7 @@ import (
 
 	"github.com/esdhq/esd/internal/auth"
 	"github.com/esdhq/esd/internal/server"
+	"github.com/esdhq/esd/internal/tlsconf"
 )
 
 // TestTokenLifecycle: role set, token create (printed once, only its hash
@@ -151,5 +152,46 @@ func TestTokenFlag(t *testing.T) {
 	_, errOut, code = runCLI(t, esd.addr, strings.NewReader(""), "--token", "esd_bad", "server", "info")
 	if code != exitError || !strings.Contains(errOut, "TOKEN_INVALID") {
 		t.Fatalf("bad --token over ESD_TOKEN: exit %d, %s", code, errOut)
+	}
+}
+
+// TestTokenOverTLS: --token together with the TLS flags, on every command
+// bench included (it dials its own connections): over TLS without a client
+// certificate the token is the identity, and with one it wins over the
+// certificate's; bench without a token is refused.
+func TestTokenOverTLS(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tls")
+	mustRun(t, "", "certs", "dev", "--out", dir, "--client", "admin")
+	file := filepath.Join(dir, "auth.json") // certs dev's: admin may do everything
+	mustRun(t, "", "token", "role", "set", "writer", "--file", file, "--grant", "bench-:read,append")
+	tok := strings.TrimSpace(mustRun(t, "", "token", "create", "--file", file, "--identity", "app", "--roles", "writer"))
+	a, err := auth.New(file, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := tlsconf.NewReloader(tlsconf.Files{Cert: filepath.Join(dir, "server.pem"), Key: filepath.Join(dir, "server-key.pem"),
+		ClientCA: filepath.Join(dir, "ca.pem"), ClientAuth: tlsconf.VerifyClientCertIfGiven}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	esd := startESDWith(t, func(c *server.Config) { c.Auth, c.Creds = a, rl.GRPCCredentials() })
+	ca := []string{"--tls-ca", filepath.Join(dir, "ca.pem")}
+	withToken := append(ca, "--token", tok)
+
+	mustRun(t, esd.addr, append(withToken, "append", "bench-x", "{}", "--type", "T")...)
+	if out := mustRun(t, esd.addr, append(withToken, "read", "bench-x")...); !strings.Contains(out, "REVISION") {
+		t.Fatalf("read with --token over TLS:\n%s", out)
+	}
+	bench := []string{"bench", "append", "-c", "2", "--conns", "2", "-n", "20", "-d", "0", "--warmup", "0"}
+	mustRun(t, esd.addr, append(withToken, bench...)...)
+	if _, errOut, code := runCLI(t, esd.addr, strings.NewReader(""), append(ca, bench...)...); code == 0 || !strings.Contains(errOut, "TOKEN_MISSING") {
+		t.Fatalf("bench without a token: exit %d, %s", code, errOut)
+	}
+	// The admin certificate may do everything; the token, sent too, wins.
+	admin := append(ca, "--tls-cert", filepath.Join(dir, "admin.pem"), "--tls-key", filepath.Join(dir, "admin-key.pem"))
+	mustRun(t, esd.addr, append(admin, "server", "info")...)
+	if _, errOut, code := runCLI(t, esd.addr, strings.NewReader(""), append(admin, "--token", tok, "server", "info")...); code == 0 ||
+		!strings.Contains(errOut, "PERMISSION_DENIED") {
+		t.Fatalf("server info with the certificate of admin and the token of app: exit %d, %s", code, errOut)
 	}
 }

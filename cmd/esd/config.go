@@ -102,7 +102,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address")
 	fs.StringVar(&c.AuthFile, "auth-file", "",
 		"auth file (roles, identities, tokens; see esctl token): every call is then authenticated and authorized; reloaded when it changes and on SIGHUP")
-	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "with --auth-file, /metrics needs an admin token or certificate too")
+	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "with security on (--auth-file, or TLS), /metrics needs an admin bearer token too (the HTTP listener asks for no client certificate)")
 	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", 2, "snapshots kept per stream (the newest); a save prunes older ones")
 	fs.Uint64Var(&c.SnapshotEvery, "snapshot-every", 0,
 		"default snapshot policy: advise a snapshot every N events since the latest (0 = off; categories may have their own)")
@@ -246,8 +246,10 @@ func (c config) validate() error {
 	if c.SnapshotLoadHalfLife < time.Second {
 		errs = append(errs, fmt.Errorf("--snapshot-load-half-life %v: want at least 1s", c.SnapshotLoadHalfLife))
 	}
-	if c.MetricsAuth && c.AuthFile == "" {
-		errs = append(errs, errors.New("--metrics-auth needs --auth-file"))
+	// With TLS security is on, with an auth file (--tls-cert demands one,
+	// --tls-dev-dir makes one: security.go), which --metrics-auth uses.
+	if c.MetricsAuth && c.AuthFile == "" && !c.tlsOn() {
+		errs = append(errs, errors.New("--metrics-auth needs --auth-file (or TLS, which turns security on)"))
 	}
 	errs = append(errs, c.validateSecurity()...)
 	return errors.Join(append(errs, c.validateTLS()...)...)

@@ -77,6 +77,8 @@ func TestParseConfig(t *testing.T) {
 			check: func(c config) bool { return c.AuthFile == "/etc/esd/auth.json" && c.MetricsAuth }},
 		{name: "auth file environment", env: env("ESD_AUTH_FILE", "/a.json"), check: func(c config) bool { return c.AuthFile == "/a.json" }},
 		{name: "metrics auth without an auth file", args: []string{"--metrics-auth"}, wantErr: "--metrics-auth needs --auth-file"},
+		{name: "metrics auth with development TLS", args: []string{"--metrics-auth", "--tls-dev-dir", "/d"},
+			check: func(c config) bool { return c.MetricsAuth && c.AuthFile == "" && c.TLSDevDir == "/d" }},
 		{name: "every error at once", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--shards 0"},
 		{name: "every error at once (2)", args: []string{"--shards", "0", "--log-format", "xml"}, wantErr: "--log-format \"xml\""},
 	} {

@@ -126,11 +126,18 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 		return nil
 	}
 
-	// The auth file before the store: a bad one fails at once.
-	authn, err := newAuthenticator(ctx, cfg, lg, reg)
+	// The auth file before the store: a bad one fails at once. Watched
+	// like the TLS files (under reloadCtx) until run returns, which waits
+	// for the watch to end: its fsnotify watcher is closed by then, on
+	// every return, a failed start's included.
+	authn, authDone, err := newAuthenticator(reloadCtx, cfg, lg, reg)
 	if err != nil {
 		return errors.Join(err, stopHTTP())
 	}
+	defer func() {
+		stopReload()
+		<-authDone
+	}()
 	eng, err := openStore(ctx, cfg, lg, reg)
 	if err != nil || eng == nil { // eng nil: a signal during the open
 		return errors.Join(err, stopHTTP())
@@ -205,19 +212,24 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 
 // newAuthenticator loads --auth-file (nil without it: security off) and
 // keeps it current: reloaded when its directory changes and on SIGHUP,
-// until ctx ends. A file that does not load at start is an error; later,
-// the one in force stays (auth.Authenticator.Reload).
-func newAuthenticator(ctx context.Context, cfg config, lg *zap.Logger, reg prometheus.Registerer) (*auth.Authenticator, error) {
+// until ctx ends; done is closed once the watch has stopped. A file that
+// does not load at start is an error; later, the one in force stays
+// (auth.Authenticator.Reload).
+func newAuthenticator(ctx context.Context, cfg config, lg *zap.Logger, reg prometheus.Registerer) (_ *auth.Authenticator, done <-chan struct{}, _ error) {
+	stopped := make(chan struct{})
 	if cfg.AuthFile == "" {
-		return nil, nil
+		close(stopped)
+		return nil, stopped, nil
 	}
 	a, err := auth.New(cfg.AuthFile, lg.Named("auth"), reg)
 	if err != nil {
-		return nil, fmt.Errorf("auth file: %w", err)
+		close(stopped)
+		return nil, stopped, fmt.Errorf("auth file: %w", err)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
+		defer close(stopped)
 		defer signal.Stop(hup)
 		if err := a.Run(ctx, hup); err != nil {
 			lg.Error("auth file not watched: reload with SIGHUP", zap.Error(err))
@@ -232,7 +244,7 @@ func newAuthenticator(ctx context.Context, cfg config, lg *zap.Logger, reg prome
 		}
 	}()
 	lg.Info("security on", zap.String("auth_file", cfg.AuthFile))
-	return a, nil
+	return a, stopped, nil
 }
 
 // openStore opens the engine within cfg.StartupTimeout. It returns a nil

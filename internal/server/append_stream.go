@@ -196,10 +196,11 @@ func (c *appendCall) read() {
 		m := &esdv1.AppendStreamRequest{}
 		lm := lenientMessage{msg: m}
 		err := c.stream.RecvMsg(&lm)
+		var le *limitError
 		switch {
 		case err != nil: // io.EOF, or the call is over (gRPC has sent its status)
-		case lm.err != nil && isLimitError(lm.err):
-			err = lm.err // refused before decoding (prescan.go)
+		case errors.As(lm.err, &le):
+			err = le.counted() // refused before decoding (prescan.go); the caller is authenticated
 		case lm.err != nil:
 			var v validator
 			badDecode(&v, m, lm.err)

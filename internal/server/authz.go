@@ -264,6 +264,28 @@ func (s *Server) authorize(ctx context.Context, method string) (*auth.Principal,
 	return p, r, nil
 }
 
+// authorizeUndecoded decides, for a unary request that did not decode or
+// that the codec refused before decoding (prescan.go), whether the caller
+// may hear why: gRPC decodes a unary request before it runs the
+// interceptors, so without this an unauthenticated caller would learn the
+// server's limits and the bytes of appends it has in flight, and its
+// refusals would count against the limits. The caller must be
+// authenticated (and within its rate), and hold the method's permission on
+// some stream: the request, not decoded, names none to check.
+func (s *Server) authorizeUndecoded(ctx context.Context, method string) error {
+	if openMethod(method) {
+		return nil
+	}
+	p, r, err := s.authorize(ctx, method)
+	if err != nil {
+		return err
+	}
+	if !p.Any(r.perm) {
+		return s.deny(r.perm)
+	}
+	return nil
+}
+
 func (s *Server) deny(perm auth.Permission) error {
 	if s.authFailures != nil {
 		s.authFailures.WithLabelValues(reasonPermissionDenied).Inc()

@@ -30,7 +30,7 @@ func badDecode(v *validator, m proto.Message, err error) {
 func decodeError(m proto.Message, err error) error {
 	var le *limitError
 	if errors.As(err, &le) {
-		return le.status()
+		return le.counted().status()
 	}
 	var v validator
 	badDecode(&v, m, err)
@@ -40,6 +40,15 @@ func decodeError(m proto.Message, err error) error {
 // strictDecode decodes a request into v with dec (gRPC's), and returns
 // decodeError if it does not decode.
 func strictDecode(dec func(any) error, v any) error {
+	return strictDecodeFor(context.Background(), dec, v, nil)
+}
+
+// strictDecodeFor is strictDecode for a call of ctx. A unary request is
+// decoded before gRPC runs the interceptors: undecoded, if set, decides
+// first whether the caller may hear why (with security on, only an
+// authenticated caller with the method's permission on some stream: the
+// limit errors name the server's limits and its appends in flight).
+func strictDecodeFor(ctx context.Context, dec func(any) error, v any, undecoded func(context.Context) error) error {
 	m, ok := v.(proto.Message)
 	if !ok {
 		return dec(v)
@@ -49,20 +58,31 @@ func strictDecode(dec func(any) error, v any) error {
 		return err
 	}
 	if lm.err != nil {
+		if undecoded != nil {
+			if err := undecoded(ctx); err != nil {
+				return err
+			}
+		}
 		return decodeError(m, lm.err)
 	}
 	return nil
 }
 
 // strictService returns a copy of desc whose unary handlers decode their
-// request with strictDecode.
-func strictService(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
+// request with strictDecode; undecoded (nil: none) is given the method's
+// full name.
+func strictService(desc *grpc.ServiceDesc, undecoded func(ctx context.Context, method string) error) *grpc.ServiceDesc {
 	d := *desc
 	d.Methods = make([]grpc.MethodDesc, len(desc.Methods))
 	for i, md := range desc.Methods {
 		h := md.Handler
+		var before func(context.Context) error
+		if undecoded != nil {
+			method := "/" + desc.ServiceName + "/" + md.MethodName
+			before = func(ctx context.Context) error { return undecoded(ctx, method) }
+		}
 		md.Handler = func(srv any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
-			return h(srv, ctx, func(v any) error { return strictDecode(dec, v) }, in)
+			return h(srv, ctx, func(v any) error { return strictDecodeFor(ctx, dec, v, before) }, in)
 		}
 		d.Methods[i] = md
 	}

@@ -48,7 +48,7 @@ func BenchmarkDecodeRequest(b *testing.B) {
 		return in, nil
 	}
 	desc := &grpc.ServiceDesc{Methods: []grpc.MethodDesc{{MethodName: "Append", Handler: handler}}}
-	for name, h := range map[string]grpc.MethodHandler{"unary-plain": handler, "unary-strict": strictService(desc).Methods[0].Handler} {
+	for name, h := range map[string]grpc.MethodHandler{"unary-plain": handler, "unary-strict": strictService(desc, nil).Methods[0].Handler} {
 		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()

@@ -78,6 +78,22 @@ type limitError struct {
 	limit  string // the limit's flag, ErrorInfo metadata "limit"
 	value  int64  // the limit's value, ErrorInfo metadata "max"
 	msg    string
+	// count, when set, counts and logs the refusal. The codec refuses
+	// requests before gRPC runs the interceptors, and so before the caller
+	// is authenticated: it leaves the counting to where the refusal is
+	// answered (decodeError, AppendStream), which with security on is
+	// after authentication, so that a caller refused there counts nothing
+	// against the limits and their once-a-second log lines.
+	count func()
+}
+
+// counted counts the refusal if it is not counted yet (count).
+func (e *limitError) counted() *limitError {
+	if e.count != nil {
+		e.count()
+		e.count = nil
+	}
+	return e
 }
 
 func (e *limitError) Error() string { return e.msg }
@@ -247,13 +263,12 @@ func (l *limiter) connInflightError(held, n int64) *limitError {
 // refuseLarge is the codec's check, before decoding, of a large append
 // request of wire size n (more than its event bytes) against the server's
 // budget for large appends: a flood of them is refused without the cost
-// of decoding each.
+// of decoding each. The refusal is counted when answered (limitError.count).
 func (l *limiter) refuseLarge(n int64) *limitError {
 	if n <= smallAppendBytes {
 		return nil
 	}
 	if held := l.inflight.Load(); held+n > l.largeBudget() {
-		l.refuse(limitInflight)
 		return l.inflightError(held, n, l.largeBudget())
 	}
 	return nil
@@ -317,10 +332,14 @@ func peerField(ctx context.Context) zap.Field {
 	return zap.Skip()
 }
 
-// limitLabel is the esd_limit_refusals_total label of a pre-scan refusal.
+// limitLabel is the esd_limit_refusals_total label of a codec's refusal
+// (the pre-scan's, refuseLarge's).
 func (e *limitError) limitLabel() string {
-	if e.reason == reasonTooManyEvents {
+	switch e.reason {
+	case reasonTooManyEvents:
 		return limitAppendEvents
+	case reasonInflightBytes:
+		return limitInflight
 	}
 	return limitRequestDecoded
 }

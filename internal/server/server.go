@@ -152,13 +152,17 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 	}
 	s.grpc = grpc.NewServer(opts...)
 	readMet := newReadMetrics(reg)
+	var undecoded func(context.Context, string) error // a unary request that did not decode: who may hear why
+	if cfg.Auth != nil {
+		undecoded = s.authorizeUndecoded
+	}
 	// strictService: undecodable unary requests are INVALID_ARGUMENT (decode.go).
-	s.grpc.RegisterService(strictService(&esdv1.StreamService_ServiceDesc), &streamService{eng: eng, lim: cfg.Limits, met: readMet,
+	s.grpc.RegisterService(strictService(&esdv1.StreamService_ServiceDesc, undecoded), &streamService{eng: eng, lim: cfg.Limits, met: readMet,
 		as: cfg.appendStream.withDefaults(), asMet: newAppendStreamMetrics(reg), lg: lg, deny: s.deny, lmt: s.lmt})
-	s.grpc.RegisterService(strictService(&esdv1.SnapshotService_ServiceDesc), &snapshotService{eng: eng, lim: cfg.Limits, met: readMet})
-	s.grpc.RegisterService(strictService(&esdv1.AdminService_ServiceDesc), &adminService{eng: eng, cfg: cfg, started: time.Now()})
-	s.grpc.RegisterService(strictService(&esdv1.ConsumerGroupService_ServiceDesc), &groupService{groups: eng.Groups(), deny: s.deny, lmt: s.lmt})
-	s.grpc.RegisterService(strictService(&healthpb.Health_ServiceDesc), s.health)
+	s.grpc.RegisterService(strictService(&esdv1.SnapshotService_ServiceDesc, undecoded), &snapshotService{eng: eng, lim: cfg.Limits, met: readMet})
+	s.grpc.RegisterService(strictService(&esdv1.AdminService_ServiceDesc, undecoded), &adminService{eng: eng, cfg: cfg, started: time.Now()})
+	s.grpc.RegisterService(strictService(&esdv1.ConsumerGroupService_ServiceDesc, undecoded), &groupService{groups: eng.Groups(), deny: s.deny, lmt: s.lmt})
+	s.grpc.RegisterService(strictService(&healthpb.Health_ServiceDesc, nil), s.health)
 	reflection.Register(s.grpc)
 	grpcMet.InitializeMetrics(s.grpc)
 	return s, nil
@@ -240,6 +244,11 @@ func (s *Server) HTTPHandler(g prometheus.Gatherer) http.Handler {
 		switch {
 		case s.draining.Load(), s.eng.Stopping().Err() != nil: // this front door or another stopped
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		case s.eng.Failed() != nil && s.cfg.Auth != nil:
+			// /readyz is open to anyone who reaches the port; the failure
+			// names files of the data directory, which with security on only
+			// admin learns (GetServerInfo). The error is in esd's log.
+			http.Error(w, "storage failed (the error is in esd's log)", http.StatusServiceUnavailable)
 		case s.eng.Failed() != nil:
 			http.Error(w, "storage failed: "+s.eng.Failed().Error(), http.StatusServiceUnavailable)
 		default:

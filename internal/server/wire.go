@@ -87,15 +87,17 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 			if _, ok := appendEventCount(m.msg, nil, 0); ok {
 				b, buf := contiguous(data)
 				le := prescanAppend(c.lim, m.msg, b)
-				if le != nil && c.lmt != nil {
-					c.lmt.refuse(le.limitLabel())
-				}
 				if _, stream := m.msg.(*esdv1.AppendStreamRequest); le == nil && c.lmt != nil && !stream {
 					// (An AppendStream message is checked when its append runs:
 					// a refusal answers that request and the call goes on.)
 					le = c.lmt.refuseLarge(int64(len(b)))
 				}
 				if le != nil {
+					if lmt := c.lmt; lmt != nil {
+						// Counted when answered: after authentication (limitError.count).
+						label := le.limitLabel()
+						le.count = func() { lmt.refuse(label) }
+					}
 					if buf != nil {
 						buf.Free()
 					}
