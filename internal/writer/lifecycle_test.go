@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	eslog "github.com/esdhq/esd/internal/log"
 )
@@ -182,4 +183,53 @@ func TestStorageFailure(t *testing.T) {
 			t.Fatalf("published %d after a failed sync", f.Published())
 		}
 	})
+}
+
+// TestRefusalWaitsForItsState: a refusal judged against a state whose
+// write is not durable yet (here a tombstone in the same round) is
+// answered once that write is; if the write's sync fails, the answer is
+// the storage failure, not a refusal resting on a state that never was
+// (concurrent deletes on a filling disk).
+func TestRefusalWaitsForItsState(t *testing.T) {
+	for _, sync := range []struct {
+		name string
+		err  error
+	}{{"durable", nil}, {"failed", errors.New("disk full")}} {
+		t.Run(sync.name, func(t *testing.T) {
+			f := newFakeLog(t)
+			w := newTestWriter(t, f, Config{Shards: 1})
+			f.hold(true)
+			release, err := w.Hold(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answers := make(chan error, 3)
+			for i, call := range []func() error{
+				func() error { _, err := w.Delete(testCtx(t), "s", xAny, eslog.DeleteTombstone); return err },
+				func() error { _, err := w.Append(testCtx(t), appendOf("s", xAny, id(1))); return err },
+				func() error { _, err := w.Delete(testCtx(t), "s", xAny, eslog.DeleteTombstone); return err },
+			} {
+				go func() { answers <- call() }()
+				eventually(t, fmt.Sprintf("op %d queued", i), func() bool { return w.QueueDepth(0) == i+1 })
+			}
+			release() // one round: the tombstone, then two writes refused for it
+			f.waitApplied(t, 1)
+			time.Sleep(50 * time.Millisecond)
+			select {
+			case err := <-answers:
+				t.Fatalf("answered before the tombstone is durable: %v", err)
+			default:
+			}
+			f.releaseErr(1, sync.err)
+			for range 3 {
+				err := <-answers
+				switch {
+				case sync.err != nil && !errors.Is(err, eslog.ErrStorageFailed):
+					t.Errorf("after the tombstone's sync failed: %v, want the storage failure", err)
+				case sync.err == nil && err != nil && !errors.Is(err, eslog.ErrStreamTombstoned):
+					t.Errorf("after a durable tombstone: %v, want STREAM_TOMBSTONED (or the tombstone's success)", err)
+				}
+			}
+		})
+	}
 }

@@ -83,7 +83,7 @@ func (w *Writer) appendMulti(ctx context.Context, ops []AppendOp) ([]AppendResul
 			writes[e], results[e] = r.writes[j], r.res[j]
 			if r.res[j].err != nil {
 				release(false)
-				return nil, r.res[j].err
+				return nil, w.refusal(ctx, r.res[j], r.res[j].err)
 			}
 		}
 	}

@@ -197,8 +197,10 @@ func (rs *roundState) commit() (retry []*op) {
 			r.LastRevision, r.LastPosition = r.FirstRevision+n-1, r.FirstPosition+n-1
 			s.w.answer(d.o, opResult{append: r, ticket: ticket})
 		default:
-			if d.res.err == nil && rs.touched[d.stream] {
-				d.res.ticket = ticket // its answer includes this round's writes
+			if rs.touched[d.stream] {
+				// Its answer, a result or a refusal, rests on this
+				// round's writes: it stands once they are durable.
+				d.res.ticket = ticket
 			}
 			s.w.answer(d.o, d.res)
 		}
@@ -274,7 +276,7 @@ func (rs *roundState) decide(o *op) {
 func (rs *roundState) decideAppend(o *op, st *eslog.StreamState) (w *eslog.Write, res opResult, leader, offset int) {
 	leader = -1
 	if st.Tombstoned {
-		res.err = tombstonedWrite(o.stream)
+		res.err, res.waitPos = tombstonedWrite(o.stream), st.LastPosition
 		return
 	}
 	if o.clientIDs > 0 {
@@ -284,7 +286,7 @@ func (rs *roundState) decideAppend(o *op, st *eslog.StreamState) (w *eslog.Write
 		}
 	}
 	if !o.expect.Holds(st) {
-		res.err = wrongRevision(o.stream, o.expect, st)
+		res.err, res.waitPos = wrongRevision(o.stream, o.expect, st), st.LastPosition
 		return
 	}
 	if len(o.events) == 0 {
@@ -393,6 +395,7 @@ func (s *shard) decideDelete(o *op, st *eslog.StreamState) (*eslog.Write, opResu
 		w.DeletionID = eslog.NewEventID()
 		return w, res
 	}
+	res.waitPos = st.LastPosition // a refusal stands once the state it saw is durable (refusal)
 	return nil, res
 }
 

@@ -175,6 +175,8 @@ func (w *Writer) Append(ctx context.Context, a AppendOp) (AppendResult, error) {
 	r, err := w.submit(ctx, o)
 	if err == nil {
 		err = w.settle(ctx, &r)
+	} else {
+		err = w.refusal(ctx, r, err)
 	}
 	n := len(a.Events)
 	if r.replay {
@@ -191,6 +193,8 @@ func (w *Writer) Delete(ctx context.Context, stream string, expect eslog.Expecta
 	r, err := w.submit(ctx, o)
 	if err == nil {
 		err = w.settle(ctx, &r)
+	} else {
+		err = w.refusal(ctx, r, err)
 	}
 	w.met.observe("delete", err, 0, start)
 	return DeleteResult{Position: r.append.FirstPosition, CommitTime: r.append.CommitTime}, err
@@ -226,6 +230,22 @@ func (w *Writer) reserve(n int64) error {
 func (w *Writer) answer(o *op, r opResult) {
 	w.inflight.Add(-int64(o.size)) // first: the caller may look at the budget once answered
 	o.done <- r
+}
+
+// refusal returns err, a refusal of r's op judged against the state of
+// its stream (tombstoned, a wrong expected revision, not found, deleted),
+// once that state is durable (r's ticket: a write of the same round;
+// waitPos: an earlier one): the write that made it may still be on its
+// way to disk, and if that write fails (a full disk), the refusal rested
+// on a state that never was, and the answer is the storage failure. It
+// also keeps a client from reading, after a conflict, a head older than
+// the one it was refused for: reads see published positions only.
+func (w *Writer) refusal(ctx context.Context, r opResult, err error) error {
+	r.replay = false
+	if serr := w.settle(ctx, &r); serr != nil {
+		return serr
+	}
+	return err
 }
 
 // settle waits until what r reports is durable and visible.
