@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -38,8 +39,12 @@ func decodeError(m proto.Message, err error) error {
 }
 
 // strictDecode decodes a request into v with dec (gRPC's), and returns
-// decodeError if it does not decode.
-func strictDecode(dec func(any) error, v any) error {
+// decodeError if it does not decode. A refusal with a pause (a large
+// append refused before decoding) is answered after it, once gRPC has
+// freed the request's bytes: a client that retries at once is slowed to
+// a few of them a second, instead of taking the server's CPU to copy
+// requests it refuses.
+func strictDecode(ctx context.Context, dec func(any) error, v any) error {
 	m, ok := v.(proto.Message)
 	if !ok {
 		return dec(v)
@@ -49,6 +54,15 @@ func strictDecode(dec func(any) error, v any) error {
 		return err
 	}
 	if lm.err != nil {
+		var le *limitError
+		if errors.As(lm.err, &le) && le.pause > 0 {
+			t := time.NewTimer(le.pause)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
 		return decodeError(m, lm.err)
 	}
 	return nil
@@ -62,7 +76,7 @@ func strictService(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 	for i, md := range desc.Methods {
 		h := md.Handler
 		md.Handler = func(srv any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
-			return h(srv, ctx, func(v any) error { return strictDecode(dec, v) }, in)
+			return h(srv, ctx, func(v any) error { return strictDecode(ctx, dec, v) }, in)
 		}
 		d.Methods[i] = md
 	}
