@@ -321,7 +321,7 @@ func (l *limiter) refuseBehind(n int64) *limitError {
 		return nil
 	}
 	l.refuse(limitStoreBehind)
-	return &limitError{reason: reasonStoreBehind, limit: "max-append-bytes", value: smallAppendBytes,
+	return &limitError{reason: reasonStoreBehind, limit: "large-append-rate", value: max(l.lim.LargeAppendRate, 0),
 		msg: fmt.Sprintf("the store is behind (its memtables wait for flush): appends of more than %d bytes are refused until it catches up; retry with backoff",
 			smallAppendBytes)}
 }
