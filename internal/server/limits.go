@@ -41,14 +41,15 @@ const (
 	defaultSubscriberStallTimeout        = 10 * time.Second
 	defaultMaxInflightBytes              = 64 << 20
 	defaultMaxInflightBytesPerConnection = 16 << 20
-	// defaultLargeAppendRate: on a 2-core machine, 24 clients appending
-	// 4 MiB again and again left a 1-byte append's p99 within 3 times its
-	// p99 alone at 32 MiB/s, not at 64 MiB/s (test/e2e/limits_test.go
-	// TestHostileLargeAppends): the store's CPU, not its disk, was short.
-	defaultLargeAppendRate = 32 << 20
+	// defaultLargeAppendRate: on a 2-core machine, with 24 clients
+	// appending 4 MiB again and again, a 1-byte append's p99 was 0.9-2.4ms
+	// at 16 MiB/s (and a 4 MiB lane), 6-16ms at 32 MiB/s, 52ms at 64
+	// MiB/s (test/e2e/limits_test.go TestHostileLargeAppends): the CPU,
+	// not the disk, was short.
+	defaultLargeAppendRate = 16 << 20
 	// largeLaneBytes: the most event bytes of large appends in the engine
 	// at once (but one larger append, alone).
-	largeLaneBytes = 8 << 20
+	largeLaneBytes = 4 << 20
 	// smallAppendBytes: appends of at most this many event bytes may use
 	// the whole in-flight budget; larger ones only its part above
 	// inflightReserve, so that a flood of large appends leaves room for
@@ -57,7 +58,7 @@ const (
 	// largeRefusalPause: a large append refused before it is decoded is
 	// answered after this pause (its bytes freed), so that clients
 	// retrying at once do not take the CPU copying requests refused.
-	largeRefusalPause = 500 * time.Millisecond
+	largeRefusalPause = time.Second
 	// behindHold: the longest a large append, admitted, waits for the
 	// store to catch up before it is refused STORE_BEHIND.
 	behindHold = 5 * time.Second
