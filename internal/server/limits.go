@@ -374,7 +374,10 @@ func (l *limiter) tap(ctx context.Context, info *tap.Info) (context.Context, err
 // connection's, then the server's) for an append, or refuses it; release
 // gives them back. Appends of at most smallAppendBytes may use the whole
 // server budget, larger ones all but an eighth of it: a flood of large
-// appends leaves that eighth to small ones.
+// appends leaves that eighth to small ones. A larger one then waits for
+// its turn in the lane (at most largeLaneBytes at once, LargeAppendRate
+// bytes a second) and, while the store is behind, for it to catch up
+// (STORE_BEHIND after behindHold).
 func (l *limiter) admitAppend(ctx context.Context, n int64) (release func(), err error) {
 	c := connOf(ctx)
 	if c != nil && c.inflight.Add(n) > l.lim.MaxInflightBytesPerConnection && n > 0 {
