@@ -60,6 +60,7 @@ type config struct {
 	SubscriberStallTimeout        time.Duration
 	MaxInflightBytes              int64
 	MaxInflightBytesPerConnection int64
+	LargeAppendRate               int64
 
 	// fs is the store's file system; nil means the operating system's.
 	// Only tests set it (a disk that fails), through run.
@@ -143,6 +144,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		"most event bytes of appends in flight; appends over 64 KiB get all but an eighth of it (INFLIGHT_BYTES)")
 	fs.Int64Var(&c.MaxInflightBytesPerConnection, "max-inflight-bytes-per-connection", d.MaxInflightBytesPerConnection,
 		"most event bytes of appends in flight from one connection (INFLIGHT_BYTES)")
+	fs.Int64Var(&c.LargeAppendRate, "large-append-rate", d.LargeAppendRate,
+		"most event bytes a second of appends over 64 KiB written; past it they wait their turn (0: no bound)")
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -233,6 +236,9 @@ func (c config) validate() error {
 	}
 	if c.MaxStreamsPerConnection > 1<<20 {
 		errs = append(errs, fmt.Errorf("--max-streams-per-connection %d: want at most %d", c.MaxStreamsPerConnection, 1<<20))
+	}
+	if c.LargeAppendRate < 0 {
+		errs = append(errs, fmt.Errorf("--large-append-rate %d: want >= 0 (0: no bound)", c.LargeAppendRate))
 	}
 	if c.StorageProbeInterval < 0 {
 		errs = append(errs, fmt.Errorf("--storage-probe-interval %v: want >= 0", c.StorageProbeInterval))

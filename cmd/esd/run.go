@@ -162,6 +162,7 @@ func run(ctx context.Context, cfg config, lg *zap.Logger) error {
 			SubscriberStallTimeout:        cfg.SubscriberStallTimeout,
 			MaxInflightBytes:              cfg.MaxInflightBytes,
 			MaxInflightBytesPerConnection: cfg.MaxInflightBytesPerConnection,
+			LargeAppendRate:               largeAppendRate(cfg.LargeAppendRate),
 		},
 		MaxConcurrentStreams: uint32(cfg.MaxStreamsPerConnection),
 		Version:              version,
@@ -418,4 +419,13 @@ func buildInfo() prometheus.Collector {
 	}, []string{"version", "commit"})
 	g.WithLabelValues(version, commit).Set(1)
 	return g
+}
+
+// largeAppendRate is --large-append-rate as server.Limits takes it: 0
+// there is the default, negative no bound.
+func largeAppendRate(v int64) int64 {
+	if v == 0 {
+		return -1
+	}
+	return v
 }

@@ -85,6 +85,8 @@ type Log struct {
 
 	failed atomic.Pointer[error] // the first storage failure; writes stop
 
+	backlog *backlog // whether Pebble is behind (backlog.go)
+
 	// pending are the applied commits not yet published, in position
 	// order; frozen, set when the log fails, holds the states they
 	// overwrote (see unpublished.go).
@@ -201,14 +203,20 @@ func Open(dir string, opts Options) (*Log, error) {
 			wfs.failed(fmt.Errorf("flush: %w", info.Err))
 		}
 	}})
+	bl := &backlog{stop: make(chan struct{}), done: make(chan struct{})}
+	events = pebble.TeeEventListener(events, bl.listener())
 	po := &pebble.Options{
 		FS:                 wfs, // zero-filled WAL files: see walfs.go
 		Cache:              cache,
 		Lock:               lock,
 		FormatMajorVersion: pebble.FormatNewest,
-		MemTableSize:       64 << 20,
-		Logger:             plog,
-		EventListener:      &events,
+		MemTableSize:       memTableSize,
+		// Pebble stops writes once its memtables (the mutable one
+		// counted whole) reach this many times MemTableSize: at Pebble's
+		// 2, every flush of a full memtable stalled every commit.
+		MemTableStopWritesThreshold: memTableStopWrites,
+		Logger:                      plog,
+		EventListener:               &events,
 	}
 	// Point lookups (names, ids, stream states) mostly miss on the append
 	// path; bloom filters make the misses cheap.
@@ -231,6 +239,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		recent:   recentIDs{limit: recentIDsLimit},
 		syncq:    make(chan *Ticket, 4096),
 		syncDone: make(chan struct{}),
+		backlog:  bl,
 	}
 	l.names.init(1 << 20)
 	// A failed WAL write or sync fails the log at once, from Pebble's WAL
@@ -247,6 +256,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	l.met = newLogMetrics(opts.Registerer, l)
 	go l.syncer()
+	go bl.sample(db)
 	lg.Info("log opened", zap.String("dir", dir), zap.Uint64("position", l.published.Load()),
 		zap.Uint64("streams", l.st.streams), zap.Uint64("events", l.st.events))
 	return l, nil
@@ -373,6 +383,8 @@ func (l *Log) Close() error {
 	close(l.syncq)
 	l.commitMu.Unlock()
 	<-l.syncDone
+	close(l.backlog.stop)
+	<-l.backlog.done
 	l.met.unregister()
 	return errors.Join(l.db.Close(), l.lock.Close())
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -38,9 +39,13 @@ func decodeError(m proto.Message, err error) error {
 }
 
 // strictDecode decodes a request into v with dec (gRPC's), and returns
-// decodeError if it does not decode.
-func strictDecode(dec func(any) error, v any) error {
-	return strictDecodeFor(context.Background(), dec, v, nil)
+// decodeError if it does not decode. A refusal with a pause (a large
+// append refused before decoding) is answered after it, once gRPC has
+// freed the request's bytes: a client that retries at once is slowed to
+// a few of them a second, instead of taking the server's CPU to copy
+// requests it refuses.
+func strictDecode(ctx context.Context, dec func(any) error, v any) error {
+	return strictDecodeFor(ctx, dec, v, nil)
 }
 
 // strictDecodeFor is strictDecode for a call of ctx. A unary request is
@@ -61,6 +66,15 @@ func strictDecodeFor(ctx context.Context, dec func(any) error, v any, undecoded 
 		if undecoded != nil {
 			if err := undecoded(ctx); err != nil {
 				return err
+			}
+		}
+		var le *limitError
+		if errors.As(lm.err, &le) && le.pause > 0 {
+			t := time.NewTimer(le.pause)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
 			}
 		}
 		return decodeError(m, lm.err)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"testing"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -38,7 +39,7 @@ func FuzzStrictDecode(f *testing.F) {
 			werr := proto.Unmarshal(data, want)
 			got := newMsg()
 			dec := func(v any) error { return c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v) }
-			err := strictDecode(dec, got)
+			err := strictDecode(context.Background(), dec, got)
 			if werr == nil {
 				if err != nil {
 					t.Fatalf("%T: %v, proto.Unmarshal decodes it", got, err)
@@ -67,7 +68,7 @@ func FuzzStrictDecode(f *testing.F) {
 		}
 		// A value that is no message goes to gRPC's codec as is.
 		var s string
-		if err := strictDecode(func(v any) error { return c.Unmarshal(nil, v) }, &s); err == nil {
+		if err := strictDecode(context.Background(), func(v any) error { return c.Unmarshal(nil, v) }, &s); err == nil {
 			t.Fatalf("decoding into a string: %v", err)
 		}
 	})

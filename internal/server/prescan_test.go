@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -129,7 +130,7 @@ func TestPrescanLimits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			data := mustMarshal(t, tc.msg)
 			got := tc.msg.ProtoReflect().New().Interface()
-			err := strictDecode(func(v any) error { return c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v) }, got)
+			err := strictDecode(context.Background(), func(v any) error { return c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v) }, got)
 			if tc.reason == "" {
 				if err != nil || !proto.Equal(got, tc.msg) {
 					t.Fatalf("err %v, equal %v", err, proto.Equal(got, tc.msg))

@@ -104,6 +104,10 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		health: health.NewServer(),
 	}
 	s.lmt = newLimiter(cfg.Limits, lg, reg)
+	if eng != nil {
+		s.lmt.behind = eng.Log().Behind
+	}
+	s.lmt.large = newLane(largeLaneBytes, max(cfg.Limits.LargeAppendRate, 0))
 	cdc := newCodec()
 	cdc.lim, cdc.lmt = &s.cfg.Limits, s.lmt
 	grpcMet := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(

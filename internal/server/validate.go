@@ -68,6 +68,10 @@ type Limits struct {
 	// bytes of appends in flight (INFLIGHT_BYTES).
 	MaxInflightBytes              int64
 	MaxInflightBytesPerConnection int64
+	// LargeAppendRate bounds the event bytes a second of appends over
+	// 64 KiB that reach the store; they wait for their turn. Negative:
+	// no bound.
+	LargeAppendRate int64
 }
 
 // DefaultLimits are docs/api.md's defaults.
@@ -83,6 +87,7 @@ var DefaultLimits = Limits{
 	SubscriberStallTimeout:        defaultSubscriberStallTimeout,
 	MaxInflightBytes:              defaultMaxInflightBytes,
 	MaxInflightBytesPerConnection: defaultMaxInflightBytesPerConnection,
+	LargeAppendRate:               defaultLargeAppendRate,
 }
 
 // validator collects every bad field of a request.
