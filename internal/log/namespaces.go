@@ -20,7 +20,8 @@ const (
 	// NSSnapshots holds snapshots, their policies and load rates
 	// (internal/snapshot).
 	NSSnapshots
-	// NSLeases is reserved for leases.
+	// NSLeases holds each leased stream's newest lease and fencing-token
+	// high-water mark (internal/lease).
 	NSLeases
 )
 
