@@ -147,7 +147,10 @@ type entry struct {
 	changed chan struct{} // closed (and replaced) at every change
 }
 
-type waiter struct{}
+// waiter is one waiting Acquire, known by its address. It must not be
+// zero-size: pointers to distinct zero-size variables may be equal, and
+// the queue would mistake one waiter for another.
+type waiter struct{ owner string }
 
 func (e *entry) live(now time.Time) bool {
 	return e.rec.expires != 0 && now.UnixNano() < e.rec.expires
@@ -263,7 +266,7 @@ func (m *Manager) Acquire(ctx context.Context, stream, owner string, ttl, wait t
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e := m.entry(stream)
-	w := &waiter{}
+	w := &waiter{owner: owner}
 	queued := false
 	defer func() {
 		if queued {
