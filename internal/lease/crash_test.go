@@ -67,7 +67,7 @@ func TestTokensAcrossCrash(t *testing.T) {
 		}()
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
-	crashes := 0
+	crashes, heldChecked := 0, 0
 	for k := 0; k < 12; k++ {
 		time.Sleep(30 * time.Millisecond)
 		mu.Lock()
@@ -78,6 +78,9 @@ func TestTokensAcrossCrash(t *testing.T) {
 		}
 		at := clk.Now()
 		mu.Unlock()
+		if at.Before(held.Expires) {
+			heldChecked++
+		}
 		t.Run(fmt.Sprintf("crash=%d", k), func(t *testing.T) {
 			checkRecovered(t, clone, at, held, streams, seen)
 		})
@@ -92,7 +95,10 @@ func TestTokensAcrossCrash(t *testing.T) {
 			t.Errorf("no lease of %s was granted: the test proved nothing for it", s)
 		}
 	}
-	t.Logf("%d crashes; greatest tokens returned: %v", crashes, returned)
+	if heldChecked == 0 {
+		t.Error("the fake clock passed the held lease's expiry before the first crash: no crash checked that it survives")
+	}
+	t.Logf("%d crashes (%d with the held lease live); greatest tokens returned: %v", crashes, heldChecked, returned)
 }
 
 // checkRecovered opens a manager on a crashed copy taken at clock time at
