@@ -58,17 +58,4 @@ for i in $(seq "$PAIRS"); do
     echo "$b $(one $b "$@")"
   done
 done | tee "$tmp/runs" >&2
-python3 - "$tmp/runs" <<'PY'
-import statistics, sys
-runs, cpu = {}, {}
-for line in open(sys.argv[1]):
-    k, v, c = line.split()
-    runs.setdefault(k, []).append(float(v))
-    cpu.setdefault(k, []).append(float(c))
-m = {k: statistics.median(v) for k, v in runs.items()}
-mc = {k: statistics.median(v) for k, v in cpu.items()}
-for k in ("base", "new"):
-    print("%s events/s: median %.0f of %s" % (k, m[k], " ".join("%.0f" % x for x in runs[k])))
-    print("%s esd CPU us/event: median %.1f of %s" % (k, mc[k], " ".join("%.1f" % x for x in cpu[k])))
-print("new_vs_base %.3f (throughput), %.3f (esd CPU per event)" % (m["new"] / m["base"], mc["new"] / mc["base"]))
-PY
+python3 test/ab_summary.py "$tmp/runs" base new event

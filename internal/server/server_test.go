@@ -212,6 +212,30 @@ func (ts *testServer) restart() {
 	ts.start()
 }
 
+// serveTCP serves srv on a TCP port of 127.0.0.1 (for transport
+// security, which bufconn does not exercise) until the test ends, then
+// closes eng; it returns the address.
+func serveTCP(t testing.TB, srv *Server, eng *engine.Engine) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, lis) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if err := eng.Close(); err != nil {
+			t.Errorf("close engine: %v", err)
+		}
+	})
+	return lis.Addr().String()
+}
+
 // testCtx is a context for one step of a test, bounded by rpcTimeout.
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), rpcTimeout)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/big"
-	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -57,25 +56,10 @@ func TestTLSReloadUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, lis) }()
+	addr := serveTCP(t, srv, eng)
 	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
 	watched := make(chan error, 1)
-	defer func() {
-		stopWatch()
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		if err := eng.Close(); err != nil {
-			t.Errorf("close engine: %v", err)
-		}
-	}()
 
 	client := dev.Clients["loader"]
 	ccfg, err := tlsconf.ClientConfig(dev.CA, client[0], client[1], "")
@@ -83,7 +67,7 @@ func TestTLSReloadUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	dial := func() *grpc.ClientConn {
-		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(ccfg)))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(ccfg)))
 		if err != nil {
 			t.Fatal(err)
 		}
