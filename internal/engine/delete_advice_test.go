@@ -30,7 +30,7 @@ func TestDeleteCanceledButDurableDropsAdvice(t *testing.T) {
 		}
 		return err
 	})
-	_, err := e.Delete(ctx, "s-1", eslog.Expectation{Kind: eslog.ExpectAny}, eslog.DeleteSoft)
+	_, err := e.Delete(ctx, engine.DeleteOp{Stream: "s-1", Expect: eslog.Expectation{Kind: eslog.ExpectAny}, Mode: eslog.DeleteSoft})
 	e.SetDeletedHook(nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("delete: %v, want context.Canceled", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/esdhq/esd/internal/group"
+	"github.com/esdhq/esd/internal/lease"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/snapshot"
 	"github.com/esdhq/esd/internal/subscription"
@@ -43,6 +44,8 @@ type Config struct {
 	// Snapshots configures the snapshots (retention, default policy);
 	// the zero value keeps 2 a stream and advises nothing.
 	Snapshots snapshot.Config
+	// Leases configures the leases (MaxTTL); their clock is Clock.
+	Leases lease.Config
 	// StorageBackgroundError, when set, gets each error of the store's
 	// background work (eslog.Options.BackgroundError), during Open too.
 	StorageBackgroundError func(error)
@@ -57,6 +60,7 @@ type Engine struct {
 	hub    *subscription.Hub
 	groups *group.Manager
 	snaps  *snapshot.Store
+	leases *lease.Manager
 
 	stopping context.Context // ends in Drain, after the writer has stopped
 	stop     context.CancelFunc
@@ -88,11 +92,23 @@ func Open(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: l}
+	clock := cfg.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	lcfg := cfg.Leases
+	if lcfg.Clock == nil {
+		lcfg.Clock = clock
+	}
+	if e.leases, err = lease.Open(l, lcfg); err != nil {
+		return nil, errors.Join(err, l.Close())
+	}
 	e.stopping, e.stop = context.WithCancel(context.Background())
 	e.hub = subscription.NewHub(l, subscription.Options{BufferBytes: cfg.SubscriptionBufferBytes, Registerer: reg})
 	l.OnPublish(e.hub.Publish) // before anything writes: the hub sees every commit
 	e.writer = writer.New(l, writer.Local(l), writer.Config{
 		Shards: cfg.Shards, QueueLen: cfg.QueueLen, Clock: cfg.Clock, Registerer: reg,
+		Fence: fence{e.leases, lcfg.Clock},
 	})
 	e.groups, err = group.NewManager(l, e.hub, lg.Named("group"), reg)
 	if err != nil {
@@ -117,6 +133,7 @@ func (e *Engine) Drain() {
 	e.drain.Do(func() {
 		e.writer.Close()
 		e.stop()
+		e.leases.Close() // ends the waits of AcquireLease
 		e.groups.Close()
 		if err := e.snaps.Close(); err != nil {
 			e.lg().Warn("store snapshot load rates (they start afresh)", zap.Error(err))
@@ -160,6 +177,17 @@ func (e *Engine) Writer() *writer.Writer { return e.writer }
 
 // Groups are the consumer groups.
 func (e *Engine) Groups() *group.Manager { return e.groups }
+
+// Leases is the engine's leases on streams, which fence its writes.
+func (e *Engine) Leases() *lease.Manager { return e.leases }
+
+// fence makes the leases the writer's Fencer, on the engine's clock.
+type fence struct {
+	m   *lease.Manager
+	now func() time.Time
+}
+
+func (f fence) Check(stream string, token uint64) error { return f.m.Check(stream, token, f.now()) }
 
 // Snapshots are the snapshots: save, get, list, delete, policies. Load
 // and the advice of appends are the engine's operations.

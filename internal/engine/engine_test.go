@@ -114,7 +114,7 @@ func TestClockGivesCommitTimes(t *testing.T) {
 	if second.CommitTime != first.CommitTime {
 		t.Fatalf("after the clock stepped back: %d, want %d (never backwards)", second.CommitTime, first.CommitTime)
 	}
-	del, err := e.Delete(ctx, "s", exact(1), eslog.DeleteSoft)
+	del, err := e.Delete(ctx, engine.DeleteOp{Stream: "s", Expect: exact(1), Mode: eslog.DeleteSoft})
 	if err != nil || del.CommitTime != first.CommitTime {
 		t.Fatalf("delete: %+v, %v", del, err)
 	}

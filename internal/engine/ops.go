@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/esdhq/esd/internal/lease"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/snapshot"
 	"github.com/esdhq/esd/internal/subscription"
@@ -13,6 +14,7 @@ import (
 // The writer's request and result types are the engine's.
 type (
 	AppendOp     = writer.AppendOp
+	DeleteOp     = writer.DeleteOp
 	DeleteResult = writer.DeleteResult
 )
 
@@ -84,8 +86,9 @@ func (e *Engine) AppendMulti(ctx context.Context, ops []AppendOp) ([]AppendResul
 // that the next advice reloads it from the store rather than count from a
 // snapshot the delete made unusable. A tombstone's purge is left to the
 // next read of the stream's snapshots (snapshot invariant 4).
-func (e *Engine) Delete(ctx context.Context, stream string, expect eslog.Expectation, mode eslog.DeleteMode) (DeleteResult, error) {
-	res, err := e.writer.Delete(ctx, stream, expect, mode)
+func (e *Engine) Delete(ctx context.Context, d DeleteOp) (DeleteResult, error) {
+	stream := d.Stream
+	res, err := e.writer.Delete(ctx, d)
 	if h := e.testDeleted; h != nil {
 		err = h(err)
 	}
@@ -95,7 +98,7 @@ func (e *Engine) Delete(ctx context.Context, stream string, expect eslog.Expecta
 		}
 		return res, e.withConflictDelta(ctx, err, 0)
 	}
-	e.snaps.StreamDeleted(stream, mode == eslog.DeleteTombstone)
+	e.snaps.StreamDeleted(stream, d.Mode == eslog.DeleteTombstone)
 	return res, nil
 }
 
@@ -107,6 +110,7 @@ func refusedDelete(err error) bool {
 		se *eslog.StreamError
 	)
 	return errors.As(err, &wr) || errors.As(err, &se) ||
+		errors.Is(err, lease.ErrLeased) || errors.Is(err, lease.ErrStaleToken) ||
 		errors.Is(err, writer.ErrOverloaded) || errors.Is(err, writer.ErrShuttingDown)
 }
 

@@ -106,12 +106,10 @@ var leaseModel = porcupine.Model{
 			return out.res == resOK, st
 		case opCheck:
 			switch {
-			case !st.held:
-				return out.res == resOK, st
-			case in.token == 0:
-				return out.res == resLeased, st
-			case in.token != st.hwm:
+			case in.token != 0 && in.token != st.hwm:
 				return out.res == resStale && out.token == st.hwm, st
+			case in.token == 0 && st.held:
+				return out.res == resLeased, st
 			}
 			return out.res == resOK, st
 		}
@@ -251,6 +249,13 @@ func TestLinearizabilityModelRejects(t *testing.T) {
 		{"a write passes without a token", []porcupine.Operation{
 			op(0, 1, acq, linOutput{res: resOK, token: 1}),
 			op(2, 3, linInput{op: opCheck, stream: "s"}, linOutput{res: resOK}),
+		}},
+		{"a stale token passes after the newer lease's release", []porcupine.Operation{
+			op(0, 1, acq, linOutput{res: resOK, token: 1}),
+			op(2, 3, linInput{op: opRelease, stream: "s", token: 1}, linOutput{res: resOK}),
+			op(4, 5, acq, linOutput{res: resOK, token: 2}),
+			op(6, 7, linInput{op: opRelease, stream: "s", token: 2}, linOutput{res: resOK}),
+			op(8, 9, linInput{op: opCheck, stream: "s", token: 1}, linOutput{res: resOK}),
 		}},
 		{"a stale token passes", []porcupine.Operation{
 			op(0, 1, acq, linOutput{res: resOK, token: 1}),

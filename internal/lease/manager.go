@@ -73,8 +73,12 @@ func (e *LeasedError) Error() string {
 
 func (e *LeasedError) Unwrap() error { return ErrLeased }
 
-// StaleTokenError refuses a token that is not the live lease's: Given
-// is older (a lease since expired or released) or unknown.
+// Reason is the API's reason for the error (the writer's metrics use it).
+func (e *LeasedError) Reason() string { return "STREAM_LEASED" }
+
+// StaleTokenError refuses a token that is not the stream's newest:
+// Given is older (a newer lease was granted since) or was never granted.
+// Current is the newest token (0: the stream was never leased).
 type StaleTokenError struct {
 	Stream  string
 	Given   uint64
@@ -82,10 +86,16 @@ type StaleTokenError struct {
 }
 
 func (e *StaleTokenError) Error() string {
-	return fmt.Sprintf("stream %q: fencing token %d is stale, the current lease's is %d", e.Stream, e.Given, e.Current)
+	if e.Current == 0 {
+		return fmt.Sprintf("stream %q: fencing token %d was never granted: the stream was never leased", e.Stream, e.Given)
+	}
+	return fmt.Sprintf("stream %q: fencing token %d is stale, the newest lease's is %d", e.Stream, e.Given, e.Current)
 }
 
 func (e *StaleTokenError) Unwrap() error { return ErrStaleToken }
+
+// Reason is the API's reason for the error (the writer's metrics use it).
+func (e *StaleTokenError) Reason() string { return "STALE_FENCING_TOKEN" }
 
 // NotHeldError says the token's lease is gone (expired or released) and
 // no other is live.
@@ -210,6 +220,9 @@ func Open(l *eslog.Log, cfg Config) (*Manager, error) {
 	}
 	return m, nil
 }
+
+// MaxTTL is the bound of every TTL.
+func (m *Manager) MaxTTL() time.Duration { return m.cfg.MaxTTL }
 
 // Close ends every wait with ErrClosed; later Acquire, Renew and Release
 // fail with it. Check, Get and List go on answering from memory. It does
@@ -470,24 +483,32 @@ func (m *Manager) Release(stream string, token uint64) error {
 }
 
 // Check is what a write of stream (an append, a delete) asks before it
-// commits, with the writer's token (0: none) and the server's time. It
-// returns nil when no lease is live or token is the live lease's; a
-// *LeasedError when one is live and token is 0; a *StaleTokenError when
-// token is another (an older lease's, since expired or released, or an
-// unknown one). It never waits for a lease write in flight: until that
-// write is durable, its lease does not exist.
+// commits, with the writer's token (0: none) and the server's time.
+//
+// A write without a token passes unless a lease is live (*LeasedError).
+// A write with a token passes only with the stream's newest token: an
+// older one (its lease expired or was released, and a newer lease was
+// granted since, live or not) or one never granted is a
+// *StaleTokenError, so that a holder that was paused past its lease can
+// never write after anyone else was given the stream. The newest token
+// passes after its lease expired or was released, as a write without a
+// token would.
+//
+// It never waits for a lease write in flight: until that write is
+// durable, its lease does not exist.
 func (m *Manager) Check(stream string, token uint64, now time.Time) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	e := m.streams[stream]
-	if e == nil || !e.live(now) {
-		return nil
+	var cur uint64
+	if e != nil {
+		cur = e.rec.token
 	}
-	if token == 0 {
+	switch {
+	case token != 0 && token != cur:
+		return &StaleTokenError{Stream: stream, Given: token, Current: cur}
+	case token == 0 && e != nil && e.live(now):
 		return &LeasedError{Stream: stream, Owner: e.rec.owner, Expires: time.Unix(0, e.rec.expires)}
-	}
-	if token != e.rec.token {
-		return &StaleTokenError{Stream: stream, Given: token, Current: e.rec.token}
 	}
 	return nil
 }

@@ -98,14 +98,15 @@ func TestCheck(t *testing.T) {
 		want   any // nil, *LeasedError or *StaleTokenError
 	}{
 		{"never leased, no token", "none", 0, now, nil},
-		{"never leased, a token", "none", 5, now, nil},
+		{"never leased, a token", "none", 5, now, &StaleTokenError{Stream: "none", Given: 5, Current: 0}},
 		{"live, no token", "live", 0, now, &LeasedError{Stream: "live", Owner: "b", Expires: cur.Expires}},
 		{"live, its token", "live", cur.Token, now, nil},
 		{"live, the released lease's token", "live", old.Token, now, &StaleTokenError{Stream: "live", Given: old.Token, Current: cur.Token}},
 		{"live, an unknown newer token", "live", cur.Token + 7, now, &StaleTokenError{Stream: "live", Given: cur.Token + 7, Current: cur.Token}},
 		{"live, just before expiry", "live", 0, cur.Expires.Add(-time.Nanosecond), &LeasedError{Stream: "live", Owner: "b", Expires: cur.Expires}},
 		{"live lease at its expiry", "live", 0, cur.Expires, nil},
-		{"live lease after expiry, the old token", "live", old.Token, cur.Expires.Add(time.Second), nil},
+		{"live lease after expiry, the old token", "live", old.Token, cur.Expires.Add(time.Second), &StaleTokenError{Stream: "live", Given: old.Token, Current: cur.Token}},
+		{"live lease after expiry, its token", "live", cur.Token, cur.Expires.Add(time.Second), nil},
 		{"expired, no token", "expired", 0, now, nil},
 		{"expired, its token", "expired", exp.Token, now, nil},
 		{"released, no token", "released", 0, now, nil},

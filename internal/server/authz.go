@@ -102,6 +102,14 @@ var accessRules = map[string]accessRule{
 	esdv1.ConsumerGroupService_ListParked_FullMethodName:   serverWide(),
 	esdv1.ConsumerGroupService_ReplayParked_FullMethodName: serverWide(),
 	esdv1.ConsumerGroupService_Join_FullMethodName:         {perm: auth.Subscribe, inHandler: true},
+
+	// LockService: a lease fences the stream's appends and deletes, so
+	// taking, renewing and releasing one needs append on the stream.
+	esdv1.LockService_AcquireLease_FullMethodName: onStream(auth.Append, func(r *esdv1.AcquireLeaseRequest) string { return r.GetStream() }),
+	esdv1.LockService_RenewLease_FullMethodName:   onStream(auth.Append, func(r *esdv1.RenewLeaseRequest) string { return r.GetStream() }),
+	esdv1.LockService_ReleaseLease_FullMethodName: onStream(auth.Append, func(r *esdv1.ReleaseLeaseRequest) string { return r.GetStream() }),
+	esdv1.LockService_GetLease_FullMethodName:     onStream(auth.Read, func(r *esdv1.GetLeaseRequest) string { return r.GetStream() }),
+	esdv1.LockService_ListLeases_FullMethodName:   {perm: auth.Read}, // answers only the leases of streams the caller may read
 }
 
 // openServices need no credentials: health answers load balancers, and

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -150,6 +151,29 @@ var matrixCalls = map[string]rpcCall{
 		return firstMsg(esdv1.NewStreamServiceClient(c).Subscribe(ctx, &esdv1.SubscribeRequest{
 			Target: &esdv1.SubscribeRequest_Stream{Stream: s}, From: &esdv1.SubscribeRequest_Start{Start: &emptypb.Empty{}}}))
 	},
+	esdv1.LockService_AcquireLease_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewLockServiceClient(c).AcquireLease(ctx, &esdv1.AcquireLeaseRequest{Stream: s, Owner: "m", Ttl: durationpb.New(time.Minute)})
+		return err
+	},
+	esdv1.LockService_RenewLease_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewLockServiceClient(c).RenewLease(ctx, &esdv1.RenewLeaseRequest{Stream: s, FencingToken: 1 << 40, Ttl: durationpb.New(time.Minute)})
+		return err
+	},
+	esdv1.LockService_ReleaseLease_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewLockServiceClient(c).ReleaseLease(ctx, &esdv1.ReleaseLeaseRequest{Stream: s, FencingToken: 1 << 40})
+		return err
+	},
+	esdv1.LockService_GetLease_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewLockServiceClient(c).GetLease(ctx, &esdv1.GetLeaseRequest{Stream: s})
+		return err
+	},
+	esdv1.LockService_ListLeases_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		resp, err := esdv1.NewLockServiceClient(c).ListLeases(ctx, &esdv1.ListLeasesRequest{Prefix: s})
+		if err == nil && len(resp.GetLeases()) == 0 {
+			return errFiltered
+		}
+		return err
+	},
 	esdv1.SnapshotService_SaveSnapshot_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
 		_, err := esdv1.NewSnapshotServiceClient(c).SaveSnapshot(ctx, &esdv1.SaveSnapshotRequest{Stream: s, Revision: 0, Type: "S", Data: []byte("s")})
 		return err
@@ -275,6 +299,14 @@ func TestPermissionMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for _, s := range matrixStreams {
+		// Every name is leased for the whole test (a lease does not make
+		// a stream), so that ListLeases has each to list or filter out,
+		// and AcquireLease is refused STREAM_LEASED rather than granted.
+		if _, err := esdv1.NewLockServiceClient(as.conn).AcquireLease(ctx, &esdv1.AcquireLeaseRequest{Stream: s.name, Owner: "root", Ttl: durationpb.New(5 * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, s := range matrixStreams { // groups exist for every stream name, so that Join tells streams apart only by permission
 		if _, err := groups.CreateGroup(ctx, &esdv1.CreateGroupRequest{Group: &esdv1.Group{Name: "g-" + s.name, Target: &esdv1.Group_Stream{Stream: s.name}}}); err != nil {
 			t.Fatal(err)
@@ -298,9 +330,9 @@ func TestPermissionMatrix(t *testing.T) {
 				for _, s := range matrixStreams {
 					err := matrixCalls[m](as.as(testCtx(t), who), as.conn, s.name)
 					allowed := who == "p-"+string(rule.perm) && (s.inside || serverWideMethod(m))
-					if m == esdv1.StreamService_ListStreams_FullMethodName {
-						// Filtered, never refused: a stream is listed only to its readers.
-						want := allowed && s.exists
+					if m == esdv1.StreamService_ListStreams_FullMethodName || m == esdv1.LockService_ListLeases_FullMethodName {
+						// Filtered, never refused: a stream (or its lease) is listed only to its readers.
+						want := allowed && (s.exists || m == esdv1.LockService_ListLeases_FullMethodName)
 						if (err == nil) != want || (err != nil && !errors.Is(err, errFiltered)) {
 							t.Errorf("%s: %v, want listed=%t", s.name, err, want)
 						}
@@ -355,7 +387,7 @@ func checkDenied(t *testing.T, st *status.Status, perm auth.Permission, stream s
 func TestAccessRulesCoverEveryMethod(t *testing.T) {
 	var all []string
 	for _, sd := range []*grpc.ServiceDesc{&esdv1.StreamService_ServiceDesc, &esdv1.SnapshotService_ServiceDesc,
-		&esdv1.AdminService_ServiceDesc, &esdv1.ConsumerGroupService_ServiceDesc} {
+		&esdv1.AdminService_ServiceDesc, &esdv1.ConsumerGroupService_ServiceDesc, &esdv1.LockService_ServiceDesc} {
 		for _, m := range sd.Methods {
 			all = append(all, "/"+sd.ServiceName+"/"+m.MethodName)
 		}

@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/group"
+	"github.com/esdhq/esd/internal/lease"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/snapshot"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -35,6 +38,9 @@ const (
 	reasonSnapshotNotFound      = "SNAPSHOT_NOT_FOUND"
 	reasonSnapshotRevision      = "SNAPSHOT_REVISION_INVALID"
 	reasonSnapshotTooLarge      = "SNAPSHOT_TOO_LARGE"
+	reasonStreamLeased          = "STREAM_LEASED"
+	reasonStaleFencingToken     = "STALE_FENCING_TOKEN"
+	reasonLeaseNotHeld          = "LEASE_NOT_HELD"
 )
 
 // invalidError is a bad request: reason INVALID_ARGUMENT, EVENT_TOO_LARGE
@@ -70,6 +76,9 @@ func toStatus(err error) error {
 		snf      *snapshot.NotFoundError
 		srev     *snapshot.RevisionError
 		lim      *limitError
+		leased   *lease.LeasedError
+		stale    *lease.StaleTokenError
+		notHeld  *lease.NotHeldError
 	)
 	switch {
 	case err == nil:
@@ -94,6 +103,19 @@ func toStatus(err error) error {
 		return withReason(codes.AlreadyExists, idc.Error(), reasonEventIDConflict, idc.Stream)
 	case errors.As(err, &lim):
 		return lim.status()
+	case errors.As(err, &leased):
+		return withInfo(codes.FailedPrecondition, leased.Error(), reasonStreamLeased, map[string]string{
+			"stream": leased.Stream, "owner": leased.Owner, "expires": leased.Expires.UTC().Format(time.RFC3339Nano)})
+	case errors.As(err, &stale):
+		return withInfo(codes.FailedPrecondition, stale.Error(), reasonStaleFencingToken, map[string]string{
+			"stream": stale.Stream, "fencing_token": strconv.FormatUint(stale.Given, 10), "current_fencing_token": strconv.FormatUint(stale.Current, 10)})
+	case errors.As(err, &notHeld):
+		return withInfo(codes.FailedPrecondition, notHeld.Error(), reasonLeaseNotHeld, map[string]string{
+			"stream": notHeld.Stream, "fencing_token": strconv.FormatUint(notHeld.Token, 10)})
+	case errors.Is(err, lease.ErrLeased): // a wait that ended without a holder to name
+		return withReason(codes.FailedPrecondition, err.Error(), reasonStreamLeased, "")
+	case errors.Is(err, lease.ErrClosed):
+		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.As(err, &inv):
 		return withReason(codes.InvalidArgument, inv.Error(), inv.reason, inv.stream,
 			&errdetails.BadRequest{FieldViolations: inv.violations})
@@ -132,10 +154,22 @@ func isStatus(err error) bool {
 // withReason attaches google.rpc.ErrorInfo{domain "esd", reason, metadata
 // stream} plus extra details.
 func withReason(c codes.Code, msg, reason, stream string, extra ...protoadapt.MessageV1) error {
+	var meta map[string]string
+	if stream != "" {
+		meta = map[string]string{"stream": stream}
+	}
+	return withInfo(c, msg, reason, meta, extra...)
+}
+
+// withInfo is withReason with any ErrorInfo metadata.
+func withInfo(c codes.Code, msg, reason string, meta map[string]string, extra ...protoadapt.MessageV1) error {
 	st := status.New(c, msg)
 	info := &errdetails.ErrorInfo{Domain: "esd", Reason: reason}
-	if stream != "" { // a bad name may be bad UTF-8, which a proto string cannot carry
-		info.Metadata = map[string]string{"stream": strings.ToValidUTF8(stream, "\uFFFD")}
+	for k, v := range meta { // a bad name may be bad UTF-8, which a proto string cannot carry
+		if info.Metadata == nil {
+			info.Metadata = make(map[string]string, len(meta))
+		}
+		info.Metadata[k] = strings.ToValidUTF8(v, "\uFFFD")
 	}
 	details := append([]protoadapt.MessageV1{info}, extra...)
 	if d, derr := st.WithDetails(details...); derr == nil {

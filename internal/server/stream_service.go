@@ -199,7 +199,7 @@ func (s *streamService) DeleteStream(ctx context.Context, req *esdv1.DeleteStrea
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.eng.Delete(ctx, req.GetStream(), expect, mode)
+	res, err := s.eng.Delete(ctx, engine.DeleteOp{Stream: req.GetStream(), Expect: expect, Mode: mode, Token: req.GetFencingToken()})
 	if err != nil {
 		return nil, err
 	}

@@ -219,7 +219,7 @@ func (v *validator) appendOp(prefix string, req *esdv1.AppendRequest, ids map[[1
 	v.cur = req.GetStream()
 	v.streamName(prefix+"stream", req.GetStream(), true)
 	v.newName(prefix+"stream", "stream name", req.GetStream())
-	op := engine.AppendOp{Stream: req.GetStream(), Expect: expectation(req.GetExpectedRevision())}
+	op := engine.AppendOp{Stream: req.GetStream(), Expect: expectation(req.GetExpectedRevision()), Token: req.GetFencingToken()}
 	if req != nil && req.ConflictDeltaEvents != nil { // req is nil for an AppendStream request without its append
 		op.DeltaEvents = -1 // 0: none
 		if n := req.GetConflictDeltaEvents(); n > 0 {

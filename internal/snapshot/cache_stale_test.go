@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/snapshot"
 )
@@ -58,7 +59,7 @@ func TestSaveRacingSoftDelete(t *testing.T) {
 	st := e.Snapshots()
 	appendN(t, e, "s-1", 10) // revisions 0..9
 	st.SetSaveSwappedHook(onceHook(t, func(stream string) {
-		if _, err := e.Delete(context.Background(), stream, eslog.Expectation{Kind: eslog.ExpectAny}, eslog.DeleteSoft); err != nil {
+		if _, err := e.Delete(context.Background(), engine.DeleteOp{Stream: stream, Expect: eslog.Expectation{Kind: eslog.ExpectAny}, Mode: eslog.DeleteSoft}); err != nil {
 			t.Errorf("soft delete in the race: %v", err)
 		}
 	}))

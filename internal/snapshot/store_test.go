@@ -145,7 +145,7 @@ func TestSaveRules(t *testing.T) {
 
 	// A soft delete makes them unusable; revisions below the first visible
 	// one are refused; the next save prunes the unusable ones.
-	if _, err := e.Delete(ctx, "cart-1", eslog.Expectation{}, eslog.DeleteSoft); err != nil {
+	if _, err := e.Delete(ctx, engine.DeleteOp{Stream: "cart-1", Expect: eslog.Expectation{}, Mode: eslog.DeleteSoft}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := save(e, "cart-1", 9, 1); !errors.Is(err, eslog.ErrStreamDeleted) {
@@ -216,10 +216,10 @@ func TestTombstonePurge(t *testing.T) {
 		mustSave(t, e, s, 1, 1)
 		mustSave(t, e, s, 2, 1)
 	}
-	if _, err := e.Delete(ctx, "a-1", eslog.Expectation{}, eslog.DeleteTombstone); err != nil {
+	if _, err := e.Delete(ctx, engine.DeleteOp{Stream: "a-1", Expect: eslog.Expectation{}, Mode: eslog.DeleteTombstone}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Writer().Delete(ctx, "b-1", eslog.Expectation{}, eslog.DeleteTombstone); err != nil {
+	if _, err := e.Writer().Delete(ctx, writer.DeleteOp{Stream: "b-1", Expect: eslog.Expectation{}, Mode: eslog.DeleteTombstone}); err != nil {
 		t.Fatal(err)
 	}
 	if keys := auxKeys(t, e); len(keys) != 3 { // b-1's index and two records

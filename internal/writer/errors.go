@@ -50,6 +50,8 @@ func Reason(err error) string {
 		wr  *eslog.WrongRevisionError
 		se  *eslog.StreamError
 		idc *eslog.IDConflictError
+		// fenced is a Fencer's refusal.
+		fenced interface{ Reason() string }
 	)
 	switch {
 	case err == nil:
@@ -64,6 +66,8 @@ func Reason(err error) string {
 		return ReasonStreamNotFound
 	case errors.As(err, &idc):
 		return ReasonEventIDConflict
+	case errors.As(err, &fenced):
+		return fenced.Reason()
 	case errors.Is(err, ErrOverloaded):
 		return ReasonOverloaded
 	case errors.Is(err, ErrShuttingDown), errors.Is(err, eslog.ErrClosed):

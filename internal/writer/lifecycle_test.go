@@ -56,7 +56,7 @@ func TestOverloaded(t *testing.T) {
 	}
 	_, err = w.Append(ctx, appendOf(names[1], xAny, id(3)))
 	isOverloaded("append", err)
-	_, err = w.Delete(ctx, names[1], xAny, eslog.DeleteSoft)
+	_, err = w.Delete(ctx, DeleteOp{Stream: names[1], Expect: xAny, Mode: eslog.DeleteSoft})
 	isOverloaded("delete", err)
 	_, err = w.Hold(1)
 	isOverloaded("hold", err)
@@ -130,7 +130,7 @@ func TestShuttingDown(t *testing.T) {
 	}
 	_, err = w.Append(ctx, appendOf(names[0], xAny, id(3)))
 	isShuttingDown("append", err)
-	_, err = w.Delete(ctx, names[1], xAny, eslog.DeleteTombstone)
+	_, err = w.Delete(ctx, DeleteOp{Stream: names[1], Expect: xAny, Mode: eslog.DeleteTombstone})
 	isShuttingDown("delete", err)
 	_, err = w.AppendMulti(ctx, []AppendOp{appendOf(names[0], xAny, id(4)), appendOf(names[1], xAny, id(5))})
 	isShuttingDown("AppendMulti", err)
@@ -205,9 +205,15 @@ func TestRefusalWaitsForItsState(t *testing.T) {
 			}
 			answers := make(chan error, 3)
 			for i, call := range []func() error{
-				func() error { _, err := w.Delete(testCtx(t), "s", xAny, eslog.DeleteTombstone); return err },
+				func() error {
+					_, err := w.Delete(testCtx(t), DeleteOp{Stream: "s", Expect: xAny, Mode: eslog.DeleteTombstone})
+					return err
+				},
 				func() error { _, err := w.Append(testCtx(t), appendOf("s", xAny, id(1))); return err },
-				func() error { _, err := w.Delete(testCtx(t), "s", xAny, eslog.DeleteTombstone); return err },
+				func() error {
+					_, err := w.Delete(testCtx(t), DeleteOp{Stream: "s", Expect: xAny, Mode: eslog.DeleteTombstone})
+					return err
+				},
 			} {
 				go func() { answers <- call() }()
 				eventually(t, fmt.Sprintf("op %d queued", i), func() bool { return w.QueueDepth(0) == i+1 })

@@ -31,7 +31,7 @@ var streamSetups = []struct {
 
 func mustDelete(t *testing.T, w *Writer, stream string, expect eslog.Expectation, mode eslog.DeleteMode) DeleteResult {
 	t.Helper()
-	r, err := w.Delete(testCtx(t), stream, expect, mode)
+	r, err := w.Delete(testCtx(t), DeleteOp{Stream: stream, Expect: expect, Mode: mode})
 	if err != nil {
 		t.Fatalf("delete %s: %v", stream, err)
 	}
@@ -103,7 +103,7 @@ func TestExpectedRevisions(t *testing.T) {
 						aop = AppendOp{Stream: "s", Expect: o.expect}
 					}
 					if o.del != eslog.DeleteNone {
-						dres, err = w.Delete(testCtx(t), "s", o.expect, o.del)
+						dres, err = w.Delete(testCtx(t), DeleteOp{Stream: "s", Expect: o.expect, Mode: o.del})
 					} else {
 						res, err = w.Append(testCtx(t), aop)
 					}

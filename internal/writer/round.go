@@ -285,6 +285,13 @@ func (rs *roundState) decideAppend(o *op, st *eslog.StreamState) (w *eslog.Write
 			return
 		}
 	}
+	// After the id check, so that the retry of an append written before
+	// a lease was taken still gets its original answer; before the
+	// expected revision, so that a writer without the lease learns of the
+	// lease rather than of a revision it must not act on.
+	if res.err = rs.s.fenced(o); res.err != nil {
+		return
+	}
 	if !o.expect.Holds(st) {
 		res.err, res.waitPos = wrongRevision(o.stream, o.expect, st), st.LastPosition
 		return
@@ -380,6 +387,11 @@ func (rs *roundState) checkIDs(o *op, st *eslog.StreamState) (leader, offset int
 
 func (s *shard) decideDelete(o *op, st *eslog.StreamState) (*eslog.Write, opResult) {
 	var res opResult
+	if !st.Tombstoned {
+		if res.err = s.fenced(o); res.err != nil {
+			return nil, res // a lease, not the stream's state: nothing to wait for
+		}
+	}
 	switch {
 	case st.Tombstoned:
 		res.err = tombstonedWrite(o.stream)
@@ -397,6 +409,18 @@ func (s *shard) decideDelete(o *op, st *eslog.StreamState) (*eslog.Write, opResu
 	}
 	res.waitPos = st.LastPosition // a refusal stands once the state it saw is durable (refusal)
 	return nil, res
+}
+
+// fenced asks the leases whether o may write its stream. Decided in the
+// stream's shard, the answer is ordered with the stream's writes: a
+// lease granted before this point fences o, and one granted after it
+// finds o's write in the stream's state (its holder's expected revision
+// sees it).
+func (s *shard) fenced(o *op) error {
+	if s.w.fence == nil {
+		return nil
+	}
+	return s.w.fence.Check(o.stream, o.token)
 }
 
 // newWrite starts a write to st, allocating an id for a new stream.

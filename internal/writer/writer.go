@@ -36,6 +36,18 @@ type Config struct {
 	// QueueLen bounds each shard's queue; 0 means 4096. A full queue
 	// answers ErrOverloaded rather than buffering without bound.
 	QueueLen int
+	// Fence, when set, is asked before every append or delete is decided
+	// (in the stream's shard, so in the stream's order of writes) whether
+	// the write may go on with its fencing token; its error is the
+	// write's answer. nil: writes are never fenced.
+	Fence Fencer
+}
+
+// Fencer decides whether a write of stream with a fencing token (0:
+// none) may go on: the leases. Its errors should have a Reason() string
+// method, for the writer's metrics.
+type Fencer interface {
+	Check(stream string, token uint64) error
 }
 
 // AppendOp is one validated append.
@@ -49,6 +61,16 @@ type AppendOp struct {
 	// conflict delta; the writer does not use it): 0 means the default,
 	// negative means none.
 	DeltaEvents int
+	// Token is the writer's fencing token (0: none), for Config.Fence.
+	Token uint64
+}
+
+// DeleteOp is one validated delete.
+type DeleteOp struct {
+	Stream string
+	Expect eslog.Expectation
+	Mode   eslog.DeleteMode
+	Token  uint64 // the fencing token (0: none), for Config.Fence
 }
 
 // AppendResult is the outcome of an append.
@@ -70,6 +92,7 @@ type Writer struct {
 	store  Store
 	commit Committer
 	clock  func() time.Time
+	fence  Fencer // nil: no leases
 	shards []*shard
 	seed   maphash.Seed
 	met    *metrics
@@ -83,7 +106,7 @@ type Writer struct {
 // New starts the shards of a writer that decides against store and
 // commits through commit.
 func New(store Store, commit Committer, cfg Config) *Writer {
-	w := &Writer{store: store, commit: commit, clock: cfg.Clock, seed: maphash.MakeSeed()}
+	w := &Writer{store: store, commit: commit, clock: cfg.Clock, fence: cfg.Fence, seed: maphash.MakeSeed()}
 	if w.clock == nil {
 		w.clock = time.Now
 	}
@@ -187,9 +210,9 @@ func (w *Writer) Append(ctx context.Context, a AppendOp) (AppendResult, error) {
 }
 
 // Delete deletes a stream and waits until it is durable.
-func (w *Writer) Delete(ctx context.Context, stream string, expect eslog.Expectation, mode eslog.DeleteMode) (DeleteResult, error) {
+func (w *Writer) Delete(ctx context.Context, d DeleteOp) (DeleteResult, error) {
 	start := time.Now()
-	o := &op{kind: opDelete, stream: stream, expect: expect, mode: mode, done: make(chan opResult, 1)}
+	o := &op{kind: opDelete, stream: d.Stream, expect: d.Expect, mode: d.Mode, token: d.Token, done: make(chan opResult, 1)}
 	r, err := w.submit(ctx, o)
 	if err == nil {
 		err = w.settle(ctx, &r)
@@ -285,6 +308,7 @@ type op struct {
 	expect    eslog.Expectation
 	events    []eslog.Event
 	clientIDs int
+	token     uint64 // fencing token; 0: none
 	mode      eslog.DeleteMode
 	size      int
 	lock      *lockPart
@@ -297,7 +321,7 @@ func newAppendOp(a AppendOp) *op {
 		size += len(a.Events[i].Data) + len(a.Events[i].Metadata)
 	}
 	return &op{kind: opAppend, stream: a.Stream, expect: a.Expect, events: a.Events, clientIDs: a.ClientIDs,
-		size: size, done: make(chan opResult, 1)}
+		token: a.Token, size: size, done: make(chan opResult, 1)}
 }
 
 // opResult is a shard's answer. Success is final only after settle.

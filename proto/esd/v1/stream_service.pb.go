@@ -51,8 +51,17 @@ type AppendRequest struct {
 	// means 16; 0 means none, for a caller that only retries at the reported
 	// head (the error then costs the server no read); more than 16 means 16.
 	ConflictDeltaEvents *uint32 `protobuf:"varint,7,opt,name=conflict_delta_events,json=conflictDeltaEvents" json:"conflict_delta_events,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The fencing token of the caller's lease on the stream (LockService);
+	// 0: none. While a lease on the stream is live, an append without its
+	// token fails with FAILED_PRECONDITION/STREAM_LEASED. A token that is
+	// not the stream's newest (a newer lease was granted since, or it was
+	// never granted) fails with FAILED_PRECONDITION/STALE_FENCING_TOKEN,
+	// whether a lease is live or not. Checked after the idempotency check
+	// (a retry of a stored append returns its result) and before the
+	// expected revision.
+	FencingToken  uint64 `protobuf:"varint,8,opt,name=fencing_token,json=fencingToken" json:"fencing_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AppendRequest) Reset() {
@@ -145,6 +154,13 @@ func (x *AppendRequest) GetEvents() []*ProposedEvent {
 func (x *AppendRequest) GetConflictDeltaEvents() uint32 {
 	if x != nil && x.ConflictDeltaEvents != nil {
 		return *x.ConflictDeltaEvents
+	}
+	return 0
+}
+
+func (x *AppendRequest) GetFencingToken() uint64 {
+	if x != nil {
+		return x.FencingToken
 	}
 	return 0
 }
@@ -817,7 +833,10 @@ type DeleteStreamRequest struct {
 	//	*DeleteStreamRequest_Exact
 	ExpectedRevision isDeleteStreamRequest_ExpectedRevision `protobuf_oneof:"expected_revision"`
 	// Delete forever instead of soft-deleting.
-	Tombstone     bool `protobuf:"varint,6,opt,name=tombstone" json:"tombstone,omitempty"`
+	Tombstone bool `protobuf:"varint,6,opt,name=tombstone" json:"tombstone,omitempty"`
+	// The fencing token of the caller's lease on the stream, as in
+	// AppendRequest.fencing_token.
+	FencingToken  uint64 `protobuf:"varint,7,opt,name=fencing_token,json=fencingToken" json:"fencing_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -907,6 +926,13 @@ func (x *DeleteStreamRequest) GetTombstone() bool {
 		return x.Tombstone
 	}
 	return false
+}
+
+func (x *DeleteStreamRequest) GetFencingToken() uint64 {
+	if x != nil {
+		return x.FencingToken
+	}
+	return 0
 }
 
 type isDeleteStreamRequest_ExpectedRevision interface {
@@ -1707,7 +1733,7 @@ var File_esd_v1_stream_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1besd/v1/stream_service.proto\x12\x06esd.v1\x1a\x13esd/v1/events.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xe0\x02\n" +
+	"\x1besd/v1/stream_service.proto\x12\x06esd.v1\x1a\x13esd/v1/events.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x85\x03\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12*\n" +
 	"\x03any\x18\x02 \x01(\v2\x16.google.protobuf.EmptyH\x00R\x03any\x125\n" +
@@ -1715,7 +1741,8 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\rstream_exists\x18\x04 \x01(\v2\x16.google.protobuf.EmptyH\x00R\fstreamExists\x12\x16\n" +
 	"\x05exact\x18\x05 \x01(\x04H\x00R\x05exact\x12-\n" +
 	"\x06events\x18\x06 \x03(\v2\x15.esd.v1.ProposedEventR\x06events\x129\n" +
-	"\x15conflict_delta_events\x18\a \x01(\rB\x05\xaa\x01\x02\b\x01R\x13conflictDeltaEventsB\x13\n" +
+	"\x15conflict_delta_events\x18\a \x01(\rB\x05\xaa\x01\x02\b\x01R\x13conflictDeltaEvents\x12#\n" +
+	"\rfencing_token\x18\b \x01(\x04R\ffencingTokenB\x13\n" +
 	"\x11expected_revision\"\xe9\x02\n" +
 	"\x0eAppendResponse\x12%\n" +
 	"\x0efirst_revision\x18\x01 \x01(\x04R\rfirstRevision\x12#\n" +
@@ -1755,14 +1782,15 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2\x15.esd.v1.RecordedEventR\x06events\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x02 \x01(\x04R\n" +
-	"checkpoint\"\x9a\x02\n" +
+	"checkpoint\"\xbf\x02\n" +
 	"\x13DeleteStreamRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12*\n" +
 	"\x03any\x18\x02 \x01(\v2\x16.google.protobuf.EmptyH\x00R\x03any\x125\n" +
 	"\tno_stream\x18\x03 \x01(\v2\x16.google.protobuf.EmptyH\x00R\bnoStream\x12=\n" +
 	"\rstream_exists\x18\x04 \x01(\v2\x16.google.protobuf.EmptyH\x00R\fstreamExists\x12\x16\n" +
 	"\x05exact\x18\x05 \x01(\x04H\x00R\x05exact\x12\x1c\n" +
-	"\ttombstone\x18\x06 \x01(\bR\ttombstoneB\x13\n" +
+	"\ttombstone\x18\x06 \x01(\bR\ttombstone\x12#\n" +
+	"\rfencing_token\x18\a \x01(\x04R\ffencingTokenB\x13\n" +
 	"\x11expected_revision\"o\n" +
 	"\x14DeleteStreamResponse\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\x12;\n" +
