@@ -74,8 +74,8 @@ function statusDetails(err) {
   const details = {};
   for (const any of st.details) {
     const name = any.type_url.slice(any.type_url.lastIndexOf('/') + 1);
-    const type = types.lookupType(name);
-    details[name] = type.toObject(type.decode(any.value), loadOptions);
+    const type = types.lookup(name); // null for a detail type not loaded here: skipped
+    if (type instanceof protobuf.Type) details[name] = type.toObject(type.decode(any.value), loadOptions);
   }
   return { code: st.code, message: st.message, details };
 }

@@ -102,7 +102,7 @@ func TestLanguageClients(t *testing.T) {
 		const python = "/usr/bin/python3"
 		needTools(t, python, "protoc", "grpc_python_plugin")
 		if out, err := exec.Command(python, "-c", "import grpc").CombinedOutput(); err != nil {
-			t.Fatalf("%s cannot import grpc (apt-get install python3-grpcio), or set %s=1 to skip: %v\n%s",
+			t.Fatalf("%s cannot import grpc (apt-get install python3-grpcio), or set %s=1 to skip it: %v\n%s",
 				python, skipLangExamplesEnv, err, out)
 		}
 		out := runTool(t, filepath.Join(root, "examples", "python"), clientTimeout, python, "client.py", p.Addr)
@@ -115,7 +115,7 @@ func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed to run the example client (.ci/run installs it), or set %s=1 to skip: %v",
+			t.Fatalf("%s is needed by this test (.ci/run installs it), or set %s=1 to skip it: %v",
 				tool, skipLangExamplesEnv, err)
 		}
 	}
