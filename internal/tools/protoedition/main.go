@@ -1,9 +1,9 @@
 // Command protoedition writes the edition-2023 rendition of esd's published
 // proto3 files, from which the Go code is generated.
 //
-// The published files (proto/esd/v1) are proto3, so that every protoc and
-// gRPC toolchain loads them, including those older than protoc 27 that do
-// not know editions. The Go server, though, must not have string fields
+// The published files (proto/esd/v1) are proto3, so that toolchains older
+// than protoc 27, which do not know editions, load them (protoc 3.15 and
+// later, for proto3 optional). The Go server, though, must not have string fields
 // checked for UTF-8 by the decoder: a proto3 string with invalid UTF-8
 // fails to unmarshal (INTERNAL), while esd validates every string itself
 // and answers INVALID_ARGUMENT naming the field. Only editions can say
