@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/esdhq/esd/internal/lease"
 	"github.com/esdhq/esd/internal/server"
 	"github.com/esdhq/esd/internal/snapshot"
 	"go.uber.org/zap"
@@ -49,6 +50,8 @@ type config struct {
 	SnapshotEvery           uint64
 	SnapshotReplayThreshold uint64
 	SnapshotLoadHalfLife    time.Duration
+	// MaxLeaseTTL bounds the TTL of every lease (LockService).
+	MaxLeaseTTL time.Duration
 	// Resource limits (server.Limits).
 	MaxAppendEvents               int
 	MaxRequestDecodedBytes        int
@@ -111,6 +114,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		"default snapshot policy: advise a snapshot when events since the latest x loads per second reach this (0 = off)")
 	fs.DurationVar(&c.SnapshotLoadHalfLife, "snapshot-load-half-life", 5*time.Minute,
 		"half-life of the streams' load rates (the dynamic snapshot policy)")
+	fs.DurationVar(&c.MaxLeaseTTL, "max-lease-ttl", lease.DefaultMaxTTL,
+		"the longest TTL of a lease (LockService): a crashed holder blocks its stream for at most this long")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) of the server: TLS on the gRPC and the HTTP address (with --tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "",
@@ -248,6 +253,9 @@ func (c config) validate() error {
 	}
 	if c.SnapshotRetention < 1 || c.SnapshotRetention > snapshot.MaxRetention {
 		errs = append(errs, fmt.Errorf("--snapshot-retention %d: want 1 to %d", c.SnapshotRetention, snapshot.MaxRetention))
+	}
+	if c.MaxLeaseTTL < time.Second || c.MaxLeaseTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("--max-lease-ttl %v: want 1s to 24h", c.MaxLeaseTTL))
 	}
 	if c.SnapshotLoadHalfLife < time.Second {
 		errs = append(errs, fmt.Errorf("--snapshot-load-half-life %v: want at least 1s", c.SnapshotLoadHalfLife))

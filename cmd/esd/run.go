@@ -18,6 +18,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/esdhq/esd/internal/auth"
 	"github.com/esdhq/esd/internal/engine"
+	"github.com/esdhq/esd/internal/lease"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/server"
 	"github.com/esdhq/esd/internal/snapshot"
@@ -297,6 +298,7 @@ func openStore(ctx context.Context, cfg config, lg *zap.Logger, reg prometheus.R
 				Default:   snapshot.Policy{Every: cfg.SnapshotEvery, ReplayThreshold: cfg.SnapshotReplayThreshold},
 				HalfLife:  cfg.SnapshotLoadHalfLife,
 			},
+			Leases:                 lease.Config{MaxTTL: cfg.MaxLeaseTTL},
 			StorageBackgroundError: func(err error) { lastBackgroundErr.Store(&err) },
 		})
 		done <- opened{eng, err}
