@@ -77,14 +77,16 @@ type ConsumerGroupServiceClient interface {
 	// WaitForCheckpoint answers once the group's checkpoint has reached
 	// position: every event of the group's target up to it is acknowledged
 	// or parked, so a projection fed by the group has applied a write whose
-	// position the caller holds (read your own writes). A position of
-	// another stream, outside the target, is passed once the group moves
-	// beyond it (a later event of the target finished). It waits on the
-	// checkpoint in memory, which moves with each acknowledgement, not on
-	// the stored one: an acknowledged event is applied, whether or not its
-	// checkpoint is stored yet. Answers reached=false (OK) when timeout
-	// passes first. Errors: NOT_FOUND/GROUP_NOT_FOUND (also when the group
-	// is deleted while the call waits), UNAVAILABLE/SHUTTING_DOWN.
+	// position the caller holds (read your own writes). A position outside
+	// the target is passed once the group has read a later event of its
+	// target; one beyond the end of the log waits. It waits on the
+	// checkpoint in memory, which moves with each acknowledgement and
+	// never goes back while the server runs, not on the stored one: an
+	// acknowledged event is applied, whether or not its checkpoint is
+	// stored yet. Answers reached=false (OK) when timeout passes first.
+	// Errors: NOT_FOUND/GROUP_NOT_FOUND (also when the group is deleted
+	// while the call waits), INVALID_ARGUMENT/INVALID_ARGUMENT,
+	// UNAVAILABLE/SHUTTING_DOWN.
 	WaitForCheckpoint(ctx context.Context, in *WaitForCheckpointRequest, opts ...grpc.CallOption) (*WaitForCheckpointResponse, error)
 }
 
@@ -236,14 +238,16 @@ type ConsumerGroupServiceServer interface {
 	// WaitForCheckpoint answers once the group's checkpoint has reached
 	// position: every event of the group's target up to it is acknowledged
 	// or parked, so a projection fed by the group has applied a write whose
-	// position the caller holds (read your own writes). A position of
-	// another stream, outside the target, is passed once the group moves
-	// beyond it (a later event of the target finished). It waits on the
-	// checkpoint in memory, which moves with each acknowledgement, not on
-	// the stored one: an acknowledged event is applied, whether or not its
-	// checkpoint is stored yet. Answers reached=false (OK) when timeout
-	// passes first. Errors: NOT_FOUND/GROUP_NOT_FOUND (also when the group
-	// is deleted while the call waits), UNAVAILABLE/SHUTTING_DOWN.
+	// position the caller holds (read your own writes). A position outside
+	// the target is passed once the group has read a later event of its
+	// target; one beyond the end of the log waits. It waits on the
+	// checkpoint in memory, which moves with each acknowledgement and
+	// never goes back while the server runs, not on the stored one: an
+	// acknowledged event is applied, whether or not its checkpoint is
+	// stored yet. Answers reached=false (OK) when timeout passes first.
+	// Errors: NOT_FOUND/GROUP_NOT_FOUND (also when the group is deleted
+	// while the call waits), INVALID_ARGUMENT/INVALID_ARGUMENT,
+	// UNAVAILABLE/SHUTTING_DOWN.
 	WaitForCheckpoint(context.Context, *WaitForCheckpointRequest) (*WaitForCheckpointResponse, error)
 	mustEmbedUnimplementedConsumerGroupServiceServer()
 }
