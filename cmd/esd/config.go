@@ -107,7 +107,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, errHelp
 		}
-		return c, fmt.Errorf("%w\nRun 'esd --help' for the flags.", err)
+		return c, err
 	}
 	if showVersion {
 		return c, errVersion

@@ -48,7 +48,7 @@ func answerConfig(err error, stdout, stderr io.Writer) (code int, done bool) {
 		fmt.Fprint(stdout, versionText())
 		return 0, true
 	default:
-		fmt.Fprintln(stderr, "esd:", err)
+		fmt.Fprintf(stderr, "esd: %v\nRun 'esd --help' for the flags.\n", err)
 		return 2, true
 	}
 }

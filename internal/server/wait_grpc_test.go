@@ -248,7 +248,7 @@ func TestWaitForCheckpointConcurrentGRPC(t *testing.T) {
 				mu.Unlock()
 				switch {
 				case err != nil || !resp.GetReached():
-					errs <- fmt.Errorf("position %d: %v, %v", pos, resp, err)
+					errs <- fmt.Errorf("position %d: %v: %w", pos, resp, err)
 				case acked < pos:
 					errs <- fmt.Errorf("position %d answered when only %d was acknowledged", pos, acked)
 				}
