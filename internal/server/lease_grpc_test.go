@@ -339,4 +339,3 @@ func TestLeaseGetListAndRestart(t *testing.T) {
 		t.Fatalf("token %d after a restart, want more than %d", next.GetFencingToken(), a.GetFencingToken())
 	}
 }
-
