@@ -25,7 +25,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func open(t *testing.T, cfg engine.Config) *engine.Engine {
+func open(t testing.TB, cfg engine.Config) *engine.Engine {
 	t.Helper()
 	cfg.Dir = t.TempDir()
 	cfg.CacheBytes = 8 << 20

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,7 +35,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func openLog(t *testing.T, fs vfs.FS, dir string) *eslog.Log {
+func openLog(t testing.TB, fs vfs.FS, dir string) *eslog.Log {
 	t.Helper()
 	l, err := eslog.Open(dir, eslog.Options{FS: fs, CacheBytes: 4 << 20})
 	if err != nil {
@@ -43,7 +44,7 @@ func openLog(t *testing.T, fs vfs.FS, dir string) *eslog.Log {
 	return l
 }
 
-func openManager(t *testing.T, l *eslog.Log, clock func() time.Time) *Manager {
+func openManager(t testing.TB, l *eslog.Log, clock func() time.Time) *Manager {
 	t.Helper()
 	m, err := Open(l, Config{Clock: clock})
 	if err != nil {
@@ -54,14 +55,14 @@ func openManager(t *testing.T, l *eslog.Log, clock func() time.Time) *Manager {
 }
 
 // newTestManager is a manager on a fresh in-memory log.
-func newTestManager(t *testing.T, clock func() time.Time) *Manager {
+func newTestManager(t testing.TB, clock func() time.Time) *Manager {
 	t.Helper()
 	l := openLog(t, vfs.NewMem(), "db")
 	t.Cleanup(func() { _ = l.Close() })
 	return openManager(t, l, clock)
 }
 
-func mustAcquire(t *testing.T, m *Manager, stream, owner string, ttl time.Duration) Lease {
+func mustAcquire(t testing.TB, m *Manager, stream, owner string, ttl time.Duration) Lease {
 	t.Helper()
 	ls, err := m.Acquire(context.Background(), stream, owner, ttl, 0)
 	if err != nil {
@@ -437,4 +438,24 @@ func TestRestart(t *testing.T) {
 	if s3, err := m2.Acquire(context.Background(), "s", "d", time.Minute, 0); err != nil || s3.Token != s2.Token+1 {
 		t.Fatalf("after MaxTTL: %v %v, want token %d", s3, err, s2.Token+1)
 	}
+}
+
+// BenchmarkCheck: what every append and delete pays for leases, on a
+// stream without one while 1,000 others are leased, with the writers of
+// both shards asking at once.
+//
+//	go test -run '^$' -bench Check ./internal/lease/
+func BenchmarkCheck(b *testing.B) {
+	m := newTestManager(b, time.Now)
+	for i := range 1000 {
+		mustAcquire(b, m, fmt.Sprintf("held-%d", i), "bench", time.Minute)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := m.Check("free-1", 0, time.Now()); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
