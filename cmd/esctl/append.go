@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -143,7 +144,7 @@ prints what it found (and the events since) and exits with 4.`,
 	f.StringVar(&o.eventType, "type", "", "event type (required)")
 	_ = cmd.MarkFlagRequired("type")
 	f.StringVar(&o.id, "id", "", "event id, a UUID (default: the server makes a UUIDv7)")
-	f.StringVar(&o.contentType, "content-type", "", "media type of the data (default application/octet-stream)")
+	f.StringVar(&o.contentType, "content-type", "", "media type of the data (default application/json when the data is JSON, else application/octet-stream)")
 	f.StringVar(&o.metadata, "metadata", "", "event metadata")
 	f.StringArrayVar(&o.tags, "tag", nil, "tag to store with the event (repeatable)")
 	f.StringVar(&o.file, "file", "", "read the data from this file (- for stdin)")
@@ -156,11 +157,15 @@ func (a *app) runAppend(ctx context.Context, o *appendOptions, args []string) er
 	if err != nil {
 		return err
 	}
+	ct := o.contentType
+	if ct == "" && len(data) > 0 && json.Valid(data) {
+		ct = "application/json" // so that readers, and esctl's -o json, know it as JSON
+	}
 	ev := &esdv1.ProposedEvent{
 		Id:          o.id,
 		Type:        o.eventType,
 		Data:        data,
-		ContentType: o.contentType,
+		ContentType: ct,
 		Tags:        o.tags,
 	}
 	if o.metadata != "" {

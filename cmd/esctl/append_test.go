@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -141,7 +140,7 @@ func TestAppendFields(t *testing.T) {
 		"--content-type", "application/json", "--metadata", "user=ann", "--tag", "a,b", "--tag", "c",
 		"--expected", "no-stream", "-o", "json")
 	var resp esdv1.AppendResponse
-	if err := protojson.Unmarshal([]byte(out), &resp); err != nil {
+	if err := protoUnmarshal([]byte(out), &resp); err != nil {
 		t.Fatalf("append -o json: %v\n%s", err, out)
 	}
 	if resp.GetLastPosition() != 1 || resp.GetCommitTime() == nil {

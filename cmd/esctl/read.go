@@ -22,6 +22,10 @@ func (a *app) newReadCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "read STREAM",
 		Short: "Read a stream's events",
+		Long: `Read a stream's events, oldest first (newest first with --backward).
+
+With -o json (one array) or -o jsonl (one event a line), an event's "data"
+is the data itself when it is a JSON object or array, else a base64 string.`,
 		Example: `  esctl read product-42
   esctl read product-42 --backward --limit 1 -o json`,
 		Args: cobra.ExactArgs(1),

@@ -94,6 +94,11 @@ func (a *app) newRootCmd() *cobra.Command {
 to events, manages consumer groups, inspects streams and the server, and
 benchmarks it (esctl bench).
 
+With -o json and -o jsonl, fields at their zero value are printed (revision
+0 is a revision), and the "data" of an event or a snapshot is the data
+itself when it is a JSON object or array, else a base64 string (a JSON
+string or number too): a string is always base64.
+
 Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 4 wrong expected revision.`,
 		SilenceErrors:     true, // report prints errors in one format
@@ -104,7 +109,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 	f.StringVar(&a.addr, "addr", defaultAddr, "server address host:port (env "+envAddr+")")
 	f.StringVar(&a.token, "token", "", "bearer token sent with every call, for an esd with --auth-file (env "+envToken+"; see esctl token)")
 	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each unary call (not streaming reads, subscribe or bench); 0 = none")
-	f.StringVarP(&a.output, "output", "o", formatTable, "output format: table, json or jsonl")
+	f.StringVarP(&a.output, "output", "o", formatTable, "output format: table, json or jsonl (JSON object or array data shown as JSON, other data as base64)")
 	a.tls.register(f)
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
 		[]string{formatTable, formatJSON, formatJSONL}, cobra.ShellCompDirectiveNoFileComp))

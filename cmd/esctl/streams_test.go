@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -95,7 +94,7 @@ func TestDeleteAndInfo(t *testing.T) {
 		t.Helper()
 		var in esdv1.StreamInfo
 		out := mustRun(t, addr, "info", stream, "-o", "json")
-		if err := protojson.Unmarshal([]byte(out), &in); err != nil {
+		if err := protoUnmarshal([]byte(out), &in); err != nil {
 			t.Fatalf("info -o json: %v\n%s", err, out)
 		}
 		return &in
@@ -122,7 +121,7 @@ func TestDeleteAndInfo(t *testing.T) {
 	}
 	out = mustRun(t, addr, "delete", "doc-2", "--tombstone", "-o", "json")
 	var resp esdv1.DeleteStreamResponse
-	if err := protojson.Unmarshal([]byte(out), &resp); err != nil || resp.GetPosition() != 5 {
+	if err := protoUnmarshal([]byte(out), &resp); err != nil || resp.GetPosition() != 5 {
 		t.Errorf("delete -o json: %v %v\n%s", err, &resp, out)
 	}
 	out = mustRun(t, addr, "ls")
@@ -154,7 +153,7 @@ func TestServerInfo(t *testing.T) {
 	if strings.Count(out, "\n") != 1 {
 		t.Errorf("jsonl is not one line:\n%s", out)
 	}
-	if err := protojson.Unmarshal([]byte(out), &resp); err != nil || resp.GetEventCount() != 1 {
+	if err := protoUnmarshal([]byte(out), &resp); err != nil || resp.GetEventCount() != 1 {
 		t.Errorf("server info -o jsonl: %v %v", err, &resp)
 	}
 	if out := mustRun(t, addr, "server"); !strings.Contains(out, "info") {
