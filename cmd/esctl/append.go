@@ -9,8 +9,8 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -76,34 +76,17 @@ func parseExpected(s string) (expectedRevision, error) {
 	return expectedRevision{kind: expectExact, exact: n}, nil
 }
 
-// setAppend puts the condition on req; any leaves the oneof unset, which
-// the server reads as any.
-func (e expectedRevision) setAppend(req *esdv1.AppendRequest) {
+// expected returns the condition as the client takes it.
+func (e expectedRevision) expected() client.Expected {
 	switch e.kind {
 	case expectNoStream:
-		req.ExpectedRevision = &esdv1.AppendRequest_NoStream{NoStream: &emptypb.Empty{}}
+		return client.NoStream()
 	case expectExists:
-		req.ExpectedRevision = &esdv1.AppendRequest_StreamExists{StreamExists: &emptypb.Empty{}}
+		return client.StreamExists()
 	case expectExact:
-		req.ExpectedRevision = &esdv1.AppendRequest_Exact{Exact: e.exact}
-	default:
-		req.ExpectedRevision = nil
+		return client.Exact(e.exact)
 	}
-}
-
-// setDelete is setAppend for DeleteStreamRequest, whose oneof has its own
-// Go types.
-func (e expectedRevision) setDelete(req *esdv1.DeleteStreamRequest) {
-	switch e.kind {
-	case expectNoStream:
-		req.ExpectedRevision = &esdv1.DeleteStreamRequest_NoStream{NoStream: &emptypb.Empty{}}
-	case expectExists:
-		req.ExpectedRevision = &esdv1.DeleteStreamRequest_StreamExists{StreamExists: &emptypb.Empty{}}
-	case expectExact:
-		req.ExpectedRevision = &esdv1.DeleteStreamRequest_Exact{Exact: e.exact}
-	default:
-		req.ExpectedRevision = nil
-	}
+	return client.Any()
 }
 
 func addExpectedFlag(cmd *cobra.Command, e *expectedRevision) {
@@ -143,7 +126,7 @@ prints what it found (and the events since) and exits with 4.`,
 	f := cmd.Flags()
 	f.StringVar(&o.eventType, "type", "", "event type (required)")
 	_ = cmd.MarkFlagRequired("type")
-	f.StringVar(&o.id, "id", "", "event id, a UUID (default: the server makes a UUIDv7)")
+	f.StringVar(&o.id, "id", "", "event id, a UUID (default: a new UUIDv7, the same for each retry, so that a retried append is written once)")
 	f.StringVar(&o.contentType, "content-type", "", "media type of the data (default application/json when the data is JSON, else application/octet-stream)")
 	f.StringVar(&o.metadata, "metadata", "", "event metadata")
 	f.StringArrayVar(&o.tags, "tag", nil, "tag to store with the event (repeatable)")
@@ -171,21 +154,20 @@ func (a *app) runAppend(ctx context.Context, o *appendOptions, args []string) er
 	if o.metadata != "" {
 		ev.Metadata = []byte(o.metadata)
 	}
-	req := &esdv1.AppendRequest{Stream: args[0], Events: []*esdv1.ProposedEvent{ev}}
-	o.expected.setAppend(req)
-
-	cli, err := a.streams()
+	if err := a.checkSize(ctx, "event data", ev.Data, ev.Metadata); err != nil {
+		return err
+	}
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.Append(cctx, req)
+	stream := args[0]
+	resp, err := cli.Append(ctx, stream, o.expected.expected(), ev)
 	if err != nil {
 		return err
 	}
 	rows := [][2]string{
-		{"STREAM", req.GetStream()},
+		{"STREAM", stream},
 		{"FIRST REVISION", strconv.FormatUint(resp.GetFirstRevision(), 10)},
 		{"LAST REVISION", strconv.FormatUint(resp.GetLastRevision(), 10)},
 		{"FIRST POSITION", strconv.FormatUint(resp.GetFirstPosition(), 10)},

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -56,31 +57,24 @@ func TestParseExpected(t *testing.T) {
 	}
 }
 
-func TestExpectedSetsOneof(t *testing.T) {
+func TestExpectedToClient(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
+	for _, tc := range []struct {
 		in   string
-		want *esdv1.AppendRequest
+		want client.Expected
 	}{
-		{"any", &esdv1.AppendRequest{}},
-		{"no-stream", &esdv1.AppendRequest{ExpectedRevision: &esdv1.AppendRequest_NoStream{NoStream: &emptypb.Empty{}}}},
-		{"exists", &esdv1.AppendRequest{ExpectedRevision: &esdv1.AppendRequest_StreamExists{StreamExists: &emptypb.Empty{}}}},
-		{"7", &esdv1.AppendRequest{ExpectedRevision: &esdv1.AppendRequest_Exact{Exact: 7}}},
-	}
-	for _, tc := range tests {
+		{"any", client.Any()},
+		{"no-stream", client.NoStream()},
+		{"exists", client.StreamExists()},
+		{"7", client.Exact(7)},
+		{"0", client.Exact(0)},
+	} {
 		e, err := parseExpected(tc.in)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := &esdv1.AppendRequest{}
-		e.setAppend(got)
-		if diff := cmp.Diff(tc.want, got, protocmp.Transform()); diff != "" {
-			t.Errorf("%s: AppendRequest (-want +got):\n%s", tc.in, diff)
-		}
-		del := &esdv1.DeleteStreamRequest{}
-		e.setDelete(del)
-		if got, want := formatExpected(deleteExpectation(del)), formatExpected(appendExpectation(got)); got != want {
-			t.Errorf("%s: delete expects %s, append %s", tc.in, got, want)
+		if got := e.expected(); got != tc.want {
+			t.Errorf("%s: the client's expectation is %v, want %v", tc.in, got, tc.want)
 		}
 	}
 }

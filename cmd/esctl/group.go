@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -35,8 +36,10 @@ parked: see esctl group parked and replay-parked.`
 	return cmd
 }
 
-func (a *app) groups() (esdv1.ConsumerGroupServiceClient, error) {
-	conn, err := a.dial()
+// groupStubs is the stub of the consumer-group service, for group join
+// (see conn).
+func (a *app) groupStubs() (esdv1.ConsumerGroupServiceClient, error) {
+	conn, err := a.conn()
 	if err != nil {
 		return nil, err
 	}
@@ -193,17 +196,15 @@ func (o *groupCreateOptions) group(cmd *cobra.Command, name string) (*esdv1.Grou
 }
 
 func (a *app) runGroupCreate(ctx context.Context, g *esdv1.Group) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.CreateGroup(cctx, &esdv1.CreateGroupRequest{Group: g})
+	info, err := cli.CreateGroup(ctx, g)
 	if err != nil {
 		return err
 	}
-	return a.printGroupInfo(resp.GetInfo(), "CreateGroupResponse")
+	return a.printGroupInfo(info, "CreateGroupResponse")
 }
 
 func (a *app) newGroupUpdateCmd() *cobra.Command {
@@ -232,11 +233,11 @@ created.`,
 // at once may overwrite each other's changes; the API has no version to
 // guard against that.
 func (a *app) runGroupUpdate(ctx context.Context, cmd *cobra.Command, name string, s *groupSettings) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cur, err := a.getGroup(ctx, cli, name)
+	cur, err := getGroup(ctx, cli, name)
 	if err != nil {
 		return err
 	}
@@ -248,26 +249,22 @@ func (a *app) runGroupUpdate(ctx context.Context, cmd *cobra.Command, name strin
 	if err := s.apply(cmd, g); err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.UpdateGroup(cctx, &esdv1.UpdateGroupRequest{Group: g})
+	info, err := cli.UpdateGroup(ctx, g)
 	if err != nil {
 		return err
 	}
-	return a.printGroupInfo(resp.GetInfo(), "UpdateGroupResponse")
+	return a.printGroupInfo(info, "UpdateGroupResponse")
 }
 
-func (a *app) getGroup(ctx context.Context, cli esdv1.ConsumerGroupServiceClient, name string) (*esdv1.GroupInfo, error) {
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.GetGroup(cctx, &esdv1.GetGroupRequest{Name: name})
+func getGroup(ctx context.Context, cli *client.Client, name string) (*esdv1.GroupInfo, error) {
+	info, err := cli.GetGroup(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	if resp.GetInfo() == nil {
+	if info == nil {
 		return nil, fmt.Errorf("server sent GetGroupResponse without info")
 	}
-	return resp.GetInfo(), nil
+	return info, nil
 }
 
 func (a *app) newGroupInfoCmd() *cobra.Command {
@@ -276,11 +273,11 @@ func (a *app) newGroupInfoCmd() *cobra.Command {
 		Short: "Describe a consumer group and its progress",
 		Args:  cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			cli, err := a.groups()
+			cli, err := a.connect()
 			if err != nil {
 				return err
 			}
-			info, err := a.getGroup(cmd.Context(), cli, args[0])
+			info, err := getGroup(cmd.Context(), cli, args[0])
 			if err != nil {
 				return err
 			}
@@ -356,13 +353,11 @@ func (a *app) newGroupLsCmd() *cobra.Command {
 }
 
 func (a *app) runGroupLs(ctx context.Context) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.ListGroups(cctx, &esdv1.ListGroupsRequest{})
+	groups, err := cli.ListGroups(ctx)
 	if err != nil {
 		return err
 	}
@@ -378,7 +373,7 @@ func (a *app) runGroupLs(ctx context.Context) error {
 				strconv.FormatUint(info.GetDelivered(), 10),
 				strconv.FormatUint(info.GetAcked(), 10)}
 		})
-	for _, info := range resp.GetGroups() {
+	for _, info := range groups {
 		if err := out.add(info); err != nil {
 			return err
 		}
@@ -400,17 +395,14 @@ streams end with GROUP_NOT_FOUND.`,
 }
 
 func (a *app) runGroupRm(ctx context.Context, name string) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.DeleteGroup(cctx, &esdv1.DeleteGroupRequest{Name: name})
-	if err != nil {
+	if err := cli.DeleteGroup(ctx, name); err != nil {
 		return err
 	}
-	return a.printKV(resp, [][2]string{{"GROUP", name}, {"DELETED", "true"}})
+	return a.printKV(&esdv1.DeleteGroupResponse{}, [][2]string{{"GROUP", name}, {"DELETED", "true"}})
 }
 
 type groupParkedOptions struct {
@@ -437,25 +429,21 @@ func (a *app) newGroupParkedCmd() *cobra.Command {
 // parkedReasonWidth is how much of a park reason a table shows.
 const parkedReasonWidth = 40
 
-// runGroupParked follows next_page_token through every page; each page is
-// its own call under --timeout.
+// runGroupParked lists every page (each its own call under --timeout) up
+// to --limit.
 func (a *app) runGroupParked(ctx context.Context, name string, o groupParkedOptions) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	req := &esdv1.ListParkedRequest{Group: name}
+	var pageSize uint32
 	if o.limit > 0 && o.limit < 1000 {
-		req.PageSize = uint32(o.limit) // no point fetching a full page
+		pageSize = uint32(o.limit) // no point fetching a full page
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the listing at --limit
 	out := newRecordWriter(a, []string{"POSITION", "STREAM", "REVISION", "TYPE", "DELIVERIES", "REASON", "PARKED-AT"}, parkedRow)
-	return writePages(out, o.limit, func(token string) ([]*esdv1.ParkedEvent, string, error) {
-		req.PageToken = token
-		cctx, cancel := a.callCtx(ctx)
-		defer cancel()
-		resp, err := cli.ListParked(cctx, req)
-		return resp.GetEvents(), resp.GetNextPageToken(), err
-	})
+	return writeAll(out, o.limit, cli.ListParked(ctx, name, pageSize))
 }
 
 // parkedRow shows a parked event; one deleted since it was parked comes
@@ -484,26 +472,24 @@ delivery counts start again. An event leaves the parked list when it is
 acknowledged.`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			return a.runReplayParked(cmd.Context(), &esdv1.ReplayParkedRequest{Group: args[0], MaxCount: limit})
+			return a.runReplayParked(cmd.Context(), args[0], limit)
 		}),
 	}
 	cmd.Flags().Uint64Var(&limit, "max", 0, "most events to replay, oldest first (0 = all)")
 	return cmd
 }
 
-func (a *app) runReplayParked(ctx context.Context, req *esdv1.ReplayParkedRequest) error {
-	cli, err := a.groups()
+func (a *app) runReplayParked(ctx context.Context, group string, maxCount uint64) error {
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.ReplayParked(cctx, req)
+	n, err := cli.ReplayParked(ctx, group, maxCount)
 	if err != nil {
 		return err
 	}
-	return a.printKV(resp, [][2]string{
-		{"GROUP", req.GetGroup()},
-		{"REPLAYED", strconv.FormatUint(resp.GetReplayed(), 10)},
+	return a.printKV(&esdv1.ReplayParkedResponse{Replayed: n}, [][2]string{
+		{"GROUP", group},
+		{"REPLAYED", strconv.FormatUint(n, 10)},
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"iter"
 	"strings"
 	"text/tabwriter"
 	"unicode"
@@ -205,35 +206,23 @@ func printable(b []byte) bool {
 	return true
 }
 
-// writePages writes the records of every page fetch returns (following
-// its next-page tokens, each page its own call) up to limit (0: all),
-// fetching no page only to drop it.
-func writePages[T proto.Message](out *recordWriter[T], limit int, fetch func(token string) ([]T, string, error)) error {
-	n, token := 0, ""
-	for {
-		recs, next, err := fetch(token)
+// writeAll writes the records of a listing up to limit (0: all); the
+// caller's context ends the listing when it stops early.
+func writeAll[T proto.Message](out *recordWriter[T], limit int, recs iter.Seq2[T, error]) error {
+	n := 0
+	for r, err := range recs {
 		if err != nil {
 			out.abort()
 			return err
 		}
-		for _, r := range recs {
-			if err := out.add(r); err != nil {
-				return err
-			}
-			n++
-			if n == limit {
-				return out.close()
-			}
+		if err := out.add(r); err != nil {
+			return err
 		}
-		if next == "" {
-			return out.close()
+		if n++; n == limit {
+			break
 		}
-		if next == token {
-			out.abort()
-			return fmt.Errorf("server returned the same page token %q twice", next)
-		}
-		token = next
 	}
+	return out.close()
 }
 
 // embedJSONData rewrites protojson's output so that every "data" member

@@ -200,12 +200,13 @@ func TestExitCodes(t *testing.T) {
 		wantStderr string
 	}{
 		{"ok", addr, []string{"read", "s-1"}, exitOK, ""},
-		{"deadline when connected", hanging, []string{"info", "s-1", "--timeout", "200ms"}, exitError, "(code: DeadlineExceeded)"},
+		{"deadline when connected", hanging, []string{"info", "s-1", "--timeout", "200ms"}, exitError, "esctl: deadline exceeded after 200ms (--timeout)"},
 		{"wrong expected revision", addr, []string{"append", "s-1", "two", "--type", "T", "--expected", "no-stream"}, exitWrongRevision, "(reason: WRONG_EXPECTED_REVISION)"},
 		{"wrong expected revision on delete", addr, []string{"delete", "s-1", "--expected", "7"}, exitWrongRevision, "(reason: WRONG_EXPECTED_REVISION)"},
 		{"unreachable", closedAddr(t), []string{"info", "s-1"}, exitUnavailable, "cannot reach esd"},
 		{"unreachable read", closedAddr(t), []string{"read", "s-1"}, exitUnavailable, "cannot reach esd"},
-		{"deadline while connecting", silentAddr(t), []string{"info", "s-1", "--timeout", "200ms"}, exitUnavailable, "cannot reach esd"},
+		{"deadline while connecting", silentAddr(t), []string{"info", "s-1", "--timeout", "200ms"}, exitUnavailable, "no connection within 200ms (--timeout)"},
+		{"unresolvable", "no-such-host.invalid:7400", []string{"info", "s-1", "--timeout", "2s"}, exitUnavailable, "cannot reach esd"},
 		{"unreachable bench", closedAddr(t), []string{"bench", "append", "-d", "100ms"}, exitUnavailable, "cannot reach esd"},
 		{"not found", addr, []string{"read", "missing"}, exitError, "(reason: STREAM_NOT_FOUND)"},
 		{"invalid argument", addr, []string{"append", "$system", "x", "--type", "T"}, exitError, "(reason: INVALID_ARGUMENT)"},
