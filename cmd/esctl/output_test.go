@@ -105,7 +105,7 @@ func TestEmbedJSONData(t *testing.T) {
 		{`{"a":"1","data":"eyJ4IjoxfQ=="}`, `{"a":"1","data":{"x":1}}`},
 		{`[{"data":"WzFd"},{"data":""}]`, `[{"data":[1]},{"data":""}]`},
 		{`{"data":"bm90IGpzb24="}`, `{"data":"bm90IGpzb24="}`},
-		{`{"data":"!!"}`, `{"data":"!!"}`},                                  // not base64: left as it is
+		{`{"data":"!!"}`, `{"data":"!!"}`},                                   // not base64: left as it is
 		{`{"event":{"data":"eyJ4Ijp7fX0="}}`, `{"event":{"data":{"x":{}}}}`}, // nested
 		{`{"other":"eyJ4IjoxfQ=="}`, `{"other":"eyJ4IjoxfQ=="}`},             // only data is bytes
 		{`{"data":"eyJ4Ijox"}`, `{"data":"eyJ4Ijox"}`},                       // invalid JSON {"x":1

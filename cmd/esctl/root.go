@@ -348,6 +348,7 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 	}
 	return code
 }
+
 // printWrongRevision shows what a failed condition found, one fact a line.
 func printWrongRevision(w io.Writer, d *esdv1.WrongExpectedRevision) {
 	fmt.Fprintf(w, "  stream:       %s\n", d.GetStream())
