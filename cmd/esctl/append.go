@@ -108,8 +108,9 @@ type appendOptions struct {
 func (a *app) newAppendCmd() *cobra.Command {
 	var o appendOptions
 	cmd := &cobra.Command{
-		Use:   "append STREAM [DATA]",
-		Short: "Append one event to a stream",
+		Use:               "append STREAM [DATA]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Append one event to a stream",
 		Long: `Append one event to STREAM.
 
 The data comes from the DATA argument, from --file (- for stdin), or from

@@ -167,6 +167,7 @@ func (a *app) newGroupCreateCmd() *cobra.Command {
 		}),
 	}
 	addTargetFlags(cmd, &o.target, true)
+	_ = cmd.RegisterFlagCompletionFunc("stream", a.completeStreamFlag)
 	addFromFlag(cmd, &o.from, "where the group starts: start, end (only events committed from now on), or after position N of $all")
 	addGroupSettingsFlags(cmd, &o.settings)
 	return cmd
@@ -210,8 +211,9 @@ func (a *app) runGroupCreate(ctx context.Context, g *esdv1.Group) error {
 func (a *app) newGroupUpdateCmd() *cobra.Command {
 	var s groupSettings
 	cmd := &cobra.Command{
-		Use:   "update NAME",
-		Short: "Change a consumer group's settings (not its target or start)",
+		Use:               "update NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "Change a consumer group's settings (not its target or start)",
 		Long: `Change the settings given; the others stay as they are. Members see the
 change at once. A group's target, filter and start are fixed when it is
 created.`,
@@ -269,9 +271,10 @@ func getGroup(ctx context.Context, cli *client.Client, name string) (*esdv1.Grou
 
 func (a *app) newGroupInfoCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "info NAME",
-		Short: "Describe a consumer group and its progress",
-		Args:  cobra.ExactArgs(1),
+		Use:               "info NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "Describe a consumer group and its progress",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			cli, err := a.connect()
 			if err != nil {
@@ -383,8 +386,9 @@ func (a *app) runGroupLs(ctx context.Context) error {
 
 func (a *app) newGroupRmCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "rm NAME",
-		Short: "Delete a consumer group, its checkpoint and its parked events",
+		Use:               "rm NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "Delete a consumer group, its checkpoint and its parked events",
 		Long: `Delete a consumer group with its checkpoint and parked events. Its members'
 streams end with GROUP_NOT_FOUND.`,
 		Args: cobra.ExactArgs(1),
@@ -412,9 +416,10 @@ type groupParkedOptions struct {
 func (a *app) newGroupParkedCmd() *cobra.Command {
 	var o groupParkedOptions
 	cmd := &cobra.Command{
-		Use:   "parked NAME",
-		Short: "List a consumer group's parked events, by position",
-		Args:  cobra.ExactArgs(1),
+		Use:               "parked NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "List a consumer group's parked events, by position",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			if o.limit < 0 {
 				return usagef("--limit must not be negative")
@@ -465,8 +470,9 @@ func parkedRow(p *esdv1.ParkedEvent) []string {
 func (a *app) newGroupReplayParkedCmd() *cobra.Command {
 	var limit uint64
 	cmd := &cobra.Command{
-		Use:   "replay-parked NAME",
-		Short: "Hand a consumer group's parked events back to its members",
+		Use:               "replay-parked NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "Hand a consumer group's parked events back to its members",
 		Long: `Hand parked events back to the group's members, oldest first; their
 delivery counts start again. An event leaves the parked list when it is
 acknowledged.`,

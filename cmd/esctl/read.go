@@ -19,8 +19,9 @@ type readOptions struct {
 func (a *app) newReadCmd() *cobra.Command {
 	var o readOptions
 	cmd := &cobra.Command{
-		Use:   "read STREAM",
-		Short: "Read a stream's events",
+		Use:               "read STREAM",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Read a stream's events",
 		Long: `Read a stream's events, oldest first (newest first with --backward).
 
 With -o json (one array) or -o jsonl (one event a line), an event's "data"

@@ -32,9 +32,10 @@ the policy of the stream's category: see esctl snapshot policy.`
 
 func (a *app) newSnapshotLsCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "ls STREAM",
-		Short: "List a stream's snapshots, oldest first",
-		Args:  cobra.ExactArgs(1),
+		Use:               "ls STREAM",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "List a stream's snapshots, oldest first",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			cli, err := a.connect()
 			if err != nil {
@@ -66,8 +67,9 @@ func (a *app) newSnapshotGetCmd() *cobra.Command {
 		raw      bool
 	)
 	cmd := &cobra.Command{
-		Use:   "get STREAM [--revision N] [--schema V]",
-		Short: "Show a stream's latest usable snapshot (at or below --revision)",
+		Use:               "get STREAM [--revision N] [--schema V]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Show a stream's latest usable snapshot (at or below --revision)",
 		Example: `  esctl snapshot get order-7
   esctl snapshot get order-7 --revision 100 --schema 2 --raw > state.bin`,
 		Args: cobra.ExactArgs(1),
@@ -118,8 +120,9 @@ type snapshotSaveOptions struct {
 func (a *app) newSnapshotSaveCmd() *cobra.Command {
 	var o snapshotSaveOptions
 	cmd := &cobra.Command{
-		Use:   "save STREAM --revision N --type T (--data D | --file F | -)",
-		Short: "Save a snapshot of a stream as of a revision",
+		Use:               "save STREAM --revision N --type T (--data D | --file F | -)",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Save a snapshot of a stream as of a revision",
 		Long: `Save a snapshot of STREAM as of --revision, which must be a visible event
 of the stream. The data comes from --data, from --file (- for stdin), or
 from stdin when neither is given and stdin is not a terminal. A snapshot
@@ -172,9 +175,10 @@ older than the stream's newest --snapshot-retention ones is not stored
 func (a *app) newSnapshotRmCmd() *cobra.Command {
 	var before uint64
 	cmd := &cobra.Command{
-		Use:   "rm STREAM [--before N]",
-		Short: "Delete a stream's snapshots (all, or those below --before)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "rm STREAM [--before N]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Delete a stream's snapshots (all, or those below --before)",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().Changed("before") && before == 0 {
 				return usagef("--before 0 deletes nothing; leave it out to delete all")
@@ -294,8 +298,9 @@ func (a *app) newSnapshotPolicyRmCmd() *cobra.Command {
 func (a *app) newLoadCmd() *cobra.Command {
 	var schema uint32
 	cmd := &cobra.Command{
-		Use:   "load STREAM [--schema V]",
-		Short: "Load a stream: its latest snapshot, then the events after it",
+		Use:               "load STREAM [--schema V]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Load a stream: its latest snapshot, then the events after it",
 		Long: `Load STREAM as an aggregate does, in one call: its latest usable snapshot
 of --schema (if any), then every event after it, then the head and the
 server's snapshot advice. With -o json one object {snapshot, events, end};

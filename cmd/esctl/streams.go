@@ -12,9 +12,10 @@ import (
 
 func (a *app) newInfoCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "info STREAM",
-		Short: "Describe a stream",
-		Args:  cobra.ExactArgs(1),
+		Use:               "info STREAM",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Describe a stream",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			return a.runInfo(cmd.Context(), args[0])
 		}),
@@ -77,9 +78,10 @@ type lsOptions struct {
 func (a *app) newLsCmd() *cobra.Command {
 	var o lsOptions
 	cmd := &cobra.Command{
-		Use:   "ls [PREFIX]",
-		Short: "List streams (deleted ones too), by name",
-		Args:  cobra.MaximumNArgs(1),
+		Use:               "ls [PREFIX]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "List streams (deleted ones too), by name",
+		Args:              cobra.MaximumNArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			prefix := ""
 			if len(args) == 1 {
@@ -126,8 +128,9 @@ type deleteOptions struct {
 func (a *app) newDeleteCmd() *cobra.Command {
 	var o deleteOptions
 	cmd := &cobra.Command{
-		Use:   "delete STREAM",
-		Short: "Soft-delete a stream, or tombstone it for good",
+		Use:               "delete STREAM",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Soft-delete a stream, or tombstone it for good",
 		Long: `Soft-delete STREAM: it reads as deleted until appended to again, and
 revisions then continue after the old head. With --tombstone the stream is
 deleted forever and every later append fails.`,
