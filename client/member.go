@@ -91,11 +91,10 @@ func (c *Client) RunMember(ctx context.Context, group string, handler Handler, o
 	wait := 50 * time.Millisecond
 	for {
 		joined, err := c.member(ctx, group, handler, o)
-		if ctx.Err() != nil {
-			return nil
-		}
-		err = asError(err)
-		if !IsTemporary(err) {
+		switch err = asError(err); {
+		case ctx.Err() != nil:
+			return nil //nolint:nilerr // the stop asked for: whatever ended the call, the member drained
+		case !IsTemporary(err):
 			return err
 		}
 		if joined {
@@ -213,17 +212,21 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 	defer deadline.Stop()
 	select {
 	case <-sendDone: // every outcome sent, the send side closed
-	case <-recvDone:
-		return true, nil
+	case err := <-recvDone: // the acks of the handlers in flight are lost
+		return true, err
 	case <-deadline.C:
 		return true, nil // the deferred cancels end the handlers and the call
 	}
 	// The server ends the call once it has read the close, after the acks.
 	select {
-	case <-recvDone:
+	case err := <-recvDone:
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		return true, err
 	case <-deadline.C:
+		return true, nil
 	}
-	return true, nil
 }
 
 // sendOutcomes sends the handlers' acks and nacks, as many a message as

@@ -194,3 +194,5 @@ func TestServerInfoAndConn(t *testing.T) {
 		t.Fatalf("GetStream on Conn = %v, %v; want head 2", resp, err)
 	}
 }
+
+func fmtS(v any) string { return fmt.Sprint(v) }
