@@ -305,7 +305,8 @@ func (a *app) newLoadCmd() *cobra.Command {
 of --schema (if any), then every event after it, then the head and the
 server's snapshot advice. With -o json one object {snapshot, events, end};
 with -o jsonl one object a line: {"snapshot": ...}, {"event": ...} each,
-{"end": ...}.`,
+{"end": ...}. The load is one call under --timeout, retried whole after
+a temporary error: what is printed is one consistent load.`,
 		Example: `  esctl load order-7
   esctl load order-7 --schema 2 -o jsonl | jq -c .event.type`,
 		Args: cobra.ExactArgs(1),
@@ -346,7 +347,7 @@ func (a *app) runLoad(ctx context.Context, stream string, schema uint32) error {
 	return out.close()
 }
 
-// loadWriter prints a load as it comes: in a table, the snapshot's rows,
+// loadWriter prints a load: in a table, the snapshot's rows,
 // the events' table (as read prints it), the end's rows; in json, one
 // object; in jsonl, one object a line.
 type loadWriter struct {
@@ -492,17 +493,4 @@ func (w *loadWriter) close() error {
 		}
 	}
 	return nil
-}
-
-// abort ends the output after a failed load: what was printed stays
-// printed.
-func (w *loadWriter) abort() {
-	switch {
-	case w.a.output == formatTable && w.evs != nil && !w.closed:
-		w.evs.abort()
-	case w.a.output == formatJSON && w.nEv > 0:
-		_, _ = io.WriteString(w.a.stdout, "\n  ]\n}\n") // the load's error is what gets reported
-	case w.a.output == formatJSON && w.parts > 0:
-		_, _ = io.WriteString(w.a.stdout, "\n}\n")
-	}
 }
