@@ -155,7 +155,7 @@ func (a *app) runAppend(ctx context.Context, o *appendOptions, args []string) er
 	if o.metadata != "" {
 		ev.Metadata = []byte(o.metadata)
 	}
-	if err := a.checkSize(ctx, "event data", ev.Data, ev.Metadata); err != nil {
+	if err := a.checkSize(ctx, "event data", client.ReasonEventTooLarge, ev.Data, ev.Metadata); err != nil {
 		return err
 	}
 	cli, err := a.connect()

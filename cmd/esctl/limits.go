@@ -43,21 +43,29 @@ func (a *app) limits(ctx context.Context) (serverLimits, error) {
 	return serverLimits{}, err
 }
 
+// reasonSnapshotTooLarge is the server's reason for snapshot data over
+// its --max-event-bytes.
+const reasonSnapshotTooLarge = "SNAPSHOT_TOO_LARGE"
+
 // tooLargeError is an input refused before it was sent.
 type tooLargeError struct {
 	what  string // "event data", "snapshot data", ...
 	size  int
 	limit uint64
 	flag  string // esd's flag that sets the limit
+	// reason is the server's reason for the same refusal, so that a
+	// script sees one reason whichever side refused.
+	reason string
 }
 
 func (e *tooLargeError) Error() string {
-	return fmt.Sprintf("%s of %d bytes is more than the server's limit of %d bytes (esd --%s): not sent", e.what, e.size, e.limit, e.flag)
+	return fmt.Sprintf("%s of %d bytes is more than the server's limit of %d bytes (esd --%s): not sent (reason: %s)",
+		e.what, e.size, e.limit, e.flag, e.reason)
 }
 
 // checkSize refuses an event (or snapshot, what says which) of data and
 // metadata that the server would refuse, without sending it.
-func (a *app) checkSize(ctx context.Context, what string, data, metadata []byte) error {
+func (a *app) checkSize(ctx context.Context, what, reason string, data, metadata []byte) error {
 	if len(data)+len(metadata) <= askLimitsAbove {
 		return nil
 	}
@@ -66,10 +74,11 @@ func (a *app) checkSize(ctx context.Context, what string, data, metadata []byte)
 		return err
 	}
 	if lim.eventBytes > 0 && uint64(len(data)) > lim.eventBytes {
-		return &tooLargeError{what: what, size: len(data), limit: lim.eventBytes, flag: "max-event-bytes"}
+		return &tooLargeError{what: what, size: len(data), limit: lim.eventBytes, flag: "max-event-bytes", reason: reason}
 	}
 	if total := len(data) + len(metadata); lim.appendBytes > 0 && uint64(total) > lim.appendBytes {
-		return &tooLargeError{what: "event data and metadata", size: total, limit: lim.appendBytes, flag: "max-append-bytes"}
+		return &tooLargeError{what: "event data and metadata", size: total, limit: lim.appendBytes, flag: "max-append-bytes",
+			reason: client.ReasonRequestTooLarge}
 	}
 	return nil
 }
@@ -80,7 +89,7 @@ func (a *app) checkSize(ctx context.Context, what string, data, metadata []byte)
 func limitHint(st *status.Status) string {
 	flag := ""
 	switch errorReason(st) {
-	case client.ReasonEventTooLarge, "SNAPSHOT_TOO_LARGE":
+	case client.ReasonEventTooLarge, reasonSnapshotTooLarge:
 		flag = "max-event-bytes"
 	case client.ReasonRequestTooLarge:
 		flag = "max-append-bytes"

@@ -22,11 +22,11 @@ func TestInputOverLimitNotSent(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 20<<20)
 
 	_, stderr, code := runCLI(t, srv.addr, bytes.NewReader(big), "append", "big-1", "--type", "T")
-	if code != exitError || !strings.Contains(stderr, "event data of 20971520 bytes is more than the server's limit of 1048576 bytes (esd --max-event-bytes): not sent") {
+	if code != exitError || !strings.Contains(stderr, "event data of 20971520 bytes is more than the server's limit of 1048576 bytes (esd --max-event-bytes): not sent (reason: EVENT_TOO_LARGE)") {
 		t.Errorf("append of 20 MiB: exit %d, stderr %q", code, stderr)
 	}
 	_, stderr, code = runCLI(t, srv.addr, bytes.NewReader(big[:2<<20]), "snapshot", "save", "big-1", "--revision", "0", "--type", "S")
-	if code != exitError || !strings.Contains(stderr, "snapshot data of 2097152 bytes is more than the server's limit of 1048576 bytes (esd --max-event-bytes)") {
+	if code != exitError || !strings.Contains(stderr, "snapshot data of 2097152 bytes is more than the server's limit of 1048576 bytes (esd --max-event-bytes): not sent (reason: SNAPSHOT_TOO_LARGE)") {
 		t.Errorf("snapshot save of 2 MiB: exit %d, stderr %q", code, stderr)
 	}
 	if n := len(srv.requests(t, "Append")) + len(srv.requests(t, "SaveSnapshot")); n != 0 {

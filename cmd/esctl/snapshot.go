@@ -142,7 +142,7 @@ older than the stream's newest --snapshot-retention ones is not stored
 					return err
 				}
 			}
-			if err := a.checkSize(cmd.Context(), "snapshot data", data, nil); err != nil {
+			if err := a.checkSize(cmd.Context(), "snapshot data", reasonSnapshotTooLarge, data, nil); err != nil {
 				return err
 			}
 			cli, err := a.connect()
