@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
-	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -197,33 +196,4 @@ func TestAppendWrongRevisionDetail(t *testing.T) {
 	if code != exitWrongRevision || !strings.Contains(stderr, "actual head:  none") || !strings.Contains(stderr, "exists:       false") {
 		t.Errorf("exit %d, stderr:\n%s", code, stderr)
 	}
-}
-
-var expectAnyProto = &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Any{Any: &emptypb.Empty{}}}
-
-// appendExpectation is an AppendRequest's expected revision as the
-// WrongExpectedRevision detail has it.
-func appendExpectation(req *esdv1.AppendRequest) *esdv1.ExpectedRevision {
-	switch k := req.GetExpectedRevision().(type) {
-	case *esdv1.AppendRequest_NoStream:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_NoStream{NoStream: &emptypb.Empty{}}}
-	case *esdv1.AppendRequest_StreamExists:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_StreamExists{StreamExists: &emptypb.Empty{}}}
-	case *esdv1.AppendRequest_Exact:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Exact{Exact: k.Exact}}
-	}
-	return expectAnyProto
-}
-
-// deleteExpectation is appendExpectation for a DeleteStreamRequest.
-func deleteExpectation(req *esdv1.DeleteStreamRequest) *esdv1.ExpectedRevision {
-	switch k := req.GetExpectedRevision().(type) {
-	case *esdv1.DeleteStreamRequest_NoStream:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_NoStream{NoStream: &emptypb.Empty{}}}
-	case *esdv1.DeleteStreamRequest_StreamExists:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_StreamExists{StreamExists: &emptypb.Empty{}}}
-	case *esdv1.DeleteStreamRequest_Exact:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Exact{Exact: k.Exact}}
-	}
-	return expectAnyProto
 }
