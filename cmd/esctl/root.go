@@ -321,10 +321,9 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 	case !isStatus:
 		fmt.Fprintf(a.stderr, "esctl: %v\n", err)
 	case code == exitUnavailable && st.Code() == codes.DeadlineExceeded:
+		// No TLS hint: a TLS mismatch fails the handshake at once, it
+		// does not leave the connection hanging.
 		fmt.Fprintf(a.stderr, "esctl: cannot reach esd at %s: no connection within %s (--timeout)\n", a.addr, a.timeout)
-		if hint := a.tls.hint(st.Message()); hint != "" {
-			fmt.Fprintf(a.stderr, "hint: %s\n", hint)
-		}
 	case code == exitUnavailable:
 		fmt.Fprintf(a.stderr, "esctl: cannot reach esd at %s: %s (code: %s)\n", a.addr, st.Message(), st.Code())
 		if hint := a.tls.hint(st.Message()); hint != "" {
