@@ -99,7 +99,9 @@ func DeliveryCount(ctx context.Context) uint32 {
 // the member fails.
 //
 // A lost connection or a server restarting is not a failure: the member
-// joins again, with backoff, for as long as ctx lasts. It fails, and
+// joins again, with backoff, for as long as ctx lasts once it has joined
+// once (before that, as often as WithRetries allows: a wrong address
+// fails). It fails, and
 // returns the *Error, when the group does not exist or is deleted
 // (NOT_FOUND/GROUP_NOT_FOUND) or the server refuses it otherwise.
 func (c *Client) RunMember(ctx context.Context, group string, handler Handler, opts ...MemberOption) error {
@@ -108,16 +110,18 @@ func (c *Client) RunMember(ctx context.Context, group string, handler Handler, o
 		fn(&o)
 	}
 	wait := 50 * time.Millisecond
+	failures, everJoined := 0, false
 	for {
 		joined, err := c.member(ctx, group, handler, o)
 		switch err = asError(err); {
 		case ctx.Err() != nil:
 			return nil //nolint:nilerr // the stop asked for: whatever ended the call, the member drained
-		case !IsTemporary(err):
+		case !IsTemporary(err), !everJoined && !joined && failures >= c.opts.retries:
 			return err
 		}
+		failures++
 		if joined {
-			wait = 50 * time.Millisecond
+			everJoined, wait = true, 50*time.Millisecond
 		}
 		if !sleep(ctx, &wait) {
 			return nil

@@ -1,0 +1,129 @@
+package client_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/esdhq/esd/client"
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+)
+
+// proxy forwards TCP connections to an address; cut breaks those open,
+// as a network failure would.
+type proxy struct {
+	addr  string
+	lis   net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{addr: lis.Addr().String(), lis: lis}
+	p.wg.Go(func() {
+		for {
+			in, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			p.wg.Go(func() { _, _ = io.Copy(out, in); _ = out.Close() })
+			p.wg.Go(func() { _, _ = io.Copy(in, out); _ = in.Close() })
+		}
+	})
+	t.Cleanup(func() {
+		_ = lis.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// TestSubscriptionAndMemberSurviveALostConnection cuts the connection
+// under a live subscription and a group member: the subscription resumes
+// without a gap or a duplicate, the member joins again, and no event is
+// lost.
+func TestSubscriptionAndMemberSurviveALostConnection(t *testing.T) {
+	direct, srv := dial(t)
+	p := startProxy(t, srv.Addr)
+	c, err := client.Dial(p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	createGroup(t, direct, "rc", "rc", esdv1.GroupStrategy_GROUP_STRATEGY_ROUND_ROBIN)
+	appendN(t, direct, "rc-1", 3)
+
+	var (
+		mu      sync.Mutex
+		handled = map[string]bool{}
+		joins   int
+	)
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
+	member := runMember(mctx, c, "rc", func(_ context.Context, ev *esdv1.RecordedEvent) error {
+		mu.Lock()
+		handled[ev.GetId()] = true
+		mu.Unlock()
+		return nil
+	}, client.OnJoined(func(string) { mu.Lock(); joins++; mu.Unlock() }))
+
+	var revs []uint64
+	caughtUp := 0
+	for se, err := range c.Subscribe(ctx, client.SubscribeStream("rc-1"), client.FromEnd()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case se.CaughtUp && caughtUp == 0:
+			caughtUp++
+			eventually(t, "the member handled the first events", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == 3 })
+			p.cut()
+			appendN(t, direct, "rc-1", 2) // while the client is cut off
+		case se.CaughtUp:
+			caughtUp++
+		case se.Event != nil:
+			revs = append(revs, se.Event.GetRevision())
+		}
+		if caughtUp == 2 { // the resumed subscription's
+			break
+		}
+	}
+	if fmtS(revs) != "[3 4]" || caughtUp != 2 {
+		t.Fatalf("subscription from the end across a cut: revisions %v, %d caught-up markers; want [3 4], 2", revs, caughtUp)
+	}
+	eventually(t, "the member handled every event", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == 5 })
+	stop()
+	if err := waitErr(t, member); err != nil {
+		t.Fatal(err)
+	}
+	if joins < 2 {
+		t.Fatalf("the member joined %d times, want again after the cut", joins)
+	}
+}
