@@ -101,9 +101,9 @@ func DeliveryCount(ctx context.Context) uint32 {
 // A lost connection or a server restarting is not a failure: the member
 // joins again, with backoff, for as long as ctx lasts once it has joined
 // once (before that, as often as WithRetries allows: a wrong address
-// fails). It fails, and
-// returns the *Error, when the group does not exist or is deleted
-// (NOT_FOUND/GROUP_NOT_FOUND) or the server refuses it otherwise.
+// fails). It fails, and returns the *Error, when the group does not
+// exist or is deleted (NOT_FOUND/GROUP_NOT_FOUND) or the server refuses
+// it otherwise.
 func (c *Client) RunMember(ctx context.Context, group string, handler Handler, opts ...MemberOption) error {
 	o := memberOptions{concurrency: 1, drain: 30 * time.Second}
 	for _, fn := range opts {
