@@ -5,11 +5,14 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/esdhq/esd/client"
+	"github.com/esdhq/esd/internal/testutil/esdtest"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"google.golang.org/grpc"
 )
 
 // proxy forwards TCP connections to an address; cut breaks those open,
@@ -125,5 +128,54 @@ func TestSubscriptionAndMemberSurviveALostConnection(t *testing.T) {
 	}
 	if joins < 2 {
 		t.Fatalf("the member joined %d times, want again after the cut", joins)
+	}
+}
+
+// TestReadResumesAfterALostConnection cuts the connection in the middle
+// of a read: the read goes on after the last event it yielded, with no
+// gap and no duplicate.
+func TestReadResumesAfterALostConnection(t *testing.T) {
+	var reads atomic.Int32
+	srv := esdtest.Start(t, func(o *esdtest.Options) {
+		o.Server.StreamInterceptors = append(o.Server.StreamInterceptors, func(s any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if info.FullMethod == esdv1.StreamService_ReadStream_FullMethodName {
+				reads.Add(1)
+			}
+			return h(s, ss)
+		})
+	})
+	direct := dialTo(t, srv)
+	const n = 1500
+	data := make([]byte, 4<<10) // more than the connection's flow-control window holds in flight
+	for i := 0; i < n; i += 100 {
+		events := make([]*esdv1.ProposedEvent, 100)
+		for j := range events {
+			events[j] = client.NewEvent("Big", data)
+		}
+		if _, err := direct.Append(context.Background(), "long-1", client.Any(), events...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := startProxy(t, srv.Addr)
+	c, err := client.Dial(p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var next uint64
+	for ev, err := range c.Read(context.Background(), "long-1") {
+		if err != nil {
+			t.Fatalf("after revision %d: %v", next, err)
+		}
+		if ev.GetRevision() != next {
+			t.Fatalf("revision %d after %d", ev.GetRevision(), next-1)
+		}
+		if next == 0 {
+			p.cut()
+		}
+		next++
+	}
+	if next != n || reads.Load() < 2 {
+		t.Fatalf("read %d events in %d calls; want %d, in more than one call", next, reads.Load(), n)
 	}
 }
