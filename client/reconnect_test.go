@@ -179,3 +179,38 @@ func TestReadResumesAfterALostConnection(t *testing.T) {
 		t.Fatalf("read %d events in %d calls; want %d, in more than one call", next, reads.Load(), n)
 	}
 }
+
+// TestNothingWaitsForeverOnAWrongAddress: a member or subscription that
+// never reached the server gives up after the client's retries.
+func TestNothingWaitsForeverOnAWrongAddress(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	_ = lis.Close() // nothing listens there now
+	c, err := client.Dial(addr, client.WithRetries(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = c.RunMember(ctx, "g", func(context.Context, *esdv1.RecordedEvent) error { return nil })
+	if !client.IsTemporary(err) || ctx.Err() != nil {
+		t.Fatalf("member at a wrong address: %v, want UNAVAILABLE before the deadline", err)
+	}
+	yielded := 0
+	for _, err := range c.Subscribe(ctx, client.SubscribeAll(client.Filter{})) {
+		yielded++
+		if !client.IsTemporary(err) || ctx.Err() != nil {
+			t.Fatalf("subscription at a wrong address: %v, want UNAVAILABLE before the deadline", err)
+		}
+	}
+	if yielded != 1 {
+		t.Fatalf("subscription at a wrong address yielded %d times, want its error once", yielded)
+	}
+	if _, err := c.Append(ctx, "s", client.Any(), client.NewEvent("E", nil)); !client.IsTemporary(err) {
+		t.Fatalf("append at a wrong address: %v, want UNAVAILABLE", err)
+	}
+}
