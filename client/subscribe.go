@@ -10,6 +10,7 @@ import (
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -97,8 +98,8 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Se
 	for _, fn := range opts {
 		fn(&o)
 	}
-	req := o.req
 	return func(yield func(SubscriptionEvent, error) bool) {
+		req := proto.CloneOf(o.req) // moved on as events come: each run starts where asked
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel() // a break ends the call
 		_, byStream := req.GetTarget().(*esdv1.SubscribeRequest_Stream)
