@@ -193,14 +193,19 @@ func TestMemberParksAndRetries(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		attempts = map[string]int{}
+		counts   []uint32
+		joined   atomic.Value
 		replayed = make(chan struct{}, 1)
 	)
 	mctx, stop := context.WithCancel(ctx)
 	defer stop()
-	done := runMember(mctx, c, "picky", func(_ context.Context, ev *esdv1.RecordedEvent) error {
+	done := runMember(mctx, c, "picky", func(hctx context.Context, ev *esdv1.RecordedEvent) error {
 		mu.Lock()
 		attempts[ev.GetType()]++
 		k := attempts[ev.GetType()]
+		if ev.GetType() == "E0" {
+			counts = append(counts, client.DeliveryCount(hctx))
+		}
 		mu.Unlock()
 		switch {
 		case ev.GetType() == "E0" && k == 1:
@@ -211,7 +216,7 @@ func TestMemberParksAndRetries(t *testing.T) {
 			replayed <- struct{}{}
 		}
 		return nil
-	})
+	}, client.OnJoined(func(id string) { joined.Store(id) }))
 	var parked []*esdv1.ParkedEvent
 	eventually(t, "E1 parked", func() bool {
 		parked = parked[:0]
@@ -227,10 +232,13 @@ func TestMemberParksAndRetries(t *testing.T) {
 		t.Fatalf("parked %v, want E1 with its reason", parked[0])
 	}
 	mu.Lock()
-	if attempts["E0"] != 2 {
-		t.Fatalf("E0 handled %d times, want 2 (a nack, then an ack)", attempts["E0"])
+	if attempts["E0"] != 2 || fmtS(counts) != "[1 2]" {
+		t.Fatalf("E0 handled %d times, delivery counts %v; want 2 (a nack, then an ack), counts [1 2]", attempts["E0"], counts)
 	}
 	mu.Unlock()
+	if id, _ := joined.Load().(string); id == "" {
+		t.Fatal("OnJoined was not called with a member id")
+	}
 	if n, err := c.ReplayParked(ctx, "picky", 0); err != nil || n != 1 {
 		t.Fatalf("ReplayParked = %d, %v; want 1", n, err)
 	}

@@ -17,7 +17,9 @@ import (
 // off. With it, concurrent Append calls share one long-lived AppendStream
 // call instead of a unary call each, which costs the client and the
 // server less per append; results and errors are those of the unary
-// call. A server without AppendStream gets unary calls.
+// call. A server without AppendStream gets unary calls. Pipelined
+// appends pass no unary interceptor (WithDialOptions): stream
+// interceptors see the one AppendStream call instead.
 func WithPipelining(on bool) Option { return func(o *options) { o.noPipeline = !on } }
 
 // Appends at least this large, or with this many events, go unary: the
