@@ -36,9 +36,9 @@ parked: see esctl group parked and replay-parked.`
 	return cmd
 }
 
-// groupStubs is the stub of the consumer-group service, for group join
-// (see conn).
-func (a *app) groupStubs() (esdv1.ConsumerGroupServiceClient, error) {
+// groups is the stub of the consumer-group service, for what the client
+// does not wrap (group join: see conn).
+func (a *app) groups() (esdv1.ConsumerGroupServiceClient, error) {
 	conn, err := a.conn()
 	if err != nil {
 		return nil, err

@@ -170,7 +170,7 @@ func (j *joinStream) end() error {
 // esctl still leaves properly (see leave), so the acks it sent count.
 // Like subscribe, membership is not bounded by --timeout; leaving is.
 func (a *app) runJoin(ctx context.Context, group string, o joinOptions) error {
-	cli, err := a.groupStubs()
+	cli, err := a.groups()
 	if err != nil {
 		return err
 	}
