@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -148,6 +149,9 @@ func TestServerInfo(t *testing.T) {
 			t.Errorf("server info lacks %q:\n%s", want, out)
 		}
 	}
+	if !regexp.MustCompile(`(?m)^MAX EVENT BYTES +1048576$`).MatchString(out) || !regexp.MustCompile(`(?m)^MAX APPEND EVENTS +10000$`).MatchString(out) {
+		t.Errorf("server info lacks the append limits:\n%s", out)
+	}
 	var resp esdv1.GetServerInfoResponse
 	out = mustRun(t, addr, "server", "info", "-o", "jsonl")
 	if strings.Count(out, "\n") != 1 {
@@ -171,5 +175,9 @@ func TestServerInfoTable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("server info lacks %q:\n%s", want, out)
 		}
+	}
+	// An esd that does not report its limits (older than the fields).
+	if !regexp.MustCompile(`(?m)^MAX EVENT BYTES +-$`).MatchString(out) {
+		t.Errorf("server info of a server without limits does not show them as -:\n%s", out)
 	}
 }
