@@ -100,8 +100,13 @@ With -o json and -o jsonl, fields at their zero value are printed (revision
 itself when it is a JSON object or array, else a base64 string (a JSON
 string or number too): a string is always base64.
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
-4 wrong expected revision.`,
+A call that is safe to repeat (appends too: their events carry ids, so a
+retried append is written once) is tried again, up to 3 times, when the
+server is unreachable or overloaded.
+
+Exit codes: 0 ok, 1 error (a call that took longer than --timeout says so),
+2 usage, 3 server unreachable (refused, unresolvable, or no connection
+within --timeout), 4 wrong expected revision.`,
 		SilenceErrors:     true, // report prints errors in one format
 		SilenceUsage:      true, // a server error is no reason to print the usage
 		PersistentPreRunE: a.prepare,
@@ -109,7 +114,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 	f := root.PersistentFlags()
 	f.StringVar(&a.addr, "addr", defaultAddr, "server address host:port (env "+envAddr+")")
 	f.StringVar(&a.token, "token", "", "bearer token sent with every call, for an esd with --auth-file (env "+envToken+"; see esctl token)")
-	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each unary call (not streaming reads, subscribe or bench); 0 = none")
+	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each call made in one piece, load included (not reads, subscribe, group join or bench); 0 = none")
 	f.StringVarP(&a.output, "output", "o", formatTable, "output format: table, json or jsonl (JSON object or array data shown as JSON, other data as base64)")
 	a.tls.register(f)
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
