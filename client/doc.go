@@ -62,7 +62,9 @@
 // an error delivers the event again, Park(err) parks it. Concurrency runs
 // several handlers (one stream's events stay in order). When its context
 // ends, a member finishes the handlers in flight, sends their acks and
-// returns nil.
+// returns nil. WaitForCheckpoint waits until a group has handled a
+// position, e.g. an append's, to read one's own writes from what the
+// group feeds.
 //
 // # Snapshots
 //

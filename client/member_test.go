@@ -293,3 +293,29 @@ func TestUpdateGroup(t *testing.T) {
 		t.Fatalf("CreateGroup again: %v, want GROUP_EXISTS", err)
 	}
 }
+
+// TestWaitForCheckpoint: a group without members does not reach an
+// append's position before the timeout; with a member it does.
+func TestWaitForCheckpoint(t *testing.T) {
+	c, _ := dial(t)
+	ctx := context.Background()
+	createGroup(t, c, "model", "item", esdv1.GroupStrategy_GROUP_STRATEGY_ROUND_ROBIN)
+	res := appendN(t, c, "item-1", 3)
+	pos := res[2].GetLastPosition()
+	if cp, reached, err := c.WaitForCheckpoint(ctx, "model", pos, 100*time.Millisecond); err != nil || reached || cp >= pos {
+		t.Fatalf("wait without members = %d, %v, %v; want not reached", cp, reached, err)
+	}
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := runMember(mctx, c, "model", func(context.Context, *esdv1.RecordedEvent) error { return nil })
+	if cp, reached, err := c.WaitForCheckpoint(ctx, "model", pos, 0); err != nil || !reached || cp < pos {
+		t.Fatalf("wait with a member = %d, %v, %v; want reached, checkpoint ≥ %d", cp, reached, err, pos)
+	}
+	stop()
+	if err := waitErr(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.WaitForCheckpoint(ctx, "nobody", pos, 0); client.ReasonOf(err) != client.ReasonGroupNotFound {
+		t.Fatalf("wait on a missing group: %v, want GROUP_NOT_FOUND", err)
+	}
+}
