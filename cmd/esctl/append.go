@@ -2,14 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -75,34 +76,17 @@ func parseExpected(s string) (expectedRevision, error) {
 	return expectedRevision{kind: expectExact, exact: n}, nil
 }
 
-// setAppend puts the condition on req; any leaves the oneof unset, which
-// the server reads as any.
-func (e expectedRevision) setAppend(req *esdv1.AppendRequest) {
+// expected returns the condition as the client takes it.
+func (e expectedRevision) expected() client.Expected {
 	switch e.kind {
 	case expectNoStream:
-		req.ExpectedRevision = &esdv1.AppendRequest_NoStream{NoStream: &emptypb.Empty{}}
+		return client.NoStream()
 	case expectExists:
-		req.ExpectedRevision = &esdv1.AppendRequest_StreamExists{StreamExists: &emptypb.Empty{}}
+		return client.StreamExists()
 	case expectExact:
-		req.ExpectedRevision = &esdv1.AppendRequest_Exact{Exact: e.exact}
-	default:
-		req.ExpectedRevision = nil
+		return client.Exact(e.exact)
 	}
-}
-
-// setDelete is setAppend for DeleteStreamRequest, whose oneof has its own
-// Go types.
-func (e expectedRevision) setDelete(req *esdv1.DeleteStreamRequest) {
-	switch e.kind {
-	case expectNoStream:
-		req.ExpectedRevision = &esdv1.DeleteStreamRequest_NoStream{NoStream: &emptypb.Empty{}}
-	case expectExists:
-		req.ExpectedRevision = &esdv1.DeleteStreamRequest_StreamExists{StreamExists: &emptypb.Empty{}}
-	case expectExact:
-		req.ExpectedRevision = &esdv1.DeleteStreamRequest_Exact{Exact: e.exact}
-	default:
-		req.ExpectedRevision = nil
-	}
+	return client.Any()
 }
 
 func addExpectedFlag(cmd *cobra.Command, e *expectedRevision) {
@@ -124,8 +108,9 @@ type appendOptions struct {
 func (a *app) newAppendCmd() *cobra.Command {
 	var o appendOptions
 	cmd := &cobra.Command{
-		Use:   "append STREAM [DATA]",
-		Short: "Append one event to a stream",
+		Use:               "append STREAM [DATA]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Append one event to a stream",
 		Long: `Append one event to STREAM.
 
 The data comes from the DATA argument, from --file (- for stdin), or from
@@ -142,8 +127,8 @@ prints what it found (and the events since) and exits with 4.`,
 	f := cmd.Flags()
 	f.StringVar(&o.eventType, "type", "", "event type (required)")
 	_ = cmd.MarkFlagRequired("type")
-	f.StringVar(&o.id, "id", "", "event id, a UUID (default: the server makes a UUIDv7)")
-	f.StringVar(&o.contentType, "content-type", "", "media type of the data (default application/octet-stream)")
+	f.StringVar(&o.id, "id", "", "event id, a UUID (default: a new UUIDv7, the same for each retry, so that a retried append is written once)")
+	f.StringVar(&o.contentType, "content-type", "", "media type of the data (default application/json when the data is JSON, else application/octet-stream)")
 	f.StringVar(&o.metadata, "metadata", "", "event metadata")
 	f.StringArrayVar(&o.tags, "tag", nil, "tag to store with the event (repeatable)")
 	f.StringVar(&o.file, "file", "", "read the data from this file (- for stdin)")
@@ -156,31 +141,34 @@ func (a *app) runAppend(ctx context.Context, o *appendOptions, args []string) er
 	if err != nil {
 		return err
 	}
+	ct := o.contentType
+	if ct == "" && len(data) > 0 && json.Valid(data) {
+		ct = "application/json" // so that readers, and esctl's -o json, know it as JSON
+	}
 	ev := &esdv1.ProposedEvent{
 		Id:          o.id,
 		Type:        o.eventType,
 		Data:        data,
-		ContentType: o.contentType,
+		ContentType: ct,
 		Tags:        o.tags,
 	}
 	if o.metadata != "" {
 		ev.Metadata = []byte(o.metadata)
 	}
-	req := &esdv1.AppendRequest{Stream: args[0], Events: []*esdv1.ProposedEvent{ev}}
-	o.expected.setAppend(req)
-
-	cli, err := a.streams()
+	if err := a.checkSize(ctx, "event data", client.ReasonEventTooLarge, ev.Data, ev.Metadata); err != nil {
+		return err
+	}
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.Append(cctx, req)
+	stream := args[0]
+	resp, err := cli.Append(ctx, stream, o.expected.expected(), ev)
 	if err != nil {
 		return err
 	}
 	rows := [][2]string{
-		{"STREAM", req.GetStream()},
+		{"STREAM", stream},
 		{"FIRST REVISION", strconv.FormatUint(resp.GetFirstRevision(), 10)},
 		{"LAST REVISION", strconv.FormatUint(resp.GetLastRevision(), 10)},
 		{"FIRST POSITION", strconv.FormatUint(resp.GetFirstPosition(), 10)},

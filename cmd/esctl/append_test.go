@@ -7,10 +7,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
-	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -57,31 +56,24 @@ func TestParseExpected(t *testing.T) {
 	}
 }
 
-func TestExpectedSetsOneof(t *testing.T) {
+func TestExpectedToClient(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
+	for _, tc := range []struct {
 		in   string
-		want *esdv1.AppendRequest
+		want client.Expected
 	}{
-		{"any", &esdv1.AppendRequest{}},
-		{"no-stream", &esdv1.AppendRequest{ExpectedRevision: &esdv1.AppendRequest_NoStream{NoStream: &emptypb.Empty{}}}},
-		{"exists", &esdv1.AppendRequest{ExpectedRevision: &esdv1.AppendRequest_StreamExists{StreamExists: &emptypb.Empty{}}}},
-		{"7", &esdv1.AppendRequest{ExpectedRevision: &esdv1.AppendRequest_Exact{Exact: 7}}},
-	}
-	for _, tc := range tests {
+		{"any", client.Any()},
+		{"no-stream", client.NoStream()},
+		{"exists", client.StreamExists()},
+		{"7", client.Exact(7)},
+		{"0", client.Exact(0)},
+	} {
 		e, err := parseExpected(tc.in)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := &esdv1.AppendRequest{}
-		e.setAppend(got)
-		if diff := cmp.Diff(tc.want, got, protocmp.Transform()); diff != "" {
-			t.Errorf("%s: AppendRequest (-want +got):\n%s", tc.in, diff)
-		}
-		del := &esdv1.DeleteStreamRequest{}
-		e.setDelete(del)
-		if got, want := formatExpected(deleteExpectation(del)), formatExpected(appendExpectation(got)); got != want {
-			t.Errorf("%s: delete expects %s, append %s", tc.in, got, want)
+		if got := e.expected(); got != tc.want {
+			t.Errorf("%s: the client's expectation is %v, want %v", tc.in, got, tc.want)
 		}
 	}
 }
@@ -141,7 +133,7 @@ func TestAppendFields(t *testing.T) {
 		"--content-type", "application/json", "--metadata", "user=ann", "--tag", "a,b", "--tag", "c",
 		"--expected", "no-stream", "-o", "json")
 	var resp esdv1.AppendResponse
-	if err := protojson.Unmarshal([]byte(out), &resp); err != nil {
+	if err := protoUnmarshal([]byte(out), &resp); err != nil {
 		t.Fatalf("append -o json: %v\n%s", err, out)
 	}
 	if resp.GetLastPosition() != 1 || resp.GetCommitTime() == nil {
@@ -204,33 +196,4 @@ func TestAppendWrongRevisionDetail(t *testing.T) {
 	if code != exitWrongRevision || !strings.Contains(stderr, "actual head:  none") || !strings.Contains(stderr, "exists:       false") {
 		t.Errorf("exit %d, stderr:\n%s", code, stderr)
 	}
-}
-
-var expectAnyProto = &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Any{Any: &emptypb.Empty{}}}
-
-// appendExpectation is an AppendRequest's expected revision as the
-// WrongExpectedRevision detail has it.
-func appendExpectation(req *esdv1.AppendRequest) *esdv1.ExpectedRevision {
-	switch k := req.GetExpectedRevision().(type) {
-	case *esdv1.AppendRequest_NoStream:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_NoStream{NoStream: &emptypb.Empty{}}}
-	case *esdv1.AppendRequest_StreamExists:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_StreamExists{StreamExists: &emptypb.Empty{}}}
-	case *esdv1.AppendRequest_Exact:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Exact{Exact: k.Exact}}
-	}
-	return expectAnyProto
-}
-
-// deleteExpectation is appendExpectation for a DeleteStreamRequest.
-func deleteExpectation(req *esdv1.DeleteStreamRequest) *esdv1.ExpectedRevision {
-	switch k := req.GetExpectedRevision().(type) {
-	case *esdv1.DeleteStreamRequest_NoStream:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_NoStream{NoStream: &emptypb.Empty{}}}
-	case *esdv1.DeleteStreamRequest_StreamExists:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_StreamExists{StreamExists: &emptypb.Empty{}}}
-	case *esdv1.DeleteStreamRequest_Exact:
-		return &esdv1.ExpectedRevision{Kind: &esdv1.ExpectedRevision_Exact{Exact: k.Exact}}
-	}
-	return expectAnyProto
 }

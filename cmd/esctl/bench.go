@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/esdhq/esd/client"
 	"github.com/esdhq/esd/internal/benchstat"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
@@ -169,8 +170,9 @@ type bench struct {
 	app      *app
 	workload string
 	o        benchOptions
-	conns    []*grpc.ClientConn
-	payload  []byte // random, made once, shared read-only by every request
+	clis     []*client.Client   // closed by close
+	conns    []*grpc.ClientConn // of clis, for the stubs
+	payload  []byte             // random, made once, shared read-only by every request
 	report   benchReport
 	closers  []func() // end the workers' calls (AppendStream), before the connections close
 }
@@ -208,21 +210,22 @@ func (a *app) runBench(ctx context.Context, workload string, o benchOptions) err
 // first call on each, so connection setup is not measured and a dead
 // server is reported at once.
 func (b *bench) connect(ctx context.Context) error {
-	creds, err := b.app.tls.creds()
-	if err != nil {
-		return err
-	}
 	for range b.o.conns {
-		conn, err := grpc.NewClient(b.app.addr, append(b.app.callCreds(), grpc.WithTransportCredentials(creds),
+		// The connections come from the client, as esctl's others do
+		// (address, TLS, token); the workloads call the stubs on them, as
+		// they measure the server, not the client.
+		cli, err := client.Dial(b.app.addr, b.app.clientOptions(client.WithDialOptions(
 			// Large flow-control windows and buffers: a read streams many
 			// MiB, which default 64 KiB windows cut into small writes and
 			// wake-ups on both sides.
 			grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(16<<20),
 			grpc.WithReadBufferSize(256<<10),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))))...)
 		if err != nil {
-			return usagef("bad --addr %q: %v", b.app.addr, err)
+			return &usageError{err}
 		}
+		b.clis = append(b.clis, cli)
+		conn := cli.Conn()
 		b.conns = append(b.conns, conn)
 		cctx, cancel := b.app.callCtx(ctx)
 		info, err := esdv1.NewAdminServiceClient(conn).GetServerInfo(cctx, &esdv1.GetServerInfoRequest{})
@@ -245,7 +248,7 @@ func (b *bench) close() {
 	for _, c := range b.closers {
 		c()
 	}
-	for _, c := range b.conns {
+	for _, c := range b.clis {
 		_ = c.Close()
 	}
 }

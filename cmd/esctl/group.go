@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -36,8 +37,10 @@ parked: see esctl group parked and replay-parked.`
 	return cmd
 }
 
+// groups is the stub of the consumer-group service, for what the client
+// does not wrap (group join: see conn).
 func (a *app) groups() (esdv1.ConsumerGroupServiceClient, error) {
-	conn, err := a.dial()
+	conn, err := a.conn()
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +168,7 @@ func (a *app) newGroupCreateCmd() *cobra.Command {
 		}),
 	}
 	addTargetFlags(cmd, &o.target, true)
+	_ = cmd.RegisterFlagCompletionFunc("stream", a.completeStreamFlag)
 	addFromFlag(cmd, &o.from, "where the group starts: start, end (only events committed from now on), or after position N of $all")
 	addGroupSettingsFlags(cmd, &o.settings)
 	return cmd
@@ -194,24 +198,23 @@ func (o *groupCreateOptions) group(cmd *cobra.Command, name string) (*esdv1.Grou
 }
 
 func (a *app) runGroupCreate(ctx context.Context, g *esdv1.Group) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.CreateGroup(cctx, &esdv1.CreateGroupRequest{Group: g})
+	info, err := cli.CreateGroup(ctx, g)
 	if err != nil {
 		return err
 	}
-	return a.printGroupInfo(resp.GetInfo(), "CreateGroupResponse")
+	return a.printGroupInfo(info, "CreateGroupResponse")
 }
 
 func (a *app) newGroupUpdateCmd() *cobra.Command {
 	var s groupSettings
 	cmd := &cobra.Command{
-		Use:   "update NAME",
-		Short: "Change a consumer group's settings (not its target or start)",
+		Use:               "update NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "Change a consumer group's settings (not its target or start)",
 		Long: `Change the settings given; the others stay as they are. Members see the
 change at once. A group's target, filter and start are fixed when it is
 created.`,
@@ -233,11 +236,11 @@ created.`,
 // at once may overwrite each other's changes; the API has no version to
 // guard against that.
 func (a *app) runGroupUpdate(ctx context.Context, cmd *cobra.Command, name string, s *groupSettings) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cur, err := a.getGroup(ctx, cli, name)
+	cur, err := getGroup(ctx, cli, name)
 	if err != nil {
 		return err
 	}
@@ -249,39 +252,36 @@ func (a *app) runGroupUpdate(ctx context.Context, cmd *cobra.Command, name strin
 	if err := s.apply(cmd, g); err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.UpdateGroup(cctx, &esdv1.UpdateGroupRequest{Group: g})
+	info, err := cli.UpdateGroup(ctx, g)
 	if err != nil {
 		return err
 	}
-	return a.printGroupInfo(resp.GetInfo(), "UpdateGroupResponse")
+	return a.printGroupInfo(info, "UpdateGroupResponse")
 }
 
-func (a *app) getGroup(ctx context.Context, cli esdv1.ConsumerGroupServiceClient, name string) (*esdv1.GroupInfo, error) {
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.GetGroup(cctx, &esdv1.GetGroupRequest{Name: name})
+func getGroup(ctx context.Context, cli *client.Client, name string) (*esdv1.GroupInfo, error) {
+	info, err := cli.GetGroup(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	if resp.GetInfo() == nil {
+	if info == nil {
 		return nil, fmt.Errorf("server sent GetGroupResponse without info")
 	}
-	return resp.GetInfo(), nil
+	return info, nil
 }
 
 func (a *app) newGroupInfoCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "info NAME",
-		Short: "Describe a consumer group and its progress",
-		Args:  cobra.ExactArgs(1),
+		Use:               "info NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "Describe a consumer group and its progress",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			cli, err := a.groups()
+			cli, err := a.connect()
 			if err != nil {
 				return err
 			}
-			info, err := a.getGroup(cmd.Context(), cli, args[0])
+			info, err := getGroup(cmd.Context(), cli, args[0])
 			if err != nil {
 				return err
 			}
@@ -357,13 +357,11 @@ func (a *app) newGroupLsCmd() *cobra.Command {
 }
 
 func (a *app) runGroupLs(ctx context.Context) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.ListGroups(cctx, &esdv1.ListGroupsRequest{})
+	groups, err := cli.ListGroups(ctx)
 	if err != nil {
 		return err
 	}
@@ -379,7 +377,7 @@ func (a *app) runGroupLs(ctx context.Context) error {
 				strconv.FormatUint(info.GetDelivered(), 10),
 				strconv.FormatUint(info.GetAcked(), 10)}
 		})
-	for _, info := range resp.GetGroups() {
+	for _, info := range groups {
 		if err := out.add(info); err != nil {
 			return err
 		}
@@ -389,8 +387,9 @@ func (a *app) runGroupLs(ctx context.Context) error {
 
 func (a *app) newGroupRmCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "rm NAME",
-		Short: "Delete a consumer group, its checkpoint and its parked events",
+		Use:               "rm NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "Delete a consumer group, its checkpoint and its parked events",
 		Long: `Delete a consumer group with its checkpoint and parked events. Its members'
 streams end with GROUP_NOT_FOUND.`,
 		Args: cobra.ExactArgs(1),
@@ -401,17 +400,14 @@ streams end with GROUP_NOT_FOUND.`,
 }
 
 func (a *app) runGroupRm(ctx context.Context, name string) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.DeleteGroup(cctx, &esdv1.DeleteGroupRequest{Name: name})
-	if err != nil {
+	if err := cli.DeleteGroup(ctx, name); err != nil {
 		return err
 	}
-	return a.printKV(resp, [][2]string{{"GROUP", name}, {"DELETED", "true"}})
+	return a.printKV(&esdv1.DeleteGroupResponse{}, [][2]string{{"GROUP", name}, {"DELETED", "true"}})
 }
 
 type groupParkedOptions struct {
@@ -421,9 +417,10 @@ type groupParkedOptions struct {
 func (a *app) newGroupParkedCmd() *cobra.Command {
 	var o groupParkedOptions
 	cmd := &cobra.Command{
-		Use:   "parked NAME",
-		Short: "List a consumer group's parked events, by position",
-		Args:  cobra.ExactArgs(1),
+		Use:               "parked NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "List a consumer group's parked events, by position",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			if o.limit < 0 {
 				return usagef("--limit must not be negative")
@@ -438,25 +435,21 @@ func (a *app) newGroupParkedCmd() *cobra.Command {
 // parkedReasonWidth is how much of a park reason a table shows.
 const parkedReasonWidth = 40
 
-// runGroupParked follows next_page_token through every page; each page is
-// its own call under --timeout.
+// runGroupParked lists every page (each its own call under --timeout) up
+// to --limit.
 func (a *app) runGroupParked(ctx context.Context, name string, o groupParkedOptions) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	req := &esdv1.ListParkedRequest{Group: name}
+	var pageSize uint32
 	if o.limit > 0 && o.limit < 1000 {
-		req.PageSize = uint32(o.limit) // no point fetching a full page
+		pageSize = uint32(o.limit) // no point fetching a full page
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the listing at --limit
 	out := newRecordWriter(a, []string{"POSITION", "STREAM", "REVISION", "TYPE", "DELIVERIES", "REASON", "PARKED-AT"}, parkedRow)
-	return writePages(out, o.limit, func(token string) ([]*esdv1.ParkedEvent, string, error) {
-		req.PageToken = token
-		cctx, cancel := a.callCtx(ctx)
-		defer cancel()
-		resp, err := cli.ListParked(cctx, req)
-		return resp.GetEvents(), resp.GetNextPageToken(), err
-	})
+	return writeAll(out, o.limit, cli.ListParked(ctx, name, pageSize))
 }
 
 // parkedRow shows a parked event; one deleted since it was parked comes
@@ -478,34 +471,33 @@ func parkedRow(p *esdv1.ParkedEvent) []string {
 func (a *app) newGroupReplayParkedCmd() *cobra.Command {
 	var limit uint64
 	cmd := &cobra.Command{
-		Use:   "replay-parked NAME",
-		Short: "Hand a consumer group's parked events back to its members",
+		Use:               "replay-parked NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "Hand a consumer group's parked events back to its members",
 		Long: `Hand parked events back to the group's members, oldest first; their
 delivery counts start again. An event leaves the parked list when it is
 acknowledged.`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			return a.runReplayParked(cmd.Context(), &esdv1.ReplayParkedRequest{Group: args[0], MaxCount: limit})
+			return a.runReplayParked(cmd.Context(), args[0], limit)
 		}),
 	}
 	cmd.Flags().Uint64Var(&limit, "max", 0, "most events to replay, oldest first (0 = all)")
 	return cmd
 }
 
-func (a *app) runReplayParked(ctx context.Context, req *esdv1.ReplayParkedRequest) error {
-	cli, err := a.groups()
+func (a *app) runReplayParked(ctx context.Context, group string, maxCount uint64) error {
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.ReplayParked(cctx, req)
+	n, err := cli.ReplayParked(ctx, group, maxCount)
 	if err != nil {
 		return err
 	}
-	return a.printKV(resp, [][2]string{
-		{"GROUP", req.GetGroup()},
-		{"REPLAYED", strconv.FormatUint(resp.GetReplayed(), 10)},
+	return a.printKV(&esdv1.ReplayParkedResponse{Replayed: n}, [][2]string{
+		{"GROUP", group},
+		{"REPLAYED", strconv.FormatUint(n, 10)},
 	})
 }
 

@@ -58,8 +58,9 @@ type joinOptions struct {
 func (a *app) newGroupJoinCmd() *cobra.Command {
 	var o joinOptions
 	cmd := &cobra.Command{
-		Use:   "join NAME",
-		Short: "Join a consumer group as a member: print each delivery and ack (or nack) it",
+		Use:               "join NAME",
+		ValidArgsFunction: a.completeGroups,
+		Short:             "Join a consumer group as a member: print each delivery and ack (or nack) it",
 		Long: `Join the group as a member and print each event delivered to it, with its
 delivery count, acknowledging it (or, with --nack, refusing it) once printed.
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"iter"
 	"strings"
 	"text/tabwriter"
 	"unicode"
@@ -22,8 +23,11 @@ const (
 	formatJSONL = "jsonl"
 )
 
-// protojsonOpts leaves out unset fields, as protojson does by default.
-var protojsonOpts = protojson.MarshalOptions{EmitUnpopulated: false}
+// protojsonOpts keeps fields at their zero value: revision 0 and position
+// 0 are values a script reads, not absences. (EmitDefaultValues rather
+// than EmitUnpopulated: an unset message, such as a stream's created time
+// before its first event, stays out instead of printing null.)
+var protojsonOpts = protojson.MarshalOptions{EmitDefaultValues: true}
 
 // dataWidth is how much of an event's data a table shows.
 const dataWidth = 60
@@ -59,13 +63,17 @@ func (a *app) writeJSON(m proto.Message) error {
 	return err
 }
 
-// marshalJSON encodes m with protojson, indented or on one line.
-// protojson varies its whitespace on purpose (so nobody relies on it);
-// esctl re-formats with encoding/json so its output is stable for people
-// and diffs.
+// marshalJSON encodes m with protojson, indented or on one line, with the
+// data of events and snapshots that is a JSON object or array embedded as
+// JSON (see embedJSONData). protojson varies its whitespace on purpose (so
+// nobody relies on it); esctl re-formats with encoding/json so its output
+// is stable for people and diffs.
 func marshalJSON(m proto.Message, indent bool) ([]byte, error) {
 	b, err := protojsonOpts.Marshal(m)
 	if err != nil {
+		return nil, err
+	}
+	if b, err = embedJSONData(b); err != nil {
 		return nil, err
 	}
 	var buf bytes.Buffer
@@ -198,33 +206,115 @@ func printable(b []byte) bool {
 	return true
 }
 
-// writePages writes the records of every page fetch returns (following
-// its next-page tokens, each page its own call) up to limit (0: all),
-// fetching no page only to drop it.
-func writePages[T proto.Message](out *recordWriter[T], limit int, fetch func(token string) ([]T, string, error)) error {
-	n, token := 0, ""
-	for {
-		recs, next, err := fetch(token)
+// writeAll writes the records of a listing up to limit (0: all); the
+// caller's context ends the listing when it stops early.
+func writeAll[T proto.Message](out *recordWriter[T], limit int, recs iter.Seq2[T, error]) error {
+	n := 0
+	for r, err := range recs {
 		if err != nil {
 			out.abort()
 			return err
 		}
-		for _, r := range recs {
-			if err := out.add(r); err != nil {
+		if err := out.add(r); err != nil {
+			return err
+		}
+		if n++; n == limit {
+			break
+		}
+	}
+	return out.close()
+}
+
+// embedJSONData rewrites protojson's output so that every "data" member
+// (the bytes of an event or a snapshot: the API has no other field of
+// that name) holding a JSON object or array shows it as JSON instead of
+// base64. Other data stays a base64 string, scalars included: a JSON
+// string as data would read like base64 otherwise, so a reader tells the
+// two apart by the member's type alone (string: base64; object or array:
+// the data itself). Members keep protojson's order.
+func embedJSONData(b []byte) ([]byte, error) {
+	var out bytes.Buffer
+	if err := rewriteJSON(&out, json.RawMessage(b), false); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// rewriteJSON writes v to out, with data embedded when isData holds for v.
+func rewriteJSON(out *bytes.Buffer, v json.RawMessage, isData bool) error {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 {
+		return fmt.Errorf("empty JSON value")
+	}
+	switch v[0] {
+	case '{', '[':
+		return rewriteComposite(out, v)
+	case '"':
+		if isData {
+			if data, ok := jsonData(v); ok {
+				return json.Compact(out, data)
+			}
+		}
+	}
+	out.Write(v)
+	return nil
+}
+
+// rewriteComposite writes an object or array member by member.
+func rewriteComposite(out *bytes.Buffer, v json.RawMessage) error {
+	dec := json.NewDecoder(bytes.NewReader(v))
+	open, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	object := open == json.Delim('{')
+	out.WriteByte(v[0])
+	for i := 0; dec.More(); i++ {
+		if i > 0 {
+			out.WriteByte(',')
+		}
+		key := ""
+		if object {
+			tok, err := dec.Token()
+			if err != nil {
 				return err
 			}
-			n++
-			if n == limit {
-				return out.close()
+			key, _ = tok.(string)
+			kb, err := json.Marshal(key)
+			if err != nil {
+				return err
 			}
+			out.Write(kb)
+			out.WriteByte(':')
 		}
-		if next == "" {
-			return out.close()
+		var member json.RawMessage
+		if err := dec.Decode(&member); err != nil {
+			return err
 		}
-		if next == token {
-			out.abort()
-			return fmt.Errorf("server returned the same page token %q twice", next)
+		if err := rewriteJSON(out, member, object && key == "data"); err != nil {
+			return err
 		}
-		token = next
 	}
+	if object {
+		out.WriteByte('}')
+	} else {
+		out.WriteByte(']')
+	}
+	return nil
+}
+
+// jsonData decodes a base64 JSON string and returns the bytes when they
+// are a JSON object or array.
+func jsonData(v json.RawMessage) ([]byte, bool) {
+	var b []byte // encoding/json reads a base64 string into []byte
+	if err := json.Unmarshal(v, &b); err != nil {
+		return nil, false
+	}
+	return b, isJSONComposite(b)
+}
+
+// isJSONComposite reports whether b is one valid JSON object or array.
+func isJSONComposite(b []byte) bool {
+	t := bytes.TrimSpace(b)
+	return len(t) > 0 && (t[0] == '{' || t[0] == '[') && json.Valid(t)
 }

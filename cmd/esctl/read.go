@@ -1,13 +1,12 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"io"
+	"iter"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -20,21 +19,26 @@ type readOptions struct {
 func (a *app) newReadCmd() *cobra.Command {
 	var o readOptions
 	cmd := &cobra.Command{
-		Use:   "read STREAM",
-		Short: "Read a stream's events",
+		Use:               "read STREAM",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Read a stream's events",
+		Long: `Read a stream's events, oldest first (newest first with --backward).
+
+With -o json (one array) or -o jsonl (one event a line), an event's "data"
+is the data itself when it is a JSON object or array, else a base64 string.`,
 		Example: `  esctl read product-42
   esctl read product-42 --backward --limit 1 -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			req := &esdv1.ReadStreamRequest{
-				Stream:    args[0],
-				Direction: direction(o.backward),
-				MaxCount:  o.limit,
-			}
+			opts := o.options()
 			if cmd.Flags().Changed("from") {
-				req.FromRevision = &o.from
+				opts = append(opts, client.FromRevision(o.from))
 			}
-			return a.runReadStream(cmd.Context(), req)
+			cli, err := a.connect()
+			if err != nil {
+				return err
+			}
+			return writeEvents(newEventWriter(a, false), cli.Read(cmd.Context(), args[0], opts...))
 		}),
 	}
 	f := cmd.Flags()
@@ -59,17 +63,18 @@ func (a *app) newReadAllCmd() *cobra.Command {
   esctl read-all --stream-prefix product- --type-prefix Product -o jsonl`,
 		Args: cobra.NoArgs,
 		RunE: a.action(func(cmd *cobra.Command, _ []string) error {
-			req := &esdv1.ReadAllRequest{
-				Direction: direction(o.backward),
-				MaxCount:  o.limit,
-			}
+			opts := o.options()
 			if cmd.Flags().Changed("from") {
-				req.FromPosition = &o.from
+				opts = append(opts, client.FromPosition(o.from))
 			}
 			if len(o.streamPrefixes) > 0 || len(o.typePrefixes) > 0 {
-				req.Filter = &esdv1.Filter{StreamPrefixes: o.streamPrefixes, EventTypePrefixes: o.typePrefixes}
+				opts = append(opts, client.WithFilter(client.Filter{StreamPrefixes: o.streamPrefixes, TypePrefixes: o.typePrefixes}))
 			}
-			return a.runReadAll(cmd.Context(), req)
+			cli, err := a.connect()
+			if err != nil {
+				return err
+			}
+			return writeEvents(newEventWriter(a, true), cli.ReadAll(cmd.Context(), opts...))
 		}),
 	}
 	f := cmd.Flags()
@@ -81,69 +86,29 @@ func (a *app) newReadAllCmd() *cobra.Command {
 	return cmd
 }
 
-func direction(backward bool) esdv1.ReadDirection {
-	if backward {
-		return esdv1.ReadDirection_READ_DIRECTION_BACKWARD
+// options are the read's options but --from, whose meaning (a revision
+// or a position) is the command's.
+func (o *readOptions) options() []client.ReadOption {
+	opts := []client.ReadOption{client.MaxCount(o.limit)}
+	if o.backward {
+		opts = append(opts, client.Backward())
 	}
-	return esdv1.ReadDirection_READ_DIRECTION_FORWARD
+	return opts
 }
 
-// Reads are not bounded by --timeout: a long read is fine as long as it
-// moves; Ctrl-C ends it.
-func (a *app) runReadStream(ctx context.Context, req *esdv1.ReadStreamRequest) error {
-	cli, err := a.streams()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(ctx) // ends the stream if printing fails
-	defer cancel()
-	rs, err := cli.ReadStream(ctx, req)
-	if err != nil {
-		return err
-	}
-	out := newEventWriter(a, false)
-	for {
-		resp, err := rs.Recv()
+// writeEvents prints the events of a read as they come. Reads are not
+// bounded by --timeout: a long read is fine as long as it moves; Ctrl-C
+// ends it. What was printed stays printed (and well-formed) when the
+// read fails half-way.
+func writeEvents(out *eventWriter, events iter.Seq2[*esdv1.RecordedEvent, error]) error {
+	for ev, err := range events {
 		if err != nil {
-			return finishRead(out, err)
+			out.abort()
+			return err
 		}
-		if err := out.addAll(resp.GetEvents()); err != nil {
+		if err := out.add(ev); err != nil {
 			return err // stdout failed: nothing more can be printed
 		}
-	}
-}
-
-func (a *app) runReadAll(ctx context.Context, req *esdv1.ReadAllRequest) error {
-	cli, err := a.streams()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	rs, err := cli.ReadAll(ctx, req)
-	if err != nil {
-		return err
-	}
-	out := newEventWriter(a, true)
-	for {
-		resp, err := rs.Recv()
-		if err != nil {
-			return finishRead(out, err)
-		}
-		// Checkpoints only matter to a program resuming a filtered read;
-		// the output lists events only.
-		if err := out.addAll(resp.GetEvents()); err != nil {
-			return err // stdout failed: nothing more can be printed
-		}
-	}
-}
-
-// finishRead ends the output at the end of a read: what was printed stays
-// printed (and well-formed) even when the read failed half-way.
-func finishRead(out *eventWriter, recvErr error) error {
-	if !errors.Is(recvErr, io.EOF) {
-		out.abort()
-		return recvErr
 	}
 	return out.close()
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -49,7 +50,7 @@ type app struct {
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
 
-	conn *grpc.ClientConn // dialled on first use, closed by run
+	cli *client.Client // made on first use, closed by run
 	// ran is set when a command's own code starts: an error from before
 	// (cobra's flag and argument checks) is a usage error.
 	ran bool
@@ -80,8 +81,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		code = a.report(cmd, err) // before Close: the report looks at the connection's state
 	}
-	if a.conn != nil {
-		_ = a.conn.Close() // nothing useful to do about a failed close at exit
+	if a.cli != nil {
+		_ = a.cli.Close() // nothing useful to do about a failed close at exit
 	}
 	return code
 }
@@ -94,8 +95,18 @@ func (a *app) newRootCmd() *cobra.Command {
 to events, manages consumer groups, inspects streams and the server, and
 benchmarks it (esctl bench).
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
-4 wrong expected revision.`,
+With -o json and -o jsonl, fields at their zero value are printed (revision
+0 is a revision), and the "data" of an event or a snapshot is the data
+itself when it is a JSON object or array, else a base64 string (a JSON
+string or number too): a string is always base64.
+
+A call that is safe to repeat (appends too: their events carry ids, so a
+retried append is written once) is tried again, up to 3 times, when the
+server is unreachable or overloaded.
+
+Exit codes: 0 ok, 1 error (a call that took longer than --timeout says so),
+2 usage, 3 server unreachable (refused, unresolvable, or no connection
+within --timeout), 4 wrong expected revision.`,
 		SilenceErrors:     true, // report prints errors in one format
 		SilenceUsage:      true, // a server error is no reason to print the usage
 		PersistentPreRunE: a.prepare,
@@ -103,8 +114,8 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable,
 	f := root.PersistentFlags()
 	f.StringVar(&a.addr, "addr", defaultAddr, "server address host:port (env "+envAddr+")")
 	f.StringVar(&a.token, "token", "", "bearer token sent with every call, for an esd with --auth-file (env "+envToken+"; see esctl token)")
-	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each unary call (not streaming reads, subscribe or bench); 0 = none")
-	f.StringVarP(&a.output, "output", "o", formatTable, "output format: table, json or jsonl")
+	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each call made in one piece, load included (not reads, subscribe, group join or bench); 0 = none")
+	f.StringVarP(&a.output, "output", "o", formatTable, "output format: table, json or jsonl (JSON object or array data shown as JSON, other data as base64)")
 	a.tls.register(f)
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
 		[]string{formatTable, formatJSON, formatJSONL}, cobra.ShellCompDirectiveNoFileComp))
@@ -176,47 +187,48 @@ func (a *app) groupCmd(use, short string) *cobra.Command {
 	}
 }
 
-// dial returns the connection to the server, creating it on first use.
-// grpc.NewClient does not connect: a dead server shows up as UNAVAILABLE on
-// the first call.
-func (a *app) dial() (*grpc.ClientConn, error) {
-	if a.conn != nil {
-		return a.conn, nil
+// connect returns the client of the server, making it on first use. It
+// does not connect: a dead server shows up as UNAVAILABLE on the first
+// call.
+func (a *app) connect() (*client.Client, error) {
+	if a.cli != nil {
+		return a.cli, nil
 	}
-	creds, err := a.tls.creds()
+	cli, err := client.Dial(a.addr, a.clientOptions()...)
+	if err != nil {
+		return nil, &usageError{err} // a bad --addr or TLS file: the user's to fix
+	}
+	a.cli = cli
+	return cli, nil
+}
+
+// clientOptions are the client options of the global flags, then extra.
+// Appends go unary, not pipelined: esctl makes one, and a unary call
+// answers it without opening a stream first.
+func (a *app) clientOptions(extra ...client.Option) []client.Option {
+	opts := []client.Option{client.WithTimeout(a.timeout), client.WithPipelining(false)}
+	if o := a.tls.option(); o != nil {
+		opts = append(opts, o)
+	}
+	if a.token != "" {
+		opts = append(opts, client.WithToken(a.token))
+	}
+	return append(opts, extra...)
+}
+
+// conn returns the client's connection, for the calls esctl makes with
+// the generated stubs: subscribe and group join, whose markers (ended,
+// delivery counts) and per-delivery acks the client does not expose.
+func (a *app) conn() (*grpc.ClientConn, error) {
+	cli, err := a.connect()
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(a.addr, append(a.callCreds(), grpc.WithTransportCredentials(creds))...)
-	if err != nil {
-		return nil, usagef("bad --addr %q: %v", a.addr, err)
-	}
-	a.conn = conn
-	return conn, nil
+	return cli.Conn(), nil
 }
-
-// callCreds are the dial options that send --token with every call.
-func (a *app) callCreds() []grpc.DialOption {
-	if a.token == "" {
-		return nil
-	}
-	return []grpc.DialOption{grpc.WithPerRPCCredentials(bearer(a.token))}
-}
-
-// bearer sends "authorization: Bearer <token>" with every call. It does
-// not require transport security, as gRPC's token credentials do: esd
-// serves plaintext until TLS is configured, and a token on a trusted
-// network (or a loopback address) is the operator's choice.
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-func (bearer) RequireTransportSecurity() bool { return false }
 
 func (a *app) streams() (esdv1.StreamServiceClient, error) {
-	conn, err := a.dial()
+	conn, err := a.conn()
 	if err != nil {
 		return nil, err
 	}
@@ -229,6 +241,20 @@ func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc)
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, a.timeout)
+}
+
+// statusOf returns the gRPC status of err: a server's refusal, a
+// transport failure or a call's deadline, as the client or the stubs
+// return them.
+func statusOf(err error) (*status.Status, bool) {
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		if st := ce.GRPCStatus(); st != nil {
+			return st, true
+		}
+		return status.New(ce.Code, ce.Message), true
+	}
+	return status.FromError(err)
 }
 
 // errorReason returns the google.rpc.ErrorInfo reason of a gRPC error, or "".
@@ -254,13 +280,15 @@ func wrongRevision(st *status.Status) *esdv1.WrongExpectedRevision {
 // exitCode classifies err. Transport failures carry no ErrorInfo: that is
 // how a dead server is told apart from one answering UNAVAILABLE with a
 // reason (SHUTTING_DOWN, STORAGE_FAILED), which is an error, not
-// unreachability.
+// unreachability. A deadline is unreachability only when it passed while
+// the connection was still being made: a server that took the call and
+// answered too late is reachable, and that is an error.
 func (a *app) exitCode(err error) int {
 	var ue *usageError
 	if errors.As(err, &ue) || !a.ran {
 		return exitUsage
 	}
-	st, ok := status.FromError(err)
+	st, ok := statusOf(err)
 	if !ok {
 		return exitError
 	}
@@ -272,10 +300,15 @@ func (a *app) exitCode(err error) int {
 		return exitError
 	case st.Code() == codes.Unavailable:
 		return exitUnavailable
-	case st.Code() == codes.DeadlineExceeded && a.conn != nil && a.conn.GetState() != connectivity.Ready:
-		return exitUnavailable // the deadline passed while still connecting
+	case st.Code() == codes.DeadlineExceeded && !a.connected():
+		return exitUnavailable
 	}
 	return exitError
+}
+
+// connected reports whether the connection to the server is up.
+func (a *app) connected() bool {
+	return a.cli != nil && a.cli.Conn().GetState() == connectivity.Ready
 }
 
 // report prints err to stderr as "esctl: <message> (reason: <reason>)",
@@ -283,7 +316,7 @@ func (a *app) exitCode(err error) int {
 // exit code.
 func (a *app) report(cmd *cobra.Command, err error) int {
 	code := a.exitCode(err)
-	st, isStatus := status.FromError(err)
+	st, isStatus := statusOf(err)
 	switch {
 	case code == exitUsage:
 		fmt.Fprintf(a.stderr, "esctl: %v\n", err)
@@ -292,11 +325,18 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 		}
 	case !isStatus:
 		fmt.Fprintf(a.stderr, "esctl: %v\n", err)
+	case code == exitUnavailable && st.Code() == codes.DeadlineExceeded:
+		// No TLS hint: a TLS mismatch fails the handshake at once, it
+		// does not leave the connection hanging.
+		fmt.Fprintf(a.stderr, "esctl: cannot reach esd at %s: no connection within %s (--timeout)\n", a.addr, a.timeout)
 	case code == exitUnavailable:
 		fmt.Fprintf(a.stderr, "esctl: cannot reach esd at %s: %s (code: %s)\n", a.addr, st.Message(), st.Code())
 		if hint := a.tls.hint(st.Message()); hint != "" {
 			fmt.Fprintf(a.stderr, "hint: %s\n", hint)
 		}
+	case st.Code() == codes.DeadlineExceeded && a.timeout > 0:
+		// The server took the call and did not answer in time.
+		fmt.Fprintf(a.stderr, "esctl: deadline exceeded after %s (--timeout): esd at %s did not answer in time\n", a.timeout, a.addr)
 	default:
 		if reason := errorReason(st); reason != "" {
 			fmt.Fprintf(a.stderr, "esctl: %s (reason: %s)\n", st.Message(), reason)
@@ -305,6 +345,9 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 		}
 		if w := wrongRevision(st); w != nil {
 			printWrongRevision(a.stderr, w)
+		}
+		if hint := limitHint(st); hint != "" {
+			fmt.Fprintf(a.stderr, "hint: %s\n", hint)
 		}
 	}
 	return code

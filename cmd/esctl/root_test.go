@@ -90,6 +90,63 @@ func silentAddr(t *testing.T) string {
 	return lis.Addr().String()
 }
 
+// protoUnmarshal reads a message esctl printed with -o json or jsonl:
+// data shown as JSON goes back to base64 first, as protojson wants bytes
+// (the data compacted: -o json indents it with the rest).
+func protoUnmarshal(b []byte, m proto.Message) error {
+	raw, err := unembedData(b)
+	if err != nil {
+		return err
+	}
+	return protojson.Unmarshal(raw, m)
+}
+
+func unembedData(v json.RawMessage) (json.RawMessage, error) {
+	v = bytes.TrimSpace(v)
+	switch {
+	case len(v) > 0 && v[0] == '{':
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(v, &obj); err != nil {
+			return nil, err
+		}
+		for k, mv := range obj {
+			mv = bytes.TrimSpace(mv)
+			if k == "data" && len(mv) > 0 && (mv[0] == '{' || mv[0] == '[') {
+				var c bytes.Buffer
+				if err := json.Compact(&c, mv); err != nil {
+					return nil, err
+				}
+				enc, err := json.Marshal(c.Bytes()) // base64
+				if err != nil {
+					return nil, err
+				}
+				obj[k] = enc
+				continue
+			}
+			u, err := unembedData(mv)
+			if err != nil {
+				return nil, err
+			}
+			obj[k] = u
+		}
+		return json.Marshal(obj)
+	case len(v) > 0 && v[0] == '[':
+		var arr []json.RawMessage
+		if err := json.Unmarshal(v, &arr); err != nil {
+			return nil, err
+		}
+		for i, e := range arr {
+			u, err := unembedData(e)
+			if err != nil {
+				return nil, err
+			}
+			arr[i] = u
+		}
+		return json.Marshal(arr)
+	}
+	return v, nil
+}
+
 // jsonArray parses -o json output of a list into messages made by newMsg.
 func jsonArray[T proto.Message](t *testing.T, out string, newMsg func() T) []T {
 	t.Helper()
@@ -100,7 +157,7 @@ func jsonArray[T proto.Message](t *testing.T, out string, newMsg func() T) []T {
 	msgs := make([]T, len(raws))
 	for i, raw := range raws {
 		msgs[i] = newMsg()
-		if err := protojson.Unmarshal(raw, msgs[i]); err != nil {
+		if err := protoUnmarshal(raw, msgs[i]); err != nil {
 			t.Fatalf("element %d: %v", i, err)
 		}
 	}
@@ -116,7 +173,7 @@ func jsonLines[T proto.Message](t *testing.T, out string, newMsg func() T) []T {
 			continue
 		}
 		m := newMsg()
-		if err := protojson.Unmarshal([]byte(line), m); err != nil {
+		if err := protoUnmarshal([]byte(line), m); err != nil {
 			t.Fatalf("line %d: %v\n%s", i, err, line)
 		}
 		msgs = append(msgs, m)
@@ -143,12 +200,13 @@ func TestExitCodes(t *testing.T) {
 		wantStderr string
 	}{
 		{"ok", addr, []string{"read", "s-1"}, exitOK, ""},
-		{"deadline when connected", hanging, []string{"info", "s-1", "--timeout", "200ms"}, exitError, "(code: DeadlineExceeded)"},
+		{"deadline when connected", hanging, []string{"info", "s-1", "--timeout", "200ms"}, exitError, "esctl: deadline exceeded after 200ms (--timeout)"},
 		{"wrong expected revision", addr, []string{"append", "s-1", "two", "--type", "T", "--expected", "no-stream"}, exitWrongRevision, "(reason: WRONG_EXPECTED_REVISION)"},
 		{"wrong expected revision on delete", addr, []string{"delete", "s-1", "--expected", "7"}, exitWrongRevision, "(reason: WRONG_EXPECTED_REVISION)"},
 		{"unreachable", closedAddr(t), []string{"info", "s-1"}, exitUnavailable, "cannot reach esd"},
 		{"unreachable read", closedAddr(t), []string{"read", "s-1"}, exitUnavailable, "cannot reach esd"},
-		{"deadline while connecting", silentAddr(t), []string{"info", "s-1", "--timeout", "200ms"}, exitUnavailable, "cannot reach esd"},
+		{"deadline while connecting", silentAddr(t), []string{"info", "s-1", "--timeout", "200ms"}, exitUnavailable, "no connection within 200ms (--timeout)"},
+		{"unresolvable", "no-such-host.invalid:7400", []string{"info", "s-1", "--timeout", "2s"}, exitUnavailable, "cannot reach esd"},
 		{"unreachable bench", closedAddr(t), []string{"bench", "append", "-d", "100ms"}, exitUnavailable, "cannot reach esd"},
 		{"not found", addr, []string{"read", "missing"}, exitError, "(reason: STREAM_NOT_FOUND)"},
 		{"invalid argument", addr, []string{"append", "$system", "x", "--type", "T"}, exitError, "(reason: INVALID_ARGUMENT)"},

@@ -7,15 +7,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
 func (a *app) newServerCmd() *cobra.Command {
 	cmd := a.groupCmd("server", "Inspect the server")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "info",
-		Short: "Show the server's version, uptime and store size",
+		Short: "Show the server's version, uptime, store size and append limits",
 		Args:  cobra.NoArgs,
 		RunE: a.action(func(cmd *cobra.Command, _ []string) error {
 			return a.runServerInfo(cmd.Context())
@@ -25,13 +23,11 @@ func (a *app) newServerCmd() *cobra.Command {
 }
 
 func (a *app) runServerInfo(ctx context.Context) error {
-	conn, err := a.dial()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := esdv1.NewAdminServiceClient(conn).GetServerInfo(cctx, &esdv1.GetServerInfoRequest{})
+	resp, err := cli.ServerInfo(ctx)
 	if err != nil {
 		return err
 	}
@@ -50,7 +46,19 @@ func (a *app) runServerInfo(ctx context.Context) error {
 		{"STREAMS", strconv.FormatUint(resp.GetStreamCount(), 10)},
 		{"EVENTS", strconv.FormatUint(resp.GetEventCount(), 10)},
 		{"DISK", formatBytes(resp.GetDiskBytes())},
+		{"MAX EVENT BYTES", limitOrDash(resp.GetMaxEventBytes())},
+		{"MAX APPEND BYTES", limitOrDash(resp.GetMaxAppendBytes())},
+		{"MAX APPEND EVENTS", limitOrDash(resp.GetMaxAppendEvents())},
 	})
+}
+
+// limitOrDash prints a limit, "-" when the server does not report it (an
+// older esd).
+func limitOrDash(n uint64) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.FormatUint(n, 10)
 }
 
 // formatBytes prints a byte count exactly and, above 1 KiB, in binary units.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -30,35 +30,18 @@ the policy of the stream's category: see esctl snapshot policy.`
 	return cmd
 }
 
-func (a *app) snapshots() (esdv1.SnapshotServiceClient, error) {
-	conn, err := a.dial()
-	if err != nil {
-		return nil, err
-	}
-	return esdv1.NewSnapshotServiceClient(conn), nil
-}
-
-// unary runs one snapshot call under --timeout.
-func unary[Req, Resp any](a *app, ctx context.Context, call func(esdv1.SnapshotServiceClient, context.Context, Req) (Resp, error), req Req) (Resp, error) {
-	var zero Resp
-	cli, err := a.snapshots()
-	if err != nil {
-		return zero, err
-	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	return call(cli, cctx, req)
-}
-
 func (a *app) newSnapshotLsCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "ls STREAM",
-		Short: "List a stream's snapshots, oldest first",
-		Args:  cobra.ExactArgs(1),
+		Use:               "ls STREAM",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "List a stream's snapshots, oldest first",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			resp, err := unary(a, cmd.Context(), func(c esdv1.SnapshotServiceClient, ctx context.Context, r *esdv1.ListSnapshotsRequest) (*esdv1.ListSnapshotsResponse, error) {
-				return c.ListSnapshots(ctx, r)
-			}, &esdv1.ListSnapshotsRequest{Stream: args[0]})
+			cli, err := a.connect()
+			if err != nil {
+				return err
+			}
+			snaps, err := cli.ListSnapshots(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -67,7 +50,7 @@ func (a *app) newSnapshotLsCmd() *cobra.Command {
 					return []string{strconv.FormatUint(s.GetRevision(), 10), strconv.FormatUint(uint64(s.GetSchemaVersion()), 10),
 						s.GetType(), strconv.FormatUint(s.GetSize(), 10), formatTime(s.GetCreated()), strconv.FormatBool(s.GetUsable())}
 				})
-			for _, s := range resp.GetSnapshots() {
+			for _, s := range snaps {
 				if err := out.add(s); err != nil {
 					return err
 				}
@@ -84,19 +67,21 @@ func (a *app) newSnapshotGetCmd() *cobra.Command {
 		raw      bool
 	)
 	cmd := &cobra.Command{
-		Use:   "get STREAM [--revision N] [--schema V]",
-		Short: "Show a stream's latest usable snapshot (at or below --revision)",
+		Use:               "get STREAM [--revision N] [--schema V]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Show a stream's latest usable snapshot (at or below --revision)",
 		Example: `  esctl snapshot get order-7
   esctl snapshot get order-7 --revision 100 --schema 2 --raw > state.bin`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			resp, err := unary(a, cmd.Context(), func(c esdv1.SnapshotServiceClient, ctx context.Context, r *esdv1.GetSnapshotRequest) (*esdv1.GetSnapshotResponse, error) {
-				return c.GetSnapshot(ctx, r)
-			}, &esdv1.GetSnapshotRequest{Stream: args[0], MaxRevision: revision, SchemaVersion: schema})
+			cli, err := a.connect()
 			if err != nil {
 				return err
 			}
-			sn := resp.GetSnapshot()
+			sn, err := cli.GetSnapshot(cmd.Context(), args[0], schema, revision)
+			if err != nil {
+				return err
+			}
 			if raw {
 				_, err := a.stdout.Write(sn.GetData())
 				return err
@@ -135,8 +120,9 @@ type snapshotSaveOptions struct {
 func (a *app) newSnapshotSaveCmd() *cobra.Command {
 	var o snapshotSaveOptions
 	cmd := &cobra.Command{
-		Use:   "save STREAM --revision N --type T (--data D | --file F | -)",
-		Short: "Save a snapshot of a stream as of a revision",
+		Use:               "save STREAM --revision N --type T (--data D | --file F | -)",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Save a snapshot of a stream as of a revision",
 		Long: `Save a snapshot of STREAM as of --revision, which must be a visible event
 of the stream. The data comes from --data, from --file (- for stdin), or
 from stdin when neither is given and stdin is not a terminal. A snapshot
@@ -156,16 +142,20 @@ older than the stream's newest --snapshot-retention ones is not stored
 					return err
 				}
 			}
-			req := &esdv1.SaveSnapshotRequest{Stream: args[0], Revision: o.revision, Type: o.typ, SchemaVersion: o.schema, Data: data}
-			resp, err := unary(a, cmd.Context(), func(c esdv1.SnapshotServiceClient, ctx context.Context, r *esdv1.SaveSnapshotRequest) (*esdv1.SaveSnapshotResponse, error) {
-				return c.SaveSnapshot(ctx, r)
-			}, req)
+			if err := a.checkSize(cmd.Context(), "snapshot data", reasonSnapshotTooLarge, data, nil); err != nil {
+				return err
+			}
+			cli, err := a.connect()
+			if err != nil {
+				return err
+			}
+			resp, err := cli.SaveSnapshot(cmd.Context(), client.Snapshot{Stream: args[0], Revision: o.revision, Type: o.typ, SchemaVersion: o.schema, Data: data})
 			if err != nil {
 				return err
 			}
 			return a.printKV(resp, [][2]string{
-				{"STREAM", req.GetStream()},
-				{"REVISION", strconv.FormatUint(req.GetRevision(), 10)},
+				{"STREAM", args[0]},
+				{"REVISION", strconv.FormatUint(o.revision, 10)},
 				{"SAVED", strconv.FormatBool(resp.GetSaved())},
 				{"PRUNED", strconv.FormatUint(uint64(resp.GetPruned()), 10)},
 			})
@@ -185,20 +175,23 @@ older than the stream's newest --snapshot-retention ones is not stored
 func (a *app) newSnapshotRmCmd() *cobra.Command {
 	var before uint64
 	cmd := &cobra.Command{
-		Use:   "rm STREAM [--before N]",
-		Short: "Delete a stream's snapshots (all, or those below --before)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "rm STREAM [--before N]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Delete a stream's snapshots (all, or those below --before)",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().Changed("before") && before == 0 {
 				return usagef("--before 0 deletes nothing; leave it out to delete all")
 			}
-			resp, err := unary(a, cmd.Context(), func(c esdv1.SnapshotServiceClient, ctx context.Context, r *esdv1.DeleteSnapshotsRequest) (*esdv1.DeleteSnapshotsResponse, error) {
-				return c.DeleteSnapshots(ctx, r)
-			}, &esdv1.DeleteSnapshotsRequest{Stream: args[0], BeforeRevision: before})
+			cli, err := a.connect()
 			if err != nil {
 				return err
 			}
-			return a.printKV(resp, [][2]string{{"STREAM", args[0]}, {"DELETED", strconv.FormatUint(uint64(resp.GetDeleted()), 10)}})
+			n, err := cli.DeleteSnapshots(cmd.Context(), args[0], before)
+			if err != nil {
+				return err
+			}
+			return a.printKV(&esdv1.DeleteSnapshotsResponse{Deleted: n}, [][2]string{{"STREAM", args[0]}, {"DELETED", strconv.FormatUint(uint64(n), 10)}})
 		}),
 	}
 	cmd.Flags().Uint64Var(&before, "before", 0, "delete only the snapshots of revisions below this one")
@@ -223,13 +216,15 @@ func (a *app) newSnapshotPolicyGetCmd() *cobra.Command {
 		Short: "Show the snapshot policy that applies to a category",
 		Args:  cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			resp, err := unary(a, cmd.Context(), func(c esdv1.SnapshotServiceClient, ctx context.Context, r *esdv1.GetSnapshotPolicyRequest) (*esdv1.GetSnapshotPolicyResponse, error) {
-				return c.GetSnapshotPolicy(ctx, r)
-			}, &esdv1.GetSnapshotPolicyRequest{Category: args[0]})
+			cli, err := a.connect()
 			if err != nil {
 				return err
 			}
-			return a.printPolicy(args[0], resp)
+			p, isDefault, err := cli.GetSnapshotPolicy(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.printPolicy(args[0], &esdv1.GetSnapshotPolicyResponse{Policy: p, IsDefault: isDefault})
 		}),
 	}
 }
@@ -266,10 +261,11 @@ func (a *app) newSnapshotPolicySetCmd() *cobra.Command {
 			if !cmd.Flags().Changed("every") && !cmd.Flags().Changed("replay-threshold") {
 				return usagef("give --every, --replay-threshold or both (0 turns a rule off)")
 			}
-			_, err := unary(a, cmd.Context(), func(c esdv1.SnapshotServiceClient, ctx context.Context, r *esdv1.SetSnapshotPolicyRequest) (*esdv1.SetSnapshotPolicyResponse, error) {
-				return c.SetSnapshotPolicy(ctx, r)
-			}, &esdv1.SetSnapshotPolicyRequest{Category: args[0], Policy: &p})
+			cli, err := a.connect()
 			if err != nil {
+				return err
+			}
+			if err := cli.SetSnapshotPolicy(cmd.Context(), args[0], &p); err != nil {
 				return err
 			}
 			return a.printPolicy(args[0], &esdv1.GetSnapshotPolicyResponse{Policy: &p})
@@ -287,13 +283,14 @@ func (a *app) newSnapshotPolicyRmCmd() *cobra.Command {
 		Short: "Remove a category's own snapshot policy (the server's default applies)",
 		Args:  cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			resp, err := unary(a, cmd.Context(), func(c esdv1.SnapshotServiceClient, ctx context.Context, r *esdv1.DeleteSnapshotPolicyRequest) (*esdv1.DeleteSnapshotPolicyResponse, error) {
-				return c.DeleteSnapshotPolicy(ctx, r)
-			}, &esdv1.DeleteSnapshotPolicyRequest{Category: args[0]})
+			cli, err := a.connect()
 			if err != nil {
 				return err
 			}
-			return a.printKV(resp, [][2]string{{"CATEGORY", args[0]}, {"POLICY", "default"}})
+			if err := cli.DeleteSnapshotPolicy(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			return a.printKV(&esdv1.DeleteSnapshotPolicyResponse{}, [][2]string{{"CATEGORY", args[0]}, {"POLICY", "default"}})
 		}),
 	}
 }
@@ -301,62 +298,56 @@ func (a *app) newSnapshotPolicyRmCmd() *cobra.Command {
 func (a *app) newLoadCmd() *cobra.Command {
 	var schema uint32
 	cmd := &cobra.Command{
-		Use:   "load STREAM [--schema V]",
-		Short: "Load a stream: its latest snapshot, then the events after it",
+		Use:               "load STREAM [--schema V]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Load a stream: its latest snapshot, then the events after it",
 		Long: `Load STREAM as an aggregate does, in one call: its latest usable snapshot
 of --schema (if any), then every event after it, then the head and the
 server's snapshot advice. With -o json one object {snapshot, events, end};
 with -o jsonl one object a line: {"snapshot": ...}, {"event": ...} each,
-{"end": ...}.`,
+{"end": ...}. The load is one call under --timeout, retried whole after
+a temporary error: what is printed is one consistent load.`,
 		Example: `  esctl load order-7
   esctl load order-7 --schema 2 -o jsonl | jq -c .event.type`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			return a.runLoad(cmd.Context(), &esdv1.LoadRequest{Stream: args[0], SchemaVersion: schema})
+			return a.runLoad(cmd.Context(), args[0], schema)
 		}),
 	}
 	cmd.Flags().Uint32Var(&schema, "schema", 0, "schema version of the snapshot to start from")
 	return cmd
 }
 
-// Loads are not bounded by --timeout, as reads.
-func (a *app) runLoad(ctx context.Context, req *esdv1.LoadRequest) error {
-	cli, err := a.snapshots()
+// runLoad loads the stream whole, as the client does (retried as one
+// call after a temporary error, so that what is printed is one load),
+// then prints it. A load is bounded by --timeout, as every call the
+// client makes in one piece.
+func (a *app) runLoad(ctx context.Context, stream string, schema uint32) error {
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	rs, err := cli.Load(ctx, req)
+	l, err := cli.Load(ctx, stream, schema)
 	if err != nil {
 		return err
 	}
 	out := newLoadWriter(a)
-	for {
-		resp, err := rs.Recv()
-		if errors.Is(err, io.EOF) {
-			return out.close()
-		}
-		if err != nil {
-			out.abort()
+	if l.Snapshot != nil {
+		if err := out.snapshot(l.Snapshot); err != nil {
 			return err
 		}
-		var werr error
-		switch c := resp.GetContent().(type) {
-		case *esdv1.LoadResponse_Snapshot:
-			werr = out.snapshot(c.Snapshot)
-		case *esdv1.LoadResponse_Events:
-			werr = out.events(c.Events.GetEvents())
-		case *esdv1.LoadResponse_End:
-			werr = out.end(c.End)
-		}
-		if werr != nil {
-			return werr
-		}
 	}
+	if err := out.events(l.Events); err != nil {
+		return err
+	}
+	end := &esdv1.LoadEnd{Head: l.Head, EventsSinceSnapshot: l.EventsSinceSnapshot, SnapshotAdvised: l.SnapshotAdvised}
+	if err := out.end(end); err != nil {
+		return err
+	}
+	return out.close()
 }
 
-// loadWriter prints a load as it comes: in a table, the snapshot's rows,
+// loadWriter prints a load: in a table, the snapshot's rows,
 // the events' table (as read prints it), the end's rows; in json, one
 // object; in jsonl, one object a line.
 type loadWriter struct {
@@ -502,17 +493,4 @@ func (w *loadWriter) close() error {
 		}
 	}
 	return nil
-}
-
-// abort ends the output after a failed load: what was printed stays
-// printed.
-func (w *loadWriter) abort() {
-	switch {
-	case w.a.output == formatTable && w.evs != nil && !w.closed:
-		w.evs.abort()
-	case w.a.output == formatJSON && w.nEv > 0:
-		_, _ = io.WriteString(w.a.stdout, "\n  ]\n}\n") // the load's error is what gets reported
-	case w.a.output == formatJSON && w.parts > 0:
-		_, _ = io.WriteString(w.a.stdout, "\n}\n")
-	}
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -53,7 +52,7 @@ func TestSnapshotCommands(t *testing.T) {
 		t.Fatalf("get: %v", got)
 	}
 	var sn esdv1.Snapshot
-	if err := protojson.Unmarshal([]byte(mustRun(t, addr, "snapshot", "get", "order-7", "--schema", "2", "-o", "json")), &sn); err != nil {
+	if err := protoUnmarshal([]byte(mustRun(t, addr, "snapshot", "get", "order-7", "--schema", "2", "-o", "json")), &sn); err != nil {
 		t.Fatal(err)
 	}
 	if sn.GetRevision() != 9 || string(sn.GetData()) != `{"total":45}` || sn.GetCreated() == nil {
@@ -128,13 +127,13 @@ func TestLoadCommand(t *testing.T) {
 		t.Fatalf("load -o json: %v", err)
 	}
 	var sn esdv1.Snapshot
-	if err := protojson.Unmarshal(l.Snapshot, &sn); err != nil || sn.GetRevision() != 5 {
+	if err := protoUnmarshal(l.Snapshot, &sn); err != nil || sn.GetRevision() != 5 {
 		t.Fatalf("load -o json snapshot: %v %v", &sn, err)
 	}
 	var got []*esdv1.RecordedEvent
 	for _, raw := range l.Events {
 		ev := &esdv1.RecordedEvent{}
-		if err := protojson.Unmarshal(raw, ev); err != nil {
+		if err := protoUnmarshal(raw, ev); err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, ev)
@@ -143,7 +142,7 @@ func TestLoadCommand(t *testing.T) {
 		t.Fatalf("load -o json events (-want +got):\n%s", diff)
 	}
 	var end esdv1.LoadEnd
-	if err := protojson.Unmarshal(l.End, &end); err != nil || end.GetHead() != 7 {
+	if err := protoUnmarshal(l.End, &end); err != nil || end.GetHead() != 7 {
 		t.Fatalf("load -o json end: %v %v", &end, err)
 	}
 

@@ -12,9 +12,10 @@ import (
 
 func (a *app) newInfoCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "info STREAM",
-		Short: "Describe a stream",
-		Args:  cobra.ExactArgs(1),
+		Use:               "info STREAM",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Describe a stream",
+		Args:              cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			return a.runInfo(cmd.Context(), args[0])
 		}),
@@ -22,17 +23,14 @@ func (a *app) newInfoCmd() *cobra.Command {
 }
 
 func (a *app) runInfo(ctx context.Context, stream string) error {
-	cli, err := a.streams()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.GetStream(cctx, &esdv1.GetStreamRequest{Stream: stream})
+	info, err := cli.GetStream(ctx, stream)
 	if err != nil {
 		return err
 	}
-	info := resp.GetInfo()
 	if info == nil {
 		return fmt.Errorf("server sent GetStreamResponse without info")
 	}
@@ -80,9 +78,10 @@ type lsOptions struct {
 func (a *app) newLsCmd() *cobra.Command {
 	var o lsOptions
 	cmd := &cobra.Command{
-		Use:   "ls [PREFIX]",
-		Short: "List streams (deleted ones too), by name",
-		Args:  cobra.MaximumNArgs(1),
+		Use:               "ls [PREFIX]",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "List streams (deleted ones too), by name",
+		Args:              cobra.MaximumNArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			prefix := ""
 			if len(args) == 1 {
@@ -100,29 +99,25 @@ func (a *app) newLsCmd() *cobra.Command {
 	return cmd
 }
 
-// runLs follows next_page_token through every page; each page is its own
-// call under --timeout.
+// runLs lists every page (the client follows the next-page tokens, each
+// page its own call under --timeout) up to --limit.
 func (a *app) runLs(ctx context.Context, prefix string, o lsOptions) error {
-	cli, err := a.streams()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	req := &esdv1.ListStreamsRequest{Prefix: prefix, PageSize: o.pageSize}
+	pageSize := o.pageSize
 	if o.limit > 0 && o.pageSize == 0 && o.limit < 1000 {
-		req.PageSize = uint32(o.limit) // no point fetching a full page
+		pageSize = uint32(o.limit) // no point fetching a full page
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the listing at --limit
 	out := newRecordWriter(a, []string{"STREAM", "HEAD", "EVENTS", "STATE", "UPDATED"},
 		func(s *esdv1.StreamInfo) []string {
 			return []string{s.GetStream(), formatHead(s), strconv.FormatUint(s.GetEventCount(), 10),
 				streamState(s), formatTime(s.GetUpdated())}
 		})
-	return writePages(out, o.limit, func(token string) ([]*esdv1.StreamInfo, string, error) {
-		req.PageToken = token
-		cctx, cancel := a.callCtx(ctx)
-		defer cancel()
-		resp, err := cli.ListStreams(cctx, req)
-		return resp.GetStreams(), resp.GetNextPageToken(), err
-	})
+	return writeAll(out, o.limit, cli.ListStreams(ctx, prefix, pageSize))
 }
 
 type deleteOptions struct {
@@ -133,16 +128,15 @@ type deleteOptions struct {
 func (a *app) newDeleteCmd() *cobra.Command {
 	var o deleteOptions
 	cmd := &cobra.Command{
-		Use:   "delete STREAM",
-		Short: "Soft-delete a stream, or tombstone it for good",
+		Use:               "delete STREAM",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Soft-delete a stream, or tombstone it for good",
 		Long: `Soft-delete STREAM: it reads as deleted until appended to again, and
 revisions then continue after the old head. With --tombstone the stream is
 deleted forever and every later append fails.`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			req := &esdv1.DeleteStreamRequest{Stream: args[0], Tombstone: o.tombstone}
-			o.expected.setDelete(req)
-			return a.runDelete(cmd.Context(), req)
+			return a.runDelete(cmd.Context(), args[0], o)
 		}),
 	}
 	cmd.Flags().BoolVar(&o.tombstone, "tombstone", false, "delete forever (the name can never be used again)")
@@ -150,19 +144,17 @@ deleted forever and every later append fails.`,
 	return cmd
 }
 
-func (a *app) runDelete(ctx context.Context, req *esdv1.DeleteStreamRequest) error {
-	cli, err := a.streams()
+func (a *app) runDelete(ctx context.Context, stream string, o deleteOptions) error {
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.DeleteStream(cctx, req)
+	resp, err := cli.DeleteStream(ctx, stream, o.expected.expected(), o.tombstone)
 	if err != nil {
 		return err
 	}
 	return a.printKV(resp, [][2]string{
-		{"STREAM", req.GetStream()},
+		{"STREAM", stream},
 		{"POSITION", strconv.FormatUint(resp.GetPosition(), 10)},
 		{"COMMIT TIME", formatTime(resp.GetCommitTime())},
 	})

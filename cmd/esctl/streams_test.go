@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -95,7 +95,7 @@ func TestDeleteAndInfo(t *testing.T) {
 		t.Helper()
 		var in esdv1.StreamInfo
 		out := mustRun(t, addr, "info", stream, "-o", "json")
-		if err := protojson.Unmarshal([]byte(out), &in); err != nil {
+		if err := protoUnmarshal([]byte(out), &in); err != nil {
 			t.Fatalf("info -o json: %v\n%s", err, out)
 		}
 		return &in
@@ -122,7 +122,7 @@ func TestDeleteAndInfo(t *testing.T) {
 	}
 	out = mustRun(t, addr, "delete", "doc-2", "--tombstone", "-o", "json")
 	var resp esdv1.DeleteStreamResponse
-	if err := protojson.Unmarshal([]byte(out), &resp); err != nil || resp.GetPosition() != 5 {
+	if err := protoUnmarshal([]byte(out), &resp); err != nil || resp.GetPosition() != 5 {
 		t.Errorf("delete -o json: %v %v\n%s", err, &resp, out)
 	}
 	out = mustRun(t, addr, "ls")
@@ -149,12 +149,15 @@ func TestServerInfo(t *testing.T) {
 			t.Errorf("server info lacks %q:\n%s", want, out)
 		}
 	}
+	if !regexp.MustCompile(`(?m)^MAX EVENT BYTES +1048576$`).MatchString(out) || !regexp.MustCompile(`(?m)^MAX APPEND EVENTS +10000$`).MatchString(out) {
+		t.Errorf("server info lacks the append limits:\n%s", out)
+	}
 	var resp esdv1.GetServerInfoResponse
 	out = mustRun(t, addr, "server", "info", "-o", "jsonl")
 	if strings.Count(out, "\n") != 1 {
 		t.Errorf("jsonl is not one line:\n%s", out)
 	}
-	if err := protojson.Unmarshal([]byte(out), &resp); err != nil || resp.GetEventCount() != 1 {
+	if err := protoUnmarshal([]byte(out), &resp); err != nil || resp.GetEventCount() != 1 {
 		t.Errorf("server info -o jsonl: %v %v", err, &resp)
 	}
 	if out := mustRun(t, addr, "server"); !strings.Contains(out, "info") {
@@ -172,5 +175,9 @@ func TestServerInfoTable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("server info lacks %q:\n%s", want, out)
 		}
+	}
+	// An esd that does not report its limits (older than the fields).
+	if !regexp.MustCompile(`(?m)^MAX EVENT BYTES +-$`).MatchString(out) {
+		t.Errorf("server info of a server without limits does not show them as -:\n%s", out)
 	}
 }

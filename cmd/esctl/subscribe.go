@@ -131,8 +131,9 @@ type subscribeOptions struct {
 func (a *app) newSubscribeCmd() *cobra.Command {
 	var o subscribeOptions
 	cmd := &cobra.Command{
-		Use:   "subscribe (STREAM | --category C | --all)",
-		Short: "Follow a stream, a category or $all: history, then live events",
+		Use:               "subscribe (STREAM | --category C | --all)",
+		ValidArgsFunction: a.completeStreams,
+		Short:             "Follow a stream, a category or $all: history, then live events",
 		Long: `Print the target's events from --from on, then keep printing new ones as
 they are committed, until Ctrl-C, --limit or --until-caught-up.
 

@@ -5,10 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/esdhq/esd/internal/tlsconf"
+	"github.com/esdhq/esd/client"
 )
 
 // tlsFlags are esctl's global TLS flags. Their environment variables are
@@ -58,17 +56,18 @@ func (t *tlsFlags) fromEnv(cmd *cobra.Command, lookupEnv func(string) (string, b
 	return nil
 }
 
-// creds returns the transport credentials of a connection: TLS when any
-// TLS flag says so, plain text otherwise.
-func (t *tlsFlags) creds() (credentials.TransportCredentials, error) {
-	if !t.on && t.ca == "" && t.cert == "" && t.serverName == "" {
-		return insecure.NewCredentials(), nil
+// enabled reports whether any TLS flag asks for TLS.
+func (t *tlsFlags) enabled() bool {
+	return t.on || t.ca != "" || t.cert != "" || t.serverName != ""
+}
+
+// option returns the client option of the TLS flags: TLS when any of
+// them says so, plain text otherwise (nil).
+func (t *tlsFlags) option() client.Option {
+	if !t.enabled() {
+		return nil
 	}
-	cfg, err := tlsconf.ClientConfig(t.ca, t.cert, t.key, t.serverName)
-	if err != nil {
-		return nil, usagef("TLS: %v", err)
-	}
-	return credentials.NewTLS(cfg), nil
+	return client.WithTLSFiles(t.ca, t.cert, t.key, t.serverName)
 }
 
 // hint says which TLS flag may be missing when a connection failed with
@@ -76,14 +75,10 @@ func (t *tlsFlags) creds() (credentials.TransportCredentials, error) {
 // that requires client certificates closes a connection without one,
 // each with no more explanation than a broken connection.
 func (t *tlsFlags) hint(msg string) string {
-	if strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host") {
-		return "" // nothing listens there: no TLS flag changes that
-	}
-	creds, err := t.creds()
 	switch {
-	case err != nil:
-		return ""
-	case creds.Info().SecurityProtocol != "tls":
+	case strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host"):
+		return "" // nothing listens there: no TLS flag changes that
+	case !t.enabled():
 		return "if esd serves TLS, connect with --tls-ca (and --tls-cert, --tls-key if it asks for client certificates)"
 	case t.cert == "":
 		return "if esd requires client certificates (mTLS), give --tls-cert and --tls-key"

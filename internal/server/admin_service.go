@@ -31,5 +31,9 @@ func (a *adminService) GetServerInfo(ctx context.Context, _ *esdv1.GetServerInfo
 		EventCount:   st.Events,
 		DiskBytes:    a.eng.DiskBytes(),
 		Shards:       uint32(a.eng.Shards()),
+		// Clients check their input against these before sending it.
+		MaxEventBytes:   uint64(a.cfg.Limits.MaxEventBytes),
+		MaxAppendBytes:  uint64(a.cfg.Limits.MaxAppendBytes),
+		MaxAppendEvents: uint64(a.cfg.Limits.MaxAppendEvents),
 	}, nil
 }

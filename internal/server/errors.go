@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -86,21 +87,22 @@ func toStatus(err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	case errors.As(err, &conflict):
-		return withReason(codes.Aborted, conflict.Error(), reasonWrongExpectedRevision, conflict.Stream, deltaDetail(conflict))
+		return withReason(codes.Aborted, wrongRevisionMessage(conflict.WrongRevisionError), reasonWrongExpectedRevision, conflict.Stream, deltaDetail(conflict))
 	case errors.As(err, &wr):
-		return withReason(codes.Aborted, wr.Error(), reasonWrongExpectedRevision, wr.Stream, wrongRevisionDetail(wr))
+		return withReason(codes.Aborted, wrongRevisionMessage(wr), reasonWrongExpectedRevision, wr.Stream, wrongRevisionDetail(wr))
 	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamTombstoned):
 		code := codes.NotFound
 		if errors.Is(err, engine.ErrRefused) {
 			code = codes.FailedPrecondition
 		}
-		return withReason(code, se.Error(), reasonStreamTombstoned, se.Stream)
+		return withReason(code, fmt.Sprintf("stream %q is tombstoned (deleted for good)", se.Stream), reasonStreamTombstoned, se.Stream)
 	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamDeleted):
-		return withReason(codes.NotFound, se.Error(), reasonStreamDeleted, se.Stream)
+		return withReason(codes.NotFound, fmt.Sprintf("stream %q is deleted", se.Stream), reasonStreamDeleted, se.Stream)
 	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamNotFound):
-		return withReason(codes.NotFound, se.Error(), reasonStreamNotFound, se.Stream)
+		return withReason(codes.NotFound, fmt.Sprintf("stream %q not found", se.Stream), reasonStreamNotFound, se.Stream)
 	case errors.As(err, &idc):
-		return withReason(codes.AlreadyExists, idc.Error(), reasonEventIDConflict, idc.Stream)
+		return withReason(codes.AlreadyExists, fmt.Sprintf("stream %q: event id %s is already stored", idc.Stream, eslog.FormatID(idc.ID)),
+			reasonEventIDConflict, idc.Stream)
 	case errors.As(err, &lim):
 		return lim.status()
 	case errors.As(err, &leased):
@@ -113,7 +115,7 @@ func toStatus(err error) error {
 		return withInfo(codes.FailedPrecondition, notHeld.Error(), reasonLeaseNotHeld, map[string]string{
 			"stream": notHeld.Stream, "fencing_token": strconv.FormatUint(notHeld.Token, 10)})
 	case errors.Is(err, lease.ErrLeased): // a wait that ended without a holder to name
-		return withReason(codes.FailedPrecondition, err.Error(), reasonStreamLeased, "")
+		return withReason(codes.FailedPrecondition, "the stream is leased", reasonStreamLeased, "")
 	case errors.Is(err, lease.ErrClosed):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.As(err, &inv):
@@ -126,11 +128,11 @@ func toStatus(err error) error {
 	case errors.Is(err, snapshot.ErrClosed):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, group.ErrNotFound):
-		return withReason(codes.NotFound, err.Error(), reasonGroupNotFound, "")
+		return withReason(codes.NotFound, groupMessage(err, group.ErrNotFound, "group not found"), reasonGroupNotFound, "")
 	case errors.Is(err, group.ErrExists):
-		return withReason(codes.AlreadyExists, err.Error(), reasonGroupExists, "")
+		return withReason(codes.AlreadyExists, groupMessage(err, group.ErrExists, "group exists"), reasonGroupExists, "")
 	case errors.Is(err, group.ErrImmutable):
-		return withReason(codes.InvalidArgument, err.Error(), reasonInvalidArgument, "")
+		return withReason(codes.InvalidArgument, "a group's target, filter and strategy cannot change", reasonInvalidArgument, "")
 	case errors.Is(err, group.ErrClosed):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, engine.ErrOverloaded):
@@ -144,6 +146,28 @@ func toStatus(err error) error {
 	default: // the interceptor logs the real error with the method name
 		return status.Error(codes.Internal, "internal error")
 	}
+}
+
+// The messages of the statuses are written here rather than taken from
+// the errors' own text: that text names the package the error comes from
+// ("log: stream ..."), which is for esd's logs, not for its clients.
+
+func wrongRevisionMessage(wr *eslog.WrongRevisionError) string {
+	if !wr.Exists {
+		return fmt.Sprintf("stream %q: wrong expected revision: expected %v, but the stream has no events", wr.Stream, wr.Expected)
+	}
+	return fmt.Sprintf("stream %q: wrong expected revision: expected %v, but the head is %d", wr.Stream, wr.Expected, wr.Head)
+}
+
+// groupMessage says what, followed by what err adds after the sentinel:
+// the group package wraps its sentinels with the group's name, as in
+// `group: not found: "g"`, which becomes `group not found: "g"`.
+func groupMessage(err, sentinel error, what string) string {
+	msg := err.Error()
+	if i := strings.Index(msg, sentinel.Error()); i >= 0 {
+		return what + msg[i+len(sentinel.Error()):]
+	}
+	return what
 }
 
 func isStatus(err error) bool {

@@ -32,35 +32,38 @@ func TestToStatus(t *testing.T) {
 		code        codes.Code
 		reason      string // "" for no ErrorInfo
 		stream      string
-		writerLabel bool // writer.Reason(err) must be reason
+		writerLabel bool   // writer.Reason(err) must be reason
+		msg         string // the status message, when the mapping writes it
 	}{
-		{"canceled", context.Canceled, codes.Canceled, "", "", false},
-		{"deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "", "", false},
-		{"conflict with delta", conflict, codes.Aborted, reasonWrongExpectedRevision, "s", true},
-		{"wrong revision", wr, codes.Aborted, reasonWrongExpectedRevision, "s", true},
+		{"canceled", context.Canceled, codes.Canceled, "", "", false, ""},
+		{"deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "", "", false, ""},
+		{"conflict with delta", conflict, codes.Aborted, reasonWrongExpectedRevision, "s", true, `stream "s": wrong expected revision: expected revision 1, but the head is 3`},
+		{"wrong revision", wr, codes.Aborted, reasonWrongExpectedRevision, "s", true, `stream "s": wrong expected revision: expected revision 1, but the head is 3`},
+		{"wrong revision, no stream", &eslog.WrongRevisionError{Stream: "s", Expected: eslog.Expectation{Kind: eslog.ExpectExists}},
+			codes.Aborted, reasonWrongExpectedRevision, "s", true, `stream "s": wrong expected revision: expected stream exists, but the stream has no events`},
 		{"write to a tombstone", fmt.Errorf("%w: %w", engine.ErrRefused, stream(eslog.ErrStreamTombstoned)),
-			codes.FailedPrecondition, reasonStreamTombstoned, "s", true},
-		{"read of a tombstone", stream(eslog.ErrStreamTombstoned), codes.NotFound, reasonStreamTombstoned, "s", true},
-		{"deleted", stream(eslog.ErrStreamDeleted), codes.NotFound, reasonStreamDeleted, "s", true},
-		{"not found", stream(eslog.ErrStreamNotFound), codes.NotFound, reasonStreamNotFound, "s", true},
-		{"id conflict", &eslog.IDConflictError{Stream: "s"}, codes.AlreadyExists, reasonEventIDConflict, "s", true},
+			codes.FailedPrecondition, reasonStreamTombstoned, "s", true, `stream "s" is tombstoned (deleted for good)`},
+		{"read of a tombstone", stream(eslog.ErrStreamTombstoned), codes.NotFound, reasonStreamTombstoned, "s", true, `stream "s" is tombstoned (deleted for good)`},
+		{"deleted", stream(eslog.ErrStreamDeleted), codes.NotFound, reasonStreamDeleted, "s", true, `stream "s" is deleted`},
+		{"not found", stream(eslog.ErrStreamNotFound), codes.NotFound, reasonStreamNotFound, "s", true, `stream "s" not found`},
+		{"id conflict", &eslog.IDConflictError{Stream: "s"}, codes.AlreadyExists, reasonEventIDConflict, "s", true, `stream "s": event id 00000000-0000-0000-0000-000000000000 is already stored`},
 		{"invalid", &invalidError{reason: reasonEventTooLarge, stream: "s",
 			violations: []*errdetails.BadRequest_FieldViolation{{Field: "events[0].data", Description: "too large"}}},
-			codes.InvalidArgument, reasonEventTooLarge, "s", false},
-		{"no snapshot", &snapshot.NotFoundError{Stream: "s", SchemaVersion: 1}, codes.NotFound, reasonSnapshotNotFound, "s", false},
+			codes.InvalidArgument, reasonEventTooLarge, "s", false, ""},
+		{"no snapshot", &snapshot.NotFoundError{Stream: "s", SchemaVersion: 1}, codes.NotFound, reasonSnapshotNotFound, "s", false, ""},
 		{"snapshot past the head", &snapshot.RevisionError{Stream: "s", Revision: 9, Head: 3}, codes.FailedPrecondition,
-			reasonSnapshotRevision, "s", false},
-		{"snapshots closed", snapshot.ErrClosed, codes.Unavailable, reasonShuttingDown, "", false},
-		{"group not found", fmt.Errorf("%w: %q", group.ErrNotFound, "g"), codes.NotFound, reasonGroupNotFound, "", false},
-		{"group exists", group.ErrExists, codes.AlreadyExists, reasonGroupExists, "", false},
-		{"group immutable", group.ErrImmutable, codes.InvalidArgument, reasonInvalidArgument, "", false},
-		{"groups closed", group.ErrClosed, codes.Unavailable, reasonShuttingDown, "", false},
-		{"overloaded", engine.ErrOverloaded, codes.ResourceExhausted, reasonOverloaded, "", true},
-		{"shutting down", engine.ErrShuttingDown, codes.Unavailable, reasonShuttingDown, "", true},
-		{"log closed", eslog.ErrClosed, codes.Unavailable, reasonShuttingDown, "", true},
-		{"storage failed", fmt.Errorf("%w: disk", eslog.ErrStorageFailed), codes.Unavailable, reasonStorageFailed, "", true},
-		{"a status already", status.Error(codes.ResourceExhausted, "message too large"), codes.ResourceExhausted, "", "", false},
-		{"a bug", errors.New("boom"), codes.Internal, "", "", false},
+			reasonSnapshotRevision, "s", false, ""},
+		{"snapshots closed", snapshot.ErrClosed, codes.Unavailable, reasonShuttingDown, "", false, ""},
+		{"group not found", fmt.Errorf("%w: %q", group.ErrNotFound, "g"), codes.NotFound, reasonGroupNotFound, "", false, `group not found: "g"`},
+		{"group exists", fmt.Errorf("%w: %q", group.ErrExists, "g"), codes.AlreadyExists, reasonGroupExists, "", false, `group exists: "g"`},
+		{"group immutable", group.ErrImmutable, codes.InvalidArgument, reasonInvalidArgument, "", false, "a group's target, filter and strategy cannot change"},
+		{"groups closed", group.ErrClosed, codes.Unavailable, reasonShuttingDown, "", false, ""},
+		{"overloaded", engine.ErrOverloaded, codes.ResourceExhausted, reasonOverloaded, "", true, ""},
+		{"shutting down", engine.ErrShuttingDown, codes.Unavailable, reasonShuttingDown, "", true, ""},
+		{"log closed", eslog.ErrClosed, codes.Unavailable, reasonShuttingDown, "", true, ""},
+		{"storage failed", fmt.Errorf("%w: disk", eslog.ErrStorageFailed), codes.Unavailable, reasonStorageFailed, "", true, ""},
+		{"a status already", status.Error(codes.ResourceExhausted, "message too large"), codes.ResourceExhausted, "", "", false, ""},
+		{"a bug", errors.New("boom"), codes.Internal, "", "", false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := status.Convert(toStatus(tc.err))
@@ -82,6 +85,9 @@ func TestToStatus(t *testing.T) {
 			}
 			if tc.writerLabel && writer.Reason(tc.err) != tc.reason {
 				t.Errorf("writer's metric label %q, want the reason %q", writer.Reason(tc.err), tc.reason)
+			}
+			if tc.msg != "" && st.Message() != tc.msg {
+				t.Errorf("message %q, want %q", st.Message(), tc.msg)
 			}
 			if tc.code == codes.Internal && st.Message() != "internal error" {
 				t.Errorf("internal error says %q: it must not leak the error", st.Message())

@@ -364,7 +364,7 @@ func TestListStreams(t *testing.T) {
 }
 
 // TestGetStreamAndServerInfo: a stream never written is not an error;
-// the server's counts follow what was written.
+// the server's counts follow what was written; it reports its limits.
 func TestGetStreamAndServerInfo(t *testing.T) {
 	ts := newTestServer(t, withShards(3))
 	info := ts.getStream(t, "never-1")
@@ -375,6 +375,12 @@ func TestGetStreamAndServerInfo(t *testing.T) {
 	if si.GetLastPosition() != 0 || si.GetStreamCount() != 0 || si.GetEventCount() != 0 || si.GetShards() != 3 ||
 		si.GetVersion() != "test" || si.GetCommit() != "abc" || si.GetDataDir() != ts.dir || si.GetStarted() == nil || si.GetUptime() == nil {
 		t.Fatalf("server info of an empty store: %v", si)
+	}
+	d := DefaultLimits
+	if si.GetMaxEventBytes() != uint64(d.MaxEventBytes) || si.GetMaxAppendBytes() != uint64(d.MaxAppendBytes) ||
+		si.GetMaxAppendEvents() != uint64(d.MaxAppendEvents) {
+		t.Fatalf("server info reports the limits %d, %d, %d, want the defaults %d, %d, %d", si.GetMaxEventBytes(),
+			si.GetMaxAppendBytes(), si.GetMaxAppendEvents(), d.MaxEventBytes, d.MaxAppendBytes, d.MaxAppendEvents)
 	}
 	first := ts.mustAppend(t, appendReq("gs-1", xNoStream, events(3, "A")...))
 	last := ts.mustAppend(t, appendReq("gs-1", xAny, events(2, "B")...))
@@ -396,6 +402,11 @@ func TestGetStreamAndServerInfo(t *testing.T) {
 	ts.restart()
 	if got := ts.info(t); got.GetLastPosition() != 10 || got.GetStreamCount() != 2 || got.GetEventCount() != 6 {
 		t.Fatalf("server info after restart: %v", got)
+	}
+	// Limits set, not defaults, are the ones reported.
+	set := newTestServer(t, withLimits(Limits{MaxEventBytes: 1000, MaxAppendBytes: 5000, MaxAppendEvents: 7})).info(t)
+	if set.GetMaxEventBytes() != 1000 || set.GetMaxAppendBytes() != 5000 || set.GetMaxAppendEvents() != 7 {
+		t.Fatalf("server info with limits set: %v", set)
 	}
 }
 

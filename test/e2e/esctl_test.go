@@ -91,7 +91,8 @@ func TestEsctlOutputFormats(t *testing.T) {
 		{
 			name: "server info", args: func(string) []string { return []string{"server", "info"} },
 			newMsg: func() proto.Message { return &esdv1.GetServerInfoResponse{} },
-			header: []string{"VERSION", "COMMIT", "STARTED", "UPTIME", "DATA DIR", "SHARDS", "LAST POSITION", "STREAMS", "EVENTS", "DISK"},
+			header: []string{"VERSION", "COMMIT", "STARTED", "UPTIME", "DATA DIR", "SHARDS", "LAST POSITION", "STREAMS", "EVENTS", "DISK",
+				"MAX EVENT BYTES", "MAX APPEND BYTES", "MAX APPEND EVENTS"},
 		},
 	}
 	for _, tc := range tests {

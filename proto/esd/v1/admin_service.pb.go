@@ -82,9 +82,19 @@ type GetServerInfoResponse struct {
 	// The version control commit esd was built from, or "unknown".
 	Commit string `protobuf:"bytes,9,opt,name=commit" json:"commit,omitempty"`
 	// The number of writer shards (--shards).
-	Shards        uint32 `protobuf:"varint,10,opt,name=shards" json:"shards,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Shards uint32 `protobuf:"varint,10,opt,name=shards" json:"shards,omitempty"`
+	// The largest event data accepted, in bytes (--max-event-bytes): a
+	// larger event is refused with EVENT_TOO_LARGE. Also the largest
+	// snapshot data. 0 from a server older than this field.
+	MaxEventBytes uint64 `protobuf:"varint,11,opt,name=max_event_bytes,json=maxEventBytes" json:"max_event_bytes,omitempty"`
+	// The most bytes of events, data and metadata, in one Append or
+	// AppendMulti (--max-append-bytes; REQUEST_TOO_LARGE).
+	MaxAppendBytes uint64 `protobuf:"varint,12,opt,name=max_append_bytes,json=maxAppendBytes" json:"max_append_bytes,omitempty"`
+	// The most events in one Append or AppendMulti (--max-append-events;
+	// TOO_MANY_EVENTS).
+	MaxAppendEvents uint64 `protobuf:"varint,13,opt,name=max_append_events,json=maxAppendEvents" json:"max_append_events,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetServerInfoResponse) Reset() {
@@ -187,12 +197,33 @@ func (x *GetServerInfoResponse) GetShards() uint32 {
 	return 0
 }
 
+func (x *GetServerInfoResponse) GetMaxEventBytes() uint64 {
+	if x != nil {
+		return x.MaxEventBytes
+	}
+	return 0
+}
+
+func (x *GetServerInfoResponse) GetMaxAppendBytes() uint64 {
+	if x != nil {
+		return x.MaxAppendBytes
+	}
+	return 0
+}
+
+func (x *GetServerInfoResponse) GetMaxAppendEvents() uint64 {
+	if x != nil {
+		return x.MaxAppendEvents
+	}
+	return 0
+}
+
 var File_esd_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1aesd/v1/admin_service.proto\x12\x06esd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n" +
-	"\x14GetServerInfoRequest\"\xed\x02\n" +
+	"\x14GetServerInfoRequest\"\xeb\x03\n" +
 	"\x15GetServerInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x121\n" +
 	"\x06uptime\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12\x19\n" +
@@ -206,7 +237,10 @@ const file_esd_v1_admin_service_proto_rawDesc = "" +
 	"\astarted\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x16\n" +
 	"\x06commit\x18\t \x01(\tR\x06commit\x12\x16\n" +
 	"\x06shards\x18\n" +
-	" \x01(\rR\x06shards2\\\n" +
+	" \x01(\rR\x06shards\x12&\n" +
+	"\x0fmax_event_bytes\x18\v \x01(\x04R\rmaxEventBytes\x12(\n" +
+	"\x10max_append_bytes\x18\f \x01(\x04R\x0emaxAppendBytes\x12*\n" +
+	"\x11max_append_events\x18\r \x01(\x04R\x0fmaxAppendEvents2\\\n" +
 	"\fAdminService\x12L\n" +
 	"\rGetServerInfo\x12\x1c.esd.v1.GetServerInfoRequest\x1a\x1d.esd.v1.GetServerInfoResponseB0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
