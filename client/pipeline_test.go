@@ -303,7 +303,6 @@ func TestPipelinedAppendReturnsWhenItsContextEnds(t *testing.T) {
 		t.Fatalf("append past its deadline: %v, want DEADLINE_EXCEEDED", err)
 	}
 	if d := time.Since(start); d > 600*time.Millisecond { // well before the answer could come
-
 		t.Fatalf("append past its deadline returned after %v", d)
 	}
 	r, err := c.Append(context.Background(), "slow-1", client.StreamExists(), client.NewEvent("E", nil))
