@@ -18,7 +18,9 @@ import (
 // events from 64 goroutines, each to its own stream, over one client.
 // Besides the wall time they report the process's CPU time an append
 // (client and in-process server together), which other loads on the
-// machine disturb less.
+// machine disturb less. The store is in $TMPDIR: TMPDIR=/dev/shm takes
+// the disk's fsync latency, and other programs' disk traffic, out of the
+// comparison.
 func BenchmarkAppendPipelined(b *testing.B) { benchmarkAppend(b, true) }
 
 func BenchmarkAppendUnary(b *testing.B) { benchmarkAppend(b, false) }

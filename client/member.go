@@ -242,7 +242,10 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 	case err := <-recvDone: // the acks of the handlers in flight are lost
 		return true, err
 	case <-deadline.C:
-		return true, nil // the deferred cancels end the handlers and the call
+		// The call ends first, so that no nack of a handler cut short
+		// goes out: its event goes back to the group as unanswered.
+		cancelCall()
+		return true, nil
 	}
 	// The server ends the call once it has read the close, after the acks.
 	select {

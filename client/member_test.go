@@ -319,3 +319,53 @@ func TestWaitForCheckpoint(t *testing.T) {
 		t.Fatalf("wait on a missing group: %v, want GROUP_NOT_FOUND", err)
 	}
 }
+
+// TestMemberDrainTimeout: a handler still running past the drain timeout
+// has its context cancelled, and the member returns without waiting for
+// it; its event is delivered again to the next member.
+func TestMemberDrainTimeout(t *testing.T) {
+	c, _ := dial(t)
+	createGroup(t, c, "stuck", "stuck", esdv1.GroupStrategy_GROUP_STRATEGY_ROUND_ROBIN)
+	appendN(t, c, "stuck-1", 1)
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	ctx, stop := context.WithCancel(context.Background())
+	done := runMember(ctx, c, "stuck", func(hctx context.Context, _ *esdv1.RecordedEvent) error {
+		close(started)
+		<-hctx.Done()
+		close(cancelled)
+		return hctx.Err()
+	}, client.DrainTimeout(100*time.Millisecond))
+	<-started
+	stop()
+	start := time.Now()
+	if err := waitErr(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the member returned %v after its stop, want about the 100 ms drain timeout", d)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's context was not cancelled past the drain timeout")
+	}
+	again := make(chan struct{}, 1)
+	ctx2, stop2 := context.WithCancel(context.Background())
+	defer stop2()
+	done2 := runMember(ctx2, c, "stuck", func(context.Context, *esdv1.RecordedEvent) error {
+		select {
+		case again <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+	select {
+	case <-again:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unacknowledged event was not delivered again")
+	}
+	stop2()
+	if err := waitErr(t, done2); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -76,6 +76,9 @@ var errUnpiped = errors.New("client: append not pipelined")
 // append runs one attempt of req over the pipeline: it returns what
 // Append would, or errUnpiped.
 func (p *pipeline) append(ctx context.Context, req *esdv1.AppendRequest) (*esdv1.AppendResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // as a unary call does: nothing sent
+	}
 	ac := p.call(ctx)
 	if ac == nil {
 		if err := ctx.Err(); err != nil {
