@@ -19,8 +19,13 @@ import (
 // carries the actual head and the events appended since the expected
 // revision.
 func (c *Client) Append(ctx context.Context, stream string, expected Expected, events ...*esdv1.ProposedEvent) (*esdv1.AppendResponse, error) {
+	return c.appendFenced(ctx, stream, 0, expected, events)
+}
+
+// appendFenced is Append with a lease's fencing token (0: none).
+func (c *Client) appendFenced(ctx context.Context, stream string, token uint64, expected Expected, events []*esdv1.ProposedEvent) (*esdv1.AppendResponse, error) {
 	withIDs(events)
-	req := &esdv1.AppendRequest{Stream: stream, Events: events}
+	req := &esdv1.AppendRequest{Stream: stream, Events: events, FencingToken: token}
 	expected.setOn(req)
 	piped := c.pipe != nil && pipelined(req)
 	return retry(ctx, c, func(ctx context.Context) (*esdv1.AppendResponse, error) {
@@ -39,6 +44,9 @@ type AppendEntry struct {
 	Stream   string
 	Expected Expected
 	Events   []*esdv1.ProposedEvent // none: a pure condition on the stream
+	// FencingToken is the token of the caller's lease on Stream (see
+	// AcquireLease); 0: none.
+	FencingToken uint64
 }
 
 // AppendMulti appends to several streams atomically: every expected
@@ -48,7 +56,7 @@ func (c *Client) AppendMulti(ctx context.Context, entries ...AppendEntry) ([]*es
 	req := &esdv1.AppendMultiRequest{Appends: make([]*esdv1.AppendRequest, len(entries))}
 	for i, e := range entries {
 		withIDs(e.Events)
-		r := &esdv1.AppendRequest{Stream: e.Stream, Events: e.Events}
+		r := &esdv1.AppendRequest{Stream: e.Stream, Events: e.Events, FencingToken: e.FencingToken}
 		e.Expected.setOn(r)
 		req.Appends[i] = r
 	}

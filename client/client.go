@@ -25,6 +25,7 @@ type Client struct {
 	groups  esdv1.ConsumerGroupServiceClient
 	snaps   esdv1.SnapshotServiceClient
 	admin   esdv1.AdminServiceClient
+	locks   esdv1.LockServiceClient
 	// owned: Dial made conn, and Close closes it.
 	owned bool
 	pipe  *pipeline // nil: WithPipelining(false)
@@ -155,6 +156,7 @@ func newClient(conn *grpc.ClientConn, o options) *Client {
 		groups:  esdv1.NewConsumerGroupServiceClient(conn),
 		snaps:   esdv1.NewSnapshotServiceClient(conn),
 		admin:   esdv1.NewAdminServiceClient(conn),
+		locks:   esdv1.NewLockServiceClient(conn),
 	}
 	if !o.noPipeline {
 		c.pipe = &pipeline{c: c}
@@ -190,10 +192,16 @@ func (c *Client) ServerInfo(ctx context.Context) (*esdv1.GetServerInfoResponse, 
 // callCtx bounds a unary call by the client's timeout unless ctx has a
 // deadline already.
 func (c *Client) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return c.callCtxFor(ctx, 0)
+}
+
+// callCtxFor is callCtx for a call the server may hold for up to wait
+// before it answers.
+func (c *Client) callCtxFor(ctx context.Context, wait time.Duration) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok || c.opts.timeout <= 0 {
 		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, c.opts.timeout)
+	return context.WithTimeout(ctx, c.opts.timeout+wait)
 }
 
 // bearer sends the token with every call. It does not require transport

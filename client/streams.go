@@ -24,7 +24,12 @@ func (c *Client) GetStream(ctx context.Context, stream string) (*esdv1.StreamInf
 // appends fail with STREAM_TOMBSTONED). It is not retried: a delete that
 // was done and retried would fail, or delete the events appended since.
 func (c *Client) DeleteStream(ctx context.Context, stream string, expected Expected, tombstone bool) (*esdv1.DeleteStreamResponse, error) {
-	req := &esdv1.DeleteStreamRequest{Stream: stream, Tombstone: tombstone}
+	return c.deleteFenced(ctx, stream, 0, expected, tombstone)
+}
+
+// deleteFenced is DeleteStream with a lease's fencing token (0: none).
+func (c *Client) deleteFenced(ctx context.Context, stream string, token uint64, expected Expected, tombstone bool) (*esdv1.DeleteStreamResponse, error) {
+	req := &esdv1.DeleteStreamRequest{Stream: stream, Tombstone: tombstone, FencingToken: token}
 	switch expected.kind {
 	case expectNoStream:
 		req.ExpectedRevision = &esdv1.DeleteStreamRequest_NoStream{NoStream: &emptypb.Empty{}}
