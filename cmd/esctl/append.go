@@ -103,6 +103,7 @@ type appendOptions struct {
 	file        string
 	tags        []string
 	expected    expectedRevision
+	token       uint64
 }
 
 func (a *app) newAppendCmd() *cobra.Command {
@@ -133,7 +134,15 @@ prints what it found (and the events since) and exits with 4.`,
 	f.StringArrayVar(&o.tags, "tag", nil, "tag to store with the event (repeatable)")
 	f.StringVar(&o.file, "file", "", "read the data from this file (- for stdin)")
 	addExpectedFlag(cmd, &o.expected)
+	addFencingTokenFlag(cmd, &o.token)
 	return cmd
+}
+
+// addFencingTokenFlag adds --fencing-token: the token of a lease on the
+// stream (esctl lease acquire), without which a leased stream refuses
+// writes.
+func addFencingTokenFlag(cmd *cobra.Command, token *uint64) {
+	cmd.Flags().Uint64Var(token, "fencing-token", 0, "the fencing token of your lease on the stream (esctl lease acquire); a leased stream refuses writes without it")
 }
 
 func (a *app) runAppend(ctx context.Context, o *appendOptions, args []string) error {
@@ -163,7 +172,7 @@ func (a *app) runAppend(ctx context.Context, o *appendOptions, args []string) er
 		return err
 	}
 	stream := args[0]
-	resp, err := cli.Append(ctx, stream, o.expected.expected(), ev)
+	resp, err := cli.LeaseOf(stream, o.token).Append(ctx, o.expected.expected(), ev)
 	if err != nil {
 		return err
 	}

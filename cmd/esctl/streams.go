@@ -123,6 +123,7 @@ func (a *app) runLs(ctx context.Context, prefix string, o lsOptions) error {
 type deleteOptions struct {
 	tombstone bool
 	expected  expectedRevision
+	token     uint64
 }
 
 func (a *app) newDeleteCmd() *cobra.Command {
@@ -141,6 +142,7 @@ deleted forever and every later append fails.`,
 	}
 	cmd.Flags().BoolVar(&o.tombstone, "tombstone", false, "delete forever (the name can never be used again)")
 	addExpectedFlag(cmd, &o.expected)
+	addFencingTokenFlag(cmd, &o.token)
 	return cmd
 }
 
@@ -149,7 +151,7 @@ func (a *app) runDelete(ctx context.Context, stream string, o deleteOptions) err
 	if err != nil {
 		return err
 	}
-	resp, err := cli.DeleteStream(ctx, stream, o.expected.expected(), o.tombstone)
+	resp, err := cli.LeaseOf(stream, o.token).DeleteStream(ctx, o.expected.expected(), o.tombstone)
 	if err != nil {
 		return err
 	}
