@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -21,7 +22,14 @@ func (c *Client) Append(ctx context.Context, stream string, expected Expected, e
 	withIDs(events)
 	req := &esdv1.AppendRequest{Stream: stream, Events: events}
 	expected.setOn(req)
+	piped := c.pipe != nil && pipelined(req)
 	return retry(ctx, c, func(ctx context.Context) (*esdv1.AppendResponse, error) {
+		if piped {
+			resp, err := c.pipe.append(ctx, req)
+			if !errors.Is(err, errUnpiped) {
+				return resp, err
+			}
+		}
 		return c.streams.Append(ctx, req)
 	})
 }
@@ -69,14 +77,10 @@ func retry[T any](ctx context.Context, c *Client, call func(context.Context) (T,
 		if attempt >= c.opts.retries || !IsTemporary(err) || ctx.Err() != nil {
 			return v, err
 		}
-		sleep := backoff/2 + rand.N(backoff/2+1) // jitter: retries of many clients spread out
-		t := time.NewTimer(sleep)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, &backoff) {
 			return v, err
-		case <-t.C:
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
+
+func jitter(d time.Duration) time.Duration { return rand.N(d) }

@@ -27,6 +27,7 @@ type Client struct {
 	admin   esdv1.AdminServiceClient
 	// owned: Dial made conn, and Close closes it.
 	owned bool
+	pipe  *pipeline // nil: WithPipelining(false)
 }
 
 type options struct {
@@ -38,6 +39,8 @@ type options struct {
 	keep     keepalive.ClientParameters
 	keepSet  bool
 	dialOpts []grpc.DialOption
+	// noPipeline: Append makes a unary call each time.
+	noPipeline bool
 }
 
 // Option configures Dial.
@@ -145,7 +148,7 @@ func New(conn *grpc.ClientConn, opts ...Option) *Client {
 }
 
 func newClient(conn *grpc.ClientConn, o options) *Client {
-	return &Client{
+	c := &Client{
 		conn:    conn,
 		opts:    o,
 		streams: esdv1.NewStreamServiceClient(conn),
@@ -153,11 +156,18 @@ func newClient(conn *grpc.ClientConn, o options) *Client {
 		snaps:   esdv1.NewSnapshotServiceClient(conn),
 		admin:   esdv1.NewAdminServiceClient(conn),
 	}
+	if !o.noPipeline {
+		c.pipe = &pipeline{c: c}
+	}
+	return c
 }
 
-// Close closes the connection (when Dial made it). Calls in flight fail
-// with CANCELED.
+// Close ends the client's own calls (the pipeline of appends) and closes
+// the connection when Dial made it. Calls in flight fail with CANCELED.
 func (c *Client) Close() error {
+	if c.pipe != nil {
+		c.pipe.close()
+	}
 	if !c.owned {
 		return nil
 	}

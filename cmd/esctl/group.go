@@ -31,6 +31,7 @@ parked: see esctl group parked and replay-parked.`
 		a.newGroupParkedCmd(),
 		a.newGroupReplayParkedCmd(),
 		a.newGroupJoinCmd(),
+		a.newGroupWaitCmd(),
 	)
 	return cmd
 }
@@ -506,4 +507,62 @@ func (a *app) runReplayParked(ctx context.Context, req *esdv1.ReplayParkedReques
 		{"GROUP", req.GetGroup()},
 		{"REPLAYED", strconv.FormatUint(resp.GetReplayed(), 10)},
 	})
+}
+
+// waitMargin is how much longer than the wait the call may take, so that
+// the server's answer at the end of the wait (not reached) arrives before
+// the call's deadline ends it as DEADLINE_EXCEEDED.
+const waitMargin = 5 * time.Second
+
+func (a *app) newGroupWaitCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "wait NAME POSITION",
+		Short: "Wait until a consumer group has handled every event up to a position",
+		Long: `Wait until the group's checkpoint reaches POSITION: every event of the
+group's target up to it is acknowledged (or parked). POSITION is a position
+of $all, such as the last_position esctl append prints; a position of a
+stream the group does not follow is passed once the group reads beyond it.
+
+--timeout is how long to wait (0 = the server's default, 30s; at most 5m).
+Exits 1, after printing the checkpoint, when the position is not reached
+within it.`,
+		Args: cobra.ExactArgs(2),
+		RunE: a.action(func(cmd *cobra.Command, args []string) error {
+			pos, err := strconv.ParseUint(args[1], 10, 64)
+			if err != nil {
+				return usagef("POSITION %q is not a position (an unsigned integer)", args[1])
+			}
+			return a.runGroupWait(cmd.Context(), args[0], pos)
+		}),
+	}
+}
+
+func (a *app) runGroupWait(ctx context.Context, name string, pos uint64) error {
+	cli, err := a.groups()
+	if err != nil {
+		return err
+	}
+	req := &esdv1.WaitForCheckpointRequest{Group: name, Position: pos}
+	cctx, cancel := context.WithCancel(ctx)
+	if a.timeout > 0 {
+		req.Timeout = durationpb.New(a.timeout)
+		cctx, cancel = context.WithTimeout(ctx, a.timeout+waitMargin)
+	}
+	defer cancel()
+	resp, err := cli.WaitForCheckpoint(cctx, req)
+	if err != nil {
+		return err
+	}
+	if err := a.printKV(resp, [][2]string{
+		{"GROUP", name},
+		{"POSITION", strconv.FormatUint(pos, 10)},
+		{"CHECKPOINT", strconv.FormatUint(resp.GetCheckpoint(), 10)},
+		{"REACHED", strconv.FormatBool(resp.GetReached())},
+	}); err != nil {
+		return err
+	}
+	if !resp.GetReached() {
+		return fmt.Errorf("group %s has not reached position %d (checkpoint %d): still being processed", name, pos, resp.GetCheckpoint())
+	}
+	return nil
 }

@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -475,5 +477,68 @@ func TestGroupExitCodes(t *testing.T) {
 	// Only "g" and the name the server refused got there.
 	if creates, updates := srv.calls(t, "CreateGroup"), srv.calls(t, "UpdateGroup"); creates != 2 || updates != 0 {
 		t.Errorf("usage errors reached the server: %d creates, %d updates", creates, updates)
+	}
+}
+
+// TestGroupWait waits for the checkpoint of a group on cart's events:
+// not reached without a member (exit 1, the checkpoint printed), reached
+// once a member has acknowledged the position, and reached for a member
+// acknowledging while esctl waits.
+func TestGroupWait(t *testing.T) {
+	t.Parallel()
+	srv := startESD(t)
+	addr := srv.addr
+	fillReadStreams(t, addr)
+	mustRun(t, addr, "group", "create", "g", "--category", "cart")
+
+	out, stderr, code := runCLI(t, addr, nil, "group", "wait", "g", "3", "--timeout", "200ms")
+	if code != exitError || !strings.Contains(stderr, "has not reached position 3 (checkpoint 0): still being processed") {
+		t.Errorf("not reached: exit %d, stderr %q", code, stderr)
+	}
+	if got := kv(t, out); got["GROUP"] != "g" || got["POSITION"] != "3" || got["CHECKPOINT"] != "0" || got["REACHED"] != "false" {
+		t.Errorf("not reached: %v", got)
+	}
+	want := []proto.Message{&esdv1.WaitForCheckpointRequest{Group: "g", Position: 3, Timeout: durationpb.New(200 * time.Millisecond)}}
+	if diff := cmp.Diff(want, srv.requests(t, "WaitForCheckpoint"), protocmp.Transform()); diff != "" {
+		t.Errorf("request (-want +got):\n%s", diff)
+	}
+
+	mustRun(t, addr, "group", "join", "g", "--limit", "3")
+	if got := kv(t, mustRun(t, addr, "group", "wait", "g", "3")); got["CHECKPOINT"] != "3" || got["REACHED"] != "true" {
+		t.Errorf("after the acks: %v", got)
+	}
+
+	type result struct {
+		out, stderr string
+		code        int
+	}
+	waited := make(chan result, 1)
+	go func() {
+		out, stderr, code := runCLI(t, addr, nil, "group", "wait", "g", "5", "--timeout", "20s", "-o", "json")
+		waited <- result{out, stderr, code}
+	}()
+	testutil.Eventually(t, 10*time.Second, "the wait at the server", func() bool { return srv.calls(t, "WaitForCheckpoint") == 3 })
+	mustRun(t, addr, "group", "join", "g", "--limit", "2")
+	r := <-waited
+	resp := &esdv1.WaitForCheckpointResponse{}
+	if r.code != exitOK {
+		t.Fatalf("wait while a member acks: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if err := protojson.Unmarshal([]byte(r.out), resp); err != nil || !resp.GetReached() || resp.GetCheckpoint() != 5 {
+		t.Errorf("wait while a member acks: %q (%v)", r.out, err)
+	}
+
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"group", "wait", "g", "x1"}, exitUsage, "is not a position"},
+		{[]string{"group", "wait", "g"}, exitUsage, "accepts 2 arg"},
+		{[]string{"group", "wait", "nope", "1"}, exitError, "(reason: GROUP_NOT_FOUND)"},
+	} {
+		if _, stderr, code := runCLI(t, addr, nil, tc.args...); code != tc.code || !strings.Contains(stderr, tc.stderr) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, stderr, tc.code, tc.stderr)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -76,13 +77,72 @@ type config struct {
 	Insecure      bool
 }
 
+// errHelp and errVersion: the command line asks for the help or the
+// version, which main prints instead of starting esd.
+var (
+	errHelp    = errors.New("help requested")
+	errVersion = errors.New("version requested")
+)
+
+// versionFlag asks for the version. It is the one flag without an ESD_
+// twin: it is a question, not a setting, and an ESD_VERSION left in an
+// environment would turn every start into a version print.
+const versionFlag = "version"
+
+// envName is the environment twin of flag name: --data-dir, ESD_DATA_DIR.
+func envName(name string) string {
+	return "ESD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
 // parseConfig reads flags, each with an ESD_ environment twin
 // (--data-dir and ESD_DATA_DIR); a flag given on the command line wins.
-// The whole config is checked before anything is opened.
+// The whole config is checked before anything is opened. -h, --help and
+// --version return errHelp and errVersion, whatever else is wrong.
 func parseConfig(args []string, getenv func(string) string) (config, error) {
 	var c config
+	var showVersion bool
+	fs := newFlagSet(&c, &showVersion)
+	envErr := applyEnv(fs, getenv)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, errHelp
+		}
+		return c, err
+	}
+	if showVersion {
+		return c, errVersion
+	}
+	if envErr != nil {
+		return c, envErr
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return c, c.validate()
+}
+
+// applyEnv sets each flag of fs from its ESD_ variable, when set.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	var errs error
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == versionFlag {
+			return
+		}
+		env := envName(f.Name)
+		if v := getenv(env); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = errors.Join(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	return errs
+}
+
+// newFlagSet defines esd's flags on c.
+func newFlagSet(c *config, showVersion *bool) *flag.FlagSet {
 	fs := flag.NewFlagSet("esd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	fs.BoolVar(showVersion, versionFlag, false, "print the version and commit, and exit")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the store (one esd per directory)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7400", "gRPC listen address")
 	fs.StringVar(&c.HTTPListen, "http-listen", "127.0.0.1:7401", "HTTP listen address for /metrics, /healthz, /readyz (and /debug/pprof/ with --pprof)")
@@ -90,7 +150,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", "console", "console (for people) or json (for machines)")
 	fs.IntVar(&c.MaxEventBytes, "max-event-bytes", 1<<20, "largest event data accepted, in bytes")
 	fs.IntVar(&c.MaxAppendBytes, "max-append-bytes", 16<<20, "largest append (all events' data and metadata), in bytes")
-	fs.IntVar(&c.Shards, "shards", runtime.NumCPU(), "writer shards")
+	fs.IntVar(&c.Shards, "shards", runtime.NumCPU(), "writer shards (the default is the number of CPUs)")
 	fs.Int64Var(&c.CacheBytes, "cache-bytes", 256<<20, "Pebble block cache size, in bytes")
 	fs.IntVar(&c.SubBufferBytes, "subscription-buffer-bytes", 32<<20,
 		"recent events held in memory for live subscribers, in bytes (one buffer shared by all; a subscriber behind it reads the store)")
@@ -146,37 +206,49 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		"most event bytes of appends in flight from one connection (INFLIGHT_BYTES)")
 	fs.Int64Var(&c.LargeAppendRate, "large-append-rate", d.LargeAppendRate,
 		"most event bytes a second of appends over 64 KiB written; past it they wait their turn (0: no bound)")
-
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		env := "ESD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(env); v != "" {
-			if err := f.Value.Set(v); err != nil {
-				envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", env, v, err))
-			}
-		}
-	})
-	if envErr != nil {
-		return c, envErr
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, fmt.Errorf("usage of esd:\n%s", usage(fs))
-		}
-		return c, fmt.Errorf("%w\nusage of esd:\n%s", err, usage(fs))
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	return c, c.validate()
+	return fs
 }
 
-func usage(fs *flag.FlagSet) string {
+// helpText is esd --help: every flag, by name, with its meaning, its
+// ESD_ variable and its default.
+func helpText() string {
 	var b strings.Builder
-	fs.SetOutput(&b)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
+	b.WriteString(`Usage: esd [flags]
+
+esd is the esd event-store server: gRPC on --listen, HTTP (/metrics,
+/healthz, /readyz) on --http-listen. Each flag also reads its ESD_
+environment variable; a flag on the command line wins. Flags take one
+dash or two (-data-dir, --data-dir).
+
+Flags:
+`)
+	fs := newFlagSet(&config{}, new(bool))
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, use := flag.UnquoteUsage(f)
+		fmt.Fprintf(&b, "  --%s", f.Name)
+		if typ != "" {
+			fmt.Fprintf(&b, " %s", typ)
+		}
+		fmt.Fprintf(&b, "\n        %s\n", use)
+		if f.Name == versionFlag {
+			return
+		}
+		def := f.DefValue
+		switch {
+		case def == "":
+			def = "unset"
+		case typ == "string":
+			def = strconv.Quote(def)
+		}
+		fmt.Fprintf(&b, "        env %s, default %s\n", envName(f.Name), def)
+	})
+	b.WriteString("  -h, --help\n        print this help, and exit\n")
 	return b.String()
+}
+
+// versionText is esd --version.
+func versionText() string {
+	return fmt.Sprintf("esd %s (commit %s, %s)\n", version, commit, runtime.Version())
 }
 
 func (c config) validate() error {

@@ -1,6 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +46,6 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad environment value", env: env("ESD_SHARDS", "many"), wantErr: `ESD_SHARDS="many"`},
 		{name: "unknown flag", args: []string{"--nope"}, wantErr: "flag provided but not defined"},
 		{name: "stray argument", args: []string{"serve"}, wantErr: "unexpected arguments"},
-		{name: "help", args: []string{"-h"}, wantErr: "usage of esd"},
 		{name: "empty data dir", args: []string{"--data-dir", ""}, wantErr: "--data-dir is empty"},
 		{name: "bad listen", args: []string{"--listen", "7400"}, wantErr: "--listen"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: "--log-level"},
@@ -97,5 +102,141 @@ func TestParseConfig(t *testing.T) {
 				t.Fatalf("config %+v", c)
 			}
 		})
+	}
+}
+
+// helpEntries splits esd --help into the lines of each flag, by name.
+func helpEntries(t *testing.T, help string) map[string]string {
+	t.Helper()
+	entries := make(map[string]string)
+	name := ""
+	for _, line := range strings.Split(help, "\n") {
+		if rest, ok := strings.CutPrefix(line, "  --"); ok {
+			name, _, _ = strings.Cut(rest, " ")
+			entries[name] = line + "\n"
+			continue
+		}
+		if name != "" && strings.HasPrefix(line, "        ") {
+			entries[name] += line + "\n"
+		}
+	}
+	return entries
+}
+
+// TestHelpNamesEveryFlag walks every flag esd defines: the help shows it
+// with its meaning, its ESD_ variable and its default, so that no flag
+// can be added without them; and that variable does set the flag.
+func TestHelpNamesEveryFlag(t *testing.T) {
+	entries := helpEntries(t, helpText())
+	n := 0
+	newFlagSet(&config{}, new(bool)).VisitAll(func(f *flag.Flag) {
+		n++
+		entry, ok := entries[f.Name]
+		if !ok {
+			t.Errorf("--%s is not in the help", f.Name)
+			return
+		}
+		if f.Usage == "" || !strings.Contains(entry, f.Usage) {
+			t.Errorf("--%s: the help does not say what it is:\n%s", f.Name, entry)
+		}
+		if f.Name == versionFlag {
+			if strings.Contains(entry, "ESD_") {
+				t.Errorf("--%s has no environment variable, the help names one:\n%s", f.Name, entry)
+			}
+			return
+		}
+		env := envName(f.Name)
+		def := f.DefValue
+		if def == "" {
+			def = "unset"
+		} else if typ, _ := flag.UnquoteUsage(f); typ == "string" {
+			def = strconv.Quote(def)
+		}
+		if want := "env " + env + ", default " + def + "\n"; !strings.Contains(entry, want) {
+			t.Errorf("--%s: the help lacks %q:\n%s", f.Name, want, entry)
+		}
+		if err := checkEnvSets(f.Name, env); err != nil {
+			t.Errorf("--%s: %v", f.Name, err)
+		}
+	})
+	if n == 0 || len(entries) != n { // every entry of the help is a flag esd has
+		t.Errorf("%d flags defined, %d in the help", n, len(entries))
+	}
+	if !strings.Contains(helpText(), "-h, --help") {
+		t.Error("the help does not name --help")
+	}
+}
+
+// checkEnvSets checks that variable env sets flag name: a value other
+// than the default, given through the environment, is the flag's value.
+func checkEnvSets(name, env string) error {
+	fs := newFlagSet(&config{}, new(bool))
+	f := fs.Lookup(name)
+	var v string
+	switch typ, _ := flag.UnquoteUsage(f); typ {
+	case "": // a bool
+		v = strconv.FormatBool(f.DefValue != "true")
+	case "duration":
+		v = "7s"
+	case "string":
+		v = "set-from-" + env
+	default: // the integers
+		v = "7"
+	}
+	if v == f.DefValue {
+		return fmt.Errorf("the test value %q is the default", v)
+	}
+	if err := applyEnv(fs, func(k string) string {
+		if k == env {
+			return v
+		}
+		return ""
+	}); err != nil {
+		return err
+	}
+	if got := f.Value.String(); got != v {
+		return fmt.Errorf("%s=%s: the flag is %q", env, v, got)
+	}
+	return nil
+}
+
+// TestHelpAndVersion: -h, --help and --version answer on stdout with exit
+// 0, before anything else is checked; a bad flag is exit 2 on stderr;
+// ESD_VERSION is no twin of --version.
+func TestHelpAndVersion(t *testing.T) {
+	oldVersion, oldCommit := version, commit
+	version, commit = "v1.2.3", "abc1234"
+	t.Cleanup(func() { version, commit = oldVersion, oldCommit })
+	for _, tc := range []struct {
+		args   []string
+		env    map[string]string
+		code   int
+		done   bool
+		stdout string
+		stderr string
+	}{
+		{args: []string{"--help"}, done: true, stdout: "Usage: esd [flags]"},
+		{args: []string{"-h"}, done: true, stdout: "env ESD_DATA_DIR, default \"./data\""},
+		{args: []string{"--help"}, env: map[string]string{"ESD_SHARDS": "many"}, done: true, stdout: "Usage: esd"},
+		{args: []string{"--version"}, done: true, stdout: "esd v1.2.3 (commit abc1234, " + runtime.Version() + ")\n"},
+		{args: []string{"--shards", "0", "--version"}, done: true, stdout: "esd v1.2.3 (commit abc1234"},
+		{args: []string{"--nope"}, code: 2, done: true, stderr: "Run 'esd --help' for the flags."},
+		{env: map[string]string{"ESD_VERSION": "true"}},
+	} {
+		_, err := parseConfig(tc.args, func(k string) string { return tc.env[k] })
+		var stdout, stderr bytes.Buffer
+		code, done := answerConfig(err, &stdout, &stderr)
+		if code != tc.code || done != tc.done {
+			t.Errorf("%v %v: exit %d (done %t), want %d (done %t); err %v", tc.args, tc.env, code, done, tc.code, tc.done, err)
+		}
+		if !strings.Contains(stdout.String(), tc.stdout) || (tc.stdout == "") != (stdout.Len() == 0) {
+			t.Errorf("%v: stdout %q, want %q", tc.args, stdout.String(), tc.stdout)
+		}
+		if !strings.Contains(stderr.String(), tc.stderr) || (tc.stderr == "") != (stderr.Len() == 0) {
+			t.Errorf("%v: stderr %q, want %q", tc.args, stderr.String(), tc.stderr)
+		}
+	}
+	if _, err := parseConfig([]string{"--help"}, func(string) string { return "" }); !errors.Is(err, errHelp) {
+		t.Errorf("--help: %v, want errHelp", err)
 	}
 }

@@ -5,14 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 )
 
 func main() {
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "esd:", err)
-		os.Exit(2)
+	if code, done := answerConfig(err, os.Stdout, os.Stderr); done {
+		os.Exit(code)
 	}
 	lg, err := newLogger(cfg)
 	if err != nil {
@@ -32,4 +32,23 @@ func main() {
 		os.Exit(1)
 	}
 	_ = lg.Sync()
+}
+
+// answerConfig answers a command line that does not start esd: the help
+// or the version on stdout (exit 0), or what is wrong with the flags on
+// stderr (exit 2). done is false when esd is to start.
+func answerConfig(err error, stdout, stderr io.Writer) (code int, done bool) {
+	switch {
+	case err == nil:
+		return 0, false
+	case errors.Is(err, errHelp):
+		fmt.Fprint(stdout, helpText())
+		return 0, true
+	case errors.Is(err, errVersion):
+		fmt.Fprint(stdout, versionText())
+		return 0, true
+	default:
+		fmt.Fprintf(stderr, "esd: %v\nRun 'esd --help' for the flags.\n", err)
+		return 2, true
+	}
 }

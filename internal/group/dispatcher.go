@@ -345,7 +345,10 @@ func (d *dispatcher) advance() {
 	if len(d.order) > 0 {
 		cp = d.order[0] - 1
 	}
-	d.checkpoint = max(d.checkpoint, cp)
+	if cp > d.checkpoint {
+		d.checkpoint = cp
+		d.g.raise(cp)
+	}
 }
 
 // dispatch hands waiting entries to members with room.

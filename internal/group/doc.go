@@ -7,6 +7,8 @@
 //   - dispatcher.go: the dispatcher of a group with members: its source
 //     subscription, deliveries, acks, nacks, timeouts, parking and the
 //     checkpoint.
+//   - wait.go: WaitCheckpoint, waiting for a group's checkpoint to reach
+//     a position.
 //   - store.go: the durable state in the log's aux space (settings,
 //     checkpoint, parked events) and its encoding.
 //   - metrics.go: the groups' metrics.
@@ -47,6 +49,7 @@
 // closes; Manager.Close waits for them after storing the checkpoints.
 //
 // Lock order: Manager.mu, then group.mu. The dispatcher takes group.mu
-// only for the few fields the manager reads (parked count, run, replay)
-// and never holds it while waiting for a channel.
+// only for the few fields the manager reads (parked count, run, replay,
+// the frontier and its waiters) and never holds it while waiting for a
+// channel.
 package group

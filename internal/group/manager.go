@@ -65,6 +65,14 @@ type group struct {
 	deleted  bool
 	// replay holds parked positions to hand back when a dispatcher runs.
 	replay []uint64
+	// frontier is the highest checkpoint the group has reached in this
+	// server's life: the stored one at start, then every checkpoint a
+	// dispatcher computes. Unlike a dispatcher's, it never goes back: a
+	// new dispatcher starts from the stored checkpoint, which is behind
+	// when a save failed, but the events up to frontier were finished all
+	// the same. WaitCheckpoint waits on it.
+	frontier uint64
+	waiters  waiters // WaitCheckpoint calls, by position
 	// Counters since the server started.
 	delivered, redelivered, acked atomic.Uint64
 }
@@ -87,6 +95,19 @@ func NewManager(store Store, hub *subscription.Hub, lg *zap.Logger, reg promethe
 	if err != nil {
 		return nil, fmt.Errorf("load groups: %w", err)
 	}
+	err = m.aux.Scan([]byte(checkpointPrefix), func(k, v []byte) error {
+		if g := m.groups[string(k[len(checkpointPrefix):])]; g != nil {
+			cp, err := decodeCheckpoint(v)
+			if err != nil {
+				return err
+			}
+			g.frontier = cp
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoints: %w", err)
+	}
 	err = m.aux.Scan([]byte(parkedPrefix), func(k, _ []byte) error {
 		rest := k[len(parkedPrefix):]
 		if i := bytes.IndexByte(rest, 0); i >= 0 {
@@ -103,7 +124,7 @@ func NewManager(store Store, hub *subscription.Hub, lg *zap.Logger, reg promethe
 }
 
 // Close stops every dispatcher (storing its checkpoint) and refuses new
-// work; members' Join streams end with ErrClosed.
+// work; members' Join streams and WaitCheckpoint calls end with ErrClosed.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	m.closed = true
@@ -114,6 +135,7 @@ func (m *Manager) Close() {
 		if g.run != nil {
 			runs = append(runs, g.run)
 		}
+		g.wakeAll()
 		g.mu.Unlock()
 	}
 	m.mu.Unlock()
@@ -163,7 +185,7 @@ func (m *Manager) Create(s Settings, start subscription.StartKind, after uint64)
 	if err := m.aux.Apply(w); err != nil {
 		return Info{}, err
 	}
-	g := &group{settings: s}
+	g := &group{settings: s, frontier: checkpoint}
 	m.groups[s.Name] = g
 	return Info{Settings: s, Checkpoint: checkpoint}, nil
 }
@@ -216,6 +238,7 @@ func (m *Manager) Delete(name string) error {
 		return fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
 	g.deleted = true
+	g.wakeAll()
 	run := g.run
 	g.mu.Unlock()
 	if run != nil {

@@ -93,7 +93,8 @@ var accessRules = map[string]accessRule{
 	esdv1.AdminService_GetServerInfo_FullMethodName: serverWide(),
 
 	// ConsumerGroupService: managing groups and their parked events is
-	// the operator's; a member needs subscribe on all the group reads.
+	// the operator's; a member, and a caller waiting for a group's
+	// checkpoint, need subscribe on all the group reads.
 	esdv1.ConsumerGroupService_CreateGroup_FullMethodName:  serverWide(),
 	esdv1.ConsumerGroupService_UpdateGroup_FullMethodName:  serverWide(),
 	esdv1.ConsumerGroupService_DeleteGroup_FullMethodName:  serverWide(),
@@ -102,6 +103,9 @@ var accessRules = map[string]accessRule{
 	esdv1.ConsumerGroupService_ListParked_FullMethodName:   serverWide(),
 	esdv1.ConsumerGroupService_ReplayParked_FullMethodName: serverWide(),
 	esdv1.ConsumerGroupService_Join_FullMethodName:         {perm: auth.Subscribe, inHandler: true},
+	// A group's progress over its streams: for those who may read them as
+	// a member would (the application waiting on its read model).
+	esdv1.ConsumerGroupService_WaitForCheckpoint_FullMethodName: {perm: auth.Subscribe, inHandler: true},
 }
 
 // openServices need no credentials: health answers load balancers, and

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -213,6 +214,11 @@ var matrixCalls = map[string]rpcCall{
 	},
 	esdv1.ConsumerGroupService_ReplayParked_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
 		_, err := esdv1.NewConsumerGroupServiceClient(c).ReplayParked(ctx, &esdv1.ReplayParkedRequest{Group: "g-" + s})
+		return err
+	},
+	esdv1.ConsumerGroupService_WaitForCheckpoint_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewConsumerGroupServiceClient(c).WaitForCheckpoint(ctx, &esdv1.WaitForCheckpointRequest{
+			Group: "g-" + s, Position: 1 << 40, Timeout: durationpb.New(time.Millisecond)})
 		return err
 	},
 	esdv1.ConsumerGroupService_Join_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {

@@ -139,6 +139,72 @@ func (s *groupService) ReplayParked(_ context.Context, req *esdv1.ReplayParkedRe
 	return &esdv1.ReplayParkedResponse{Replayed: uint64(n)}, nil
 }
 
+// WaitForCheckpoint timeouts: unset or 0 means defaultWaitTimeout; longer
+// than maxWaitTimeout means that, so that a call holds its connection's
+// stream slot for a bounded time.
+const (
+	defaultWaitTimeout = 30 * time.Second
+	maxWaitTimeout     = 5 * time.Minute
+)
+
+// WaitForCheckpoint answers once the group's checkpoint reaches the
+// position, or with reached false once the timeout passes.
+func (s *groupService) WaitForCheckpoint(ctx context.Context, req *esdv1.WaitForCheckpointRequest) (*esdv1.WaitForCheckpointResponse, error) {
+	var v validator
+	v.groupName("group", req.GetGroup())
+	timeout := defaultWaitTimeout
+	if d := req.GetTimeout(); d != nil {
+		if d.CheckValid() != nil || d.AsDuration() < 0 {
+			v.bad(reasonInvalidArgument, "timeout", "timeout is 0 (%v) or positive; above %v it is %v", defaultWaitTimeout, maxWaitTimeout, maxWaitTimeout)
+		} else if d.AsDuration() > 0 {
+			timeout = min(d.AsDuration(), maxWaitTimeout)
+		}
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if err := s.mayWatch(ctx, req.GetGroup()); err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cp, err := s.groups.WaitCheckpoint(wctx, req.GetGroup(), req.GetPosition())
+	switch {
+	case err == nil:
+		return &esdv1.WaitForCheckpointResponse{Checkpoint: cp, Reached: true}, nil
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		// The timeout, not the call's deadline: an answer, not an error,
+		// so that the caller can tell "still being processed" from a failure.
+		return &esdv1.WaitForCheckpointResponse{Checkpoint: cp}, nil
+	default:
+		return nil, err
+	}
+}
+
+// mayWatch checks, with security on, that the caller may see a group's
+// progress: it needs subscribe on every stream the group delivers, as a
+// member does, since the checkpoint tells how far the group has read
+// them. A caller with subscribe on nothing is refused before the group is
+// looked up.
+func (s *groupService) mayWatch(ctx context.Context, name string) error {
+	who := principalFrom(ctx)
+	if who == nil {
+		return nil
+	}
+	if !who.Any(auth.Subscribe) {
+		return s.deny(auth.Subscribe)
+	}
+	info, err := s.groups.Get(name)
+	if err != nil {
+		return err
+	}
+	st := info.Settings
+	if !mayDeliver(who, auth.Subscribe, st.Target, st.TargetName, st.StreamPrefixes) {
+		return s.deny(auth.Subscribe)
+	}
+	return nil
+}
+
 // Join runs one member: deliveries out, acks and nacks in.
 func (s *groupService) Join(stream grpc.BidiStreamingServer[esdv1.JoinRequest, esdv1.JoinResponse]) error {
 	first, err := stream.Recv()
@@ -159,22 +225,11 @@ func (s *groupService) Join(stream grpc.BidiStreamingServer[esdv1.JoinRequest, e
 	if err := validateGroupName("join.group", join.GetGroup()); err != nil {
 		return err
 	}
-	if who := principalFrom(stream.Context()); who != nil {
-		// A member needs subscribe on everything the group delivers. A
-		// caller with subscribe on nothing is refused before the group is
-		// looked up; others may learn whether a group name exists (group
-		// names are not stream data).
-		if !who.Any(auth.Subscribe) {
-			return s.deny(auth.Subscribe)
-		}
-		info, err := s.groups.Get(join.GetGroup())
-		if err != nil {
-			return err
-		}
-		st := info.Settings
-		if !mayDeliver(who, auth.Subscribe, st.Target, st.TargetName, st.StreamPrefixes) {
-			return s.deny(auth.Subscribe)
-		}
+	// A member needs subscribe on everything the group delivers; others
+	// may learn whether a group name exists (group names are not stream
+	// data).
+	if err := s.mayWatch(stream.Context(), join.GetGroup()); err != nil {
+		return err
 	}
 	if s.lmt != nil {
 		release, err := s.lmt.acquireSubscription(stream.Context())

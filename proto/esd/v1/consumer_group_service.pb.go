@@ -1623,6 +1623,125 @@ func (x *ReplayParkedResponse) GetReplayed() uint64 {
 	return 0
 }
 
+type WaitForCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group" json:"group,omitempty"`
+	// The position of $all to wait for (an append's position, or the
+	// position of its last event); 0 is passed at once.
+	Position uint64 `protobuf:"varint,2,opt,name=position" json:"position,omitempty"`
+	// How long to wait; unset or 0 means 30s; more than 5m means 5m. The
+	// call's deadline ends the wait too, with DEADLINE_EXCEEDED: set a
+	// timeout shorter than it to get reached=false instead.
+	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForCheckpointRequest) Reset() {
+	*x = WaitForCheckpointRequest{}
+	mi := &file_esd_v1_consumer_group_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForCheckpointRequest) ProtoMessage() {}
+
+func (x *WaitForCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_consumer_group_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*WaitForCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_esd_v1_consumer_group_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WaitForCheckpointRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *WaitForCheckpointRequest) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *WaitForCheckpointRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type WaitForCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group's checkpoint when the call answered.
+	Checkpoint uint64 `protobuf:"varint,1,opt,name=checkpoint" json:"checkpoint,omitempty"`
+	// Whether checkpoint >= position; false when the timeout passed first.
+	Reached       bool `protobuf:"varint,2,opt,name=reached" json:"reached,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForCheckpointResponse) Reset() {
+	*x = WaitForCheckpointResponse{}
+	mi := &file_esd_v1_consumer_group_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForCheckpointResponse) ProtoMessage() {}
+
+func (x *WaitForCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_consumer_group_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*WaitForCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_esd_v1_consumer_group_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WaitForCheckpointResponse) GetCheckpoint() uint64 {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return 0
+}
+
+func (x *WaitForCheckpointResponse) GetReached() bool {
+	if x != nil {
+		return x.Reached
+	}
+	return false
+}
+
 var File_esd_v1_consumer_group_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_consumer_group_service_proto_rawDesc = "" +
@@ -1715,7 +1834,16 @@ const file_esd_v1_consumer_group_service_proto_rawDesc = "" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1b\n" +
 	"\tmax_count\x18\x02 \x01(\x04R\bmaxCount\"2\n" +
 	"\x14ReplayParkedResponse\x12\x1a\n" +
-	"\breplayed\x18\x01 \x01(\x04R\breplayed*m\n" +
+	"\breplayed\x18\x01 \x01(\x04R\breplayed\"\x81\x01\n" +
+	"\x18WaitForCheckpointRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1a\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"U\n" +
+	"\x19WaitForCheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\x04R\n" +
+	"checkpoint\x12\x18\n" +
+	"\areached\x18\x02 \x01(\bR\areached*m\n" +
 	"\rGroupStrategy\x12\x1e\n" +
 	"\x1aGROUP_STRATEGY_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aGROUP_STRATEGY_ROUND_ROBIN\x10\x01\x12\x1c\n" +
@@ -1725,7 +1853,7 @@ const file_esd_v1_consumer_group_service_proto_rawDesc = "" +
 	"\x17NACK_ACTION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11NACK_ACTION_RETRY\x10\x01\x12\x1b\n" +
 	"\x17NACK_ACTION_RETRY_LATER\x10\x02\x12\x14\n" +
-	"\x10NACK_ACTION_PARK\x10\x032\xb9\x04\n" +
+	"\x10NACK_ACTION_PARK\x10\x032\x93\x05\n" +
 	"\x14ConsumerGroupService\x12F\n" +
 	"\vCreateGroup\x12\x1a.esd.v1.CreateGroupRequest\x1a\x1b.esd.v1.CreateGroupResponse\x12F\n" +
 	"\vUpdateGroup\x12\x1a.esd.v1.UpdateGroupRequest\x1a\x1b.esd.v1.UpdateGroupResponse\x12F\n" +
@@ -1736,7 +1864,8 @@ const file_esd_v1_consumer_group_service_proto_rawDesc = "" +
 	"\x04Join\x12\x13.esd.v1.JoinRequest\x1a\x14.esd.v1.JoinResponse(\x010\x01\x12C\n" +
 	"\n" +
 	"ListParked\x12\x19.esd.v1.ListParkedRequest\x1a\x1a.esd.v1.ListParkedResponse\x12I\n" +
-	"\fReplayParked\x12\x1b.esd.v1.ReplayParkedRequest\x1a\x1c.esd.v1.ReplayParkedResponseB0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\fReplayParked\x12\x1b.esd.v1.ReplayParkedRequest\x1a\x1c.esd.v1.ReplayParkedResponse\x12X\n" +
+	"\x11WaitForCheckpoint\x12 .esd.v1.WaitForCheckpointRequest\x1a!.esd.v1.WaitForCheckpointResponseB0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_esd_v1_consumer_group_service_proto_rawDescOnce sync.Once
@@ -1751,46 +1880,48 @@ func file_esd_v1_consumer_group_service_proto_rawDescGZIP() []byte {
 }
 
 var file_esd_v1_consumer_group_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_esd_v1_consumer_group_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_esd_v1_consumer_group_service_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_esd_v1_consumer_group_service_proto_goTypes = []any{
-	(GroupStrategy)(0),            // 0: esd.v1.GroupStrategy
-	(NackAction)(0),               // 1: esd.v1.NackAction
-	(*Group)(nil),                 // 2: esd.v1.Group
-	(*GroupInfo)(nil),             // 3: esd.v1.GroupInfo
-	(*CreateGroupRequest)(nil),    // 4: esd.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),   // 5: esd.v1.CreateGroupResponse
-	(*UpdateGroupRequest)(nil),    // 6: esd.v1.UpdateGroupRequest
-	(*UpdateGroupResponse)(nil),   // 7: esd.v1.UpdateGroupResponse
-	(*DeleteGroupRequest)(nil),    // 8: esd.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),   // 9: esd.v1.DeleteGroupResponse
-	(*GetGroupRequest)(nil),       // 10: esd.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),      // 11: esd.v1.GetGroupResponse
-	(*ListGroupsRequest)(nil),     // 12: esd.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),    // 13: esd.v1.ListGroupsResponse
-	(*JoinRequest)(nil),           // 14: esd.v1.JoinRequest
-	(*JoinGroup)(nil),             // 15: esd.v1.JoinGroup
-	(*Ack)(nil),                   // 16: esd.v1.Ack
-	(*Nack)(nil),                  // 17: esd.v1.Nack
-	(*JoinResponse)(nil),          // 18: esd.v1.JoinResponse
-	(*Joined)(nil),                // 19: esd.v1.Joined
-	(*Delivery)(nil),              // 20: esd.v1.Delivery
-	(*ListParkedRequest)(nil),     // 21: esd.v1.ListParkedRequest
-	(*ParkedEvent)(nil),           // 22: esd.v1.ParkedEvent
-	(*ListParkedResponse)(nil),    // 23: esd.v1.ListParkedResponse
-	(*ReplayParkedRequest)(nil),   // 24: esd.v1.ReplayParkedRequest
-	(*ReplayParkedResponse)(nil),  // 25: esd.v1.ReplayParkedResponse
-	(*emptypb.Empty)(nil),         // 26: google.protobuf.Empty
-	(*Filter)(nil),                // 27: esd.v1.Filter
-	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
-	(*RecordedEvent)(nil),         // 29: esd.v1.RecordedEvent
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(GroupStrategy)(0),                // 0: esd.v1.GroupStrategy
+	(NackAction)(0),                   // 1: esd.v1.NackAction
+	(*Group)(nil),                     // 2: esd.v1.Group
+	(*GroupInfo)(nil),                 // 3: esd.v1.GroupInfo
+	(*CreateGroupRequest)(nil),        // 4: esd.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),       // 5: esd.v1.CreateGroupResponse
+	(*UpdateGroupRequest)(nil),        // 6: esd.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),       // 7: esd.v1.UpdateGroupResponse
+	(*DeleteGroupRequest)(nil),        // 8: esd.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),       // 9: esd.v1.DeleteGroupResponse
+	(*GetGroupRequest)(nil),           // 10: esd.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),          // 11: esd.v1.GetGroupResponse
+	(*ListGroupsRequest)(nil),         // 12: esd.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),        // 13: esd.v1.ListGroupsResponse
+	(*JoinRequest)(nil),               // 14: esd.v1.JoinRequest
+	(*JoinGroup)(nil),                 // 15: esd.v1.JoinGroup
+	(*Ack)(nil),                       // 16: esd.v1.Ack
+	(*Nack)(nil),                      // 17: esd.v1.Nack
+	(*JoinResponse)(nil),              // 18: esd.v1.JoinResponse
+	(*Joined)(nil),                    // 19: esd.v1.Joined
+	(*Delivery)(nil),                  // 20: esd.v1.Delivery
+	(*ListParkedRequest)(nil),         // 21: esd.v1.ListParkedRequest
+	(*ParkedEvent)(nil),               // 22: esd.v1.ParkedEvent
+	(*ListParkedResponse)(nil),        // 23: esd.v1.ListParkedResponse
+	(*ReplayParkedRequest)(nil),       // 24: esd.v1.ReplayParkedRequest
+	(*ReplayParkedResponse)(nil),      // 25: esd.v1.ReplayParkedResponse
+	(*WaitForCheckpointRequest)(nil),  // 26: esd.v1.WaitForCheckpointRequest
+	(*WaitForCheckpointResponse)(nil), // 27: esd.v1.WaitForCheckpointResponse
+	(*emptypb.Empty)(nil),             // 28: google.protobuf.Empty
+	(*Filter)(nil),                    // 29: esd.v1.Filter
+	(*durationpb.Duration)(nil),       // 30: google.protobuf.Duration
+	(*RecordedEvent)(nil),             // 31: esd.v1.RecordedEvent
+	(*timestamppb.Timestamp)(nil),     // 32: google.protobuf.Timestamp
 }
 var file_esd_v1_consumer_group_service_proto_depIdxs = []int32{
-	26, // 0: esd.v1.Group.all:type_name -> google.protobuf.Empty
-	27, // 1: esd.v1.Group.filter:type_name -> esd.v1.Filter
-	26, // 2: esd.v1.Group.from_start:type_name -> google.protobuf.Empty
-	26, // 3: esd.v1.Group.from_end:type_name -> google.protobuf.Empty
-	28, // 4: esd.v1.Group.ack_timeout:type_name -> google.protobuf.Duration
+	28, // 0: esd.v1.Group.all:type_name -> google.protobuf.Empty
+	29, // 1: esd.v1.Group.filter:type_name -> esd.v1.Filter
+	28, // 2: esd.v1.Group.from_start:type_name -> google.protobuf.Empty
+	28, // 3: esd.v1.Group.from_end:type_name -> google.protobuf.Empty
+	30, // 4: esd.v1.Group.ack_timeout:type_name -> google.protobuf.Duration
 	0,  // 5: esd.v1.Group.strategy:type_name -> esd.v1.GroupStrategy
 	2,  // 6: esd.v1.GroupInfo.group:type_name -> esd.v1.Group
 	2,  // 7: esd.v1.CreateGroupRequest.group:type_name -> esd.v1.Group
@@ -1805,31 +1936,34 @@ var file_esd_v1_consumer_group_service_proto_depIdxs = []int32{
 	1,  // 16: esd.v1.Nack.action:type_name -> esd.v1.NackAction
 	19, // 17: esd.v1.JoinResponse.joined:type_name -> esd.v1.Joined
 	20, // 18: esd.v1.JoinResponse.delivery:type_name -> esd.v1.Delivery
-	29, // 19: esd.v1.Delivery.event:type_name -> esd.v1.RecordedEvent
-	29, // 20: esd.v1.ParkedEvent.event:type_name -> esd.v1.RecordedEvent
-	30, // 21: esd.v1.ParkedEvent.parked_at:type_name -> google.protobuf.Timestamp
+	31, // 19: esd.v1.Delivery.event:type_name -> esd.v1.RecordedEvent
+	31, // 20: esd.v1.ParkedEvent.event:type_name -> esd.v1.RecordedEvent
+	32, // 21: esd.v1.ParkedEvent.parked_at:type_name -> google.protobuf.Timestamp
 	22, // 22: esd.v1.ListParkedResponse.events:type_name -> esd.v1.ParkedEvent
-	4,  // 23: esd.v1.ConsumerGroupService.CreateGroup:input_type -> esd.v1.CreateGroupRequest
-	6,  // 24: esd.v1.ConsumerGroupService.UpdateGroup:input_type -> esd.v1.UpdateGroupRequest
-	8,  // 25: esd.v1.ConsumerGroupService.DeleteGroup:input_type -> esd.v1.DeleteGroupRequest
-	10, // 26: esd.v1.ConsumerGroupService.GetGroup:input_type -> esd.v1.GetGroupRequest
-	12, // 27: esd.v1.ConsumerGroupService.ListGroups:input_type -> esd.v1.ListGroupsRequest
-	14, // 28: esd.v1.ConsumerGroupService.Join:input_type -> esd.v1.JoinRequest
-	21, // 29: esd.v1.ConsumerGroupService.ListParked:input_type -> esd.v1.ListParkedRequest
-	24, // 30: esd.v1.ConsumerGroupService.ReplayParked:input_type -> esd.v1.ReplayParkedRequest
-	5,  // 31: esd.v1.ConsumerGroupService.CreateGroup:output_type -> esd.v1.CreateGroupResponse
-	7,  // 32: esd.v1.ConsumerGroupService.UpdateGroup:output_type -> esd.v1.UpdateGroupResponse
-	9,  // 33: esd.v1.ConsumerGroupService.DeleteGroup:output_type -> esd.v1.DeleteGroupResponse
-	11, // 34: esd.v1.ConsumerGroupService.GetGroup:output_type -> esd.v1.GetGroupResponse
-	13, // 35: esd.v1.ConsumerGroupService.ListGroups:output_type -> esd.v1.ListGroupsResponse
-	18, // 36: esd.v1.ConsumerGroupService.Join:output_type -> esd.v1.JoinResponse
-	23, // 37: esd.v1.ConsumerGroupService.ListParked:output_type -> esd.v1.ListParkedResponse
-	25, // 38: esd.v1.ConsumerGroupService.ReplayParked:output_type -> esd.v1.ReplayParkedResponse
-	31, // [31:39] is the sub-list for method output_type
-	23, // [23:31] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	30, // 23: esd.v1.WaitForCheckpointRequest.timeout:type_name -> google.protobuf.Duration
+	4,  // 24: esd.v1.ConsumerGroupService.CreateGroup:input_type -> esd.v1.CreateGroupRequest
+	6,  // 25: esd.v1.ConsumerGroupService.UpdateGroup:input_type -> esd.v1.UpdateGroupRequest
+	8,  // 26: esd.v1.ConsumerGroupService.DeleteGroup:input_type -> esd.v1.DeleteGroupRequest
+	10, // 27: esd.v1.ConsumerGroupService.GetGroup:input_type -> esd.v1.GetGroupRequest
+	12, // 28: esd.v1.ConsumerGroupService.ListGroups:input_type -> esd.v1.ListGroupsRequest
+	14, // 29: esd.v1.ConsumerGroupService.Join:input_type -> esd.v1.JoinRequest
+	21, // 30: esd.v1.ConsumerGroupService.ListParked:input_type -> esd.v1.ListParkedRequest
+	24, // 31: esd.v1.ConsumerGroupService.ReplayParked:input_type -> esd.v1.ReplayParkedRequest
+	26, // 32: esd.v1.ConsumerGroupService.WaitForCheckpoint:input_type -> esd.v1.WaitForCheckpointRequest
+	5,  // 33: esd.v1.ConsumerGroupService.CreateGroup:output_type -> esd.v1.CreateGroupResponse
+	7,  // 34: esd.v1.ConsumerGroupService.UpdateGroup:output_type -> esd.v1.UpdateGroupResponse
+	9,  // 35: esd.v1.ConsumerGroupService.DeleteGroup:output_type -> esd.v1.DeleteGroupResponse
+	11, // 36: esd.v1.ConsumerGroupService.GetGroup:output_type -> esd.v1.GetGroupResponse
+	13, // 37: esd.v1.ConsumerGroupService.ListGroups:output_type -> esd.v1.ListGroupsResponse
+	18, // 38: esd.v1.ConsumerGroupService.Join:output_type -> esd.v1.JoinResponse
+	23, // 39: esd.v1.ConsumerGroupService.ListParked:output_type -> esd.v1.ListParkedResponse
+	25, // 40: esd.v1.ConsumerGroupService.ReplayParked:output_type -> esd.v1.ReplayParkedResponse
+	27, // 41: esd.v1.ConsumerGroupService.WaitForCheckpoint:output_type -> esd.v1.WaitForCheckpointResponse
+	33, // [33:42] is the sub-list for method output_type
+	24, // [24:33] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_esd_v1_consumer_group_service_proto_init() }
@@ -1861,7 +1995,7 @@ func file_esd_v1_consumer_group_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_esd_v1_consumer_group_service_proto_rawDesc), len(file_esd_v1_consumer_group_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

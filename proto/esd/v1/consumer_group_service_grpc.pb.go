@@ -19,14 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ConsumerGroupService_CreateGroup_FullMethodName  = "/esd.v1.ConsumerGroupService/CreateGroup"
-	ConsumerGroupService_UpdateGroup_FullMethodName  = "/esd.v1.ConsumerGroupService/UpdateGroup"
-	ConsumerGroupService_DeleteGroup_FullMethodName  = "/esd.v1.ConsumerGroupService/DeleteGroup"
-	ConsumerGroupService_GetGroup_FullMethodName     = "/esd.v1.ConsumerGroupService/GetGroup"
-	ConsumerGroupService_ListGroups_FullMethodName   = "/esd.v1.ConsumerGroupService/ListGroups"
-	ConsumerGroupService_Join_FullMethodName         = "/esd.v1.ConsumerGroupService/Join"
-	ConsumerGroupService_ListParked_FullMethodName   = "/esd.v1.ConsumerGroupService/ListParked"
-	ConsumerGroupService_ReplayParked_FullMethodName = "/esd.v1.ConsumerGroupService/ReplayParked"
+	ConsumerGroupService_CreateGroup_FullMethodName       = "/esd.v1.ConsumerGroupService/CreateGroup"
+	ConsumerGroupService_UpdateGroup_FullMethodName       = "/esd.v1.ConsumerGroupService/UpdateGroup"
+	ConsumerGroupService_DeleteGroup_FullMethodName       = "/esd.v1.ConsumerGroupService/DeleteGroup"
+	ConsumerGroupService_GetGroup_FullMethodName          = "/esd.v1.ConsumerGroupService/GetGroup"
+	ConsumerGroupService_ListGroups_FullMethodName        = "/esd.v1.ConsumerGroupService/ListGroups"
+	ConsumerGroupService_Join_FullMethodName              = "/esd.v1.ConsumerGroupService/Join"
+	ConsumerGroupService_ListParked_FullMethodName        = "/esd.v1.ConsumerGroupService/ListParked"
+	ConsumerGroupService_ReplayParked_FullMethodName      = "/esd.v1.ConsumerGroupService/ReplayParked"
+	ConsumerGroupService_WaitForCheckpoint_FullMethodName = "/esd.v1.ConsumerGroupService/WaitForCheckpoint"
 )
 
 // ConsumerGroupServiceClient is the client API for ConsumerGroupService service.
@@ -73,6 +74,20 @@ type ConsumerGroupServiceClient interface {
 	// ReplayParked hands parked events back to the members (delivery counts
 	// start again); an event leaves the parked list when it is acknowledged.
 	ReplayParked(ctx context.Context, in *ReplayParkedRequest, opts ...grpc.CallOption) (*ReplayParkedResponse, error)
+	// WaitForCheckpoint answers once the group's checkpoint has reached
+	// position: every event of the group's target up to it is acknowledged
+	// or parked, so a projection fed by the group has applied a write whose
+	// position the caller holds (read your own writes). A position outside
+	// the target is passed once the group has read a later event of its
+	// target; one beyond the end of the log waits. It waits on the
+	// checkpoint in memory, which moves with each acknowledgement and
+	// never goes back while the server runs, not on the stored one: an
+	// acknowledged event is applied, whether or not its checkpoint is
+	// stored yet. Answers reached=false (OK) when timeout passes first.
+	// Errors: NOT_FOUND/GROUP_NOT_FOUND (also when the group is deleted
+	// while the call waits), INVALID_ARGUMENT/INVALID_ARGUMENT,
+	// UNAVAILABLE/SHUTTING_DOWN.
+	WaitForCheckpoint(ctx context.Context, in *WaitForCheckpointRequest, opts ...grpc.CallOption) (*WaitForCheckpointResponse, error)
 }
 
 type consumerGroupServiceClient struct {
@@ -166,6 +181,16 @@ func (c *consumerGroupServiceClient) ReplayParked(ctx context.Context, in *Repla
 	return out, nil
 }
 
+func (c *consumerGroupServiceClient) WaitForCheckpoint(ctx context.Context, in *WaitForCheckpointRequest, opts ...grpc.CallOption) (*WaitForCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitForCheckpointResponse)
+	err := c.cc.Invoke(ctx, ConsumerGroupService_WaitForCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConsumerGroupServiceServer is the server API for ConsumerGroupService service.
 // All implementations must embed UnimplementedConsumerGroupServiceServer
 // for forward compatibility.
@@ -210,6 +235,20 @@ type ConsumerGroupServiceServer interface {
 	// ReplayParked hands parked events back to the members (delivery counts
 	// start again); an event leaves the parked list when it is acknowledged.
 	ReplayParked(context.Context, *ReplayParkedRequest) (*ReplayParkedResponse, error)
+	// WaitForCheckpoint answers once the group's checkpoint has reached
+	// position: every event of the group's target up to it is acknowledged
+	// or parked, so a projection fed by the group has applied a write whose
+	// position the caller holds (read your own writes). A position outside
+	// the target is passed once the group has read a later event of its
+	// target; one beyond the end of the log waits. It waits on the
+	// checkpoint in memory, which moves with each acknowledgement and
+	// never goes back while the server runs, not on the stored one: an
+	// acknowledged event is applied, whether or not its checkpoint is
+	// stored yet. Answers reached=false (OK) when timeout passes first.
+	// Errors: NOT_FOUND/GROUP_NOT_FOUND (also when the group is deleted
+	// while the call waits), INVALID_ARGUMENT/INVALID_ARGUMENT,
+	// UNAVAILABLE/SHUTTING_DOWN.
+	WaitForCheckpoint(context.Context, *WaitForCheckpointRequest) (*WaitForCheckpointResponse, error)
 	mustEmbedUnimplementedConsumerGroupServiceServer()
 }
 
@@ -243,6 +282,9 @@ func (UnimplementedConsumerGroupServiceServer) ListParked(context.Context, *List
 }
 func (UnimplementedConsumerGroupServiceServer) ReplayParked(context.Context, *ReplayParkedRequest) (*ReplayParkedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplayParked not implemented")
+}
+func (UnimplementedConsumerGroupServiceServer) WaitForCheckpoint(context.Context, *WaitForCheckpointRequest) (*WaitForCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitForCheckpoint not implemented")
 }
 func (UnimplementedConsumerGroupServiceServer) mustEmbedUnimplementedConsumerGroupServiceServer() {}
 func (UnimplementedConsumerGroupServiceServer) testEmbeddedByValue()                              {}
@@ -398,6 +440,24 @@ func _ConsumerGroupService_ReplayParked_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConsumerGroupService_WaitForCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitForCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsumerGroupServiceServer).WaitForCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConsumerGroupService_WaitForCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsumerGroupServiceServer).WaitForCheckpoint(ctx, req.(*WaitForCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ConsumerGroupService_ServiceDesc is the grpc.ServiceDesc for ConsumerGroupService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -432,6 +492,10 @@ var ConsumerGroupService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplayParked",
 			Handler:    _ConsumerGroupService_ReplayParked_Handler,
+		},
+		{
+			MethodName: "WaitForCheckpoint",
+			Handler:    _ConsumerGroupService_WaitForCheckpoint_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,97 @@
+package client
+
+import (
+	"context"
+	"iter"
+
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// Conn returns the client's connection, for the calls of the esd.v1
+// services the package does not wrap (esdv1.NewStreamServiceClient(c.Conn())
+// and the like). Its errors are plain gRPC statuses.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// ServerInfo describes the server: its version, uptime, last position
+// and store size.
+func (c *Client) ServerInfo(ctx context.Context) (*esdv1.GetServerInfoResponse, error) {
+	return retry(ctx, c, func(ctx context.Context) (*esdv1.GetServerInfoResponse, error) {
+		return c.admin.GetServerInfo(ctx, &esdv1.GetServerInfoRequest{})
+	})
+}
+
+// GetStream describes stream: head, event count, whether it exists, is
+// deleted or tombstoned. A stream never written is no error: every flag
+// is false and Created is unset.
+func (c *Client) GetStream(ctx context.Context, stream string) (*esdv1.StreamInfo, error) {
+	resp, err := retry(ctx, c, func(ctx context.Context) (*esdv1.GetStreamResponse, error) {
+		return c.streams.GetStream(ctx, &esdv1.GetStreamRequest{Stream: stream})
+	})
+	return resp.GetInfo(), err
+}
+
+// DeleteStream soft-deletes stream if its revision is as expected: it
+// reads as deleted until appended to again, and revisions go on after
+// the old head. With tombstone the stream is deleted forever (later
+// appends fail with STREAM_TOMBSTONED). It is not retried: a delete that
+// was done and retried would fail, or delete the events appended since.
+func (c *Client) DeleteStream(ctx context.Context, stream string, expected Expected, tombstone bool) (*esdv1.DeleteStreamResponse, error) {
+	req := &esdv1.DeleteStreamRequest{Stream: stream, Tombstone: tombstone}
+	switch expected.kind {
+	case expectNoStream:
+		req.ExpectedRevision = &esdv1.DeleteStreamRequest_NoStream{NoStream: &emptypb.Empty{}}
+	case expectStreamExists:
+		req.ExpectedRevision = &esdv1.DeleteStreamRequest_StreamExists{StreamExists: &emptypb.Empty{}}
+	case expectExact:
+		req.ExpectedRevision = &esdv1.DeleteStreamRequest_Exact{Exact: expected.revision}
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := c.streams.DeleteStream(ctx, req)
+	return resp, asError(err)
+}
+
+// ListStreams returns every stream ever written whose name starts with
+// prefix (deleted ones too, with their flags), ordered by name bytes. It
+// fetches pages of pageSize (0: the server's default of 100, at most
+// 1000) as the loop goes on; a failure is yielded once, last.
+func (c *Client) ListStreams(ctx context.Context, prefix string, pageSize uint32) iter.Seq2[*esdv1.StreamInfo, error] {
+	return pages(ctx, c, func(ctx context.Context, token string) ([]*esdv1.StreamInfo, string, error) {
+		resp, err := c.streams.ListStreams(ctx, &esdv1.ListStreamsRequest{Prefix: prefix, PageSize: pageSize, PageToken: token})
+		return resp.GetStreams(), resp.GetNextPageToken(), err
+	})
+}
+
+// pages runs a paged list call, page after page while the loop wants
+// more, each page retried as an idempotent call.
+func pages[T any](ctx context.Context, c *Client, page func(ctx context.Context, token string) ([]T, string, error)) iter.Seq2[T, error] {
+	type result struct {
+		items []T
+		next  string
+	}
+	return func(yield func(T, error) bool) {
+		token := ""
+		for {
+			r, err := retry(ctx, c, func(ctx context.Context) (result, error) {
+				items, next, err := page(ctx, token)
+				return result{items, next}, err
+			})
+			if err != nil {
+				var zero T
+				yield(zero, err)
+				return
+			}
+			for _, it := range r.items {
+				if !yield(it, nil) {
+					return
+				}
+			}
+			if r.next == "" {
+				return
+			}
+			token = r.next
+		}
+	}
+}

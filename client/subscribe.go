@@ -1,0 +1,163 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"time"
+
+	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// SubscribeOption says what a subscription follows and from where.
+type SubscribeOption func(*subOptions)
+
+type subOptions struct {
+	req *esdv1.SubscribeRequest
+}
+
+// SubscribeStream follows one stream (it need not exist yet).
+func SubscribeStream(stream string) SubscribeOption {
+	return func(o *subOptions) { o.req.Target = &esdv1.SubscribeRequest_Stream{Stream: stream} }
+}
+
+// SubscribeCategory follows every stream of category: "order" follows
+// "order-1", "order-2" and "order" itself.
+func SubscribeCategory(category string) SubscribeOption {
+	return func(o *subOptions) { o.req.Target = &esdv1.SubscribeRequest_Category{Category: category} }
+}
+
+// SubscribeAll follows $all, only the events f matches (the zero Filter
+// matches every event).
+func SubscribeAll(f Filter) SubscribeOption {
+	return func(o *subOptions) {
+		o.req.Target = &esdv1.SubscribeRequest_All{All: &emptypb.Empty{}}
+		o.req.Filter = nil
+		if len(f.StreamPrefixes)+len(f.TypePrefixes) > 0 {
+			o.req.Filter = f.proto()
+		}
+	}
+}
+
+// AfterRevision starts a stream subscription after revision r, e.g. the
+// last one the subscriber handled.
+func AfterRevision(r uint64) SubscribeOption {
+	return func(o *subOptions) { o.req.From = &esdv1.SubscribeRequest_AfterRevision{AfterRevision: r} }
+}
+
+// AfterPosition starts a category or $all subscription after position p,
+// e.g. the last one the subscriber handled, or a checkpoint.
+func AfterPosition(p uint64) SubscribeOption {
+	return func(o *subOptions) { o.req.From = &esdv1.SubscribeRequest_AfterPosition{AfterPosition: p} }
+}
+
+// FromEnd starts with the events committed after the subscription began.
+// Without it, or AfterRevision or AfterPosition, a subscription starts
+// at the first event.
+func FromEnd() SubscribeOption {
+	return func(o *subOptions) { o.req.From = &esdv1.SubscribeRequest_End{End: &emptypb.Empty{}} }
+}
+
+// SubscriptionEvent is what a subscription yields: an event, or a
+// marker without one.
+type SubscriptionEvent struct {
+	// Event is the next event; nil for a marker.
+	Event *esdv1.RecordedEvent
+	// CaughtUp marks the switch from history to live events: every event
+	// before it was in the store when the subscription began.
+	CaughtUp bool
+	// Position, for a marker, is a position of $all up to which every
+	// event was considered (the history's end for CaughtUp; a filtered
+	// $all subscription's checkpoint otherwise): a subscriber may resume
+	// after it.
+	Position uint64
+}
+
+// Subscribe follows a stream, a category or $all (SubscribeStream,
+// SubscribeCategory, SubscribeAll): history first, then live events,
+// each once, in position order, with one CaughtUp marker in between. It
+// runs until the loop breaks or ctx ends (ending the call, with no
+// goroutine left) or it fails: a failure is yielded once, last, as
+// (SubscriptionEvent{}, err). A stream subscription whose stream is
+// deleted ends with a NOT_FOUND *Error (reason STREAM_DELETED or
+// STREAM_TOMBSTONED) after the events before the deletion. When ctx
+// ends, the loop ends without an error.
+//
+// After a temporary error (the server restarting, the connection lost)
+// the subscription resumes after the last event or marker yielded, as
+// often as WithRetries allows in a row; the resumed subscription has its
+// own CaughtUp marker.
+func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Seq2[SubscriptionEvent, error] {
+	o := subOptions{req: &esdv1.SubscribeRequest{}}
+	for _, fn := range opts {
+		fn(&o)
+	}
+	req := o.req
+	return func(yield func(SubscriptionEvent, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel() // a break ends the call
+		_, byStream := req.GetTarget().(*esdv1.SubscribeRequest_Stream)
+		failures, wait := 0, 50*time.Millisecond
+		for {
+			err := func() error {
+				ss, err := c.streams.Subscribe(ctx, req)
+				if err != nil {
+					return err
+				}
+				for {
+					m, err := ss.Recv()
+					if err != nil {
+						return err
+					}
+					switch m := m.GetContent().(type) {
+					case *esdv1.SubscribeResponse_Events:
+						for _, ev := range m.Events.GetEvents() {
+							if !yield(SubscriptionEvent{Event: ev}, nil) {
+								return errStop
+							}
+							failures = 0
+							if byStream {
+								req.From = &esdv1.SubscribeRequest_AfterRevision{AfterRevision: ev.GetRevision()}
+							} else {
+								req.From = &esdv1.SubscribeRequest_AfterPosition{AfterPosition: ev.GetPosition()}
+							}
+						}
+					case *esdv1.SubscribeResponse_CaughtUp:
+						if !yield(SubscriptionEvent{CaughtUp: true, Position: m.CaughtUp.GetPosition()}, nil) {
+							return errStop
+						}
+						if _, fromEnd := req.GetFrom().(*esdv1.SubscribeRequest_End); fromEnd && !byStream {
+							// The live part starts after it: a resumption must not skip what came in between.
+							req.From = &esdv1.SubscribeRequest_AfterPosition{AfterPosition: m.CaughtUp.GetPosition()}
+						}
+					case *esdv1.SubscribeResponse_Checkpoint:
+						if !yield(SubscriptionEvent{Position: m.Checkpoint.GetPosition()}, nil) {
+							return errStop
+						}
+						req.From = &esdv1.SubscribeRequest_AfterPosition{AfterPosition: m.Checkpoint.GetPosition()}
+					case *esdv1.SubscribeResponse_Ended:
+						if r := m.Ended.GetReason(); r != ReasonShuttingDown {
+							return &Error{Code: codes.NotFound, Reason: r, Message: fmt.Sprintf("subscription to %q ended: the stream was deleted", req.GetStream())}
+						}
+						// The UNAVAILABLE status follows: resumed below like any temporary error.
+					}
+				}
+			}()
+			if errors.Is(err, errStop) || errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return
+			}
+			err = asError(err)
+			if !IsTemporary(err) || failures >= c.opts.retries || !sleep(ctx, &wait) {
+				if ctx.Err() == nil {
+					yield(SubscriptionEvent{}, err)
+				}
+				return
+			}
+			failures++
+		}
+	}
+}
