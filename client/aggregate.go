@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -332,7 +331,7 @@ func (a *Aggregate[S]) Update(ctx context.Context, stream string, decide func(S)
 		}
 		cached = false // st is what the server just said
 		a.remember(stream, st)
-		if err := sleep(ctx, backoff/2+rand.N(backoff/2+1)); err != nil {
+		if err := pause(ctx, backoff/2+rand.N(backoff/2+1)); err != nil {
 			return res, err
 		}
 		backoff = min(2*backoff, maxBackoff)
@@ -478,30 +477,20 @@ func (c *Client) completeConflict(ctx context.Context, conflict *Conflict) error
 }
 
 // readStreamRange reads up to count events of stream (0: all) from
-// revision from on, retried like any read.
+// revision from on.
 func (c *Client) readStreamRange(ctx context.Context, stream string, from, count uint64) ([]*esdv1.RecordedEvent, error) {
-	return retry(ctx, c, func(ctx context.Context) ([]*esdv1.RecordedEvent, error) {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		rs, err := c.streams.ReadStream(ctx, &esdv1.ReadStreamRequest{Stream: stream, FromRevision: &from, MaxCount: count})
+	var out []*esdv1.RecordedEvent
+	for ev, err := range c.Read(ctx, stream, FromRevision(from), MaxCount(count)) {
 		if err != nil {
 			return nil, err
 		}
-		var out []*esdv1.RecordedEvent
-		for {
-			msg, err := rs.Recv()
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					return out, nil
-				}
-				return nil, err
-			}
-			out = append(out, msg.GetEvents()...)
-		}
-	})
+		out = append(out, ev)
+	}
+	return out, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// pause waits d, or returns ctx's error when it ends first.
+func pause(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
