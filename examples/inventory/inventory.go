@@ -49,7 +49,7 @@ func Apply(p Product, ev *esdv1.RecordedEvent) (Product, error) {
 	case "ProductListed":
 		var e listed
 		err = json.Unmarshal(ev.GetData(), &e)
-		p = Product{Name: e.Name, Price: e.Price, Stock: e.Stock}
+		p = Product(e)
 	case "PriceChanged":
 		var e priceChanged
 		err = json.Unmarshal(ev.GetData(), &e)
@@ -220,8 +220,8 @@ type FinalStock struct {
 
 // Run plays the scenario against the esd c talks to, checks its
 // invariants (it returns an error when one fails) and reports.
-func Run(ctx context.Context, c *client.Client, cfg Config) (*Report, error) {
-	rep := &Report{}
+func Run(ctx context.Context, c *client.Client, cfg Config) (rep *Report, err error) {
+	rep = &Report{}
 	prefix := "product-" + cfg.RunID + "."
 	streams := make([]string, cfg.Products)
 	for i := range streams {
@@ -248,8 +248,10 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Report, error) {
 	go func() { memberDone <- c.RunMember(memberCtx, group, view.Handle) }()
 	defer func() {
 		stopMember()
-		<-memberDone
-		_ = c.DeleteGroup(context.WithoutCancel(ctx), group)
+		if merr := <-memberDone; merr != nil {
+			err = errors.Join(err, fmt.Errorf("stock view: %w", merr))
+		}
+		_ = c.DeleteGroup(context.WithoutCancel(ctx), group) // this run's: no other run uses it
 	}()
 
 	products := &client.Aggregate[Product]{
@@ -354,8 +356,10 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Report, error) {
 	products.Wait()
 
 	// The end: the view has everything, and it agrees with the streams.
-	if _, reached, err := c.WaitForCheckpoint(ctx, group, lastPosition.Load(), 30*time.Second); err != nil || !reached {
-		return rep, fmt.Errorf("the view did not catch up with position %d: reached %v, %v", lastPosition.Load(), reached, err)
+	if _, reached, err := c.WaitForCheckpoint(ctx, group, lastPosition.Load(), 30*time.Second); err != nil {
+		return rep, fmt.Errorf("wait for the view: %w", err)
+	} else if !reached {
+		return rep, fmt.Errorf("the view did not reach position %d within 30 s", lastPosition.Load())
 	}
 	var failed []string
 	for i, s := range streams {
