@@ -87,16 +87,29 @@ golangci-lint: tools
 buf-lint: tools
 	buf lint
 
-proto: tools ## regenerate the Go code in proto/ from the .proto files
-	buf generate
+# The Go code is generated from the edition-2023 rendition of the published
+# proto3 files (internal/tools/protoedition), written with buf.yaml into a
+# temporary directory mirroring proto/ and third_party/proto: the rendition
+# has the decoder leave the UTF-8 check of strings to esd (INVALID_ARGUMENT
+# naming the field, not INTERNAL). buf.gen.yaml's paths are relative to it.
+PROTO_RENDITION = $(GO) run ./internal/tools/protoedition -out $$tmp -verbatim third_party/proto proto && cp buf.yaml $$tmp/
+
+proto: tools ## regenerate the Go code in proto/ from the .proto files (via their edition-2023 rendition)
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(PROTO_RENDITION) && \
+	(cd $$tmp && buf generate --template $(CURDIR)/buf.gen.yaml -o $(CURDIR))
 
 proto-check: tools ## fail if the committed generated code is not what `make proto` makes
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	buf generate -o $$tmp && \
-	diff -r --exclude='*.proto' proto $$tmp/proto && echo "generated code is current"
+	$(PROTO_RENDITION) && \
+	(cd $$tmp && buf generate --template $(CURDIR)/buf.gen.yaml -o $$tmp/out) && \
+	diff -r --exclude='*.proto' proto $$tmp/out/proto && echo "generated code is current"
 
-proto-breaking: tools ## fail on breaking changes against the main branch
-	buf breaking --against '.git#branch=main'
+# The published proto3 files are compared: the rendition is a function of
+# them, so a breaking change shows in them.
+BREAKING_AGAINST ?= main
+proto-breaking: tools ## fail on breaking changes against the git branch BREAKING_AGAINST (default main)
+	buf breaking --against '.git#branch=$(BREAKING_AGAINST)'
 
 docker: ## build the container image esd:$(VERSION) (docker, or podman without it; CONTAINER=... to choose)
 	@if [ -z "$(CONTAINER)" ]; then echo "make docker: neither docker nor podman is installed (or set CONTAINER=/path/to/engine)" >&2; exit 1; fi

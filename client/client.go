@@ -174,6 +174,19 @@ func (c *Client) Close() error {
 	return c.conn.Close()
 }
 
+// Conn returns the client's connection, for the calls of the esd.v1
+// services the package does not wrap (esdv1.NewStreamServiceClient(c.Conn())
+// and the like). Its errors are plain gRPC statuses.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// ServerInfo describes the server: its version, uptime, last position
+// and store size.
+func (c *Client) ServerInfo(ctx context.Context) (*esdv1.GetServerInfoResponse, error) {
+	return retry(ctx, c, func(ctx context.Context) (*esdv1.GetServerInfoResponse, error) {
+		return c.admin.GetServerInfo(ctx, &esdv1.GetServerInfoRequest{})
+	})
+}
+
 // callCtx bounds a unary call by the client's timeout unless ctx has a
 // deadline already.
 func (c *Client) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {

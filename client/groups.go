@@ -3,8 +3,10 @@ package client
 import (
 	"context"
 	"iter"
+	"time"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // CreateGroup creates a consumer group with the settings g (a name, a
@@ -74,4 +76,31 @@ func (c *Client) ReplayParked(ctx context.Context, group string, maxCount uint64
 	defer cancel()
 	resp, err := c.groups.ReplayParked(ctx, &esdv1.ReplayParkedRequest{Group: group, MaxCount: maxCount})
 	return resp.GetReplayed(), asError(err)
+}
+
+// WaitForCheckpoint waits until the group's checkpoint reaches position
+// (e.g. an append's LastPosition: every event of the group's target up
+// to it is acknowledged or parked), so that a read model fed by the group
+// shows the caller's own write. It returns the checkpoint and whether it
+// reached position; reached is false, with no error, when timeout (0: the
+// server's 30 s; at most 5 min) passed first. A group without members
+// does not move.
+func (c *Client) WaitForCheckpoint(ctx context.Context, group string, position uint64, timeout time.Duration) (checkpoint uint64, reached bool, err error) {
+	req := &esdv1.WaitForCheckpointRequest{Group: group, Position: position}
+	wait := 30 * time.Second
+	if timeout > 0 {
+		req.Timeout = durationpb.New(timeout)
+		wait = min(timeout, 5*time.Minute)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		// Past the client's call timeout: the server's own ends the wait
+		// with an answer, and this one only a server that never answers.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait+5*time.Second)
+		defer cancel()
+	}
+	resp, err := retry(ctx, c, func(ctx context.Context) (*esdv1.WaitForCheckpointResponse, error) {
+		return c.groups.WaitForCheckpoint(ctx, req)
+	})
+	return resp.GetCheckpoint(), resp.GetReached(), err
 }

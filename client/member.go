@@ -15,10 +15,12 @@ import (
 )
 
 // Handler handles one event delivered to a group member. Returning nil
-// acknowledges the event; an error nacks it: delivered again now (to
-// this member or another), unless the error wraps Park's or
-// RetryLater's marker. A handler may see an event again (at-least-once
-// delivery), so it must be idempotent.
+// acknowledges the event; an error nacks it, with the error's text as the
+// reason: delivered again now (to this member or another), unless the
+// error wraps Park's or RetryLater's marker; after the group's max
+// deliveries it is parked. A handler may see an event again
+// (at-least-once delivery), so it must be idempotent; DeliveryCount(ctx)
+// says how many times it came.
 type Handler func(ctx context.Context, ev *esdv1.RecordedEvent) error
 
 // Park marks a handler's error as final for the event: the group parks
@@ -53,6 +55,7 @@ type memberOptions struct {
 	name        string
 	concurrency int
 	drain       time.Duration
+	onJoined    func(memberID string)
 }
 
 // MemberName names the member in the server's logs.
@@ -68,6 +71,22 @@ func Concurrency(n int) MemberOption { return func(o *memberOptions) { o.concurr
 // delivered again.
 func DrainTimeout(d time.Duration) MemberOption { return func(o *memberOptions) { o.drain = d } }
 
+// OnJoined calls fn with the member id the server gives the member each
+// time it joins (again after a reconnection), for logs.
+func OnJoined(fn func(memberID string)) MemberOption {
+	return func(o *memberOptions) { o.onJoined = fn }
+}
+
+type deliveryCountKey struct{}
+
+// DeliveryCount returns, in a Handler, how many times the group has
+// delivered the event (1 the first time; the count starts again when the
+// server restarts or every member left the group); 0 outside a Handler.
+func DeliveryCount(ctx context.Context) uint32 {
+	n, _ := ctx.Value(deliveryCountKey{}).(uint32)
+	return n
+}
+
 // RunMember joins group and calls handler for each event delivered to
 // it, until ctx ends or the member fails. Acks and nacks are sent in
 // batches as handlers finish.
@@ -80,26 +99,29 @@ func DrainTimeout(d time.Duration) MemberOption { return func(o *memberOptions) 
 // the member fails.
 //
 // A lost connection or a server restarting is not a failure: the member
-// joins again, with backoff, for as long as ctx lasts. It fails, and
-// returns the *Error, when the group does not exist or is deleted
-// (NOT_FOUND/GROUP_NOT_FOUND) or the server refuses it otherwise.
+// joins again, with backoff, for as long as ctx lasts once it has joined
+// once (before that, as often as WithRetries allows: a wrong address
+// fails). It fails, and returns the *Error, when the group does not
+// exist or is deleted (NOT_FOUND/GROUP_NOT_FOUND) or the server refuses
+// it otherwise.
 func (c *Client) RunMember(ctx context.Context, group string, handler Handler, opts ...MemberOption) error {
 	o := memberOptions{concurrency: 1, drain: 30 * time.Second}
 	for _, fn := range opts {
 		fn(&o)
 	}
 	wait := 50 * time.Millisecond
+	failures, everJoined := 0, false
 	for {
 		joined, err := c.member(ctx, group, handler, o)
-		if ctx.Err() != nil {
-			return nil
-		}
-		err = asError(err)
-		if !IsTemporary(err) {
+		switch err = asError(err); {
+		case ctx.Err() != nil:
+			return nil //nolint:nilerr // the stop asked for: whatever ended the call, the member drained
+		case !IsTemporary(err), !everJoined && !joined && failures >= c.opts.retries:
 			return err
 		}
+		failures++
 		if joined {
-			wait = 50 * time.Millisecond
+			everJoined, wait = true, 50*time.Millisecond
 		}
 		if !sleep(ctx, &wait) {
 			return nil
@@ -136,28 +158,32 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 	if first.GetJoined() == nil {
 		return false, fmt.Errorf("join %q: the server answered %T before joined", group, first.GetContent())
 	}
+	if o.onJoined != nil {
+		o.onJoined(first.GetJoined().GetMemberId())
+	}
 	if !stopJoin() {
 		return true, ctx.Err()
 	}
 
 	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
-	queues := make([]chan *esdv1.RecordedEvent, o.concurrency)
+	queues := make([]chan *esdv1.Delivery, o.concurrency)
 	results := make(chan outcome, o.concurrency)
 	var workers sync.WaitGroup
 	for i := range queues {
-		q := make(chan *esdv1.RecordedEvent, 16)
+		q := make(chan *esdv1.Delivery, 16)
 		queues[i] = q
 		workers.Go(func() {
 			for {
 				select {
 				case <-ctx.Done():
 					return // draining: what is queued is not taken
-				case ev, ok := <-q:
+				case d, ok := <-q:
 					if !ok || ctx.Err() != nil {
 						return
 					}
-					results <- outcome{ev.GetId(), handler(handlerCtx, ev)}
+					hctx := context.WithValue(handlerCtx, deliveryCountKey{}, d.GetDeliveryCount())
+					results <- outcome{d.GetEvent().GetId(), handler(hctx, d.GetEvent())}
 				}
 			}
 		})
@@ -175,12 +201,12 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 				recvDone <- err
 				return
 			}
-			ev := m.GetDelivery().GetEvent()
-			if ev == nil {
+			d := m.GetDelivery()
+			if d.GetEvent() == nil {
 				continue
 			}
 			select {
-			case queues[queueOf(ev.GetStream(), len(queues))] <- ev:
+			case queues[queueOf(d.GetEvent().GetStream(), len(queues))] <- d:
 			case <-ctx.Done(): // draining: left to the other members
 			}
 		}
@@ -213,17 +239,24 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 	defer deadline.Stop()
 	select {
 	case <-sendDone: // every outcome sent, the send side closed
-	case <-recvDone:
-		return true, nil
+	case err := <-recvDone: // the acks of the handlers in flight are lost
+		return true, err
 	case <-deadline.C:
-		return true, nil // the deferred cancels end the handlers and the call
+		// The call ends first, so that no nack of a handler cut short
+		// goes out: its event goes back to the group as unanswered.
+		cancelCall()
+		return true, nil
 	}
 	// The server ends the call once it has read the close, after the acks.
 	select {
-	case <-recvDone:
+	case err := <-recvDone:
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		return true, err
 	case <-deadline.C:
+		return true, nil
 	}
-	return true, nil
 }
 
 // sendOutcomes sends the handlers' acks and nacks, as many a message as
@@ -237,22 +270,24 @@ func (c *Client) sendOutcomes(js esdv1.ConsumerGroupService_JoinClient, results 
 		}
 	}
 	for first := range results {
-		acks, retries := []string(nil), []string(nil)
+		var acks []string
 		add := func(o outcome) {
-			var ne *nackError
-			switch {
-			case o.err == nil:
+			if o.err == nil {
 				acks = append(acks, o.id)
-			case errors.As(o.err, &ne):
-				// Each parked event keeps its own reason: one message each.
-				send(&esdv1.JoinRequest{Content: &esdv1.JoinRequest_Nack{Nack: &esdv1.Nack{EventIds: []string{o.id}, Action: ne.action, Reason: reason(o.err)}}})
-			default:
-				retries = append(retries, o.id)
+				return
 			}
+			// Each nack carries its own reason (kept if the event ends
+			// up parked): one message each.
+			action := esdv1.NackAction_NACK_ACTION_RETRY
+			var ne *nackError
+			if errors.As(o.err, &ne) {
+				action = ne.action
+			}
+			send(&esdv1.JoinRequest{Content: &esdv1.JoinRequest_Nack{Nack: &esdv1.Nack{EventIds: []string{o.id}, Action: action, Reason: reason(o.err)}}})
 		}
 		add(first)
 	more:
-		for len(acks)+len(retries) < 1000 {
+		for len(acks) < 1000 {
 			select {
 			case o, ok := <-results:
 				if !ok {
@@ -262,9 +297,6 @@ func (c *Client) sendOutcomes(js esdv1.ConsumerGroupService_JoinClient, results 
 			default:
 				break more
 			}
-		}
-		if len(retries) > 0 {
-			send(&esdv1.JoinRequest{Content: &esdv1.JoinRequest_Nack{Nack: &esdv1.Nack{EventIds: retries, Action: esdv1.NackAction_NACK_ACTION_RETRY}}})
 		}
 		if len(acks) > 0 {
 			send(&esdv1.JoinRequest{Content: &esdv1.JoinRequest_Ack{Ack: &esdv1.Ack{EventIds: acks}}})

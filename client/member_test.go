@@ -193,14 +193,19 @@ func TestMemberParksAndRetries(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		attempts = map[string]int{}
+		counts   []uint32
+		joined   atomic.Value
 		replayed = make(chan struct{}, 1)
 	)
 	mctx, stop := context.WithCancel(ctx)
 	defer stop()
-	done := runMember(mctx, c, "picky", func(_ context.Context, ev *esdv1.RecordedEvent) error {
+	done := runMember(mctx, c, "picky", func(hctx context.Context, ev *esdv1.RecordedEvent) error {
 		mu.Lock()
 		attempts[ev.GetType()]++
 		k := attempts[ev.GetType()]
+		if ev.GetType() == "E0" {
+			counts = append(counts, client.DeliveryCount(hctx))
+		}
 		mu.Unlock()
 		switch {
 		case ev.GetType() == "E0" && k == 1:
@@ -211,7 +216,7 @@ func TestMemberParksAndRetries(t *testing.T) {
 			replayed <- struct{}{}
 		}
 		return nil
-	})
+	}, client.OnJoined(func(id string) { joined.Store(id) }))
 	var parked []*esdv1.ParkedEvent
 	eventually(t, "E1 parked", func() bool {
 		parked = parked[:0]
@@ -227,10 +232,13 @@ func TestMemberParksAndRetries(t *testing.T) {
 		t.Fatalf("parked %v, want E1 with its reason", parked[0])
 	}
 	mu.Lock()
-	if attempts["E0"] != 2 {
-		t.Fatalf("E0 handled %d times, want 2 (a nack, then an ack)", attempts["E0"])
+	if attempts["E0"] != 2 || fmtS(counts) != "[1 2]" {
+		t.Fatalf("E0 handled %d times, delivery counts %v; want 2 (a nack, then an ack), counts [1 2]", attempts["E0"], counts)
 	}
 	mu.Unlock()
+	if id, _ := joined.Load().(string); id == "" {
+		t.Fatal("OnJoined was not called with a member id")
+	}
 	if n, err := c.ReplayParked(ctx, "picky", 0); err != nil || n != 1 {
 		t.Fatalf("ReplayParked = %d, %v; want 1", n, err)
 	}
@@ -283,5 +291,81 @@ func TestUpdateGroup(t *testing.T) {
 	_, err = c.CreateGroup(context.Background(), &esdv1.Group{Name: "tuned", Target: &esdv1.Group_Category{Category: "tune"}})
 	if client.ReasonOf(err) != client.ReasonGroupExists {
 		t.Fatalf("CreateGroup again: %v, want GROUP_EXISTS", err)
+	}
+}
+
+// TestWaitForCheckpoint: a group without members does not reach an
+// append's position before the timeout; with a member it does.
+func TestWaitForCheckpoint(t *testing.T) {
+	c, _ := dial(t)
+	ctx := context.Background()
+	createGroup(t, c, "model", "item", esdv1.GroupStrategy_GROUP_STRATEGY_ROUND_ROBIN)
+	res := appendN(t, c, "item-1", 3)
+	pos := res[2].GetLastPosition()
+	if cp, reached, err := c.WaitForCheckpoint(ctx, "model", pos, 100*time.Millisecond); err != nil || reached || cp >= pos {
+		t.Fatalf("wait without members = %d, %v, %v; want not reached", cp, reached, err)
+	}
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := runMember(mctx, c, "model", func(context.Context, *esdv1.RecordedEvent) error { return nil })
+	if cp, reached, err := c.WaitForCheckpoint(ctx, "model", pos, 0); err != nil || !reached || cp < pos {
+		t.Fatalf("wait with a member = %d, %v, %v; want reached, checkpoint ≥ %d", cp, reached, err, pos)
+	}
+	stop()
+	if err := waitErr(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.WaitForCheckpoint(ctx, "nobody", pos, 0); client.ReasonOf(err) != client.ReasonGroupNotFound {
+		t.Fatalf("wait on a missing group: %v, want GROUP_NOT_FOUND", err)
+	}
+}
+
+// TestMemberDrainTimeout: a handler still running past the drain timeout
+// has its context cancelled, and the member returns without waiting for
+// it; its event is delivered again to the next member.
+func TestMemberDrainTimeout(t *testing.T) {
+	c, _ := dial(t)
+	createGroup(t, c, "stuck", "stuck", esdv1.GroupStrategy_GROUP_STRATEGY_ROUND_ROBIN)
+	appendN(t, c, "stuck-1", 1)
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	ctx, stop := context.WithCancel(context.Background())
+	done := runMember(ctx, c, "stuck", func(hctx context.Context, _ *esdv1.RecordedEvent) error {
+		close(started)
+		<-hctx.Done()
+		close(cancelled)
+		return hctx.Err()
+	}, client.DrainTimeout(100*time.Millisecond))
+	<-started
+	stop()
+	start := time.Now()
+	if err := waitErr(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the member returned %v after its stop, want about the 100 ms drain timeout", d)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's context was not cancelled past the drain timeout")
+	}
+	again := make(chan struct{}, 1)
+	ctx2, stop2 := context.WithCancel(context.Background())
+	defer stop2()
+	done2 := runMember(ctx2, c, "stuck", func(context.Context, *esdv1.RecordedEvent) error {
+		select {
+		case again <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+	select {
+	case <-again:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unacknowledged event was not delivered again")
+	}
+	stop2()
+	if err := waitErr(t, done2); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -17,7 +17,9 @@ import (
 // off. With it, concurrent Append calls share one long-lived AppendStream
 // call instead of a unary call each, which costs the client and the
 // server less per append; results and errors are those of the unary
-// call. A server without AppendStream gets unary calls.
+// call. A server without AppendStream gets unary calls. Pipelined
+// appends pass no unary interceptor (WithDialOptions): stream
+// interceptors see the one AppendStream call instead.
 func WithPipelining(on bool) Option { return func(o *options) { o.noPipeline = !on } }
 
 // Appends at least this large, or with this many events, go unary: the
@@ -74,6 +76,9 @@ var errUnpiped = errors.New("client: append not pipelined")
 // append runs one attempt of req over the pipeline: it returns what
 // Append would, or errUnpiped.
 func (p *pipeline) append(ctx context.Context, req *esdv1.AppendRequest) (*esdv1.AppendResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // as a unary call does: nothing sent
+	}
 	ac := p.call(ctx)
 	if ac == nil {
 		if err := ctx.Err(); err != nil {

@@ -181,7 +181,7 @@ func (c *Client) readLoop(ctx context.Context, yield func(*esdv1.RecordedEvent, 
 					}
 					yielded++
 					last, moved = place(ev), true
-					failures = 0
+					failures, wait = 0, 50*time.Millisecond
 				}
 				if checkpoint != 0 {
 					last, moved = checkpoint, true

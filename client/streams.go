@@ -5,22 +5,8 @@ import (
 	"iter"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
-
-// Conn returns the client's connection, for the calls of the esd.v1
-// services the package does not wrap (esdv1.NewStreamServiceClient(c.Conn())
-// and the like). Its errors are plain gRPC statuses.
-func (c *Client) Conn() *grpc.ClientConn { return c.conn }
-
-// ServerInfo describes the server: its version, uptime, last position
-// and store size.
-func (c *Client) ServerInfo(ctx context.Context) (*esdv1.GetServerInfoResponse, error) {
-	return retry(ctx, c, func(ctx context.Context) (*esdv1.GetServerInfoResponse, error) {
-		return c.admin.GetServerInfo(ctx, &esdv1.GetServerInfoRequest{})
-	})
-}
 
 // GetStream describes stream: head, event count, whether it exists, is
 // deleted or tombstoned. A stream never written is no error: every flag

@@ -10,6 +10,7 @@ import (
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -88,20 +89,23 @@ type SubscriptionEvent struct {
 // ends, the loop ends without an error.
 //
 // After a temporary error (the server restarting, the connection lost)
-// the subscription resumes after the last event or marker yielded, as
-// often as WithRetries allows in a row; the resumed subscription has its
-// own CaughtUp marker.
+// the subscription resumes after the last event or marker yielded, with
+// backoff, for as long as ctx lasts once the server has answered it once
+// (before that, as often as WithRetries allows: a wrong address fails);
+// the resumed subscription has its own CaughtUp marker.
 func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Seq2[SubscriptionEvent, error] {
 	o := subOptions{req: &esdv1.SubscribeRequest{}}
 	for _, fn := range opts {
 		fn(&o)
 	}
-	req := o.req
 	return func(yield func(SubscriptionEvent, error) bool) {
+		req := proto.CloneOf(o.req) // moved on as events come: each run starts where asked
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel() // a break ends the call
 		_, byStream := req.GetTarget().(*esdv1.SubscribeRequest_Stream)
 		failures, wait := 0, 50*time.Millisecond
+		established := false   // a call got an answer: the target and address are right
+		var skipThrough uint64 // events at or before this position were yielded or skipped already
 		for {
 			err := func() error {
 				ss, err := c.streams.Subscribe(ctx, req)
@@ -113,13 +117,17 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Se
 					if err != nil {
 						return err
 					}
+					established = true
+					failures, wait = 0, 50*time.Millisecond
 					switch m := m.GetContent().(type) {
 					case *esdv1.SubscribeResponse_Events:
 						for _, ev := range m.Events.GetEvents() {
+							if ev.GetPosition() <= skipThrough {
+								continue
+							}
 							if !yield(SubscriptionEvent{Event: ev}, nil) {
 								return errStop
 							}
-							failures = 0
 							if byStream {
 								req.From = &esdv1.SubscribeRequest_AfterRevision{AfterRevision: ev.GetRevision()}
 							} else {
@@ -130,9 +138,16 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Se
 						if !yield(SubscriptionEvent{CaughtUp: true, Position: m.CaughtUp.GetPosition()}, nil) {
 							return errStop
 						}
-						if _, fromEnd := req.GetFrom().(*esdv1.SubscribeRequest_End); fromEnd && !byStream {
-							// The live part starts after it: a resumption must not skip what came in between.
-							req.From = &esdv1.SubscribeRequest_AfterPosition{AfterPosition: m.CaughtUp.GetPosition()}
+						if _, fromEnd := req.GetFrom().(*esdv1.SubscribeRequest_End); fromEnd {
+							// A resumption from the end would miss what was
+							// committed in between: it starts after the
+							// caught-up position instead, which a stream
+							// subscription can only do by skipping.
+							if byStream {
+								req.From, skipThrough = nil, m.CaughtUp.GetPosition()
+							} else {
+								req.From = &esdv1.SubscribeRequest_AfterPosition{AfterPosition: m.CaughtUp.GetPosition()}
+							}
 						}
 					case *esdv1.SubscribeResponse_Checkpoint:
 						if !yield(SubscriptionEvent{Position: m.Checkpoint.GetPosition()}, nil) {
@@ -151,7 +166,7 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Se
 				return
 			}
 			err = asError(err)
-			if !IsTemporary(err) || failures >= c.opts.retries || !sleep(ctx, &wait) {
+			if !IsTemporary(err) || (!established && failures >= c.opts.retries) || !sleep(ctx, &wait) {
 				if ctx.Err() == nil {
 					yield(SubscriptionEvent{}, err)
 				}

@@ -1626,8 +1626,8 @@ func (x *ReplayParkedResponse) GetReplayed() uint64 {
 type WaitForCheckpointRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Group string                 `protobuf:"bytes,1,opt,name=group" json:"group,omitempty"`
-	// The position of $all to wait for (an append's position, or the
-	// position of its last event); 0 is passed at once.
+	// The position of $all to wait for, such as an append's last_position;
+	// 0 is passed at once.
 	Position uint64 `protobuf:"varint,2,opt,name=position" json:"position,omitempty"`
 	// How long to wait; unset or 0 means 30s; more than 5m means 5m. The
 	// call's deadline ends the wait too, with DEADLINE_EXCEEDED: set a

@@ -83,9 +83,10 @@ type ConsumerGroupServiceClient interface {
 	// checkpoint in memory, which moves with each acknowledgement and
 	// never goes back while the server runs, not on the stored one: an
 	// acknowledged event is applied, whether or not its checkpoint is
-	// stored yet. Answers reached=false (OK) when timeout passes first.
-	// Errors: NOT_FOUND/GROUP_NOT_FOUND (also when the group is deleted
-	// while the call waits), INVALID_ARGUMENT/INVALID_ARGUMENT,
+	// stored yet. A parked event counts as passed (see ListParked).
+	// Answers reached=false (OK) when timeout passes first. Errors:
+	// NOT_FOUND/GROUP_NOT_FOUND (also when the group is deleted while the
+	// call waits), INVALID_ARGUMENT/INVALID_ARGUMENT,
 	// UNAVAILABLE/SHUTTING_DOWN.
 	WaitForCheckpoint(ctx context.Context, in *WaitForCheckpointRequest, opts ...grpc.CallOption) (*WaitForCheckpointResponse, error)
 }
@@ -244,9 +245,10 @@ type ConsumerGroupServiceServer interface {
 	// checkpoint in memory, which moves with each acknowledgement and
 	// never goes back while the server runs, not on the stored one: an
 	// acknowledged event is applied, whether or not its checkpoint is
-	// stored yet. Answers reached=false (OK) when timeout passes first.
-	// Errors: NOT_FOUND/GROUP_NOT_FOUND (also when the group is deleted
-	// while the call waits), INVALID_ARGUMENT/INVALID_ARGUMENT,
+	// stored yet. A parked event counts as passed (see ListParked).
+	// Answers reached=false (OK) when timeout passes first. Errors:
+	// NOT_FOUND/GROUP_NOT_FOUND (also when the group is deleted while the
+	// call waits), INVALID_ARGUMENT/INVALID_ARGUMENT,
 	// UNAVAILABLE/SHUTTING_DOWN.
 	WaitForCheckpoint(context.Context, *WaitForCheckpointRequest) (*WaitForCheckpointResponse, error)
 	mustEmbedUnimplementedConsumerGroupServiceServer()
