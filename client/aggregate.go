@@ -228,7 +228,9 @@ func (a *Aggregate[S]) fold(st State[S], events []*esdv1.RecordedEvent) (State[S
 // it returns the last conflict (IsWrongExpectedRevision holds for the
 // error). To surface, it returns the conflict with every event appended
 // since the state decide saw (read from the stream when the server's
-// conflict delta was truncated).
+// conflict delta was truncated). With a conflict returned, the Result's
+// State is the state that decision saw: the conflict's events are those
+// after its Head.
 //
 // An error decide returns is returned as it is, and nothing is appended.
 // When decide rejected a command, or found nothing to do, on a state from
