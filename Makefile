@@ -24,7 +24,7 @@ DATA_DIR ?= ./data
 CONTAINER ?= $(shell command -v docker || command -v podman)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test check unit e2e test-integration test-e2e test-load bench bench-compare fuzz lint fmt fmt-check vet \
+.PHONY: help build run example test check unit e2e test-integration test-e2e test-load bench bench-compare fuzz lint fmt fmt-check vet \
 	golangci-lint buf-lint proto proto-check proto-breaking docker clean tools
 
 help: ## print this list
@@ -36,6 +36,9 @@ build: ## build bin/esd and bin/esctl
 
 run: build ## build and start esd on $(DATA_DIR) (gRPC 127.0.0.1:7400, HTTP 127.0.0.1:7401)
 	./bin/esd --data-dir $(DATA_DIR)
+
+example: build ## run examples/inventory (the Go client's Aggregate in a shop) against a fresh esd on a temporary directory; ADDR=host:port to use a running one
+	$(GO) run ./examples/inventory --esd bin/esd $(if $(ADDR),--addr $(ADDR))
 
 test: check unit e2e ## everything CI proves: lint, generated code, unit + integration + crash tests (-race), end-to-end tests
 
