@@ -65,10 +65,11 @@ type Aggregate[S any] struct {
 	MinBackoff, MaxBackoff time.Duration
 
 	// CacheSize keeps the states of up to this many streams (the least
-	// recently used are dropped), so that an Update on a stream this
-	// process wrote last appends without loading it first; a stale state
-	// costs a conflict, whose events bring it up to date. 0: no cache,
-	// every Update loads.
+	// recently used are dropped; default 10,000), so that an Update on a
+	// stream this process wrote last appends without loading it first: one
+	// round trip instead of two. A stale state costs a conflict, whose
+	// events bring it up to date, and a refusal decided on a cached state is
+	// confirmed at the server first. Negative: no cache, every Update loads.
 	CacheSize int
 
 	once  sync.Once
@@ -120,11 +121,15 @@ const (
 	defaultMinBackoff = time.Millisecond
 	defaultMaxBackoff = 100 * time.Millisecond
 	defaultSaves      = 4
+	defaultCacheSize  = 10_000
 )
 
 func (a *Aggregate[S]) init() {
 	a.once.Do(func() {
-		if a.CacheSize > 0 {
+		switch {
+		case a.CacheSize == 0:
+			a.cache = newStateCache[S](defaultCacheSize)
+		case a.CacheSize > 0:
 			a.cache = newStateCache[S](a.CacheSize)
 		}
 		n := a.MaxSavesInFlight

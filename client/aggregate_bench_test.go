@@ -21,9 +21,10 @@ import (
 // kind's writes do not make another's cache stale), b.N commands of each
 // kind:
 //
-//   - update: Update loads each aggregate (Load: snapshot and events
-//     after it), decides, appends at Exact(head);
-//   - cached: Update with CacheSize 1,000, which appends on the state
+//   - update: Update without its cache (CacheSize -1) loads each
+//     aggregate (Load: snapshot and events after it), decides, appends at
+//     Exact(head);
+//   - cached: Update with its cache (the default), which appends on the state
 //     its last command left (a stale state costs a conflict), the cache
 //     warmed by a Load of each aggregate before the clock starts;
 //   - raw: Append of the same event at Any, no load, no check.
@@ -60,6 +61,7 @@ func BenchmarkUpdate(b *testing.B) {
 		return streams
 	}
 	loading := newStockAggregate(c)
+	loading.CacheSize = -1
 	cached := newStockAggregate(c)
 	cached.CacheSize = aggregates
 	defer loading.Wait()

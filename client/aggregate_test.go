@@ -95,10 +95,10 @@ func TestUpdateConcurrentWriters(t *testing.T) {
 		// conflicts: a command may end in a conflict
 		conflicts bool
 	}{
-		{name: "retry", maxRetries: 1000},
+		{name: "retry", cache: -1, maxRetries: 1000},
 		{name: "retry-cached", cache: 16, maxRetries: 1000},
 		{name: "retry-bounded-cached", cache: 16, maxRetries: 2, conflicts: true},
-		{name: "surface", policy: client.SurfaceConflicts, conflicts: true},
+		{name: "surface", cache: -1, policy: client.SurfaceConflicts, conflicts: true},
 		{name: "surface-cached", cache: 16, policy: client.SurfaceConflicts, conflicts: true},
 		// Retries conflicts with a single event only.
 		{name: "policy-cached", cache: 16, maxRetries: 1000, conflicts: true,
@@ -221,7 +221,7 @@ func TestUpdateSurfacesExactlyTheEventsSince(t *testing.T) {
 	c, _ := dial(t)
 	ctx := context.Background()
 	for _, others := range []int{1, 16, 17, 40} {
-		for _, cache := range []int{0, 8} {
+		for _, cache := range []int{-1, 8} { // -1: no cache
 			t.Run(fmt.Sprintf("%d-events-cache-%d", others, cache), func(t *testing.T) {
 				stream := fmt.Sprintf("stock-surface%d-%d", others, cache)
 				if _, err := c.Append(ctx, stream, client.NoStream(), stocked(10)); err != nil {
