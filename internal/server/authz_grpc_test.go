@@ -147,6 +147,15 @@ var matrixCalls = map[string]rpcCall{
 		}
 		return err
 	},
+	esdv1.StreamService_SetStreamMetadata_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewStreamServiceClient(c).SetStreamMetadata(ctx, &esdv1.SetStreamMetadataRequest{ // a wrong revision: nothing is written
+			Target: &esdv1.SetStreamMetadataRequest_Stream{Stream: s}, ExpectedMetadataRevision: &esdv1.SetStreamMetadataRequest_Exact{Exact: 1 << 40}})
+		return err
+	},
+	esdv1.StreamService_GetStreamMetadata_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewStreamServiceClient(c).GetStreamMetadata(ctx, &esdv1.GetStreamMetadataRequest{Target: &esdv1.GetStreamMetadataRequest_Stream{Stream: s}})
+		return err
+	},
 	esdv1.StreamService_Subscribe_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
 		return firstMsg(esdv1.NewStreamServiceClient(c).Subscribe(ctx, &esdv1.SubscribeRequest{
 			Target: &esdv1.SubscribeRequest_Stream{Stream: s}, From: &esdv1.SubscribeRequest_Start{Start: &emptypb.Empty{}}}))
