@@ -224,6 +224,14 @@ func TestStreamMetadataLoweredShowsEventsAgain(t *testing.T) {
 	if l := ts.mustLoad(t, "lim-1", 0); l.snap != nil {
 		t.Fatal("a snapshot below truncate_before used")
 	}
+	_, err := ts.snapshots().GetSnapshot(testCtx(t), &esdv1.GetSnapshotRequest{Stream: "lim-1"})
+	wantError(t, err, codes.NotFound, reasonSnapshotNotFound, "lim-1")
+	ls, err := ts.snapshots().ListSnapshots(testCtx(t), &esdv1.ListSnapshotsRequest{Stream: "lim-1"})
+	if err != nil || len(ls.GetSnapshots()) != 1 || ls.GetSnapshots()[0].GetUsable() {
+		t.Fatalf("ListSnapshots: %v %v, want the snapshot listed unusable", ls, err)
+	}
+	_, err = ts.snapshots().SaveSnapshot(testCtx(t), &esdv1.SaveSnapshotRequest{Stream: "lim-1", Revision: 4, Type: "S", Data: []byte("s")})
+	wantError(t, err, codes.FailedPrecondition, reasonSnapshotRevision, "lim-1")
 	setMeta(t, ts, "lim-1", &esdv1.StreamMetadata{})
 	if l := ts.mustLoad(t, "lim-1", 0); l.snap.GetRevision() != 2 || len(l.events) != 7 {
 		t.Fatalf("without limits, the snapshot is usable again: %v, %d events", l.snap, len(l.events))
