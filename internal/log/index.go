@@ -386,11 +386,13 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 			}
 			lastSID = ev.v.sid
 		}
-		if hidden, err := ret.hidden(ev.v.sid, ev.Stream, ev.v.rev, ev.v.created); err != nil || hidden {
-			if err != nil {
-				return fmt.Errorf("position %d: %w", pos, err)
+		if ret.t != nil { // no call per event without limits
+			if hidden, err := ret.hidden(ev.v.sid, ev.Stream, ev.v.rev, ev.v.created); err != nil || hidden {
+				if err != nil {
+					return fmt.Errorf("position %d: %w", pos, err)
+				}
+				continue
 			}
-			continue
 		}
 		if !q.matches(ev.Stream, ev.v.typ) {
 			continue

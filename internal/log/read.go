@@ -506,9 +506,11 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 			}
 			lastSID = view.sid
 		}
-		hidden, err := ret.hidden(view.sid, ev.Stream, view.rev, view.created)
-		if err != nil {
-			return fmt.Errorf("position %d: %w", pos, err)
+		hidden := false
+		if ret.t != nil { // no call per event without limits
+			if hidden, err = ret.hidden(view.sid, ev.Stream, view.rev, view.created); err != nil {
+				return fmt.Errorf("position %d: %w", pos, err)
+			}
 		}
 		// A hidden event counts as scanned without a match: a long run of
 		// them gets checkpoints.

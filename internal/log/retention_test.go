@@ -255,3 +255,23 @@ func TestRetentionPositionsUnchanged(t *testing.T) {
 		}
 	}
 }
+
+// TestRetentionHiddenEventsGetCheckpoints: a filtered scan through hidden
+// events still checkpoints, as through events that do not match.
+func TestRetentionHiddenEventsGetCheckpoints(t *testing.T) {
+	now := time.Time{}
+	l, _ := retentionLog(t, &now)
+	l.SetLimits("ret-a", false, Limits{TruncateBefore: 10})
+	var checkpoints []uint64
+	err := l.ReadAll(context.Background(), AllQuery{StreamPrefixes: []string{"ret-a"}, NoIndex: true, CheckpointEvery: 4},
+		func(e *RecordedEvent) error { return fmt.Errorf("hidden event %s@%d returned", e.Stream, e.Revision) },
+		func(pos uint64) error { checkpoints = append(checkpoints, pos); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 12 events: ret-a's 10 hidden, ret-b's 2 not matching: every 4th
+	// position, then the end.
+	if diff := cmp.Diff([]uint64{4, 8, 12, 12}, checkpoints); diff != "" {
+		t.Fatalf("checkpoints (-want +got):\n%s", diff)
+	}
+}
