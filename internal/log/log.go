@@ -458,7 +458,9 @@ type Committed struct {
 	Tombstone bool
 }
 
-// Hidden reports whether the event sid/rev is deleted.
+// Hidden reports whether the event sid/rev is deleted. Retention limits
+// are not consulted: live delivery, its caller, passes every event on as
+// committed (retention.go).
 func (l *Log) Hidden(sid, rev uint64) bool {
 	d, ok := (*l.deleted.Load())[sid]
 	return ok && (d.tombstoned || rev < d.truncateBefore)
