@@ -94,17 +94,17 @@ func (a *app) runMetaGet(ctx context.Context, req *esdv1.GetStreamMetadataReques
 		eff = &esdv1.StreamMetadata{}
 	}
 	rows := [][2]string{
-		{"METADATA_REVISION", rev},
-		{"MAX_COUNT", optU64(md.MaxCount)},
-		{"MAX_AGE", optDuration(md.GetMaxAge())},
-		{"TRUNCATE_BEFORE", optU64(md.TruncateBefore)},
-		{"CUSTOM_JSON", orDash(md.GetCustomJson())},
+		{"METADATA REVISION", rev},
+		{"MAX COUNT", optU64(md.MaxCount)},
+		{"MAX AGE", optDuration(md.GetMaxAge())},
+		{"TRUNCATE BEFORE", optU64(md.TruncateBefore)},
+		{"CUSTOM JSON", orDash(md.GetCustomJson())},
 	}
 	if _, stream := req.GetTarget().(*esdv1.GetStreamMetadataRequest_Stream); stream {
 		rows = append(rows,
-			[2]string{"EFFECTIVE_MAX_COUNT", optU64(eff.MaxCount)},
-			[2]string{"EFFECTIVE_MAX_AGE", optDuration(eff.GetMaxAge())},
-			[2]string{"EFFECTIVE_TRUNCATE_BEFORE", optU64(eff.TruncateBefore)})
+			[2]string{"EFFECTIVE MAX COUNT", optU64(eff.MaxCount)},
+			[2]string{"EFFECTIVE MAX AGE", optDuration(eff.GetMaxAge())},
+			[2]string{"EFFECTIVE TRUNCATE BEFORE", optU64(eff.TruncateBefore)})
 	}
 	return a.printKV(resp, rows)
 }
@@ -230,5 +230,5 @@ func (a *app) runMetaSet(ctx context.Context, req *esdv1.SetStreamMetadataReques
 	if err != nil {
 		return err
 	}
-	return a.printKV(resp, [][2]string{{"METADATA_REVISION", strconv.FormatUint(resp.GetMetadataRevision(), 10)}})
+	return a.printKV(resp, [][2]string{{"METADATA REVISION", strconv.FormatUint(resp.GetMetadataRevision(), 10)}})
 }

@@ -15,16 +15,16 @@ func TestStreamMetaCommands(t *testing.T) {
 	fillOrder(t, addr, "order-9", 5)
 
 	got := kv(t, mustRun(t, addr, "stream", "meta", "get", "order-9"))
-	if got["METADATA_REVISION"] != "-" || got["MAX_COUNT"] != "-" || got["EFFECTIVE_MAX_COUNT"] != "-" {
+	if got["METADATA REVISION"] != "-" || got["MAX COUNT"] != "-" || got["EFFECTIVE MAX COUNT"] != "-" {
 		t.Fatalf("get before any metadata: %v", got)
 	}
 	got = kv(t, mustRun(t, addr, "stream", "meta", "set", "order-9", "--max-count", "2", "--json", `{"team":"billing"}`, "--expected-revision", "none"))
-	if got["METADATA_REVISION"] != "0" {
+	if got["METADATA REVISION"] != "0" {
 		t.Fatalf("set: %v", got)
 	}
 	got = kv(t, mustRun(t, addr, "stream", "meta", "get", "order-9"))
-	if got["METADATA_REVISION"] != "0" || got["MAX_COUNT"] != "2" || got["CUSTOM_JSON"] != `{"team":"billing"}` ||
-		got["EFFECTIVE_MAX_COUNT"] != "2" || got["MAX_AGE"] != "-" {
+	if got["METADATA REVISION"] != "0" || got["MAX COUNT"] != "2" || got["CUSTOM JSON"] != `{"team":"billing"}` ||
+		got["EFFECTIVE MAX COUNT"] != "2" || got["MAX AGE"] != "-" {
 		t.Fatalf("get: %v", got)
 	}
 	if info := kv(t, mustRun(t, addr, "info", "order-9")); info["EVENTS"] != "2" || info["HEAD"] != "4" {
@@ -37,7 +37,7 @@ func TestStreamMetaCommands(t *testing.T) {
 		t.Fatalf("wrong revision: exit %d, stderr %q", code, stderr)
 	}
 	got = kv(t, mustRun(t, addr, "stream", "meta", "set", "order-9", "--truncate-before", "1", "--expected-revision", "0"))
-	if got["METADATA_REVISION"] != "1" {
+	if got["METADATA REVISION"] != "1" {
 		t.Fatalf("set at 0: %v", got)
 	}
 
@@ -45,7 +45,7 @@ func TestStreamMetaCommands(t *testing.T) {
 	// category's.
 	mustRun(t, addr, "stream", "meta", "set", "--category", "order", "--max-age", "720h", "--max-count", "100")
 	got = kv(t, mustRun(t, addr, "stream", "meta", "get", "--category", "order"))
-	if got["MAX_AGE"] != "720h0m0s" || got["MAX_COUNT"] != "100" || got["METADATA_REVISION"] != "0" {
+	if got["MAX AGE"] != "720h0m0s" || got["MAX COUNT"] != "100" || got["METADATA REVISION"] != "0" {
 		t.Fatalf("get --category: %v", got)
 	}
 	var resp esdv1.GetStreamMetadataResponse
