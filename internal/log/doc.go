@@ -39,7 +39,8 @@
 //	0x09 "grp/" key            consumer groups (internal/group); key is
 //	                           s/<name>, c/<name> or p/<name> 0x00 pos
 //	0x09 "snap/" key           snapshots (internal/snapshot)
-//	0x09 "lease/" key          reserved: leases
+//	0x09 "lease/" key          leases (internal/lease)
+//	0x09 "meta/" key           stream metadata (internal/streammeta)
 //
 // # Invariants
 //
@@ -61,7 +62,13 @@
 //  4. Deleted events stay on disk (until a scavenge, not yet built) and
 //     are hidden from every read: a stream's TruncateBefore hides its
 //     older revisions, and readers of $all skip them using the in-memory
-//     set of streams with deletions, loaded at Open from 0x06.
+//     set of streams with deletions, loaded at Open from 0x06. Retention
+//     limits (retention.go: max count, max age, truncate-before, set
+//     from stream metadata through SetLimits) hide events the same way
+//     but as a view computed at each read: a stream's first visible
+//     revision is the largest of its TruncateBefore and the limits'
+//     (VisibleFrom), and readers of $all test each event against the
+//     in-memory table of limits, a nil test when no stream has any.
 //  5. Open reads only the last keys of the event and stream spaces, the
 //     counts and the deleted streams: no scan of the events.
 //  6. Aux writes and compare-and-swaps (auxspace.go) are requests of the

@@ -23,6 +23,9 @@ const (
 	// NSLeases holds each leased stream's newest lease and fencing-token
 	// high-water mark (internal/lease).
 	NSLeases
+	// NSStreamMeta holds streams' metadata and categories' default
+	// limits (internal/streammeta).
+	NSStreamMeta
 )
 
 // namespaces is the registry: index = Namespace, 0 is no namespace.
@@ -30,9 +33,10 @@ var namespaces = [...]struct {
 	name   string
 	prefix string
 }{
-	NSGroups:    {name: "groups", prefix: "grp/"},
-	NSSnapshots: {name: "snapshots", prefix: "snap/"},
-	NSLeases:    {name: "leases", prefix: "lease/"},
+	NSGroups:     {name: "groups", prefix: "grp/"},
+	NSSnapshots:  {name: "snapshots", prefix: "snap/"},
+	NSLeases:     {name: "leases", prefix: "lease/"},
+	NSStreamMeta: {name: "stream metadata", prefix: "meta/"},
 }
 
 // Namespaces returns every registered namespace, in table order.
