@@ -149,7 +149,7 @@ func (a *app) runJoin(ctx context.Context, group string, o joinOptions) error {
 	mctx, stop := context.WithCancel(ctx)
 	defer stop()
 	out := newLiveWriter(a, deliveryColumns, deliveryRow, false)
-	// mu keeps out and printErr to one handler at a time, and to none
+	// mu keeps out and printErr to one caller at a time, and to none
 	// once RunMember returned (a handler cut short by the drain timeout
 	// may still be running then).
 	var (
@@ -177,8 +177,13 @@ func (a *app) runJoin(ctx context.Context, group string, o joinOptions) error {
 		return o.answer()
 	}
 	joined := func(id string) {
+		mu.Lock()
+		defer mu.Unlock()
 		m := &esdv1.JoinResponse{Content: &esdv1.JoinResponse_Joined{Joined: &esdv1.Joined{MemberId: id}}}
-		_ = out.note(m, fmt.Sprintf("joined group %s as member %s", group, id)) // stderr only: a failure there leaves the deliveries to print
+		if err := out.note(m, fmt.Sprintf("joined group %s as member %s", group, id)); err != nil {
+			printErr = err
+			stop()
+		}
 	}
 	drain := a.timeout
 	if drain <= 0 {
