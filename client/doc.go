@@ -52,7 +52,9 @@
 // SubscribeCategory, SubscribeAll) from the start, a revision or a
 // position (AfterRevision, AfterPosition) or the end (FromEnd): history,
 // one CaughtUp marker, then live events, until the loop breaks or ctx
-// ends. It resumes by itself after the server restarts.
+// ends. It resumes by itself after the server restarts; SubscribeOnce
+// makes it one call instead, whose end by the server (a deletion, a
+// shutdown) is the last marker (Ended).
 //
 // # Consumer groups
 //
@@ -62,7 +64,9 @@
 // an error delivers the event again, Park(err) parks it. Concurrency runs
 // several handlers (one stream's events stay in order). When its context
 // ends, a member finishes the handlers in flight, sends their acks and
-// returns nil. WaitForCheckpoint waits until a group has handled a
+// returns nil, or ErrDrainTimeout when that took longer than
+// DrainTimeout. A member joins again after the server restarts; JoinOnce
+// makes it one call instead. WaitForCheckpoint waits until a group has handled a
 // position, e.g. an append's, to read one's own writes from what the
 // group feeds.
 //

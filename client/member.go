@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
@@ -56,6 +57,7 @@ type memberOptions struct {
 	concurrency int
 	drain       time.Duration
 	onJoined    func(memberID string)
+	once        bool
 }
 
 // MemberName names the member in the server's logs.
@@ -66,10 +68,26 @@ func MemberName(name string) MemberOption { return func(o *memberOptions) { o.na
 func Concurrency(n int) MemberOption { return func(o *memberOptions) { o.concurrency = max(n, 1) } }
 
 // DrainTimeout bounds how long a member stopping (its ctx ended) waits
-// for the handlers in flight (default 30 s). Past it their contexts are
-// cancelled and the member leaves without their acks: those events are
-// delivered again.
+// for the handlers in flight and then for the server to confirm its
+// leaving, which says every ack and nack sent has counted (default
+// 30 s). Past it the handlers' contexts are cancelled, the member leaves
+// without their acks (those events are delivered again) and RunMember
+// returns an error wrapping ErrDrainTimeout.
 func DrainTimeout(d time.Duration) MemberOption { return func(o *memberOptions) { o.drain = d } }
+
+// ErrDrainTimeout is wrapped by RunMember's error when the member did not
+// drain within DrainTimeout; the error says how many handlers were cut
+// short and how many acks and nacks sent while draining the server did
+// not confirm (it may have counted them or not: their events may be
+// delivered again).
+var ErrDrainTimeout = errors.New("drain timed out")
+
+// JoinOnce makes the member one Join call, for a caller that shows the
+// server's view rather than keeps a member going (a command line tool):
+// the first join is not retried, and a lost connection or a server
+// restarting ends RunMember with the call's error instead of a new join
+// (nil when the server ended the call cleanly).
+func JoinOnce() MemberOption { return func(o *memberOptions) { o.once = true } }
 
 // OnJoined calls fn with the member id the server gives the member each
 // time it joins (again after a reconnection), for logs.
@@ -94,7 +112,8 @@ func DeliveryCount(ctx context.Context) uint32 {
 // When ctx ends, the member drains: it takes no more deliveries, lets
 // the handlers in flight finish (see DrainTimeout), sends their acks and
 // nacks, leaves the group (the events delivered and not handled go to
-// the other members) and returns nil. Handlers get a context that
+// the other members) and returns nil, or an error wrapping
+// ErrDrainTimeout when that took longer than DrainTimeout. Handlers get a context that
 // outlives ctx for this, cancelled only past the drain timeout or when
 // the member fails.
 //
@@ -103,7 +122,7 @@ func DeliveryCount(ctx context.Context) uint32 {
 // once (before that, as often as WithRetries allows: a wrong address
 // fails). It fails, and returns the *Error, when the group does not
 // exist or is deleted (NOT_FOUND/GROUP_NOT_FOUND) or the server refuses
-// it otherwise.
+// it otherwise. JoinOnce turns the joining again off.
 func (c *Client) RunMember(ctx context.Context, group string, handler Handler, opts ...MemberOption) error {
 	o := memberOptions{concurrency: 1, drain: 30 * time.Second}
 	for _, fn := range opts {
@@ -114,9 +133,11 @@ func (c *Client) RunMember(ctx context.Context, group string, handler Handler, o
 	for {
 		joined, err := c.member(ctx, group, handler, o)
 		switch err = asError(err); {
+		case errors.Is(err, ErrDrainTimeout):
+			return err
 		case ctx.Err() != nil:
 			return nil //nolint:nilerr // the stop asked for: whatever ended the call, the member drained
-		case !IsTemporary(err), !everJoined && !joined && failures >= c.opts.retries:
+		case o.once, !IsTemporary(err), !everJoined && !joined && failures >= c.opts.retries:
 			return err
 		}
 		failures++
@@ -169,7 +190,11 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 	defer cancelHandlers()
 	queues := make([]chan *esdv1.Delivery, o.concurrency)
 	results := make(chan outcome, o.concurrency)
-	var workers sync.WaitGroup
+	var (
+		workers sync.WaitGroup
+		running atomic.Int64 // handlers running, for a drain timeout's error
+		drained atomic.Int64 // acks and nacks sent since ctx ended, likewise
+	)
 	for i := range queues {
 		q := make(chan *esdv1.Delivery, 16)
 		queues[i] = q
@@ -183,7 +208,10 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 						return
 					}
 					hctx := context.WithValue(handlerCtx, deliveryCountKey{}, d.GetDeliveryCount())
-					results <- outcome{d.GetEvent().GetId(), handler(hctx, d.GetEvent())}
+					running.Add(1)
+					err := handler(hctx, d.GetEvent())
+					running.Add(-1)
+					results <- outcome{d.GetEvent().GetId(), err}
 				}
 			}
 		})
@@ -214,7 +242,7 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 	sendDone := make(chan struct{})
 	go func() {
 		defer close(sendDone)
-		c.sendOutcomes(js, results)
+		c.sendOutcomes(ctx, js, results, &drained)
 	}()
 	handled := make(chan struct{})
 	go func() {
@@ -230,10 +258,17 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 		cancelHandlers()
 		waitFor(handled, o.drain)
 		if errors.Is(err, io.EOF) {
+			if o.once {
+				return true, nil
+			}
 			err = &Error{Code: codes.Unavailable, Message: fmt.Sprintf("member of %q: the server ended the call", group)}
 		}
 		return true, err
 	case <-ctx.Done():
+	}
+	timedOut := func() error {
+		return fmt.Errorf("member of %q: %w after %v (handlers cut short: %d; acks and nacks sent while draining, not confirmed: %d)",
+			group, ErrDrainTimeout, o.drain, running.Load(), drained.Load())
 	}
 	deadline := time.NewTimer(o.drain)
 	defer deadline.Stop()
@@ -245,7 +280,7 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 		// The call ends first, so that no nack of a handler cut short
 		// goes out: its event goes back to the group as unanswered.
 		cancelCall()
-		return true, nil
+		return true, timedOut()
 	}
 	// The server ends the call once it has read the close, after the acks.
 	select {
@@ -255,18 +290,26 @@ func (c *Client) member(ctx context.Context, group string, handler Handler, o me
 		}
 		return true, err
 	case <-deadline.C:
-		return true, nil
+		return true, timedOut()
 	}
 }
 
 // sendOutcomes sends the handlers' acks and nacks, as many a message as
-// are ready, until results is closed, then closes the send side. After a
-// failed send it only drains results: the call is over.
-func (c *Client) sendOutcomes(js esdv1.ConsumerGroupService_JoinClient, results <-chan outcome) {
+// are ready, until results is closed, then closes the send side; it
+// counts in drained the events answered once ctx ended. After a failed
+// send it only drains results: the call is over.
+func (c *Client) sendOutcomes(ctx context.Context, js esdv1.ConsumerGroupService_JoinClient, results <-chan outcome, drained *atomic.Int64) {
 	failed := false
 	send := func(m *esdv1.JoinRequest) {
-		if !failed && js.Send(m) != nil {
+		if failed {
+			return
+		}
+		if js.Send(m) != nil {
 			failed = true
+			return
+		}
+		if ctx.Err() != nil {
+			drained.Add(int64(len(m.GetAck().GetEventIds()) + len(m.GetNack().GetEventIds())))
 		}
 	}
 	for first := range results {

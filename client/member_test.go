@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -321,6 +322,7 @@ func TestWaitForCheckpoint(t *testing.T) {
 }
 
 // TestMemberDrainTimeout: a handler still running past the drain timeout
+// makes RunMember return ErrDrainTimeout, and
 // has its context cancelled, and the member returns without waiting for
 // it; its event is delivered again to the next member.
 func TestMemberDrainTimeout(t *testing.T) {
@@ -338,8 +340,9 @@ func TestMemberDrainTimeout(t *testing.T) {
 	<-started
 	stop()
 	start := time.Now()
-	if err := waitErr(t, done); err != nil {
-		t.Fatal(err)
+	err := waitErr(t, done)
+	if !errors.Is(err, client.ErrDrainTimeout) || !strings.Contains(err.Error(), "handlers cut short: 1;") {
+		t.Fatalf("RunMember returned %v, want ErrDrainTimeout with the handler cut short", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("the member returned %v after its stop, want about the 100 ms drain timeout", d)
@@ -368,4 +371,43 @@ func TestMemberDrainTimeout(t *testing.T) {
 	if err := waitErr(t, done2); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestMemberJoinOnce: with JoinOnce a member does not join again when the
+// server stops (RunMember returns the call's error at once), and a first
+// join that fails is not retried.
+func TestMemberJoinOnce(t *testing.T) {
+	t.Run("shutdown", func(t *testing.T) {
+		c, srv := dial(t)
+		createGroup(t, c, "once", "once", esdv1.GroupStrategy_GROUP_STRATEGY_ROUND_ROBIN)
+		appendN(t, c, "once-1", 1)
+		handled := make(chan struct{}, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done := runMember(ctx, c, "once", func(context.Context, *esdv1.RecordedEvent) error {
+			handled <- struct{}{}
+			return nil
+		}, client.JoinOnce())
+		<-handled
+		srv.Stop()
+		err := waitErr(t, done)
+		if !client.IsTemporary(err) || ctx.Err() != nil {
+			t.Fatalf("RunMember returned %v (ctx %v), want the server's UNAVAILABLE before ctx ended", err, ctx.Err())
+		}
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		_, srv := dial(t)
+		c, err := client.Dial(srv.Addr, client.WithRetries(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		srv.Stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		err = c.RunMember(ctx, "once", func(context.Context, *esdv1.RecordedEvent) error { return nil }, client.JoinOnce())
+		if !client.IsTemporary(err) || ctx.Err() != nil {
+			t.Fatalf("RunMember returned %v (ctx %v), want UNAVAILABLE at once, without WithRetries' retries", err, ctx.Err())
+		}
+	})
 }

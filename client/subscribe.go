@@ -18,7 +18,8 @@ import (
 type SubscribeOption func(*subOptions)
 
 type subOptions struct {
-	req *esdv1.SubscribeRequest
+	req  *esdv1.SubscribeRequest
+	once bool
 }
 
 // SubscribeStream follows one stream (it need not exist yet).
@@ -63,6 +64,14 @@ func FromEnd() SubscribeOption {
 	return func(o *subOptions) { o.req.From = &esdv1.SubscribeRequest_End{End: &emptypb.Empty{}} }
 }
 
+// SubscribeOnce makes the subscription one call, for a caller that
+// shows the server's view rather than keeps a reader going (a command
+// line tool): it is not resumed or retried after an error, which is
+// yielded, last; and the server's ending it (the stream deleted, the
+// server shutting down) is yielded as a marker with Ended set, last,
+// instead of being resumed after or returned as an error.
+func SubscribeOnce() SubscribeOption { return func(o *subOptions) { o.once = true } }
+
 // SubscriptionEvent is what a subscription yields: an event, or a
 // marker without one.
 type SubscriptionEvent struct {
@@ -76,6 +85,10 @@ type SubscriptionEvent struct {
 	// $all subscription's checkpoint otherwise): a subscriber may resume
 	// after it.
 	Position uint64
+	// Ended, only with SubscribeOnce, is why the server ended the
+	// subscription (ReasonStreamDeleted, ReasonStreamTombstoned,
+	// ReasonShuttingDown): the last marker.
+	Ended string
 }
 
 // Subscribe follows a stream, a category or $all (SubscribeStream,
@@ -92,7 +105,8 @@ type SubscriptionEvent struct {
 // the subscription resumes after the last event or marker yielded, with
 // backoff, for as long as ctx lasts once the server has answered it once
 // (before that, as often as WithRetries allows: a wrong address fails);
-// the resumed subscription has its own CaughtUp marker.
+// the resumed subscription has its own CaughtUp marker. SubscribeOnce
+// turns both off.
 func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Seq2[SubscriptionEvent, error] {
 	o := subOptions{req: &esdv1.SubscribeRequest{}}
 	for _, fn := range opts {
@@ -155,6 +169,10 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Se
 						}
 						req.From = &esdv1.SubscribeRequest_AfterPosition{AfterPosition: m.Checkpoint.GetPosition()}
 					case *esdv1.SubscribeResponse_Ended:
+						if o.once {
+							yield(SubscriptionEvent{Ended: m.Ended.GetReason()}, nil)
+							return errStop // what follows (a status) says no more
+						}
 						if r := m.Ended.GetReason(); r != ReasonShuttingDown {
 							return &Error{Code: codes.NotFound, Reason: r, Message: fmt.Sprintf("subscription to %q ended: the stream was deleted", req.GetStream())}
 						}
@@ -166,7 +184,7 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Se
 				return
 			}
 			err = asError(err)
-			if !IsTemporary(err) || (!established && failures >= c.opts.retries) || !sleep(ctx, &wait) {
+			if o.once || !IsTemporary(err) || (!established && failures >= c.opts.retries) || !sleep(ctx, &wait) {
 				if ctx.Err() == nil {
 					yield(SubscriptionEvent{}, err)
 				}

@@ -119,3 +119,82 @@ func TestSubscribeCancelLeavesNoGoroutine(t *testing.T) {
 	srv.Stop()
 	goleak.VerifyNone(t, ignore)
 }
+
+// TestSubscribeOnceSurfacesTheEnd: with SubscribeOnce the server's ending
+// is the last marker, with its reason, and no error follows: a deletion
+// instead of a NOT_FOUND error, a shutdown instead of a resumption.
+func TestSubscribeOnceSurfacesTheEnd(t *testing.T) {
+	t.Run("deleted", func(t *testing.T) {
+		c, _ := dial(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		appendN(t, c, "once-1", 2)
+		var got []string
+		for se, err := range c.Subscribe(ctx, client.SubscribeStream("once-1"), client.SubscribeOnce()) {
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case se.CaughtUp:
+				got = append(got, "caught-up")
+				if _, err := c.DeleteStream(ctx, "once-1", client.Any(), false); err != nil {
+					t.Fatal(err)
+				}
+			case se.Ended != "":
+				got = append(got, "ended "+se.Ended)
+			case se.Event != nil:
+				got = append(got, se.Event.GetType())
+			}
+		}
+		if want := "[E0 E1 caught-up ended STREAM_DELETED]"; fmtS(got) != want {
+			t.Fatalf("subscription saw %s, want %s", fmtS(got), want)
+		}
+	})
+	t.Run("shutdown", func(t *testing.T) {
+		c, srv := dial(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		appendN(t, c, "once-2", 1)
+		stopped := make(chan struct{})
+		var got []string
+		for se, err := range c.Subscribe(ctx, client.SubscribeAll(client.Filter{}), client.SubscribeOnce()) {
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case se.CaughtUp:
+				got = append(got, "caught-up")
+				go func() { defer close(stopped); srv.Stop() }()
+			case se.Ended != "":
+				got = append(got, "ended "+se.Ended)
+			case se.Event != nil:
+				got = append(got, se.Event.GetType())
+			}
+		}
+		<-stopped
+		if want := "[E0 caught-up ended SHUTTING_DOWN]"; fmtS(got) != want {
+			t.Fatalf("subscription saw %s, want %s", fmtS(got), want)
+		}
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		// One call and no retry: the error comes at once, not after
+		// WithRetries' backoff.
+		_, srv := dial(t)
+		c, err := client.Dial(srv.Addr, client.WithRetries(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		srv.Stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		n := 0
+		for _, err := range c.Subscribe(ctx, client.SubscribeAll(client.Filter{}), client.SubscribeOnce()) {
+			n++
+			if !client.IsTemporary(err) {
+				t.Fatalf("yielded %v, want the UNAVAILABLE error", err)
+			}
+		}
+		if n != 1 || ctx.Err() != nil {
+			t.Fatalf("%d yields (ctx %v), want the error once, before ctx ended", n, ctx.Err())
+		}
+	})
+}

@@ -37,16 +37,6 @@ parked: see esctl group parked and replay-parked.`
 	return cmd
 }
 
-// groups is the stub of the consumer-group service, for what the client
-// does not wrap (group join: see conn).
-func (a *app) groups() (esdv1.ConsumerGroupServiceClient, error) {
-	conn, err := a.conn()
-	if err != nil {
-		return nil, err
-	}
-	return esdv1.NewConsumerGroupServiceClient(conn), nil
-}
-
 // groupStrategy is the --strategy flag (a pflag.Value).
 type groupStrategy struct{ v esdv1.GroupStrategy }
 
@@ -501,11 +491,6 @@ func (a *app) runReplayParked(ctx context.Context, group string, maxCount uint64
 	})
 }
 
-// waitMargin is how much longer than the wait the call may take, so that
-// the server's answer at the end of the wait (not reached) arrives before
-// the call's deadline ends it as DEADLINE_EXCEEDED.
-const waitMargin = 5 * time.Second
-
 func (a *app) newGroupWaitCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "wait NAME POSITION",
@@ -530,31 +515,25 @@ within it.`,
 }
 
 func (a *app) runGroupWait(ctx context.Context, name string, pos uint64) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	req := &esdv1.WaitForCheckpointRequest{Group: name, Position: pos}
-	cctx, cancel := context.WithCancel(ctx)
-	if a.timeout > 0 {
-		req.Timeout = durationpb.New(a.timeout)
-		cctx, cancel = context.WithTimeout(ctx, a.timeout+waitMargin)
-	}
-	defer cancel()
-	resp, err := cli.WaitForCheckpoint(cctx, req)
+	checkpoint, reached, err := cli.WaitForCheckpoint(ctx, name, pos, a.timeout)
 	if err != nil {
 		return err
 	}
+	resp := &esdv1.WaitForCheckpointResponse{Checkpoint: checkpoint, Reached: reached}
 	if err := a.printKV(resp, [][2]string{
 		{"GROUP", name},
 		{"POSITION", strconv.FormatUint(pos, 10)},
-		{"CHECKPOINT", strconv.FormatUint(resp.GetCheckpoint(), 10)},
-		{"REACHED", strconv.FormatBool(resp.GetReached())},
+		{"CHECKPOINT", strconv.FormatUint(checkpoint, 10)},
+		{"REACHED", strconv.FormatBool(reached)},
 	}); err != nil {
 		return err
 	}
-	if !resp.GetReached() {
-		return fmt.Errorf("group %s has not reached position %d (checkpoint %d): still being processed", name, pos, resp.GetCheckpoint())
+	if !reached {
+		return fmt.Errorf("group %s has not reached position %d (checkpoint %d): still being processed", name, pos, checkpoint)
 	}
 	return nil
 }

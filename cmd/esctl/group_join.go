@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"math"
 	"strconv"
-	"sync/atomic"
-	"time"
+	"sync"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -69,7 +68,12 @@ way out esctl closes its side of the stream and waits, up to --timeout, for
 the server to end it, so that every ack sent counts. The server sends a
 member events ahead of its acks; those not printed are left unanswered, and
 the server hands them to the other members (their delivery counts may go
-up). Both ways out exit 0.
+up). Both ways out exit 0; a server that does not end the stream within
+--timeout makes esctl exit 1, saying the last acks may be lost.
+
+esctl joins once: a server that ends the membership (it stops, the group
+is deleted, the connection is lost) ends esctl with its error, without
+joining again.
 
 The joined member id goes to stderr. -o json prints one Delivery a line, as
 jsonl.`,
@@ -101,13 +105,21 @@ jsonl.`,
 	return cmd
 }
 
-// reply answers the delivery of event id.
-func (o *joinOptions) reply(id string) *esdv1.JoinRequest {
-	if o.nacks {
-		return &esdv1.JoinRequest{Content: &esdv1.JoinRequest_Nack{Nack: &esdv1.Nack{
-			EventIds: []string{id}, Action: o.nack.v, Reason: o.reason}}}
+// answer is the handler's answer to a printed delivery: nil acknowledges
+// it; with --nack, an error whose text is --reason, marked with the
+// action.
+func (o *joinOptions) answer() error {
+	if !o.nacks {
+		return nil
 	}
-	return &esdv1.JoinRequest{Content: &esdv1.JoinRequest_Ack{Ack: &esdv1.Ack{EventIds: []string{id}}}}
+	err := errors.New(o.reason)
+	switch o.nack.v {
+	case esdv1.NackAction_NACK_ACTION_RETRY_LATER:
+		return client.RetryLater(err)
+	case esdv1.NackAction_NACK_ACTION_PARK:
+		return client.Park(err)
+	}
+	return err // a plain error: retry now
 }
 
 // deliveryColumns are subscribe's columns with the delivery count before
@@ -124,137 +136,71 @@ func deliveryRow(d *esdv1.Delivery) []string {
 	return append(row[:len(row)-1], strconv.FormatUint(uint64(d.GetDeliveryCount()), 10), data)
 }
 
-// joinStream is one membership: the bidirectional stream, with a
-// goroutine receiving from it so that esctl can wait for a message and
-// for Ctrl-C at once. Only runJoin's goroutine sends.
-type joinStream struct {
-	group  string
-	stream grpc.BidiStreamingClient[esdv1.JoinRequest, esdv1.JoinResponse]
-	cancel context.CancelFunc // ends the stream
-	msgs   chan *esdv1.JoinResponse
-	err    error // why the stream ended (io.EOF: cleanly); read once msgs is closed
-}
-
-// receive passes the stream's messages on until it ends, then closes
-// msgs. Once the stream is cancelled nobody may be listening: messages
-// are dropped, and the next Recv fails.
-func (j *joinStream) receive(ctx context.Context) {
-	defer close(j.msgs)
-	for {
-		resp, err := j.stream.Recv()
-		if err != nil {
-			j.err = err
-			return
-		}
-		select {
-		case j.msgs <- resp:
-		case <-ctx.Done():
-		}
-	}
-}
-
-// end waits for the end of the stream, skipping messages, and returns
-// why it ended: nil when the server ended it cleanly.
-func (j *joinStream) end() error {
-	for range j.msgs {
-		// Deliveries after esctl stopped listening are not its to answer:
-		// unanswered, they go to the other members when this one leaves.
-	}
-	if errors.Is(j.err, io.EOF) {
-		return nil
-	}
-	return j.err
-}
-
-// runJoin is a member's life. The stream does not end with ctx: on Ctrl-C
-// esctl still leaves properly (see leave), so the acks it sent count.
-// Like subscribe, membership is not bounded by --timeout; leaving is.
+// runJoin is a member's life: one membership (JoinOnce), ended by
+// Ctrl-C (ctx), --limit, or the server ending the call. Leaving, the
+// member lets the server confirm it, so that every ack sent counts;
+// --timeout bounds that wait (DrainTimeout). Like subscribe, membership
+// is not bounded by --timeout; leaving is.
 func (a *app) runJoin(ctx context.Context, group string, o joinOptions) error {
-	cli, err := a.groups()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	stream, err := cli.Join(sctx)
-	if err != nil {
-		return err
-	}
-	j := &joinStream{group: group, stream: stream, cancel: cancel, msgs: make(chan *esdv1.JoinResponse)}
-	go j.receive(sctx)
-	defer func() {
-		cancel()
-		_ = j.end() // wait for receive to return; the error that made us stop is reported
-	}()
-	join := &esdv1.JoinRequest{Content: &esdv1.JoinRequest_Join{Join: &esdv1.JoinGroup{Group: group, Member: o.member}}}
-	if err := stream.Send(join); err != nil {
-		return j.end() // Send only says the stream is over; Recv says why
-	}
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
 	out := newLiveWriter(a, deliveryColumns, deliveryRow, false)
-	var n uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return a.leave(j, out)
-		case resp, ok := <-j.msgs:
-			if !ok {
-				if err := j.end(); err != nil {
-					return err
-				}
-				return out.close()
-			}
-			done, err := o.handle(j, resp, out, &n)
-			switch {
-			case err != nil:
-				return err
-			case done:
-				return a.leave(j, out)
-			}
+	// mu keeps out and printErr to one caller at a time, and to none
+	// once RunMember returned (a handler cut short by the drain timeout
+	// may still be running then).
+	var (
+		mu       sync.Mutex
+		finished bool
+		printErr error
+		n        uint64
+	)
+	handler := func(hctx context.Context, ev *esdv1.RecordedEvent) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if finished || printErr != nil {
+			return errors.New("esctl stopped before printing it")
+		}
+		if err := out.add(&esdv1.Delivery{Event: ev, DeliveryCount: client.DeliveryCount(hctx)}); err != nil {
+			// stdout failed: nothing more can be printed. The delivery
+			// not printed is nacked, for another member to handle.
+			printErr = err
+			stop()
+			return err
+		}
+		if n++; n == o.limit {
+			stop() // the member takes no more deliveries, and leaves
+		}
+		return o.answer()
+	}
+	joined := func(id string) {
+		mu.Lock()
+		defer mu.Unlock()
+		m := &esdv1.JoinResponse{Content: &esdv1.JoinResponse_Joined{Joined: &esdv1.Joined{MemberId: id}}}
+		if err := out.note(m, fmt.Sprintf("joined group %s as member %s", group, id)); err != nil {
+			printErr = err
+			stop()
 		}
 	}
-}
-
-// handle prints one message and answers a delivery; done says --limit is
-// reached.
-func (o *joinOptions) handle(j *joinStream, resp *esdv1.JoinResponse, out *liveWriter[*esdv1.Delivery], n *uint64) (done bool, err error) {
-	switch c := resp.GetContent().(type) {
-	case *esdv1.JoinResponse_Joined:
-		return false, out.note(resp, fmt.Sprintf("joined group %s as member %s", j.group, c.Joined.GetMemberId()))
-	case *esdv1.JoinResponse_Delivery:
-		if err := out.add(c.Delivery); err != nil {
-			return false, err // stdout failed: leaving unanswered hands the event to the others
-		}
-		if err := j.stream.Send(o.reply(c.Delivery.GetEvent().GetId())); err != nil {
-			return false, j.end()
-		}
-		*n++
-		return *n == o.limit, nil
+	drain := a.timeout
+	if drain <= 0 {
+		drain = math.MaxInt64 // --timeout 0: wait for the server as long as it takes
 	}
-	return false, nil // content newer than esctl: nothing to answer
-}
-
-// leave closes esctl's side of the stream and waits for the server to end
-// it. The server handles a member's messages in order, so once it has
-// seen the close every ack sent before counts; cancelling the stream
-// instead could drop acks not yet on the wire. --timeout bounds the wait.
-func (a *app) leave(j *joinStream, out *liveWriter[*esdv1.Delivery]) error {
-	if err := j.stream.CloseSend(); err != nil {
+	err = cli.RunMember(mctx, group, handler, client.JoinOnce(), client.MemberName(o.member),
+		client.OnJoined(joined), client.DrainTimeout(drain))
+	mu.Lock()
+	defer mu.Unlock()
+	finished = true
+	switch {
+	case printErr != nil:
+		return printErr
+	case errors.Is(err, client.ErrDrainTimeout):
+		return fmt.Errorf("leaving group %s: %w; the last acks may be lost", group, err)
+	case err != nil:
 		return err
 	}
-	var late atomic.Bool
-	if a.timeout > 0 {
-		t := time.AfterFunc(a.timeout, func() {
-			late.Store(true)
-			j.cancel()
-		})
-		defer t.Stop()
-	}
-	err := j.end()
-	switch {
-	case err == nil:
-		return out.close()
-	case late.Load():
-		return fmt.Errorf("leaving group %s: the server did not end the stream within %v; the last acks may be lost", j.group, a.timeout)
-	}
-	return err
+	return out.close()
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
@@ -216,25 +215,6 @@ func (a *app) clientOptions(extra ...client.Option) []client.Option {
 		opts = append(opts, client.WithToken(a.token))
 	}
 	return append(opts, extra...)
-}
-
-// conn returns the client's connection, for the calls esctl makes with
-// the generated stubs: subscribe and group join, whose markers (ended,
-// delivery counts) and per-delivery acks the client does not expose.
-func (a *app) conn() (*grpc.ClientConn, error) {
-	cli, err := a.connect()
-	if err != nil {
-		return nil, err
-	}
-	return cli.Conn(), nil
-}
-
-func (a *app) streams() (esdv1.StreamServiceClient, error) {
-	conn, err := a.conn()
-	if err != nil {
-		return nil, err
-	}
-	return esdv1.NewStreamServiceClient(conn), nil
 }
 
 // callCtx bounds one unary call by --timeout.

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/esdhq/esd/client"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -164,7 +162,7 @@ Ctrl-C, --limit, --until-caught-up and the end of the subscription exit 0.`,
 			if o.markers && a.output == formatTable {
 				return usagef("--markers needs -o json or jsonl (a table leaves them on stderr)")
 			}
-			return a.runSubscribe(cmd.Context(), o.request(), o)
+			return a.runSubscribe(cmd.Context(), o)
 		}),
 	}
 	addTargetFlags(cmd, &o.target, false)
@@ -176,29 +174,29 @@ Ctrl-C, --limit, --until-caught-up and the end of the subscription exit 0.`,
 	return cmd
 }
 
-// request builds the SubscribeRequest; check has passed.
-func (o *subscribeOptions) request() *esdv1.SubscribeRequest {
+// clientOptions are the client's options for the target and --from;
+// check has passed. Without --from the client starts at the first event,
+// as --from start says.
+func (o *subscribeOptions) clientOptions() []client.SubscribeOption {
 	t := &o.target
-	req := &esdv1.SubscribeRequest{Filter: t.filter()}
+	opts := []client.SubscribeOption{client.SubscribeOnce()}
 	switch {
 	case t.hasStream:
-		req.Target = &esdv1.SubscribeRequest_Stream{Stream: t.stream}
+		opts = append(opts, client.SubscribeStream(t.stream))
 	case t.hasCategory:
-		req.Target = &esdv1.SubscribeRequest_Category{Category: t.category}
+		opts = append(opts, client.SubscribeCategory(t.category))
 	default:
-		req.Target = &esdv1.SubscribeRequest_All{All: &emptypb.Empty{}}
+		opts = append(opts, client.SubscribeAll(client.Filter{StreamPrefixes: t.streamPrefixes, TypePrefixes: t.typePrefixes}))
 	}
 	switch {
 	case o.from.kind == fromEnd:
-		req.From = &esdv1.SubscribeRequest_End{End: &emptypb.Empty{}}
+		opts = append(opts, client.FromEnd())
 	case o.from.kind == fromAfter && t.hasStream:
-		req.From = &esdv1.SubscribeRequest_AfterRevision{AfterRevision: o.from.after}
+		opts = append(opts, client.AfterRevision(o.from.after))
 	case o.from.kind == fromAfter:
-		req.From = &esdv1.SubscribeRequest_AfterPosition{AfterPosition: o.from.after}
-	default:
-		req.From = &esdv1.SubscribeRequest_Start{Start: &emptypb.Empty{}}
+		opts = append(opts, client.AfterPosition(o.from.after))
 	}
-	return req
+	return opts
 }
 
 // eventColumns are the columns of subscribed events; group join adds one.
@@ -217,77 +215,52 @@ func eventRow(ev *esdv1.RecordedEvent) []string {
 	}
 }
 
-// errStopped ends a subscription that esctl itself was told to end
-// (--limit, --until-caught-up, the server's ended): a success.
-var errStopped = errors.New("subscription stopped")
-
 // runSubscribe prints what the subscription sends until it ends. It is
-// not bounded by --timeout: waiting is what a subscription does.
-func (a *app) runSubscribe(ctx context.Context, req *esdv1.SubscribeRequest, o subscribeOptions) error {
-	cli, err := a.streams()
+// not bounded by --timeout: waiting is what a subscription does. The
+// subscription is one call (SubscribeOnce): esctl shows what the server
+// says, its ending included, rather than resuming after it. Ctrl-C (ctx
+// ended), --limit, --until-caught-up and the server's ending are
+// successes; a failure is the error.
+func (a *app) runSubscribe(ctx context.Context, o subscribeOptions) error {
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithCancel(ctx) // ends the subscription when esctl stops
-	defer cancel()
 	out := newLiveWriter(a, eventColumns, eventRow, o.markers)
-	ss, err := cli.Subscribe(sctx, req)
-	if err != nil {
-		return a.subscribeEnd(ctx, out, err)
-	}
 	var n uint64
-	for {
-		resp, err := ss.Recv()
-		if err == nil {
-			err = o.handle(resp, out, &n)
-		}
+	for se, err := range cli.Subscribe(ctx, o.clientOptions()...) {
 		if err != nil {
-			return a.subscribeEnd(ctx, out, err)
-		}
-	}
-}
-
-// handle prints one message; errStopped says the subscription is done.
-func (o *subscribeOptions) handle(resp *esdv1.SubscribeResponse, out *liveWriter[*esdv1.RecordedEvent], n *uint64) error {
-	switch c := resp.GetContent().(type) {
-	case *esdv1.SubscribeResponse_Events:
-		for _, ev := range c.Events.GetEvents() {
-			if err := out.add(ev); err != nil {
-				return err // stdout failed: nothing more can be printed
-			}
-			if *n++; *n == o.limit {
-				return errStopped
-			}
-		}
-	case *esdv1.SubscribeResponse_CaughtUp:
-		if err := out.note(resp, fmt.Sprintf("caught up at position %d", c.CaughtUp.GetPosition())); err != nil {
 			return err
 		}
-		if o.untilCaughtUp {
-			return errStopped
+		done, err := o.handle(se, out, &n)
+		if err != nil {
+			return err // stdout failed: nothing more can be printed
 		}
-	case *esdv1.SubscribeResponse_Checkpoint:
-		return out.note(resp, fmt.Sprintf("checkpoint %d", c.Checkpoint.GetPosition()))
-	case *esdv1.SubscribeResponse_Ended:
-		// A shutdown follows ended with UNAVAILABLE/SHUTTING_DOWN: ended
-		// already said it all, so esctl stops here and exits 0.
-		if err := out.note(resp, "ended: "+c.Ended.GetReason()); err != nil {
-			return err
+		if done {
+			break
 		}
-		return errStopped
 	}
-	// Content esctl does not know (a newer server) is skipped: the events
-	// it does know still mean the same.
-	return nil
+	return out.close()
 }
 
-// subscribeEnd turns how a subscription ended into esctl's result: a stop
-// esctl asked for, Ctrl-C (the parent context is done) and a server that
-// ends the stream cleanly are successes; the rest are errors.
-func (a *app) subscribeEnd(ctx context.Context, out *liveWriter[*esdv1.RecordedEvent], err error) error {
+// handle prints one event or marker; done says the subscription is over
+// for esctl. A marker goes out as the SubscribeResponse the server sent,
+// for --markers.
+func (o *subscribeOptions) handle(se client.SubscriptionEvent, out *liveWriter[*esdv1.RecordedEvent], n *uint64) (done bool, err error) {
 	switch {
-	case errors.Is(err, errStopped), errors.Is(err, io.EOF), ctx.Err() != nil:
-		return out.close()
+	case se.Event != nil:
+		if err := out.add(se.Event); err != nil {
+			return false, err
+		}
+		*n++
+		return *n == o.limit, nil
+	case se.CaughtUp:
+		m := &esdv1.SubscribeResponse{Content: &esdv1.SubscribeResponse_CaughtUp{CaughtUp: &esdv1.CaughtUp{Position: se.Position}}}
+		return o.untilCaughtUp, out.note(m, fmt.Sprintf("caught up at position %d", se.Position))
+	case se.Ended != "":
+		m := &esdv1.SubscribeResponse{Content: &esdv1.SubscribeResponse_Ended{Ended: &esdv1.Ended{Reason: se.Ended}}}
+		return true, out.note(m, "ended: "+se.Ended)
 	}
-	return err
+	m := &esdv1.SubscribeResponse{Content: &esdv1.SubscribeResponse_Checkpoint{Checkpoint: &esdv1.Checkpoint{Position: se.Position}}}
+	return false, out.note(m, fmt.Sprintf("checkpoint %d", se.Position))
 }

@@ -171,7 +171,8 @@ func TestSubscribeFormats(t *testing.T) {
 
 // TestSubscribeRequests: each way of naming a target and a start is the
 // SubscribeRequest esctl sends, and the subscription delivers what it
-// says.
+// says. The start is left unset for --from start, which the API reads
+// as the start.
 func TestSubscribeRequests(t *testing.T) {
 	t.Parallel()
 	srv := startESD(t)
@@ -186,7 +187,7 @@ func TestSubscribeRequests(t *testing.T) {
 	}{
 		{
 			"stream from start", []string{"cart-1"},
-			&esdv1.SubscribeRequest{Target: &esdv1.SubscribeRequest_Stream{Stream: "cart-1"}, From: &esdv1.SubscribeRequest_Start{Start: empty}},
+			&esdv1.SubscribeRequest{Target: &esdv1.SubscribeRequest_Stream{Stream: "cart-1"}},
 			[]uint64{1, 2, 3, 4, 5, 6, 7},
 		},
 		{
@@ -206,7 +207,7 @@ func TestSubscribeRequests(t *testing.T) {
 		},
 		{
 			"all filtered", []string{"--all", "--stream-prefix", "user-", "--stream-prefix", "cart-", "--type-prefix", "User", "--from", "start"},
-			&esdv1.SubscribeRequest{Target: &esdv1.SubscribeRequest_All{All: empty}, From: &esdv1.SubscribeRequest_Start{Start: empty},
+			&esdv1.SubscribeRequest{Target: &esdv1.SubscribeRequest_All{All: empty},
 				Filter: &esdv1.Filter{StreamPrefixes: []string{"user-", "cart-"}, EventTypePrefixes: []string{"User"}}},
 			[]uint64{8},
 		},
