@@ -86,3 +86,23 @@ func pages[T any](ctx context.Context, c *Client, page func(ctx context.Context,
 		}
 	}
 }
+
+// SetStreamMetadata writes a stream's metadata (retention limits and the
+// application's JSON), or a category's defaults, if its metadata revision
+// is as req expects; it returns the new metadata revision. It is not
+// retried: a retry of a write that was done would fail with
+// WRONG_EXPECTED_METADATA_REVISION.
+func (c *Client) SetStreamMetadata(ctx context.Context, req *esdv1.SetStreamMetadataRequest) (uint64, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := c.streams.SetStreamMetadata(ctx, req)
+	return resp.GetMetadataRevision(), asError(err)
+}
+
+// StreamMetadata returns a stream's (or a category's) metadata, its
+// revision and the limits in effect.
+func (c *Client) StreamMetadata(ctx context.Context, req *esdv1.GetStreamMetadataRequest) (*esdv1.GetStreamMetadataResponse, error) {
+	return retry(ctx, c, func(ctx context.Context) (*esdv1.GetStreamMetadataResponse, error) {
+		return c.streams.GetStreamMetadata(ctx, req)
+	})
+}

@@ -72,13 +72,11 @@ func (a *app) newMetaGetCmd() *cobra.Command {
 }
 
 func (a *app) runMetaGet(ctx context.Context, req *esdv1.GetStreamMetadataRequest) error {
-	cli, err := a.streams()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.GetStreamMetadata(cctx, req)
+	resp, err := cli.StreamMetadata(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -220,15 +218,13 @@ func (o *metaSetOptions) request(cmd *cobra.Command, args []string) (*esdv1.SetS
 }
 
 func (a *app) runMetaSet(ctx context.Context, req *esdv1.SetStreamMetadataRequest) error {
-	cli, err := a.streams()
+	cli, err := a.connect()
 	if err != nil {
 		return err
 	}
-	cctx, cancel := a.callCtx(ctx)
-	defer cancel()
-	resp, err := cli.SetStreamMetadata(cctx, req)
+	rev, err := cli.SetStreamMetadata(ctx, req)
 	if err != nil {
 		return err
 	}
-	return a.printKV(resp, [][2]string{{"METADATA REVISION", strconv.FormatUint(resp.GetMetadataRevision(), 10)}})
+	return a.printKV(&esdv1.SetStreamMetadataResponse{MetadataRevision: rev}, [][2]string{{"METADATA REVISION", strconv.FormatUint(rev, 10)}})
 }

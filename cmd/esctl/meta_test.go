@@ -33,7 +33,7 @@ func TestStreamMetaCommands(t *testing.T) {
 
 	// A wrong expected revision says which one it found.
 	_, stderr, code := runCLI(t, addr, strings.NewReader(""), "stream", "meta", "set", "order-9", "--truncate-before", "3", "--expected-revision", "7")
-	if code != exitError || !strings.Contains(stderr, "WRONG_EXPECTED_METADATA_REVISION") || !strings.Contains(stderr, "found revision 0") {
+	if code != exitWrongRevision || !strings.Contains(stderr, "WRONG_EXPECTED_METADATA_REVISION") || !strings.Contains(stderr, "found revision 0") {
 		t.Fatalf("wrong revision: exit %d, stderr %q", code, stderr)
 	}
 	got = kv(t, mustRun(t, addr, "stream", "meta", "set", "order-9", "--truncate-before", "1", "--expected-revision", "0"))

@@ -33,6 +33,9 @@ const (
 	envToken    = "ESD_TOKEN"
 
 	reasonWrongExpectedRevision = "WRONG_EXPECTED_REVISION"
+	// A metadata write's expected revision: the same exit code, so that a
+	// script retries both the same way.
+	reasonWrongExpectedMetadataRevision = "WRONG_EXPECTED_METADATA_REVISION"
 )
 
 // app is one esctl invocation: the global flags, its I/O and its connection.
@@ -105,7 +108,7 @@ server is unreachable or overloaded.
 
 Exit codes: 0 ok, 1 error (a call that took longer than --timeout says so),
 2 usage, 3 server unreachable (refused, unresolvable, or no connection
-within --timeout), 4 wrong expected revision.`,
+within --timeout), 4 wrong expected revision (of a stream, or of its metadata).`,
 		SilenceErrors:     true, // report prints errors in one format
 		SilenceUsage:      true, // a server error is no reason to print the usage
 		PersistentPreRunE: a.prepare,
@@ -276,7 +279,7 @@ func (a *app) exitCode(err error) int {
 	}
 	reason := errorReason(st)
 	switch {
-	case reason == reasonWrongExpectedRevision:
+	case reason == reasonWrongExpectedRevision, reason == reasonWrongExpectedMetadataRevision:
 		return exitWrongRevision
 	case reason != "":
 		return exitError
