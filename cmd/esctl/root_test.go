@@ -11,8 +11,9 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/esdhq/esd/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -93,59 +94,7 @@ func silentAddr(t *testing.T) string {
 // protoUnmarshal reads a message esctl printed with -o json or jsonl:
 // data shown as JSON goes back to base64 first, as protojson wants bytes
 // (the data compacted: -o json indents it with the rest).
-func protoUnmarshal(b []byte, m proto.Message) error {
-	raw, err := unembedData(b)
-	if err != nil {
-		return err
-	}
-	return protojson.Unmarshal(raw, m)
-}
-
-func unembedData(v json.RawMessage) (json.RawMessage, error) {
-	v = bytes.TrimSpace(v)
-	switch {
-	case len(v) > 0 && v[0] == '{':
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(v, &obj); err != nil {
-			return nil, err
-		}
-		for k, mv := range obj {
-			mv = bytes.TrimSpace(mv)
-			if k == "data" && len(mv) > 0 && (mv[0] == '{' || mv[0] == '[') {
-				var c bytes.Buffer
-				if err := json.Compact(&c, mv); err != nil {
-					return nil, err
-				}
-				enc, err := json.Marshal(c.Bytes()) // base64
-				if err != nil {
-					return nil, err
-				}
-				obj[k] = enc
-				continue
-			}
-			u, err := unembedData(mv)
-			if err != nil {
-				return nil, err
-			}
-			obj[k] = u
-		}
-		return json.Marshal(obj)
-	case len(v) > 0 && v[0] == '[':
-		var arr []json.RawMessage
-		if err := json.Unmarshal(v, &arr); err != nil {
-			return nil, err
-		}
-		for i, e := range arr {
-			u, err := unembedData(e)
-			if err != nil {
-				return nil, err
-			}
-			arr[i] = u
-		}
-		return json.Marshal(arr)
-	}
-	return v, nil
-}
+func protoUnmarshal(b []byte, m proto.Message) error { return testutil.UnmarshalCLIJSON(b, m) }
 
 // jsonArray parses -o json output of a list into messages made by newMsg.
 func jsonArray[T proto.Message](t *testing.T, out string, newMsg func() T) []T {

@@ -3,15 +3,14 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
 
@@ -315,61 +314,9 @@ func parseJSONArray(t testing.TB, out string) []*esdv1.RecordedEvent {
 // bytes (compacted: -o json indents it with the rest).
 func mustProtoJSON(t testing.TB, s string, m proto.Message) {
 	t.Helper()
-	raw, err := unembedData(json.RawMessage(s))
-	if err != nil {
+	if err := testutil.UnmarshalCLIJSON([]byte(s), m); err != nil {
 		t.Fatalf("decode %T from %q: %v", m, s, err)
 	}
-	if err := protojson.Unmarshal(raw, m); err != nil {
-		t.Fatalf("decode %T from %q: %v", m, s, err)
-	}
-}
-
-// unembedData turns every "data" member that is a JSON object or array
-// into the base64 string of its compact text.
-func unembedData(v json.RawMessage) (json.RawMessage, error) {
-	v = bytes.TrimSpace(v)
-	if len(v) == 0 || (v[0] != '{' && v[0] != '[') {
-		return v, nil
-	}
-	if v[0] == '[' {
-		var arr []json.RawMessage
-		if err := json.Unmarshal(v, &arr); err != nil {
-			return nil, err
-		}
-		for i := range arr {
-			u, err := unembedData(arr[i])
-			if err != nil {
-				return nil, err
-			}
-			arr[i] = u
-		}
-		return json.Marshal(arr)
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(v, &obj); err != nil {
-		return nil, err
-	}
-	for k, mv := range obj {
-		mv = bytes.TrimSpace(mv)
-		if k == "data" && len(mv) > 0 && (mv[0] == '{' || mv[0] == '[') {
-			var c bytes.Buffer
-			if err := json.Compact(&c, mv); err != nil {
-				return nil, err
-			}
-			b, err := json.Marshal(c.Bytes()) // base64
-			if err != nil {
-				return nil, err
-			}
-			obj[k] = b
-			continue
-		}
-		u, err := unembedData(mv)
-		if err != nil {
-			return nil, err
-		}
-		obj[k] = u
-	}
-	return json.Marshal(obj)
 }
 
 // hasMetric reports whether a sample of name carries every label pair.
