@@ -40,6 +40,7 @@
 //	                           s/<name>, c/<name> or p/<name> 0x00 pos
 //	0x09 "snap/" key           snapshots (internal/snapshot)
 //	0x09 "lease/" key          reserved: leases
+//	0x09 "scav/" key           the running or last scavenge (scavenge.go)
 //
 // # Invariants
 //
@@ -58,10 +59,12 @@
 //     (LookupIDs) before deciding an append; Commit checks, under its
 //     lock, the ids committed since that lookup (kept in memory), so two
 //     shards cannot store one id twice.
-//  4. Deleted events stay on disk (until a scavenge, not yet built) and
-//     are hidden from every read: a stream's TruncateBefore hides its
-//     older revisions, and readers of $all skip them using the in-memory
-//     set of streams with deletions, loaded at Open from 0x06.
+//  4. Deleted events are hidden from every read: a stream's
+//     TruncateBefore hides its older revisions (FirstVisible), and
+//     readers of $all skip them using the in-memory set of streams with
+//     deletions, loaded at Open from 0x06. They stay on disk until a
+//     scavenge (scavenge.go) removes them with the index entries that
+//     cover only them; it never removes a visible event, nor moves one.
 //  5. Open reads only the last keys of the event and stream spaces, the
 //     counts and the deleted streams: no scan of the events.
 //  6. Aux writes and compare-and-swaps (auxspace.go) are requests of the

@@ -23,6 +23,10 @@ const (
 	// NSLeases holds each leased stream's newest lease and fencing-token
 	// high-water mark (internal/lease).
 	NSLeases
+	// NSScavenge holds the record of the running or last scavenge, its
+	// cursor included (scavenge.go: written by the log itself, in the
+	// batches of the scavenge).
+	NSScavenge
 )
 
 // namespaces is the registry: index = Namespace, 0 is no namespace.
@@ -33,6 +37,7 @@ var namespaces = [...]struct {
 	NSGroups:    {name: "groups", prefix: "grp/"},
 	NSSnapshots: {name: "snapshots", prefix: "snap/"},
 	NSLeases:    {name: "leases", prefix: "lease/"},
+	NSScavenge:  {name: "scavenge", prefix: "scav/"},
 }
 
 // Namespaces returns every registered namespace, in table order.
