@@ -201,6 +201,11 @@ func (l *Log) Scavenge(ctx context.Context, j ScavengeJob, opts ScavengeOptions)
 	if opts.BatchKeys <= 0 {
 		opts.BatchKeys = 1024
 	}
+	if r := opts.KeysPerSecond; r > 0 {
+		// A batch is deleted before the throttle waits: at most a tenth
+		// of a second's worth, so that a low rate is kept from the start.
+		opts.BatchKeys = max(1, min(opts.BatchKeys, r/10))
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

@@ -55,6 +55,8 @@ func TestToStatus(t *testing.T) {
 		{"group exists", group.ErrExists, codes.AlreadyExists, reasonGroupExists, "", false},
 		{"group immutable", group.ErrImmutable, codes.InvalidArgument, reasonInvalidArgument, "", false},
 		{"groups closed", group.ErrClosed, codes.Unavailable, reasonShuttingDown, "", false},
+		{"scavenge running", fmt.Errorf("%w: %s", engine.ErrScavengeRunning, "id"), codes.FailedPrecondition, reasonScavengeRunning, "", false},
+		{"no scavenge", engine.ErrNoScavenge, codes.NotFound, reasonScavengeNotFound, "", false},
 		{"overloaded", engine.ErrOverloaded, codes.ResourceExhausted, reasonOverloaded, "", true},
 		{"shutting down", engine.ErrShuttingDown, codes.Unavailable, reasonShuttingDown, "", true},
 		{"log closed", eslog.ErrClosed, codes.Unavailable, reasonShuttingDown, "", true},
