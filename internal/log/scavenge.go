@@ -229,7 +229,7 @@ func (l *Log) Scavenge(ctx context.Context, j ScavengeJob, opts ScavengeOptions)
 		if cerr := sc.compact(context.WithoutCancel(ctx)); cerr != nil {
 			sc.j.State, sc.j.Error = ScavengeFailed, "compact: "+cerr.Error()
 		}
-		sc.j.DiskAfter = l.DiskBytes()
+		sc.j.DiskAfter = l.settledDiskBytes(ctx)
 	}
 	sc.j.Finished = opts.Now().UnixNano()
 	if serr := l.SaveScavengeJob(&sc.j); serr != nil {
@@ -519,6 +519,19 @@ func (sc *scavenger) compact(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// settledDiskBytes is DiskBytes once Pebble has deleted the tables a
+// compaction made obsolete (it does so in the background), waiting at
+// most 10 s: tables a reader still holds stay until it lets go.
+func (l *Log) settledDiskBytes(ctx context.Context) uint64 {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && l.db.Metrics().Table.ObsoleteCount > 0 {
+		if sleep(ctx, 50*time.Millisecond) != nil {
+			break
+		}
+	}
+	return l.DiskBytes()
 }
 
 func minNonZero(a, b uint64) uint64 {
