@@ -563,6 +563,15 @@ func (l *Log) WALBytes() uint64 { return l.db.Metrics().WAL.Size }
 // DiskBytes is the space the store takes on disk.
 func (l *Log) DiskBytes() uint64 { return l.db.Metrics().DiskSpaceUsage() }
 
+// TableBytes is the size of the store's live tables: its data once
+// flushed, without the WAL files (which Pebble recycles, and walfs.go
+// fills ahead) that DiskBytes counts too.
+func (l *Log) TableBytes() uint64 { return l.db.Metrics().Table.Local.LiveSize }
+
+// Flush writes the memtables to tables (benchmarks measure TableBytes
+// after it).
+func (l *Log) Flush() error { return l.db.Flush() }
+
 // Stats are store-wide counts.
 type Stats struct {
 	LastPosition uint64

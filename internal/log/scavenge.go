@@ -449,7 +449,12 @@ func (sc *scavenger) flush(ctx context.Context) error {
 	if err := sc.l.putScavengeJob(sc.b, &sc.j); err != nil {
 		return err
 	}
-	if err := sc.l.db.Apply(sc.b, pebble.Sync); err != nil {
+	// Without a sync: a batch lost in a crash takes its cursor with it
+	// (one batch, and Pebble's WAL keeps batches in order), so the job
+	// redoes it. A sync of its own would cost the appends an fsync in
+	// the WAL's queue each time; the next commit's, or the job's last
+	// record (SaveScavengeJob), makes it durable.
+	if err := sc.l.db.Apply(sc.b, pebble.NoSync); err != nil {
 		return err
 	}
 	sc.saved = sc.j.NextStream
@@ -500,21 +505,31 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// compactChunk is the positions of one manual compaction of the event
+// space: small enough that the pause after it comes often.
+const compactChunk = 1 << 16
+
 // compact compacts the key ranges the job deleted from: the events it
-// removed and the index spaces.
+// removed and the index spaces. A manual compaction rewrites every table
+// it touches, the visible events' too, so it goes a chunk of positions at
+// a time, each followed by a pause as long as it took: half of a core at
+// most, and Pebble's own compactions (which the appends need) run in
+// between.
 func (sc *scavenger) compact(ctx context.Context) error {
 	if sc.j.KeysRemoved == 0 {
 		return nil
 	}
-	spans := [][2][]byte{
-		{[]byte{kIndex}, []byte{kIndex + 1}},
-		{[]byte{kCategory}, []byte{kType + 1}},
+	var spans [][2][]byte
+	for p := sc.j.MinPosition; p > 0 && p <= sc.j.MaxPosition; p += compactChunk {
+		spans = append(spans, [2][]byte{appendEventKey(nil, p), appendEventKey(nil, min(p+compactChunk, sc.j.MaxPosition+1))})
 	}
-	if sc.j.MaxPosition > 0 {
-		spans = append(spans, [2][]byte{appendEventKey(nil, sc.j.MinPosition), appendEventKey(nil, sc.j.MaxPosition+1)})
-	}
+	spans = append(spans, [2][]byte{{kIndex}, {kIndex + 1}}, [2][]byte{{kCategory}, {kType + 1}})
 	for _, sp := range spans {
+		start := time.Now()
 		if err := sc.l.db.Compact(ctx, sp[0], sp[1], false); err != nil {
+			return err
+		}
+		if err := sleep(ctx, time.Since(start)); err != nil {
 			return err
 		}
 	}
