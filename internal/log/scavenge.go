@@ -519,6 +519,13 @@ func (sc *scavenger) compact(ctx context.Context) error {
 	if sc.j.KeysRemoved == 0 {
 		return nil
 	}
+	// Pebble flushes the memtable before a manual compaction of a range
+	// it overlaps: once here, after which the memtable holds only events
+	// past the range (new appends), not once a chunk (a flush of a few
+	// keys each time, which piles tables up in L0 and stalls the appends).
+	if err := sc.l.db.Flush(); err != nil {
+		return err
+	}
 	var spans [][2][]byte
 	for p := sc.j.MinPosition; p > 0 && p <= sc.j.MaxPosition; p += compactChunk {
 		spans = append(spans, [2][]byte{appendEventKey(nil, p), appendEventKey(nil, min(p+compactChunk, sc.j.MaxPosition+1))})
