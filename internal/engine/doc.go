@@ -24,6 +24,13 @@
 //     answered (snapshot.Store.Advise: the advice cache, not the writer).
 //     Delete tells the snapshots of a deletion once it is durable (a
 //     tombstone purges the stream's snapshots).
+//   - StreamMetadata: streams' metadata and categories' default limits
+//     (internal/streammeta: *streammeta.WrongRevisionError,
+//     streammeta.ErrInvalid, ErrRefused with *eslog.StreamError for a
+//     tombstoned stream). It is opened before anything reads, and hands
+//     the retention limits to the log, which applies them to every read
+//     above (and to the hub's and the groups' catch-up, which read the
+//     log).
 //
 // # Shutdown
 //

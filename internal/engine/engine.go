@@ -12,6 +12,7 @@ import (
 	"github.com/esdhq/esd/internal/lease"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/snapshot"
+	"github.com/esdhq/esd/internal/streammeta"
 	"github.com/esdhq/esd/internal/subscription"
 	"github.com/esdhq/esd/internal/writer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +36,8 @@ type Config struct {
 	// SubscriptionBufferBytes bounds the memory of the recent events held
 	// for live subscribers; 0 means the hub's default (32 MiB).
 	SubscriptionBufferBytes int
-	// Clock gives commit times; nil means time.Now.
+	// Clock gives commit times and the "now" of the retention limits'
+	// max age; nil means time.Now.
 	Clock func() time.Time
 	// Logger gets lifecycle messages; nil means none.
 	Logger *zap.Logger
@@ -66,6 +68,7 @@ type Engine struct {
 	groups *group.Manager
 	snaps  *snapshot.Store
 	leases *lease.Manager
+	meta   *streammeta.Store
 	scav   scavenges
 
 	stopping context.Context // ends in Drain, after the writer has stopped
@@ -92,12 +95,17 @@ func Open(cfg Config) (*Engine, error) {
 	}
 	l, err := eslog.Open(cfg.Dir, eslog.Options{
 		FS: cfg.FS, Logger: lg.Named("log"), Registerer: reg, CacheBytes: cfg.CacheBytes,
-		BackgroundError: cfg.StorageBackgroundError,
+		BackgroundError: cfg.StorageBackgroundError, Clock: cfg.Clock,
 	})
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: l}
+	// Before anything reads: the retention limits apply from the first
+	// read on.
+	if e.meta, err = streammeta.Open(l); err != nil {
+		return nil, errors.Join(fmt.Errorf("load stream metadata: %w", err), l.Close())
+	}
 	clock := cfg.Clock
 	if clock == nil {
 		clock = time.Now
@@ -207,6 +215,10 @@ func (f fence) Check(stream string, token uint64) error { return f.m.Check(strea
 // Snapshots are the snapshots: save, get, list, delete, policies. Load
 // and the advice of appends are the engine's operations.
 func (e *Engine) Snapshots() *snapshot.Store { return e.snaps }
+
+// StreamMetadata is the streams' metadata and the categories' default
+// limits, which every read applies.
+func (e *Engine) StreamMetadata() *streammeta.Store { return e.meta }
 
 // Shards is the number of writer shards.
 func (e *Engine) Shards() int { return e.writer.Shards() }

@@ -35,9 +35,11 @@ type scavenges struct {
 	closing bool               // Drain: the running job is interrupted, not stopped
 }
 
-// firstVisible says below which revision a stream's events are hidden:
-// what the scavenge may remove.
-func (e *Engine) firstVisible(s *eslog.StreamState) uint64 { return eslog.FirstVisible(s) }
+// firstVisible says below which revision a stream's events are hidden
+// for good: what the scavenge may remove. The deletions' alone: the
+// retention limits of stream metadata hide events as a view, which a
+// limit lowered or removed undoes, so the scavenge leaves them.
+func (e *Engine) firstVisible(s *eslog.StreamState) uint64 { return eslog.DeletedBefore(s) }
 
 // resumeScavenge goes on with a scavenge a restart interrupted.
 func (e *Engine) resumeScavenge() error {

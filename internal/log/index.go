@@ -338,6 +338,7 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 	}
 
 	deleted := *l.deleted.Load()
+	ret := l.retention()
 	var (
 		n, steps uint64
 		ev       EventView
@@ -392,6 +393,14 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 				return fmt.Errorf("position %d: %w", pos, err)
 			}
 			lastSID = ev.v.sid
+		}
+		if ret.t != nil { // no call per event without limits
+			if hidden, err := ret.hidden(ev.v.sid, ev.Stream, ev.v.rev, ev.v.created); err != nil || hidden {
+				if err != nil {
+					return fmt.Errorf("position %d: %w", pos, err)
+				}
+				continue
+			}
 		}
 		if !q.matches(ev.Stream, ev.v.typ) {
 			continue

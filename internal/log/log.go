@@ -30,6 +30,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// CacheBytes is Pebble's block cache size; 0 means 256 MiB.
 	CacheBytes int64
+	// Clock is the "now" of the retention limits' MaxAge (SetLimits);
+	// nil means time.Now.
+	Clock func() time.Time
 	// BackgroundError, when set, is called with each error of Pebble's
 	// background work (flushes, compactions), during Open too: on a full
 	// disk Open waits for a flush that fails again and again, and the
@@ -82,6 +85,8 @@ type Log struct {
 	deleted atomic.Pointer[map[uint64]deletion]
 
 	names nameCache // stream id -> name, for reads of $all
+
+	lim limitsState // retention limits (retention.go)
 
 	failed atomic.Pointer[error] // the first storage failure; writes stop
 
@@ -246,6 +251,10 @@ func Open(dir string, opts Options) (*Log, error) {
 		backlog:  bl,
 	}
 	l.names.init(1 << 20)
+	l.lim.now = opts.Clock
+	if l.lim.now == nil {
+		l.lim.now = time.Now
+	}
 	// A failed WAL write or sync fails the log at once, from Pebble's WAL
 	// goroutine, not when the syncer gets to the batch: Pebble's error is
 	// sticky and its next WAL write panics, so the fewer commits applied
@@ -453,7 +462,9 @@ type Committed struct {
 	Tombstone bool
 }
 
-// Hidden reports whether the event sid/rev is deleted.
+// Hidden reports whether the event sid/rev is deleted. Retention limits
+// are not consulted: live delivery, its caller, passes every event on as
+// committed (retention.go).
 func (l *Log) Hidden(sid, rev uint64) bool {
 	d, ok := (*l.deleted.Load())[sid]
 	return ok && (d.tombstoned || rev < d.truncateBefore)

@@ -23,6 +23,9 @@ const (
 	// NSLeases holds each leased stream's newest lease and fencing-token
 	// high-water mark (internal/lease).
 	NSLeases
+	// NSStreamMeta holds streams' metadata and categories' default
+	// limits (internal/streammeta).
+	NSStreamMeta
 	// NSScavenge holds the record of the running or last scavenge, its
 	// cursor included (scavenge.go: written by the log itself, in the
 	// batches of the scavenge).
@@ -34,10 +37,11 @@ var namespaces = [...]struct {
 	name   string
 	prefix string
 }{
-	NSGroups:    {name: "groups", prefix: "grp/"},
-	NSSnapshots: {name: "snapshots", prefix: "snap/"},
-	NSLeases:    {name: "leases", prefix: "lease/"},
-	NSScavenge:  {name: "scavenge", prefix: "scav/"},
+	NSGroups:     {name: "groups", prefix: "grp/"},
+	NSSnapshots:  {name: "snapshots", prefix: "snap/"},
+	NSLeases:     {name: "leases", prefix: "lease/"},
+	NSStreamMeta: {name: "stream metadata", prefix: "meta/"},
+	NSScavenge:   {name: "scavenge", prefix: "scav/"},
 }
 
 // Namespaces returns every registered namespace, in table order.

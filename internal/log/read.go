@@ -48,8 +48,9 @@ func (l *Log) state(sid uint64) (StreamState, bool, error) {
 }
 
 // StreamInfo returns a stream's state as readers may see it: it waits
-// (bounded by ctx) until the stream's last change is published. ok is
-// false for a stream never written nor tombstoned.
+// (bounded by ctx) until the stream's last change is published, and its
+// LimitBefore is set from the retention limits as of now. ok is false for
+// a stream never written nor tombstoned.
 func (l *Log) StreamInfo(ctx context.Context, name string) (StreamState, bool, error) {
 	s, ok, err := l.State(name)
 	if err != nil || !ok {
@@ -62,11 +63,15 @@ func (l *Log) StreamInfo(ctx context.Context, name string) (StreamState, bool, e
 			if s, ok, err = l.State(name); err == nil && ok && s.LastPosition > l.published.Load() {
 				err = l.Failed() // not reached: frozen states are published
 			}
+			if err == nil && ok {
+				s, err = l.withLimits(ctx, s)
+			}
 			return s, ok && err == nil, err
 		}
 		return StreamState{}, false, err
 	}
-	return s, true, nil
+	s, err = l.withLimits(ctx, s)
+	return s, err == nil, err
 }
 
 // IDLocation is where an event id is stored.
@@ -176,10 +181,15 @@ func (l *Log) ReadStreamViews(ctx context.Context, q StreamQuery, emit func(*Eve
 // ReadPublished reads the events of q from a stream in state s (as its
 // writer knows it) without waiting: it returns those published now,
 // however far the writer has gone, and nothing for a stream without
-// visible events. It is for the conflict delta of a failed append, which
-// must not wait for the commit it lost to.
+// visible events; the retention limits apply. It is for the conflict
+// delta of a failed append, which must not wait for the commit it lost
+// to.
 func (l *Log) ReadPublished(ctx context.Context, s *StreamState, q StreamQuery, emit func(*RecordedEvent) error) error {
-	return l.readRevisions(ctx, s, q, materializing(emit))
+	ls, err := l.withLimits(ctx, *s)
+	if err != nil {
+		return err
+	}
+	return l.readRevisions(ctx, &ls, q, materializing(emit))
 }
 
 // ReadStateViews is ReadStreamViews of a stream in state s, as a reader
@@ -193,14 +203,14 @@ func (l *Log) ReadStateViews(ctx context.Context, s *StreamState, q StreamQuery,
 }
 
 func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, emit func(*EventView) error) error {
-	if !s.Exists() {
+	if !s.Exists() || s.FirstVisible() > s.Head {
 		return nil
 	}
 	hi := l.published.Load()
 	if q.To > 0 {
 		hi = min(hi, q.To)
 	}
-	lo, up := s.TruncateBefore, s.Head // revisions [lo, up] to read
+	lo, up := s.FirstVisible(), s.Head // revisions [lo, up] to read
 	if q.FromSet {
 		if q.Backward {
 			if q.From < lo {
@@ -420,7 +430,9 @@ type AllQuery struct {
 
 // ReadAll calls emit for the visible events of $all that q selects, in
 // position order, up to the position published when the read starts.
-// Events of deleted streams are skipped. checkpoint (may be nil) is
+// Deleted events, and those the retention limits hide (as of the read's
+// start; a stream's MaxCount from its head when the read meets it), are
+// skipped. checkpoint (may be nil) is
 // called as AllQuery.CheckpointEvery says and once at the end of a
 // filtered read, with the last position scanned.
 func (l *Log) ReadAll(ctx context.Context, q AllQuery, emit func(*RecordedEvent) error, checkpoint func(pos uint64) error) error {
@@ -468,6 +480,7 @@ func (l *Log) ReadAllViews(ctx context.Context, q AllQuery, emit func(*EventView
 func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit func(*EventView) error, checkpoint func(uint64) error) error {
 	filtered := q.filtered()
 	deleted := *l.deleted.Load()
+	ret := l.retention()
 	var (
 		n, scanned, sinceMatch uint64
 		ev                     EventView
@@ -503,7 +516,15 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 			}
 			lastSID = view.sid
 		}
-		if filtered && !q.matches(ev.Stream, view.typ) {
+		hidden := false
+		if ret.t != nil { // no call per event without limits
+			if hidden, err = ret.hidden(view.sid, ev.Stream, view.rev, view.created); err != nil {
+				return fmt.Errorf("position %d: %w", pos, err)
+			}
+		}
+		// A hidden event counts as scanned without a match: a long run of
+		// them gets checkpoints.
+		if hidden || (filtered && !q.matches(ev.Stream, view.typ)) {
 			sinceMatch++
 			if checkpoint != nil && q.CheckpointEvery > 0 && sinceMatch >= uint64(q.CheckpointEvery) {
 				sinceMatch = 0
@@ -602,6 +623,9 @@ func (l *Log) ListStreams(ctx context.Context, prefix, after string, limit int) 
 			return nil, false, fmt.Errorf("%w: stream %q (id %d) state missing or misnamed", ErrCorrupt, name, sid)
 		}
 		lastPos = max(lastPos, s.LastPosition)
+		if s, err = l.withLimits(ctx, s); err != nil {
+			return nil, false, err
+		}
 		out = append(out, s)
 	}
 	if err := it.Error(); err != nil {
@@ -711,7 +735,8 @@ func materializing(emit func(*RecordedEvent) error) func(*EventView) error {
 	return func(v *EventView) error { return emit(v.Materialize()) }
 }
 
-// EventAt returns the event at pos, if it is published and visible.
+// EventAt returns the event at pos, if it is published and visible
+// (neither deleted nor hidden by its stream's retention limits).
 func (l *Log) EventAt(pos uint64) (*RecordedEvent, bool, error) {
 	if pos == 0 || pos > l.published.Load() {
 		return nil, false, nil
@@ -729,6 +754,10 @@ func (l *Log) EventAt(pos uint64) (*RecordedEvent, bool, error) {
 		return nil, false, nil
 	}
 	if ev.Stream, err = l.streamName(ev.v.sid); err != nil {
+		return nil, false, err
+	}
+	ret := l.retention()
+	if hidden, err := ret.hidden(ev.v.sid, ev.Stream, ev.v.rev, ev.v.created); err != nil || hidden {
 		return nil, false, err
 	}
 	ev.Position = pos

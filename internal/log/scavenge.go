@@ -15,9 +15,10 @@ import (
 )
 
 // A scavenge removes, online, the keys of events no read can see any
-// more: the events of deleted streams, below each stream's first visible
-// revision (FirstVisible), and the index entries that cover only such
-// events. It walks the streams with deleted events (0x06) in id order
+// more: the events of deleted streams, below the first revision their
+// deletions leave (DeletedBefore), and the index entries that cover only
+// such events. Events that only retention limits hide stay: limits are a
+// view (retention.go), which a limit lowered or removed undoes. It walks the streams with deleted events (0x06) in id order
 // and, for each, the stream index entries below its first visible
 // revision; per entry it deletes, in one Pebble batch:
 //
@@ -60,10 +61,10 @@ import (
 // of one (readRevisions, scanRuns), so an index entry they see has its
 // events, unless those are hidden.
 
-// FirstVisible is the first revision of stream s that reads see: the
-// events below it are hidden, and a scavenge may remove them. Every
-// event of a tombstoned stream is hidden.
-func FirstVisible(s *StreamState) uint64 {
+// DeletedBefore is the first revision of stream s that its deletions
+// leave: the events below it are hidden for good, and a scavenge may
+// remove them. Every event of a tombstoned stream is.
+func DeletedBefore(s *StreamState) uint64 {
 	if s.Tombstoned {
 		return math.MaxUint64
 	}
@@ -127,8 +128,8 @@ type ScavengeOptions struct {
 	// go in one batch); 0 means 1024.
 	BatchKeys int
 	// FirstVisible says below which revision a stream's events are
-	// hidden; nil means the package's FirstVisible. Reads must hide at
-	// least as much: a scavenge removes what it says is hidden.
+	// hidden for good; nil means DeletedBefore. Reads must hide at least
+	// as much, and must never show them again: a scavenge removes them.
 	FirstVisible func(*StreamState) uint64
 	// StopAfterBatches, when positive, stops the job (state stopped)
 	// after that many batches: tests interrupt a run with it.
@@ -210,7 +211,7 @@ func (l *Log) Scavenge(ctx context.Context, j ScavengeJob, opts ScavengeOptions)
 		opts.Now = time.Now
 	}
 	if opts.FirstVisible == nil {
-		opts.FirstVisible = FirstVisible
+		opts.FirstVisible = DeletedBefore
 	}
 	j.State, j.Finished, j.Error = ScavengeRunning, 0, ""
 	sc := &scavenger{l: l, opts: opts, j: j, start: time.Now(), saved: j.NextStream}

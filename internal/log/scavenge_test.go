@@ -237,7 +237,7 @@ func TestScavengePartialRange(t *testing.T) {
 		if s.ID == st.ID {
 			return first
 		}
-		return FirstVisible(s)
+		return DeletedBefore(s)
 	}})
 	after := keyCounts(t, l)
 	if j.EventsRemoved != 5+7 || before[kEvent]-after[kEvent] != 12 {
@@ -286,7 +286,7 @@ func TestScavengePartialRange(t *testing.T) {
 		if s.ID == st.ID {
 			return first
 		}
-		return FirstVisible(s)
+		return DeletedBefore(s)
 	}}); j.KeysRemoved != 0 {
 		t.Fatalf("a second run removed %d keys", j.KeysRemoved)
 	}
@@ -551,5 +551,41 @@ func TestRetryOfScavengedAppend(t *testing.T) {
 	}
 	if _, err := l.CommitTime(l.LastPosition() + 5); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("CommitTime past the end: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestScavengeLeavesLimitHidden: events that only a retention limit hides
+// stay through a scavenge (a limit is a view: lifting it shows them
+// again), while the same stream's soft-deleted events go.
+func TestScavengeLeavesLimitHidden(t *testing.T) {
+	l := openTest(t, nil)
+	defer l.Close()
+	appendTo(t, l, "lim-1", testEvent(1), testEvent(2))
+	s, _, _ := l.State("lim-1")
+	commit(t, l, &Write{State: s, Delete: DeleteSoft}) // revisions 0, 1 deleted
+	appendTo(t, l, "lim-1", testEvent(3), testEvent(4), testEvent(5))
+	l.SetLimits("lim-1", false, Limits{MaxCount: 1}) // hides revisions 2, 3
+	appendTo(t, l, "other-1", testEvent(6))
+	j := scavenge(t, l, ScavengeOptions{})
+	if j.EventsRemoved != 2 {
+		t.Fatalf("removed %d events, want the 2 deleted", j.EventsRemoved)
+	}
+	read := func() []uint64 {
+		evs, err := readStream(t, l, StreamQuery{Stream: "lim-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var revs []uint64
+		for _, e := range evs {
+			revs = append(revs, e.Revision)
+		}
+		return revs
+	}
+	if got := read(); !slices.Equal(got, []uint64{4}) {
+		t.Fatalf("with the limit: revisions %v, want [4]", got)
+	}
+	l.SetLimits("lim-1", false, Limits{})
+	if got := read(); !slices.Equal(got, []uint64{2, 3, 4}) {
+		t.Fatalf("the limit lifted: revisions %v, want [2 3 4]", got)
 	}
 }

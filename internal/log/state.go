@@ -16,6 +16,10 @@ type StreamState struct {
 	// TruncateBefore is the first visible revision: a soft delete sets it
 	// to Head+1, hiding every event so far.
 	TruncateBefore uint64
+	// LimitBefore is the first revision the stream's retention limits
+	// leave visible (retention.go), set in the states readers get
+	// (StreamInfo, ListStreams) and never stored; 0: they hide nothing.
+	LimitBefore uint64
 	// Tombstoned: deleted forever.
 	Tombstoned bool
 	// LastPosition is the position of the stream's last change (its head
@@ -42,12 +46,19 @@ func (s *StreamState) NextRevision() uint64 {
 	return 0
 }
 
-// EventCount is the number of visible events.
+// FirstVisible is the first revision a reader sees: past the soft
+// delete's truncate and the retention limits' (LimitBefore). Head+1 or
+// more: none.
+func (s *StreamState) FirstVisible() uint64 { return max(s.TruncateBefore, s.LimitBefore) }
+
+// EventCount is the number of visible events. Exists and Deleted are
+// about deletions alone: a stream whose events the retention limits all
+// hide exists, with no visible events.
 func (s *StreamState) EventCount() uint64 {
-	if !s.Exists() {
+	if !s.Exists() || s.Head+1 <= s.FirstVisible() {
 		return 0
 	}
-	return s.Head + 1 - s.TruncateBefore
+	return s.Head + 1 - s.FirstVisible()
 }
 
 const (

@@ -43,6 +43,18 @@ type accessRule struct {
 	perm      auth.Permission
 	check     func(p *auth.Principal, req any) bool
 	inHandler bool
+	// permOf, when set, is the permission a unary request needs where it
+	// depends on the request, for the refusal to name; perm is then the
+	// least of them (undecoded requests).
+	permOf func(req any) auth.Permission
+}
+
+// needed is the permission a refusal of req names.
+func (r accessRule) needed(req any) auth.Permission {
+	if r.permOf != nil {
+		return r.permOf(req)
+	}
+	return r.perm
 }
 
 // accessRules maps every method of every esd.v1 service to what it needs;
@@ -67,6 +79,26 @@ var accessRules = map[string]accessRule{
 	esdv1.StreamService_DeleteStream_FullMethodName: onStream(auth.Delete, func(r *esdv1.DeleteStreamRequest) string { return r.GetStream() }),
 	esdv1.StreamService_GetStream_FullMethodName:    onStream(auth.Read, func(r *esdv1.GetStreamRequest) string { return r.GetStream() }),
 	esdv1.StreamService_ListStreams_FullMethodName:  {perm: auth.Read}, // answers only the streams the caller may read
+	// A stream's retention limits hide its events, as a delete does; a
+	// category's defaults reach streams not yet named: the operator's.
+	esdv1.StreamService_SetStreamMetadata_FullMethodName: {perm: auth.Delete, permOf: metadataWritePerm, check: func(p *auth.Principal, req any) bool {
+		r := req.(*esdv1.SetStreamMetadataRequest)
+		if metadataWritePerm(r) == auth.Delete {
+			return p.Allowed(auth.Delete, r.GetStream())
+		}
+		return p.Everything(auth.Admin)
+	}},
+	esdv1.StreamService_GetStreamMetadata_FullMethodName: {perm: auth.Read, check: func(p *auth.Principal, req any) bool {
+		r := req.(*esdv1.GetStreamMetadataRequest)
+		switch t := r.GetTarget().(type) {
+		case *esdv1.GetStreamMetadataRequest_Stream:
+			return p.Allowed(auth.Read, t.Stream)
+		case *esdv1.GetStreamMetadataRequest_Category:
+			return p.CoversCategory(auth.Read, t.Category)
+		default:
+			return p.Everything(auth.Read)
+		}
+	}},
 	esdv1.StreamService_Subscribe_FullMethodName: {perm: auth.Subscribe, check: func(p *auth.Principal, req any) bool {
 		r := req.(*esdv1.SubscribeRequest)
 		switch t := r.GetTarget().(type) {
@@ -129,6 +161,18 @@ func onStream[R any](perm auth.Permission, stream func(R) string) accessRule {
 		r, ok := req.(R)
 		return ok && p.Allowed(perm, stream(r))
 	}}
+}
+
+// metadataWritePerm: delete on the stream for a stream's metadata; admin
+// for a category's defaults, or no target (invalid: judged as the
+// widest).
+func metadataWritePerm(req any) auth.Permission {
+	if r, ok := req.(*esdv1.SetStreamMetadataRequest); ok {
+		if _, stream := r.GetTarget().(*esdv1.SetStreamMetadataRequest_Stream); stream {
+			return auth.Delete
+		}
+	}
+	return auth.Admin
 }
 
 func serverWide() accessRule {
@@ -318,7 +362,7 @@ func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerI
 		return nil, err
 	}
 	if r.check != nil && !r.check(p, req) {
-		return nil, s.deny(r.perm)
+		return nil, s.deny(r.needed(req))
 	}
 	return handler(context.WithValue(ctx, principalKey{}, p), req)
 }

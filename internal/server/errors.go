@@ -12,6 +12,7 @@ import (
 	"github.com/esdhq/esd/internal/lease"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/snapshot"
+	"github.com/esdhq/esd/internal/streammeta"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -81,6 +82,7 @@ func toStatus(err error) error {
 		leased   *lease.LeasedError
 		stale    *lease.StaleTokenError
 		notHeld  *lease.NotHeldError
+		wmr      *streammeta.WrongRevisionError
 	)
 	switch {
 	case err == nil:
@@ -91,6 +93,10 @@ func toStatus(err error) error {
 		return withReason(codes.Aborted, conflict.Error(), reasonWrongExpectedRevision, conflict.Stream, deltaDetail(conflict))
 	case errors.As(err, &wr):
 		return withReason(codes.Aborted, wr.Error(), reasonWrongExpectedRevision, wr.Stream, wrongRevisionDetail(wr))
+	case errors.As(err, &wmr):
+		return wrongMetadataRevision(wmr)
+	case errors.Is(err, streammeta.ErrInvalid): // the request was validated: a caller other than the API's
+		return withReason(codes.InvalidArgument, err.Error(), reasonInvalidArgument, "")
 	case errors.As(err, &se) && errors.Is(se.Err, eslog.ErrStreamTombstoned):
 		code := codes.NotFound
 		if errors.Is(err, engine.ErrRefused) {

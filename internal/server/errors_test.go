@@ -10,6 +10,7 @@ import (
 	"github.com/esdhq/esd/internal/group"
 	eslog "github.com/esdhq/esd/internal/log"
 	"github.com/esdhq/esd/internal/snapshot"
+	"github.com/esdhq/esd/internal/streammeta"
 	"github.com/esdhq/esd/internal/writer"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -38,6 +39,9 @@ func TestToStatus(t *testing.T) {
 		{"deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "", "", false},
 		{"conflict with delta", conflict, codes.Aborted, reasonWrongExpectedRevision, "s", true},
 		{"wrong revision", wr, codes.Aborted, reasonWrongExpectedRevision, "s", true},
+		{"wrong metadata revision", &streammeta.WrongRevisionError{Target: streammeta.Target{Name: "s"}, Expected: streammeta.Expected{Kind: streammeta.ExpectNone}, Exists: true},
+			codes.Aborted, reasonWrongExpectedMetadataRevision, "s", false},
+		{"invalid metadata", fmt.Errorf("%w: a category's truncate-before", streammeta.ErrInvalid), codes.InvalidArgument, reasonInvalidArgument, "", false},
 		{"write to a tombstone", fmt.Errorf("%w: %w", engine.ErrRefused, stream(eslog.ErrStreamTombstoned)),
 			codes.FailedPrecondition, reasonStreamTombstoned, "s", true},
 		{"read of a tombstone", stream(eslog.ErrStreamTombstoned), codes.NotFound, reasonStreamTombstoned, "s", true},

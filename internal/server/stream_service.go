@@ -216,17 +216,19 @@ func (s *streamService) GetStream(ctx context.Context, req *esdv1.GetStreamReque
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
-		return &esdv1.GetStreamResponse{Info: &esdv1.StreamInfo{Stream: req.GetStream()}}, nil
+	resp := &esdv1.GetStreamResponse{Info: &esdv1.StreamInfo{Stream: req.GetStream()}}
+	if ok {
+		resp.Info = streamInfo(&st)
 	}
-	return &esdv1.GetStreamResponse{Info: streamInfo(&st)}, nil
+	s.withMetadata(resp, req.GetStream(), &st, ok)
+	return resp, nil
 }
 
 func streamInfo(st *eslog.StreamState) *esdv1.StreamInfo {
 	info := &esdv1.StreamInfo{
 		Stream:     st.Name,
 		Head:       st.Head,
-		Exists:     st.Exists(),
+		Exists:     st.EventCount() > 0, // retention limits may hide every event
 		Deleted:    st.Deleted(),
 		Tombstoned: st.Tombstoned,
 		EventCount: st.EventCount(),

@@ -90,19 +90,24 @@ func (s *Store) Advise(stream string, head uint64, exists bool) Advice {
 }
 
 // loadBase reads a stream's advice base from the store: the revision
-// after its newest usable snapshot, or its first visible revision.
+// after its newest usable snapshot, or its first visible revision (past
+// a soft delete and the retention limits, as Load counts it).
 func (s *Store) loadBase(stream string) (uint64, error) {
 	st, ok, err := s.log.State(stream)
 	if err != nil || !ok {
+		return 0, err
+	}
+	first, err := s.log.VisibleFrom(context.Background(), &st)
+	if err != nil {
 		return 0, err
 	}
 	es, _, err := s.readIndex(stream)
 	if err != nil {
 		return 0, err
 	}
-	base := st.TruncateBefore
+	base := first
 	for i := len(es) - 1; i >= 0; i-- {
-		if e := es[i]; e.rev >= st.TruncateBefore && e.rev <= st.Head {
+		if e := es[i]; e.rev >= first && e.rev <= st.Head {
 			base = max(base, e.rev+1)
 			break
 		}

@@ -41,8 +41,11 @@
 //     its stream when the save checks (not past the head, not below its
 //     first visible revision, the stream not tombstoned). It is usable
 //     while that holds: reads (Get, Load) skip the snapshots below the
-//     stream's TruncateBefore (a soft delete) and past the head they read
-//     at; the next save of the stream prunes the former.
+//     stream's first visible revision (FirstVisible: a soft delete's
+//     TruncateBefore, or the retention limits') and past the head they
+//     read at. The next save of the stream prunes those below a soft
+//     delete; those below a retention limit stay, usable again if the
+//     limit is lowered (limits are a view).
 //  4. A tombstone purges the stream's snapshots (StreamDeleted, called by
 //     the engine once the tombstone is durable). A crash before the purge,
 //     or a save that raced the tombstone, can leave some: every read of a

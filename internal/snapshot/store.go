@@ -304,8 +304,8 @@ func (s *Store) Save(ctx context.Context, sn Snapshot) (SaveResult, error) {
 		return SaveResult{}, fmt.Errorf("%w: %w", writer.ErrRefused, &eslog.StreamError{Stream: sn.Stream, Err: eslog.ErrStreamTombstoned})
 	case !st.Exists():
 		return SaveResult{}, &eslog.StreamError{Stream: sn.Stream, Err: eslog.ErrStreamDeleted}
-	case sn.Revision > st.Head || sn.Revision < st.TruncateBefore:
-		return SaveResult{}, &RevisionError{Stream: sn.Stream, Revision: sn.Revision, Head: st.Head, First: st.TruncateBefore}
+	case sn.Revision > st.Head || sn.Revision < st.FirstVisible():
+		return SaveResult{}, &RevisionError{Stream: sn.Stream, Revision: sn.Revision, Head: st.Head, First: st.FirstVisible()}
 	}
 	ne := entry{rev: sn.Revision, schema: sn.SchemaVersion, created: s.now().UnixNano(), size: uint64(len(sn.Data)), typ: sn.Type}
 	rec := encodeData(sn.Data)
@@ -427,11 +427,13 @@ func (s *Store) latest(stream string, st *eslog.StreamState, maxRev uint64, sche
 		if err != nil {
 			return nil, 0, err
 		}
-		base := st.TruncateBefore
+		// Below the first visible revision (a soft delete's or the
+		// retention limits'), a snapshot would be followed by a gap.
+		base := st.FirstVisible()
 		var pick *entry
 		for i := len(es) - 1; i >= 0; i-- {
 			e := &es[i]
-			if e.rev < st.TruncateBefore || e.rev > st.Head {
+			if e.rev < st.FirstVisible() || e.rev > st.Head {
 				continue
 			}
 			base = max(base, e.rev+1)
@@ -502,7 +504,7 @@ func (s *Store) List(ctx context.Context, stream string) ([]Info, error) {
 	for i, e := range es {
 		out[i] = Info{
 			Stream: stream, Revision: e.rev, Type: e.typ, SchemaVersion: e.schema, Size: e.size, Created: e.created,
-			Usable: ok && st.Exists() && e.rev >= st.TruncateBefore && e.rev <= st.Head,
+			Usable: ok && st.Exists() && e.rev >= st.FirstVisible() && e.rev <= st.Head,
 		}
 	}
 	return out, nil

@@ -10,6 +10,7 @@ import (
 	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	emptypb "google.golang.org/protobuf/types/known/emptypb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -1067,10 +1068,24 @@ func (x *GetStreamRequest) GetStream() string {
 // response message of its own, so the StreamInfo is wrapped; see
 // docs/api.md.)
 type GetStreamResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Info          *StreamInfo            `protobuf:"bytes,1,opt,name=info" json:"info,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// event_count counts the events the retention limits leave visible;
+	// exists is false when they hide every event (deleted stays false).
+	Info *StreamInfo `protobuf:"bytes,1,opt,name=info" json:"info,omitempty"`
+	// The stream's own metadata; unset when none was ever set.
+	Metadata *StreamMetadata `protobuf:"bytes,2,opt,name=metadata" json:"metadata,omitempty"`
+	// The revision of metadata; unset when none was ever set.
+	MetadataRevision *uint64 `protobuf:"varint,3,opt,name=metadata_revision,json=metadataRevision" json:"metadata_revision,omitempty"`
+	// The retention limits that apply: each the stream's own, or else its
+	// category's default (custom_json is never set here); unset when none
+	// applies.
+	EffectiveLimits *StreamMetadata `protobuf:"bytes,4,opt,name=effective_limits,json=effectiveLimits" json:"effective_limits,omitempty"`
+	// The first revision reads return (the soft delete's and the limits'
+	// truncation, whichever is later); unset for a stream never written or
+	// tombstoned. When it is past head, no event is visible.
+	FirstVisibleRevision *uint64 `protobuf:"varint,5,opt,name=first_visible_revision,json=firstVisibleRevision" json:"first_visible_revision,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetStreamResponse) Reset() {
@@ -1110,6 +1125,485 @@ func (x *GetStreamResponse) GetInfo() *StreamInfo {
 	return nil
 }
 
+func (x *GetStreamResponse) GetMetadata() *StreamMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *GetStreamResponse) GetMetadataRevision() uint64 {
+	if x != nil && x.MetadataRevision != nil {
+		return *x.MetadataRevision
+	}
+	return 0
+}
+
+func (x *GetStreamResponse) GetEffectiveLimits() *StreamMetadata {
+	if x != nil {
+		return x.EffectiveLimits
+	}
+	return nil
+}
+
+func (x *GetStreamResponse) GetFirstVisibleRevision() uint64 {
+	if x != nil && x.FirstVisibleRevision != nil {
+		return *x.FirstVisibleRevision
+	}
+	return 0
+}
+
+// StreamMetadata is a stream's metadata, or a category's default limits.
+// Every field is optional: unset means no such limit (for a stream with a
+// category default: the category's).
+type StreamMetadata struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keep only the newest max_count events: revisions below
+	// head + 1 - max_count are hidden. At least 1.
+	MaxCount *uint64 `protobuf:"varint,1,opt,name=max_count,json=maxCount" json:"max_count,omitempty"`
+	// Keep only the events committed within max_age of the server's clock
+	// now (commit times, as RecordedEvent.commit_time). Positive, at most
+	// 100 years (36500 days).
+	MaxAge *durationpb.Duration `protobuf:"bytes,2,opt,name=max_age,json=maxAge" json:"max_age,omitempty"`
+	// Hide the revisions below it (also revisions not yet written). 0 is
+	// the same as unset. Streams only.
+	TruncateBefore *uint64 `protobuf:"varint,3,opt,name=truncate_before,json=truncateBefore" json:"truncate_before,omitempty"`
+	// Free-form JSON for applications, stored and returned as given: a
+	// valid JSON text (RFC 8259) of at most 64 KiB; empty means none.
+	// Streams only.
+	CustomJson    string `protobuf:"bytes,4,opt,name=custom_json,json=customJson" json:"custom_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamMetadata) Reset() {
+	*x = StreamMetadata{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamMetadata) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamMetadata) ProtoMessage() {}
+
+func (x *StreamMetadata) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamMetadata.ProtoReflect.Descriptor instead.
+func (*StreamMetadata) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StreamMetadata) GetMaxCount() uint64 {
+	if x != nil && x.MaxCount != nil {
+		return *x.MaxCount
+	}
+	return 0
+}
+
+func (x *StreamMetadata) GetMaxAge() *durationpb.Duration {
+	if x != nil {
+		return x.MaxAge
+	}
+	return nil
+}
+
+func (x *StreamMetadata) GetTruncateBefore() uint64 {
+	if x != nil && x.TruncateBefore != nil {
+		return *x.TruncateBefore
+	}
+	return 0
+}
+
+func (x *StreamMetadata) GetCustomJson() string {
+	if x != nil {
+		return x.CustomJson
+	}
+	return ""
+}
+
+// SetStreamMetadataRequest writes the metadata of a stream or the
+// defaults of a category.
+type SetStreamMetadataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one: whose metadata.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*SetStreamMetadataRequest_Stream
+	//	*SetStreamMetadataRequest_Category
+	Target isSetStreamMetadataRequest_Target `protobuf_oneof:"target"`
+	// The metadata revision the target must be at; unset means any.
+	//
+	// Types that are valid to be assigned to ExpectedMetadataRevision:
+	//
+	//	*SetStreamMetadataRequest_Any
+	//	*SetStreamMetadataRequest_NoMetadata
+	//	*SetStreamMetadataRequest_Exact
+	ExpectedMetadataRevision isSetStreamMetadataRequest_ExpectedMetadataRevision `protobuf_oneof:"expected_metadata_revision"`
+	// The new metadata, whole; unset is empty metadata (no limits).
+	Metadata      *StreamMetadata `protobuf:"bytes,6,opt,name=metadata" json:"metadata,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetStreamMetadataRequest) Reset() {
+	*x = SetStreamMetadataRequest{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetStreamMetadataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetStreamMetadataRequest) ProtoMessage() {}
+
+func (x *SetStreamMetadataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetStreamMetadataRequest.ProtoReflect.Descriptor instead.
+func (*SetStreamMetadataRequest) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SetStreamMetadataRequest) GetTarget() isSetStreamMetadataRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *SetStreamMetadataRequest) GetStream() string {
+	if x != nil {
+		if x, ok := x.Target.(*SetStreamMetadataRequest_Stream); ok {
+			return x.Stream
+		}
+	}
+	return ""
+}
+
+func (x *SetStreamMetadataRequest) GetCategory() string {
+	if x != nil {
+		if x, ok := x.Target.(*SetStreamMetadataRequest_Category); ok {
+			return x.Category
+		}
+	}
+	return ""
+}
+
+func (x *SetStreamMetadataRequest) GetExpectedMetadataRevision() isSetStreamMetadataRequest_ExpectedMetadataRevision {
+	if x != nil {
+		return x.ExpectedMetadataRevision
+	}
+	return nil
+}
+
+func (x *SetStreamMetadataRequest) GetAny() *emptypb.Empty {
+	if x != nil {
+		if x, ok := x.ExpectedMetadataRevision.(*SetStreamMetadataRequest_Any); ok {
+			return x.Any
+		}
+	}
+	return nil
+}
+
+func (x *SetStreamMetadataRequest) GetNoMetadata() *emptypb.Empty {
+	if x != nil {
+		if x, ok := x.ExpectedMetadataRevision.(*SetStreamMetadataRequest_NoMetadata); ok {
+			return x.NoMetadata
+		}
+	}
+	return nil
+}
+
+func (x *SetStreamMetadataRequest) GetExact() uint64 {
+	if x != nil {
+		if x, ok := x.ExpectedMetadataRevision.(*SetStreamMetadataRequest_Exact); ok {
+			return x.Exact
+		}
+	}
+	return 0
+}
+
+func (x *SetStreamMetadataRequest) GetMetadata() *StreamMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+type isSetStreamMetadataRequest_Target interface {
+	isSetStreamMetadataRequest_Target()
+}
+
+type SetStreamMetadataRequest_Stream struct {
+	// A stream, named as in AppendRequest.stream.
+	Stream string `protobuf:"bytes,1,opt,name=stream,oneof"`
+}
+
+type SetStreamMetadataRequest_Category struct {
+	// A category (the part of stream names before the first "-", as in
+	// SubscribeRequest.category): default max_count and max_age for its
+	// streams, each applying where a stream does not set its own.
+	Category string `protobuf:"bytes,2,opt,name=category,oneof"`
+}
+
+func (*SetStreamMetadataRequest_Stream) isSetStreamMetadataRequest_Target() {}
+
+func (*SetStreamMetadataRequest_Category) isSetStreamMetadataRequest_Target() {}
+
+type isSetStreamMetadataRequest_ExpectedMetadataRevision interface {
+	isSetStreamMetadataRequest_ExpectedMetadataRevision()
+}
+
+type SetStreamMetadataRequest_Any struct {
+	// Always holds.
+	Any *emptypb.Empty `protobuf:"bytes,3,opt,name=any,oneof"`
+}
+
+type SetStreamMetadataRequest_NoMetadata struct {
+	// Holds when the target has no metadata yet.
+	NoMetadata *emptypb.Empty `protobuf:"bytes,4,opt,name=no_metadata,json=noMetadata,oneof"`
+}
+
+type SetStreamMetadataRequest_Exact struct {
+	// Holds when the target's metadata is at this revision.
+	Exact uint64 `protobuf:"varint,5,opt,name=exact,oneof"`
+}
+
+func (*SetStreamMetadataRequest_Any) isSetStreamMetadataRequest_ExpectedMetadataRevision() {}
+
+func (*SetStreamMetadataRequest_NoMetadata) isSetStreamMetadataRequest_ExpectedMetadataRevision() {}
+
+func (*SetStreamMetadataRequest_Exact) isSetStreamMetadataRequest_ExpectedMetadataRevision() {}
+
+// SetStreamMetadataResponse is the result of a metadata write.
+type SetStreamMetadataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new metadata revision: 0 for the first write, then one more each.
+	MetadataRevision uint64 `protobuf:"varint,1,opt,name=metadata_revision,json=metadataRevision" json:"metadata_revision,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SetStreamMetadataResponse) Reset() {
+	*x = SetStreamMetadataResponse{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetStreamMetadataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetStreamMetadataResponse) ProtoMessage() {}
+
+func (x *SetStreamMetadataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetStreamMetadataResponse.ProtoReflect.Descriptor instead.
+func (*SetStreamMetadataResponse) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetStreamMetadataResponse) GetMetadataRevision() uint64 {
+	if x != nil {
+		return x.MetadataRevision
+	}
+	return 0
+}
+
+// GetStreamMetadataRequest names a stream or a category.
+type GetStreamMetadataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*GetStreamMetadataRequest_Stream
+	//	*GetStreamMetadataRequest_Category
+	Target        isGetStreamMetadataRequest_Target `protobuf_oneof:"target"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStreamMetadataRequest) Reset() {
+	*x = GetStreamMetadataRequest{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStreamMetadataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStreamMetadataRequest) ProtoMessage() {}
+
+func (x *GetStreamMetadataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStreamMetadataRequest.ProtoReflect.Descriptor instead.
+func (*GetStreamMetadataRequest) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetStreamMetadataRequest) GetTarget() isGetStreamMetadataRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *GetStreamMetadataRequest) GetStream() string {
+	if x != nil {
+		if x, ok := x.Target.(*GetStreamMetadataRequest_Stream); ok {
+			return x.Stream
+		}
+	}
+	return ""
+}
+
+func (x *GetStreamMetadataRequest) GetCategory() string {
+	if x != nil {
+		if x, ok := x.Target.(*GetStreamMetadataRequest_Category); ok {
+			return x.Category
+		}
+	}
+	return ""
+}
+
+type isGetStreamMetadataRequest_Target interface {
+	isGetStreamMetadataRequest_Target()
+}
+
+type GetStreamMetadataRequest_Stream struct {
+	Stream string `protobuf:"bytes,1,opt,name=stream,oneof"`
+}
+
+type GetStreamMetadataRequest_Category struct {
+	Category string `protobuf:"bytes,2,opt,name=category,oneof"`
+}
+
+func (*GetStreamMetadataRequest_Stream) isGetStreamMetadataRequest_Target() {}
+
+func (*GetStreamMetadataRequest_Category) isGetStreamMetadataRequest_Target() {}
+
+// GetStreamMetadataResponse is the metadata of a stream or a category.
+type GetStreamMetadataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Metadata was ever set; otherwise metadata is unset.
+	Exists bool `protobuf:"varint,1,opt,name=exists" json:"exists,omitempty"`
+	// The metadata revision, when exists.
+	MetadataRevision uint64          `protobuf:"varint,2,opt,name=metadata_revision,json=metadataRevision" json:"metadata_revision,omitempty"`
+	Metadata         *StreamMetadata `protobuf:"bytes,3,opt,name=metadata" json:"metadata,omitempty"`
+	// For a stream: the limits that apply (its own, else its category's);
+	// unset when none applies, and for a category.
+	EffectiveLimits *StreamMetadata `protobuf:"bytes,4,opt,name=effective_limits,json=effectiveLimits" json:"effective_limits,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetStreamMetadataResponse) Reset() {
+	*x = GetStreamMetadataResponse{}
+	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStreamMetadataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStreamMetadataResponse) ProtoMessage() {}
+
+func (x *GetStreamMetadataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStreamMetadataResponse.ProtoReflect.Descriptor instead.
+func (*GetStreamMetadataResponse) Descriptor() ([]byte, []int) {
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetStreamMetadataResponse) GetExists() bool {
+	if x != nil {
+		return x.Exists
+	}
+	return false
+}
+
+func (x *GetStreamMetadataResponse) GetMetadataRevision() uint64 {
+	if x != nil {
+		return x.MetadataRevision
+	}
+	return 0
+}
+
+func (x *GetStreamMetadataResponse) GetMetadata() *StreamMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *GetStreamMetadataResponse) GetEffectiveLimits() *StreamMetadata {
+	if x != nil {
+		return x.EffectiveLimits
+	}
+	return nil
+}
+
 // ListStreamsRequest lists streams.
 type ListStreamsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1125,7 +1619,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1631,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[14]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1644,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{14}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListStreamsRequest) GetPrefix() string {
@@ -1186,7 +1680,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1692,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[15]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1705,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{15}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListStreamsResponse) GetStreams() []*StreamInfo {
@@ -1256,7 +1750,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1762,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[16]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1775,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{16}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubscribeRequest) GetTarget() isSubscribeRequest_Target {
@@ -1444,7 +1938,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1950,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[17]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1963,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{17}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubscribeResponse) GetContent() isSubscribeResponse_Content {
@@ -1557,7 +2051,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +2063,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[18]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +2076,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{18}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EventBatch) GetEvents() []*RecordedEvent {
@@ -1603,7 +2097,7 @@ type CaughtUp struct {
 
 func (x *CaughtUp) Reset() {
 	*x = CaughtUp{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +2109,7 @@ func (x *CaughtUp) String() string {
 func (*CaughtUp) ProtoMessage() {}
 
 func (x *CaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[19]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +2122,7 @@ func (x *CaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
 func (*CaughtUp) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{19}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CaughtUp) GetPosition() uint64 {
@@ -1648,7 +2142,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[20]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1660,7 +2154,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[20]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1673,7 +2167,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{20}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Checkpoint) GetPosition() uint64 {
@@ -1694,7 +2188,7 @@ type Ended struct {
 
 func (x *Ended) Reset() {
 	*x = Ended{}
-	mi := &file_esd_v1_stream_service_proto_msgTypes[21]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +2200,7 @@ func (x *Ended) String() string {
 func (*Ended) ProtoMessage() {}
 
 func (x *Ended) ProtoReflect() protoreflect.Message {
-	mi := &file_esd_v1_stream_service_proto_msgTypes[21]
+	mi := &file_esd_v1_stream_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +2213,7 @@ func (x *Ended) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ended.ProtoReflect.Descriptor instead.
 func (*Ended) Descriptor() ([]byte, []int) {
-	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{21}
+	return file_esd_v1_stream_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Ended) GetReason() string {
@@ -1733,7 +2227,7 @@ var File_esd_v1_stream_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1besd/v1/stream_service.proto\x12\x06esd.v1\x1a\x13esd/v1/events.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x85\x03\n" +
+	"\x1besd/v1/stream_service.proto\x12\x06esd.v1\x1a\x13esd/v1/events.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x85\x03\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12*\n" +
 	"\x03any\x18\x02 \x01(\v2\x16.google.protobuf.EmptyH\x00R\x03any\x125\n" +
@@ -1797,9 +2291,40 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"\vcommit_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"commitTime\"*\n" +
 	"\x10GetStreamRequest\x12\x16\n" +
-	"\x06stream\x18\x01 \x01(\tR\x06stream\";\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\"\xa3\x02\n" +
 	"\x11GetStreamResponse\x12&\n" +
-	"\x04info\x18\x01 \x01(\v2\x12.esd.v1.StreamInfoR\x04info\"h\n" +
+	"\x04info\x18\x01 \x01(\v2\x12.esd.v1.StreamInfoR\x04info\x122\n" +
+	"\bmetadata\x18\x02 \x01(\v2\x16.esd.v1.StreamMetadataR\bmetadata\x122\n" +
+	"\x11metadata_revision\x18\x03 \x01(\x04B\x05\xaa\x01\x02\b\x01R\x10metadataRevision\x12A\n" +
+	"\x10effective_limits\x18\x04 \x01(\v2\x16.esd.v1.StreamMetadataR\x0feffectiveLimits\x12;\n" +
+	"\x16first_visible_revision\x18\x05 \x01(\x04B\x05\xaa\x01\x02\b\x01R\x14firstVisibleRevision\"\xb9\x01\n" +
+	"\x0eStreamMetadata\x12\"\n" +
+	"\tmax_count\x18\x01 \x01(\x04B\x05\xaa\x01\x02\b\x01R\bmaxCount\x122\n" +
+	"\amax_age\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06maxAge\x12.\n" +
+	"\x0ftruncate_before\x18\x03 \x01(\x04B\x05\xaa\x01\x02\b\x01R\x0etruncateBefore\x12\x1f\n" +
+	"\vcustom_json\x18\x04 \x01(\tR\n" +
+	"customJson\"\xad\x02\n" +
+	"\x18SetStreamMetadataRequest\x12\x18\n" +
+	"\x06stream\x18\x01 \x01(\tH\x00R\x06stream\x12\x1c\n" +
+	"\bcategory\x18\x02 \x01(\tH\x00R\bcategory\x12*\n" +
+	"\x03any\x18\x03 \x01(\v2\x16.google.protobuf.EmptyH\x01R\x03any\x129\n" +
+	"\vno_metadata\x18\x04 \x01(\v2\x16.google.protobuf.EmptyH\x01R\n" +
+	"noMetadata\x12\x16\n" +
+	"\x05exact\x18\x05 \x01(\x04H\x01R\x05exact\x122\n" +
+	"\bmetadata\x18\x06 \x01(\v2\x16.esd.v1.StreamMetadataR\bmetadataB\b\n" +
+	"\x06targetB\x1c\n" +
+	"\x1aexpected_metadata_revision\"H\n" +
+	"\x19SetStreamMetadataResponse\x12+\n" +
+	"\x11metadata_revision\x18\x01 \x01(\x04R\x10metadataRevision\"\\\n" +
+	"\x18GetStreamMetadataRequest\x12\x18\n" +
+	"\x06stream\x18\x01 \x01(\tH\x00R\x06stream\x12\x1c\n" +
+	"\bcategory\x18\x02 \x01(\tH\x00R\bcategoryB\b\n" +
+	"\x06target\"\xd7\x01\n" +
+	"\x19GetStreamMetadataResponse\x12\x16\n" +
+	"\x06exists\x18\x01 \x01(\bR\x06exists\x12+\n" +
+	"\x11metadata_revision\x18\x02 \x01(\x04R\x10metadataRevision\x122\n" +
+	"\bmetadata\x18\x03 \x01(\v2\x16.esd.v1.StreamMetadataR\bmetadata\x12A\n" +
+	"\x10effective_limits\x18\x04 \x01(\v2\x16.esd.v1.StreamMetadataR\x0feffectiveLimits\"h\n" +
 	"\x12ListStreamsRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
@@ -1836,7 +2361,7 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"Checkpoint\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\"\x1f\n" +
 	"\x05Ended\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason2\xfd\x04\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason2\xb1\x06\n" +
 	"\rStreamService\x127\n" +
 	"\x06Append\x12\x15.esd.v1.AppendRequest\x1a\x16.esd.v1.AppendResponse\x12F\n" +
 	"\vAppendMulti\x12\x1a.esd.v1.AppendMultiRequest\x1a\x1b.esd.v1.AppendMultiResponse\x12M\n" +
@@ -1845,7 +2370,9 @@ const file_esd_v1_stream_service_proto_rawDesc = "" +
 	"ReadStream\x12\x19.esd.v1.ReadStreamRequest\x1a\x1a.esd.v1.ReadStreamResponse0\x01\x12<\n" +
 	"\aReadAll\x12\x16.esd.v1.ReadAllRequest\x1a\x17.esd.v1.ReadAllResponse0\x01\x12I\n" +
 	"\fDeleteStream\x12\x1b.esd.v1.DeleteStreamRequest\x1a\x1c.esd.v1.DeleteStreamResponse\x12@\n" +
-	"\tGetStream\x12\x18.esd.v1.GetStreamRequest\x1a\x19.esd.v1.GetStreamResponse\x12F\n" +
+	"\tGetStream\x12\x18.esd.v1.GetStreamRequest\x1a\x19.esd.v1.GetStreamResponse\x12X\n" +
+	"\x11SetStreamMetadata\x12 .esd.v1.SetStreamMetadataRequest\x1a!.esd.v1.SetStreamMetadataResponse\x12X\n" +
+	"\x11GetStreamMetadata\x12 .esd.v1.GetStreamMetadataRequest\x1a!.esd.v1.GetStreamMetadataResponse\x12F\n" +
 	"\vListStreams\x12\x1a.esd.v1.ListStreamsRequest\x1a\x1b.esd.v1.ListStreamsResponse\x12B\n" +
 	"\tSubscribe\x12\x18.esd.v1.SubscribeRequest\x1a\x19.esd.v1.SubscribeResponse0\x01B0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
@@ -1861,93 +2388,111 @@ func file_esd_v1_stream_service_proto_rawDescGZIP() []byte {
 	return file_esd_v1_stream_service_proto_rawDescData
 }
 
-var file_esd_v1_stream_service_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_esd_v1_stream_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_esd_v1_stream_service_proto_goTypes = []any{
-	(*AppendRequest)(nil),         // 0: esd.v1.AppendRequest
-	(*AppendResponse)(nil),        // 1: esd.v1.AppendResponse
-	(*AppendMultiRequest)(nil),    // 2: esd.v1.AppendMultiRequest
-	(*AppendMultiResponse)(nil),   // 3: esd.v1.AppendMultiResponse
-	(*AppendStreamRequest)(nil),   // 4: esd.v1.AppendStreamRequest
-	(*AppendStreamResponse)(nil),  // 5: esd.v1.AppendStreamResponse
-	(*ReadStreamRequest)(nil),     // 6: esd.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),    // 7: esd.v1.ReadStreamResponse
-	(*ReadAllRequest)(nil),        // 8: esd.v1.ReadAllRequest
-	(*ReadAllResponse)(nil),       // 9: esd.v1.ReadAllResponse
-	(*DeleteStreamRequest)(nil),   // 10: esd.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil),  // 11: esd.v1.DeleteStreamResponse
-	(*GetStreamRequest)(nil),      // 12: esd.v1.GetStreamRequest
-	(*GetStreamResponse)(nil),     // 13: esd.v1.GetStreamResponse
-	(*ListStreamsRequest)(nil),    // 14: esd.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),   // 15: esd.v1.ListStreamsResponse
-	(*SubscribeRequest)(nil),      // 16: esd.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 17: esd.v1.SubscribeResponse
-	(*EventBatch)(nil),            // 18: esd.v1.EventBatch
-	(*CaughtUp)(nil),              // 19: esd.v1.CaughtUp
-	(*Checkpoint)(nil),            // 20: esd.v1.Checkpoint
-	(*Ended)(nil),                 // 21: esd.v1.Ended
-	(*emptypb.Empty)(nil),         // 22: google.protobuf.Empty
-	(*ProposedEvent)(nil),         // 23: esd.v1.ProposedEvent
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*status.Status)(nil),         // 25: google.rpc.Status
-	(ReadDirection)(0),            // 26: esd.v1.ReadDirection
-	(*RecordedEvent)(nil),         // 27: esd.v1.RecordedEvent
-	(*Filter)(nil),                // 28: esd.v1.Filter
-	(*StreamInfo)(nil),            // 29: esd.v1.StreamInfo
+	(*AppendRequest)(nil),             // 0: esd.v1.AppendRequest
+	(*AppendResponse)(nil),            // 1: esd.v1.AppendResponse
+	(*AppendMultiRequest)(nil),        // 2: esd.v1.AppendMultiRequest
+	(*AppendMultiResponse)(nil),       // 3: esd.v1.AppendMultiResponse
+	(*AppendStreamRequest)(nil),       // 4: esd.v1.AppendStreamRequest
+	(*AppendStreamResponse)(nil),      // 5: esd.v1.AppendStreamResponse
+	(*ReadStreamRequest)(nil),         // 6: esd.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),        // 7: esd.v1.ReadStreamResponse
+	(*ReadAllRequest)(nil),            // 8: esd.v1.ReadAllRequest
+	(*ReadAllResponse)(nil),           // 9: esd.v1.ReadAllResponse
+	(*DeleteStreamRequest)(nil),       // 10: esd.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),      // 11: esd.v1.DeleteStreamResponse
+	(*GetStreamRequest)(nil),          // 12: esd.v1.GetStreamRequest
+	(*GetStreamResponse)(nil),         // 13: esd.v1.GetStreamResponse
+	(*StreamMetadata)(nil),            // 14: esd.v1.StreamMetadata
+	(*SetStreamMetadataRequest)(nil),  // 15: esd.v1.SetStreamMetadataRequest
+	(*SetStreamMetadataResponse)(nil), // 16: esd.v1.SetStreamMetadataResponse
+	(*GetStreamMetadataRequest)(nil),  // 17: esd.v1.GetStreamMetadataRequest
+	(*GetStreamMetadataResponse)(nil), // 18: esd.v1.GetStreamMetadataResponse
+	(*ListStreamsRequest)(nil),        // 19: esd.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),       // 20: esd.v1.ListStreamsResponse
+	(*SubscribeRequest)(nil),          // 21: esd.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),         // 22: esd.v1.SubscribeResponse
+	(*EventBatch)(nil),                // 23: esd.v1.EventBatch
+	(*CaughtUp)(nil),                  // 24: esd.v1.CaughtUp
+	(*Checkpoint)(nil),                // 25: esd.v1.Checkpoint
+	(*Ended)(nil),                     // 26: esd.v1.Ended
+	(*emptypb.Empty)(nil),             // 27: google.protobuf.Empty
+	(*ProposedEvent)(nil),             // 28: esd.v1.ProposedEvent
+	(*timestamppb.Timestamp)(nil),     // 29: google.protobuf.Timestamp
+	(*status.Status)(nil),             // 30: google.rpc.Status
+	(ReadDirection)(0),                // 31: esd.v1.ReadDirection
+	(*RecordedEvent)(nil),             // 32: esd.v1.RecordedEvent
+	(*Filter)(nil),                    // 33: esd.v1.Filter
+	(*StreamInfo)(nil),                // 34: esd.v1.StreamInfo
+	(*durationpb.Duration)(nil),       // 35: google.protobuf.Duration
 }
 var file_esd_v1_stream_service_proto_depIdxs = []int32{
-	22, // 0: esd.v1.AppendRequest.any:type_name -> google.protobuf.Empty
-	22, // 1: esd.v1.AppendRequest.no_stream:type_name -> google.protobuf.Empty
-	22, // 2: esd.v1.AppendRequest.stream_exists:type_name -> google.protobuf.Empty
-	23, // 3: esd.v1.AppendRequest.events:type_name -> esd.v1.ProposedEvent
-	24, // 4: esd.v1.AppendResponse.commit_time:type_name -> google.protobuf.Timestamp
+	27, // 0: esd.v1.AppendRequest.any:type_name -> google.protobuf.Empty
+	27, // 1: esd.v1.AppendRequest.no_stream:type_name -> google.protobuf.Empty
+	27, // 2: esd.v1.AppendRequest.stream_exists:type_name -> google.protobuf.Empty
+	28, // 3: esd.v1.AppendRequest.events:type_name -> esd.v1.ProposedEvent
+	29, // 4: esd.v1.AppendResponse.commit_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: esd.v1.AppendMultiRequest.appends:type_name -> esd.v1.AppendRequest
 	1,  // 6: esd.v1.AppendMultiResponse.results:type_name -> esd.v1.AppendResponse
 	0,  // 7: esd.v1.AppendStreamRequest.append:type_name -> esd.v1.AppendRequest
 	1,  // 8: esd.v1.AppendStreamResponse.success:type_name -> esd.v1.AppendResponse
-	25, // 9: esd.v1.AppendStreamResponse.error:type_name -> google.rpc.Status
-	26, // 10: esd.v1.ReadStreamRequest.direction:type_name -> esd.v1.ReadDirection
-	27, // 11: esd.v1.ReadStreamResponse.events:type_name -> esd.v1.RecordedEvent
-	26, // 12: esd.v1.ReadAllRequest.direction:type_name -> esd.v1.ReadDirection
-	28, // 13: esd.v1.ReadAllRequest.filter:type_name -> esd.v1.Filter
-	27, // 14: esd.v1.ReadAllResponse.events:type_name -> esd.v1.RecordedEvent
-	22, // 15: esd.v1.DeleteStreamRequest.any:type_name -> google.protobuf.Empty
-	22, // 16: esd.v1.DeleteStreamRequest.no_stream:type_name -> google.protobuf.Empty
-	22, // 17: esd.v1.DeleteStreamRequest.stream_exists:type_name -> google.protobuf.Empty
-	24, // 18: esd.v1.DeleteStreamResponse.commit_time:type_name -> google.protobuf.Timestamp
-	29, // 19: esd.v1.GetStreamResponse.info:type_name -> esd.v1.StreamInfo
-	29, // 20: esd.v1.ListStreamsResponse.streams:type_name -> esd.v1.StreamInfo
-	22, // 21: esd.v1.SubscribeRequest.all:type_name -> google.protobuf.Empty
-	22, // 22: esd.v1.SubscribeRequest.start:type_name -> google.protobuf.Empty
-	22, // 23: esd.v1.SubscribeRequest.end:type_name -> google.protobuf.Empty
-	28, // 24: esd.v1.SubscribeRequest.filter:type_name -> esd.v1.Filter
-	18, // 25: esd.v1.SubscribeResponse.events:type_name -> esd.v1.EventBatch
-	19, // 26: esd.v1.SubscribeResponse.caught_up:type_name -> esd.v1.CaughtUp
-	20, // 27: esd.v1.SubscribeResponse.checkpoint:type_name -> esd.v1.Checkpoint
-	21, // 28: esd.v1.SubscribeResponse.ended:type_name -> esd.v1.Ended
-	27, // 29: esd.v1.EventBatch.events:type_name -> esd.v1.RecordedEvent
-	0,  // 30: esd.v1.StreamService.Append:input_type -> esd.v1.AppendRequest
-	2,  // 31: esd.v1.StreamService.AppendMulti:input_type -> esd.v1.AppendMultiRequest
-	4,  // 32: esd.v1.StreamService.AppendStream:input_type -> esd.v1.AppendStreamRequest
-	6,  // 33: esd.v1.StreamService.ReadStream:input_type -> esd.v1.ReadStreamRequest
-	8,  // 34: esd.v1.StreamService.ReadAll:input_type -> esd.v1.ReadAllRequest
-	10, // 35: esd.v1.StreamService.DeleteStream:input_type -> esd.v1.DeleteStreamRequest
-	12, // 36: esd.v1.StreamService.GetStream:input_type -> esd.v1.GetStreamRequest
-	14, // 37: esd.v1.StreamService.ListStreams:input_type -> esd.v1.ListStreamsRequest
-	16, // 38: esd.v1.StreamService.Subscribe:input_type -> esd.v1.SubscribeRequest
-	1,  // 39: esd.v1.StreamService.Append:output_type -> esd.v1.AppendResponse
-	3,  // 40: esd.v1.StreamService.AppendMulti:output_type -> esd.v1.AppendMultiResponse
-	5,  // 41: esd.v1.StreamService.AppendStream:output_type -> esd.v1.AppendStreamResponse
-	7,  // 42: esd.v1.StreamService.ReadStream:output_type -> esd.v1.ReadStreamResponse
-	9,  // 43: esd.v1.StreamService.ReadAll:output_type -> esd.v1.ReadAllResponse
-	11, // 44: esd.v1.StreamService.DeleteStream:output_type -> esd.v1.DeleteStreamResponse
-	13, // 45: esd.v1.StreamService.GetStream:output_type -> esd.v1.GetStreamResponse
-	15, // 46: esd.v1.StreamService.ListStreams:output_type -> esd.v1.ListStreamsResponse
-	17, // 47: esd.v1.StreamService.Subscribe:output_type -> esd.v1.SubscribeResponse
-	39, // [39:48] is the sub-list for method output_type
-	30, // [30:39] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	30, // 9: esd.v1.AppendStreamResponse.error:type_name -> google.rpc.Status
+	31, // 10: esd.v1.ReadStreamRequest.direction:type_name -> esd.v1.ReadDirection
+	32, // 11: esd.v1.ReadStreamResponse.events:type_name -> esd.v1.RecordedEvent
+	31, // 12: esd.v1.ReadAllRequest.direction:type_name -> esd.v1.ReadDirection
+	33, // 13: esd.v1.ReadAllRequest.filter:type_name -> esd.v1.Filter
+	32, // 14: esd.v1.ReadAllResponse.events:type_name -> esd.v1.RecordedEvent
+	27, // 15: esd.v1.DeleteStreamRequest.any:type_name -> google.protobuf.Empty
+	27, // 16: esd.v1.DeleteStreamRequest.no_stream:type_name -> google.protobuf.Empty
+	27, // 17: esd.v1.DeleteStreamRequest.stream_exists:type_name -> google.protobuf.Empty
+	29, // 18: esd.v1.DeleteStreamResponse.commit_time:type_name -> google.protobuf.Timestamp
+	34, // 19: esd.v1.GetStreamResponse.info:type_name -> esd.v1.StreamInfo
+	14, // 20: esd.v1.GetStreamResponse.metadata:type_name -> esd.v1.StreamMetadata
+	14, // 21: esd.v1.GetStreamResponse.effective_limits:type_name -> esd.v1.StreamMetadata
+	35, // 22: esd.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
+	27, // 23: esd.v1.SetStreamMetadataRequest.any:type_name -> google.protobuf.Empty
+	27, // 24: esd.v1.SetStreamMetadataRequest.no_metadata:type_name -> google.protobuf.Empty
+	14, // 25: esd.v1.SetStreamMetadataRequest.metadata:type_name -> esd.v1.StreamMetadata
+	14, // 26: esd.v1.GetStreamMetadataResponse.metadata:type_name -> esd.v1.StreamMetadata
+	14, // 27: esd.v1.GetStreamMetadataResponse.effective_limits:type_name -> esd.v1.StreamMetadata
+	34, // 28: esd.v1.ListStreamsResponse.streams:type_name -> esd.v1.StreamInfo
+	27, // 29: esd.v1.SubscribeRequest.all:type_name -> google.protobuf.Empty
+	27, // 30: esd.v1.SubscribeRequest.start:type_name -> google.protobuf.Empty
+	27, // 31: esd.v1.SubscribeRequest.end:type_name -> google.protobuf.Empty
+	33, // 32: esd.v1.SubscribeRequest.filter:type_name -> esd.v1.Filter
+	23, // 33: esd.v1.SubscribeResponse.events:type_name -> esd.v1.EventBatch
+	24, // 34: esd.v1.SubscribeResponse.caught_up:type_name -> esd.v1.CaughtUp
+	25, // 35: esd.v1.SubscribeResponse.checkpoint:type_name -> esd.v1.Checkpoint
+	26, // 36: esd.v1.SubscribeResponse.ended:type_name -> esd.v1.Ended
+	32, // 37: esd.v1.EventBatch.events:type_name -> esd.v1.RecordedEvent
+	0,  // 38: esd.v1.StreamService.Append:input_type -> esd.v1.AppendRequest
+	2,  // 39: esd.v1.StreamService.AppendMulti:input_type -> esd.v1.AppendMultiRequest
+	4,  // 40: esd.v1.StreamService.AppendStream:input_type -> esd.v1.AppendStreamRequest
+	6,  // 41: esd.v1.StreamService.ReadStream:input_type -> esd.v1.ReadStreamRequest
+	8,  // 42: esd.v1.StreamService.ReadAll:input_type -> esd.v1.ReadAllRequest
+	10, // 43: esd.v1.StreamService.DeleteStream:input_type -> esd.v1.DeleteStreamRequest
+	12, // 44: esd.v1.StreamService.GetStream:input_type -> esd.v1.GetStreamRequest
+	15, // 45: esd.v1.StreamService.SetStreamMetadata:input_type -> esd.v1.SetStreamMetadataRequest
+	17, // 46: esd.v1.StreamService.GetStreamMetadata:input_type -> esd.v1.GetStreamMetadataRequest
+	19, // 47: esd.v1.StreamService.ListStreams:input_type -> esd.v1.ListStreamsRequest
+	21, // 48: esd.v1.StreamService.Subscribe:input_type -> esd.v1.SubscribeRequest
+	1,  // 49: esd.v1.StreamService.Append:output_type -> esd.v1.AppendResponse
+	3,  // 50: esd.v1.StreamService.AppendMulti:output_type -> esd.v1.AppendMultiResponse
+	5,  // 51: esd.v1.StreamService.AppendStream:output_type -> esd.v1.AppendStreamResponse
+	7,  // 52: esd.v1.StreamService.ReadStream:output_type -> esd.v1.ReadStreamResponse
+	9,  // 53: esd.v1.StreamService.ReadAll:output_type -> esd.v1.ReadAllResponse
+	11, // 54: esd.v1.StreamService.DeleteStream:output_type -> esd.v1.DeleteStreamResponse
+	13, // 55: esd.v1.StreamService.GetStream:output_type -> esd.v1.GetStreamResponse
+	16, // 56: esd.v1.StreamService.SetStreamMetadata:output_type -> esd.v1.SetStreamMetadataResponse
+	18, // 57: esd.v1.StreamService.GetStreamMetadata:output_type -> esd.v1.GetStreamMetadataResponse
+	20, // 58: esd.v1.StreamService.ListStreams:output_type -> esd.v1.ListStreamsResponse
+	22, // 59: esd.v1.StreamService.Subscribe:output_type -> esd.v1.SubscribeResponse
+	49, // [49:60] is the sub-list for method output_type
+	38, // [38:49] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_esd_v1_stream_service_proto_init() }
@@ -1972,7 +2517,18 @@ func file_esd_v1_stream_service_proto_init() {
 		(*DeleteStreamRequest_StreamExists)(nil),
 		(*DeleteStreamRequest_Exact)(nil),
 	}
-	file_esd_v1_stream_service_proto_msgTypes[16].OneofWrappers = []any{
+	file_esd_v1_stream_service_proto_msgTypes[15].OneofWrappers = []any{
+		(*SetStreamMetadataRequest_Stream)(nil),
+		(*SetStreamMetadataRequest_Category)(nil),
+		(*SetStreamMetadataRequest_Any)(nil),
+		(*SetStreamMetadataRequest_NoMetadata)(nil),
+		(*SetStreamMetadataRequest_Exact)(nil),
+	}
+	file_esd_v1_stream_service_proto_msgTypes[17].OneofWrappers = []any{
+		(*GetStreamMetadataRequest_Stream)(nil),
+		(*GetStreamMetadataRequest_Category)(nil),
+	}
+	file_esd_v1_stream_service_proto_msgTypes[21].OneofWrappers = []any{
 		(*SubscribeRequest_Stream)(nil),
 		(*SubscribeRequest_Category)(nil),
 		(*SubscribeRequest_All)(nil),
@@ -1981,7 +2537,7 @@ func file_esd_v1_stream_service_proto_init() {
 		(*SubscribeRequest_AfterRevision)(nil),
 		(*SubscribeRequest_AfterPosition)(nil),
 	}
-	file_esd_v1_stream_service_proto_msgTypes[17].OneofWrappers = []any{
+	file_esd_v1_stream_service_proto_msgTypes[22].OneofWrappers = []any{
 		(*SubscribeResponse_Events)(nil),
 		(*SubscribeResponse_CaughtUp)(nil),
 		(*SubscribeResponse_Checkpoint)(nil),
@@ -1993,7 +2549,7 @@ func file_esd_v1_stream_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_esd_v1_stream_service_proto_rawDesc), len(file_esd_v1_stream_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

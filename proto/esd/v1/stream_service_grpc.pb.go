@@ -19,15 +19,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	StreamService_Append_FullMethodName       = "/esd.v1.StreamService/Append"
-	StreamService_AppendMulti_FullMethodName  = "/esd.v1.StreamService/AppendMulti"
-	StreamService_AppendStream_FullMethodName = "/esd.v1.StreamService/AppendStream"
-	StreamService_ReadStream_FullMethodName   = "/esd.v1.StreamService/ReadStream"
-	StreamService_ReadAll_FullMethodName      = "/esd.v1.StreamService/ReadAll"
-	StreamService_DeleteStream_FullMethodName = "/esd.v1.StreamService/DeleteStream"
-	StreamService_GetStream_FullMethodName    = "/esd.v1.StreamService/GetStream"
-	StreamService_ListStreams_FullMethodName  = "/esd.v1.StreamService/ListStreams"
-	StreamService_Subscribe_FullMethodName    = "/esd.v1.StreamService/Subscribe"
+	StreamService_Append_FullMethodName            = "/esd.v1.StreamService/Append"
+	StreamService_AppendMulti_FullMethodName       = "/esd.v1.StreamService/AppendMulti"
+	StreamService_AppendStream_FullMethodName      = "/esd.v1.StreamService/AppendStream"
+	StreamService_ReadStream_FullMethodName        = "/esd.v1.StreamService/ReadStream"
+	StreamService_ReadAll_FullMethodName           = "/esd.v1.StreamService/ReadAll"
+	StreamService_DeleteStream_FullMethodName      = "/esd.v1.StreamService/DeleteStream"
+	StreamService_GetStream_FullMethodName         = "/esd.v1.StreamService/GetStream"
+	StreamService_SetStreamMetadata_FullMethodName = "/esd.v1.StreamService/SetStreamMetadata"
+	StreamService_GetStreamMetadata_FullMethodName = "/esd.v1.StreamService/GetStreamMetadata"
+	StreamService_ListStreams_FullMethodName       = "/esd.v1.StreamService/ListStreams"
+	StreamService_Subscribe_FullMethodName         = "/esd.v1.StreamService/Subscribe"
 )
 
 // StreamServiceClient is the client API for StreamService service.
@@ -141,11 +143,41 @@ type StreamServiceClient interface {
 	// ABORTED/WRONG_EXPECTED_REVISION, FAILED_PRECONDITION/STREAM_TOMBSTONED,
 	// INVALID_ARGUMENT/INVALID_ARGUMENT.
 	DeleteStream(ctx context.Context, in *DeleteStreamRequest, opts ...grpc.CallOption) (*DeleteStreamResponse, error)
-	// GetStream describes a stream. A stream never written is not an error:
-	// it comes back with every flag false.
+	// GetStream describes a stream, with its metadata and the retention
+	// limits that apply to it. A stream never written is not an error: it
+	// comes back with every flag false.
 	//
 	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT.
 	GetStream(ctx context.Context, in *GetStreamRequest, opts ...grpc.CallOption) (*GetStreamResponse, error)
+	// SetStreamMetadata writes a stream's metadata (retention limits and
+	// custom JSON), or a category's default limits, if the expected metadata
+	// revision holds, and applies the limits at once to every read that
+	// starts after it returns: ReadStream, ReadAll, GetStream and
+	// ListStreams' counts, Load and GetSnapshot, and the catch-up of
+	// subscriptions and consumer groups (see "Stream metadata and retention"
+	// in docs/api.md). Limits are a view: events stay stored, and a limit
+	// lowered or removed shows them again. The metadata is written whole:
+	// a field left unset is no longer set. Durable when answered. A
+	// stream's metadata need not wait for the stream: it may be set before
+	// the first append. A soft delete keeps it.
+	//
+	// Permissions: delete on the stream (limits hide events, as a delete
+	// does); admin for a category.
+	//
+	// Errors: ABORTED/WRONG_EXPECTED_METADATA_REVISION (ErrorInfo metadata
+	// "actual_metadata_revision": the current revision, or "none"),
+	// FAILED_PRECONDITION/STREAM_TOMBSTONED (a tombstoned stream's metadata
+	// cannot change), INVALID_ARGUMENT/INVALID_ARGUMENT.
+	SetStreamMetadata(ctx context.Context, in *SetStreamMetadataRequest, opts ...grpc.CallOption) (*SetStreamMetadataResponse, error)
+	// GetStreamMetadata returns the metadata of a stream (and the limits
+	// that apply to it) or a category's defaults. None set is not an error:
+	// exists is false.
+	//
+	// Permissions: read on the stream; for a category, read on every stream
+	// of it.
+	//
+	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT.
+	GetStreamMetadata(ctx context.Context, in *GetStreamMetadataRequest, opts ...grpc.CallOption) (*GetStreamMetadataResponse, error)
 	// ListStreams lists every stream ever written (deleted ones too, with
 	// their flags), ordered by name bytes, a page at a time.
 	//
@@ -265,6 +297,26 @@ func (c *streamServiceClient) GetStream(ctx context.Context, in *GetStreamReques
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetStreamResponse)
 	err := c.cc.Invoke(ctx, StreamService_GetStream_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamServiceClient) SetStreamMetadata(ctx context.Context, in *SetStreamMetadataRequest, opts ...grpc.CallOption) (*SetStreamMetadataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetStreamMetadataResponse)
+	err := c.cc.Invoke(ctx, StreamService_SetStreamMetadata_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamServiceClient) GetStreamMetadata(ctx context.Context, in *GetStreamMetadataRequest, opts ...grpc.CallOption) (*GetStreamMetadataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStreamMetadataResponse)
+	err := c.cc.Invoke(ctx, StreamService_GetStreamMetadata_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -411,11 +463,41 @@ type StreamServiceServer interface {
 	// ABORTED/WRONG_EXPECTED_REVISION, FAILED_PRECONDITION/STREAM_TOMBSTONED,
 	// INVALID_ARGUMENT/INVALID_ARGUMENT.
 	DeleteStream(context.Context, *DeleteStreamRequest) (*DeleteStreamResponse, error)
-	// GetStream describes a stream. A stream never written is not an error:
-	// it comes back with every flag false.
+	// GetStream describes a stream, with its metadata and the retention
+	// limits that apply to it. A stream never written is not an error: it
+	// comes back with every flag false.
 	//
 	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT.
 	GetStream(context.Context, *GetStreamRequest) (*GetStreamResponse, error)
+	// SetStreamMetadata writes a stream's metadata (retention limits and
+	// custom JSON), or a category's default limits, if the expected metadata
+	// revision holds, and applies the limits at once to every read that
+	// starts after it returns: ReadStream, ReadAll, GetStream and
+	// ListStreams' counts, Load and GetSnapshot, and the catch-up of
+	// subscriptions and consumer groups (see "Stream metadata and retention"
+	// in docs/api.md). Limits are a view: events stay stored, and a limit
+	// lowered or removed shows them again. The metadata is written whole:
+	// a field left unset is no longer set. Durable when answered. A
+	// stream's metadata need not wait for the stream: it may be set before
+	// the first append. A soft delete keeps it.
+	//
+	// Permissions: delete on the stream (limits hide events, as a delete
+	// does); admin for a category.
+	//
+	// Errors: ABORTED/WRONG_EXPECTED_METADATA_REVISION (ErrorInfo metadata
+	// "actual_metadata_revision": the current revision, or "none"),
+	// FAILED_PRECONDITION/STREAM_TOMBSTONED (a tombstoned stream's metadata
+	// cannot change), INVALID_ARGUMENT/INVALID_ARGUMENT.
+	SetStreamMetadata(context.Context, *SetStreamMetadataRequest) (*SetStreamMetadataResponse, error)
+	// GetStreamMetadata returns the metadata of a stream (and the limits
+	// that apply to it) or a category's defaults. None set is not an error:
+	// exists is false.
+	//
+	// Permissions: read on the stream; for a category, read on every stream
+	// of it.
+	//
+	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT.
+	GetStreamMetadata(context.Context, *GetStreamMetadataRequest) (*GetStreamMetadataResponse, error)
 	// ListStreams lists every stream ever written (deleted ones too, with
 	// their flags), ordered by name bytes, a page at a time.
 	//
@@ -470,6 +552,12 @@ func (UnimplementedStreamServiceServer) DeleteStream(context.Context, *DeleteStr
 }
 func (UnimplementedStreamServiceServer) GetStream(context.Context, *GetStreamRequest) (*GetStreamResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStream not implemented")
+}
+func (UnimplementedStreamServiceServer) SetStreamMetadata(context.Context, *SetStreamMetadataRequest) (*SetStreamMetadataResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetStreamMetadata not implemented")
+}
+func (UnimplementedStreamServiceServer) GetStreamMetadata(context.Context, *GetStreamMetadataRequest) (*GetStreamMetadataResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStreamMetadata not implemented")
 }
 func (UnimplementedStreamServiceServer) ListStreams(context.Context, *ListStreamsRequest) (*ListStreamsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListStreams not implemented")
@@ -599,6 +687,42 @@ func _StreamService_GetStream_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StreamService_SetStreamMetadata_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetStreamMetadataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamServiceServer).SetStreamMetadata(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StreamService_SetStreamMetadata_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamServiceServer).SetStreamMetadata(ctx, req.(*SetStreamMetadataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StreamService_GetStreamMetadata_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStreamMetadataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamServiceServer).GetStreamMetadata(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StreamService_GetStreamMetadata_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamServiceServer).GetStreamMetadata(ctx, req.(*GetStreamMetadataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _StreamService_ListStreams_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListStreamsRequest)
 	if err := dec(in); err != nil {
@@ -650,6 +774,14 @@ var StreamService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStream",
 			Handler:    _StreamService_GetStream_Handler,
+		},
+		{
+			MethodName: "SetStreamMetadata",
+			Handler:    _StreamService_SetStreamMetadata_Handler,
+		},
+		{
+			MethodName: "GetStreamMetadata",
+			Handler:    _StreamService_GetStreamMetadata_Handler,
 		},
 		{
 			MethodName: "ListStreams",
