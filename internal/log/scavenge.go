@@ -506,30 +506,27 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// compactChunk is the positions of one manual compaction of the event
-// space: small enough that the pause after it comes often.
-const compactChunk = 1 << 16
-
 // compact compacts the key ranges the job deleted from: the events it
 // removed and the index spaces. A manual compaction rewrites every table
-// it touches, the visible events' too, so it goes a chunk of positions at
-// a time, each followed by a pause as long as it took: half of a core at
-// most, and Pebble's own compactions (which the appends need) run in
-// between.
+// it touches, the visible events' too, so it goes one table of the
+// bottom level at a time (compacting smaller chunks would rewrite a
+// table once a chunk: a 64 MiB table for every few MiB of positions),
+// each followed by a pause twice as long as it took: Pebble's own
+// compactions, which the appends need, run in between.
 func (sc *scavenger) compact(ctx context.Context) error {
 	if sc.j.KeysRemoved == 0 {
 		return nil
 	}
 	// Pebble flushes the memtable before a manual compaction of a range
 	// it overlaps: once here, after which the memtable holds only events
-	// past the range (new appends), not once a chunk (a flush of a few
-	// keys each time, which piles tables up in L0 and stalls the appends).
+	// past the range (new appends), not once a compaction (a flush of a
+	// few keys each time, which piles tables up in L0 and stalls appends).
 	if err := sc.l.db.Flush(); err != nil {
 		return err
 	}
 	var spans [][2][]byte
-	for p := sc.j.MinPosition; p > 0 && p <= sc.j.MaxPosition; p += compactChunk {
-		spans = append(spans, [2][]byte{appendEventKey(nil, p), appendEventKey(nil, min(p+compactChunk, sc.j.MaxPosition+1))})
+	if sc.j.MaxPosition > 0 {
+		spans = sc.l.bottomSpans(appendEventKey(nil, sc.j.MinPosition), appendEventKey(nil, sc.j.MaxPosition+1))
 	}
 	spans = append(spans, [2][]byte{{kIndex}, {kIndex + 1}}, [2][]byte{{kCategory}, {kType + 1}})
 	for _, sp := range spans {
@@ -537,11 +534,39 @@ func (sc *scavenger) compact(ctx context.Context) error {
 		if err := sc.l.db.Compact(ctx, sp[0], sp[1], false); err != nil {
 			return err
 		}
-		if err := sleep(ctx, time.Since(start)); err != nil {
+		if err := sleep(ctx, 2*time.Since(start)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// bottomSpans splits [lo, hi) at the bounds of the tables of the
+// bottom level that hold keys in it (the whole of it when there are
+// none, or Pebble cannot say).
+func (l *Log) bottomSpans(lo, hi []byte) [][2][]byte {
+	whole := [][2][]byte{{lo, hi}}
+	levels, err := l.db.SSTables()
+	if err != nil || len(levels) == 0 {
+		return whole
+	}
+	var spans [][2][]byte
+	next := lo
+	for _, t := range levels[len(levels)-1] {
+		end := append(bytes.Clone(t.Largest.UserKey), 0) // the least key after the table
+		if bytes.Compare(end, next) <= 0 || bytes.Compare(t.Smallest.UserKey, hi) >= 0 {
+			continue
+		}
+		if bytes.Compare(end, hi) >= 0 {
+			break
+		}
+		spans = append(spans, [2][]byte{next, end})
+		next = end
+	}
+	if len(spans) == 0 {
+		return whole
+	}
+	return append(spans, [2][]byte{next, hi})
 }
 
 // settledDiskBytes is DiskBytes once Pebble has deleted the tables a
