@@ -187,7 +187,7 @@ func (l *Log) SaveScavengeJob(j *ScavengeJob) error {
 		return err
 	}
 	b := l.db.NewBatch()
-	defer b.Close()
+	defer func() { _ = b.Close() }()
 	if err := l.putScavengeJob(b, j); err != nil {
 		return err
 	}
