@@ -15,8 +15,9 @@ import (
 
 // DefaultScavengeRate is the keys a second a scavenge deletes when its
 // starter names no rate. At this rate a scavenge of 500,000 hidden small
-// events (about 1.5 million keys with their index entries) takes under a
-// minute, and costs appends little: see test/scavenge_bench.sh.
+// events (530,000 keys with their index entries) took 16 s alone, and
+// 25 to 35 s under 16 writers whose appends ran at 0.75 to 0.83 of a run
+// without it (BenchmarkScavengeUnderLoad, README "Benchmarks").
 const DefaultScavengeRate = 50000
 
 // ErrScavengeRunning refuses a scavenge while another runs.

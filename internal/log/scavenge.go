@@ -18,9 +18,10 @@ import (
 // more: the events of deleted streams, below the first revision their
 // deletions leave (DeletedBefore), and the index entries that cover only
 // such events. Events that only retention limits hide stay: limits are a
-// view (retention.go), which a limit lowered or removed undoes. It walks the streams with deleted events (0x06) in id order
-// and, for each, the stream index entries below its first visible
-// revision; per entry it deletes, in one Pebble batch:
+// view (retention.go), which a limit lowered or removed undoes. It walks
+// the streams with deleted events (0x06) in id order and, for each, the
+// stream index entries below that revision; per entry it deletes, in one
+// Pebble batch:
 //
 //   - the records (0x01) of the entry's hidden events;
 //   - the entry itself (0x02) when all its revisions are hidden; an entry
@@ -38,8 +39,9 @@ import (
 // index entries (0x05): an id stays taken, so a retry of an append whose
 // events were scavenged still answers as the original append did (its
 // positions and revisions, without the commit time, which was in the
-// record) instead of writing the events again. An id entry is 56 bytes,
-// against a record's 48 and more.
+// record) instead of writing the events again. An id entry is 57 bytes,
+// against a record's 48 and more: what a scavenge gives back is less
+// than the events' share of the store (BenchmarkScavengeUnderLoad).
 //
 // Never removed: the event at or above the published position. The last
 // event key is where Open finds the next position (invariant 5), so the
@@ -50,12 +52,17 @@ import (
 // batch as the deletions it counts, so that after a crash the job goes
 // on from the stream it was at: an entry already done is gone, and the
 // counts include exactly the batches that survived. The batches are
-// Pebble batches applied with a sync beside the commit path, not through
-// it: they take no position, and delete only keys no commit writes again
+// Pebble batches applied beside the commit path, not through it (and
+// without a sync: see flush): they take no position, and delete only keys no commit writes again
 // (positions and revisions are never reused; an append writes its own
 // entries, never extends another's), so they need no order with commits.
 // The job record is written only by the job, so it needs no order with
 // other aux writes.
+//
+// The job throttles itself (KeysPerSecond, batches of at most a tenth of
+// a second's keys), waits while Pebble is behind, so that appends come
+// first, and at the end compacts what it deleted from, a table at a time
+// (compact), so that the space comes back.
 //
 // Readers hold a consistent view: the iterators of one read are clones
 // of one (readRevisions, scanRuns), so an index entry they see has its
