@@ -17,8 +17,9 @@ import (
 
 // TestScavengeSnapshotsAndRetry: a scavenge removes a soft-deleted
 // stream's hidden events and its snapshots of hidden revisions (the one
-// of a visible revision stays, and loads), and a retry of an append whose
-// events it removed is answered as the original append was (same
+// of a visible revision stays, and loads), Load and the conflict delta
+// of a stale append read only visible events, and a retry of an append
+// whose events it removed is answered as the original append was (same
 // positions and revisions, no commit time) without writing anything.
 func TestScavengeSnapshotsAndRetry(t *testing.T) {
 	e := open(t, engine.Config{Shards: 2})
@@ -60,6 +61,28 @@ func TestScavengeSnapshotsAndRetry(t *testing.T) {
 	infos, err := e.Snapshots().List(ctx, "acct-1")
 	if err != nil || len(infos) != 1 || infos[0].Revision != 4 {
 		t.Fatalf("snapshots after the scavenge: %+v, %v; want the one of revision 4", infos, err)
+	}
+	// Load: the snapshot of revision 4, and nothing after it; without
+	// snapshots (schema 9), the visible events 3 and 4 only.
+	for _, tc := range []struct {
+		schema uint32
+		snap   bool
+		revs   []uint64
+	}{{0, true, nil}, {9, false, []uint64{3, 4}}} {
+		var revs []uint64
+		snapped := false
+		_, err := e.Load(ctx, "acct-1", tc.schema, func(*snapshot.Snapshot) error { snapped = true; return nil },
+			func(v *eslog.EventView) error { revs = append(revs, v.Revision()); return nil })
+		if err != nil || snapped != tc.snap || !slices.Equal(revs, tc.revs) {
+			t.Fatalf("Load schema %d: snapshot %v, revisions %v, %v", tc.schema, snapped, revs, err)
+		}
+	}
+	// The conflict delta of a stale append lists the visible events after
+	// the expected revision.
+	_, err = e.Append(ctx, engine.AppendOp{Stream: "acct-1", Expect: exact(3), Events: events("Late")})
+	var c *engine.ConflictError
+	if !errors.As(err, &c) || len(c.EventsSince) != 1 || c.EventsSince[0].Revision != 4 {
+		t.Fatalf("stale append after the scavenge: %v", err)
 	}
 	// The retry: same ids, same expectation.
 	again, err := e.Append(ctx, first)
