@@ -136,6 +136,7 @@ within --timeout), 4 wrong expected revision (of a stream, or of its metadata).`
 		a.newSnapshotCmd(),
 		a.newLeaseCmd(),
 		a.newServerCmd(),
+		a.newScavengeCmd(),
 		a.newBenchCmd(),
 		a.newTokenCmd(),
 		a.newCertsCmd(),

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/esdhq/esd/internal/engine"
 	"github.com/esdhq/esd/internal/lease"
 	"github.com/esdhq/esd/internal/server"
 	"github.com/esdhq/esd/internal/snapshot"
@@ -53,6 +54,10 @@ type config struct {
 	SnapshotLoadHalfLife    time.Duration
 	// MaxLeaseTTL bounds the TTL of every lease (LockService).
 	MaxLeaseTTL time.Duration
+	// ScavengeInterval starts a scavenge this often (0: only on request),
+	// deleting ScavengeRate keys a second.
+	ScavengeInterval time.Duration
+	ScavengeRate     int
 	// Resource limits (server.Limits).
 	MaxAppendEvents               int
 	MaxRequestDecodedBytes        int
@@ -176,6 +181,10 @@ func newFlagSet(c *config, showVersion *bool) *flag.FlagSet {
 		"half-life of the streams' load rates (the dynamic snapshot policy)")
 	fs.DurationVar(&c.MaxLeaseTTL, "max-lease-ttl", lease.DefaultMaxTTL,
 		"the longest TTL of a lease (LockService): a crashed holder blocks its stream for at most this long")
+	fs.DurationVar(&c.ScavengeInterval, "scavenge-interval", 0,
+		"start a scavenge (removing deleted streams' events from disk) this often, none while one runs; 0 = only when asked (esctl scavenge start)")
+	fs.IntVar(&c.ScavengeRate, "scavenge-rate", engine.DefaultScavengeRate,
+		"keys a scheduled scavenge deletes per second (an event and each index entry of only deleted events is one key)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) of the server: TLS on the gRPC and the HTTP address (with --tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "",
@@ -328,6 +337,12 @@ func (c config) validate() error {
 	}
 	if c.MaxLeaseTTL < time.Second || c.MaxLeaseTTL > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("--max-lease-ttl %v: want 1s to 24h", c.MaxLeaseTTL))
+	}
+	if c.ScavengeInterval != 0 && c.ScavengeInterval < time.Minute {
+		errs = append(errs, fmt.Errorf("--scavenge-interval %v: want 0 (off) or at least 1m", c.ScavengeInterval))
+	}
+	if c.ScavengeRate < 1 {
+		errs = append(errs, fmt.Errorf("--scavenge-rate %d: want at least 1", c.ScavengeRate))
 	}
 	if c.SnapshotLoadHalfLife < time.Second {
 		errs = append(errs, fmt.Errorf("--snapshot-load-half-life %v: want at least 1s", c.SnapshotLoadHalfLife))

@@ -299,6 +299,8 @@ func openStore(ctx context.Context, cfg config, lg *zap.Logger, reg prometheus.R
 				HalfLife:  cfg.SnapshotLoadHalfLife,
 			},
 			Leases:                 lease.Config{MaxTTL: cfg.MaxLeaseTTL},
+			ScavengeInterval:       cfg.ScavengeInterval,
+			ScavengeRate:           cfg.ScavengeRate,
 			StorageBackgroundError: func(err error) { lastBackgroundErr.Store(&err) },
 		})
 		done <- opened{eng, err}

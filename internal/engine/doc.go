@@ -31,11 +31,17 @@
 //     the retention limits to the log, which applies them to every read
 //     above (and to the hub's and the groups' catch-up, which read the
 //     log).
+//   - StartScavenge, Scavenge, StopScavenge: one scavenge at a time
+//     (eslog.Scavenge) on a goroutine of its own (ErrScavengeRunning,
+//     ErrNoScavenge); it removes the snapshots of the revisions it
+//     removes. Open resumes one a restart interrupted, and with
+//     Config.ScavengeInterval a goroutine starts one that often.
 //
 // # Shutdown
 //
 // Drain, called by every front door when it stops (only the first call
-// acts; the others wait for it): the writer refuses new requests and
+// acts; the others wait for it): a running scavenge is interrupted (it
+// stays "running" in the store, and the next Open resumes it); the writer refuses new requests and
 // commits and answers what it has queued; Stopping ends, which ends every
 // subscription and every streaming operation of the front doors; the
 // consumer groups store their checkpoints; the snapshots store their load

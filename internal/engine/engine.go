@@ -48,6 +48,11 @@ type Config struct {
 	Snapshots snapshot.Config
 	// Leases configures the leases (MaxTTL); their clock is Clock.
 	Leases lease.Config
+	// ScavengeInterval, when positive, starts a scavenge this often (none
+	// while one runs), deleting ScavengeRate keys a second (0: the
+	// default).
+	ScavengeInterval time.Duration
+	ScavengeRate     int
 	// StorageBackgroundError, when set, gets each error of the store's
 	// background work (eslog.Options.BackgroundError), during Open too.
 	StorageBackgroundError func(error)
@@ -64,6 +69,7 @@ type Engine struct {
 	snaps  *snapshot.Store
 	leases *lease.Manager
 	meta   *streammeta.Store
+	scav   scavenges
 
 	stopping context.Context // ends in Drain, after the writer has stopped
 	stop     context.CancelFunc
@@ -129,16 +135,25 @@ func Open(cfg Config) (*Engine, error) {
 		e.groups.Close()
 		return nil, errors.Join(fmt.Errorf("load snapshots: %w", err), l.Close())
 	}
+	if err := e.resumeScavenge(); err != nil {
+		e.Drain()
+		return nil, errors.Join(fmt.Errorf("resume the scavenge: %w", err), l.Close())
+	}
+	if cfg.ScavengeInterval > 0 {
+		go e.scheduleScavenges(cfg.ScavengeInterval, cfg.ScavengeRate)
+	}
 	return e, nil
 }
 
-// Drain stops the engine's work in order: the writer refuses new requests
+// Drain stops the engine's work in order: a running scavenge is
+// interrupted (the next Open resumes it), the writer refuses new requests
 // and commits what it has queued, Stopping ends (subscriptions and
 // streaming operations end), the consumer groups store their checkpoints,
 // the snapshots store their load rates. Only the first call acts;
 // concurrent calls return when it is done.
 func (e *Engine) Drain() {
 	e.drain.Do(func() {
+		e.interruptScavenge() // first: it removes snapshots through e.snaps
 		e.writer.Close()
 		e.stop()
 		e.leases.Close() // ends the waits of AcquireLease

@@ -41,6 +41,7 @@
 //	0x09 "snap/" key           snapshots (internal/snapshot)
 //	0x09 "lease/" key          leases (internal/lease)
 //	0x09 "meta/" key           stream metadata (internal/streammeta)
+//	0x09 "scav/" key           the running or last scavenge (scavenge.go)
 //
 // # Invariants
 //
@@ -59,16 +60,19 @@
 //     (LookupIDs) before deciding an append; Commit checks, under its
 //     lock, the ids committed since that lookup (kept in memory), so two
 //     shards cannot store one id twice.
-//  4. Deleted events stay on disk (until a scavenge, not yet built) and
-//     are hidden from every read: a stream's TruncateBefore hides its
-//     older revisions, and readers of $all skip them using the in-memory
-//     set of streams with deletions, loaded at Open from 0x06. Retention
-//     limits (retention.go: max count, max age, truncate-before, set
-//     from stream metadata through SetLimits) hide events the same way
-//     but as a view computed at each read: a stream's first visible
-//     revision is the largest of its TruncateBefore and the limits'
-//     (VisibleFrom), and readers of $all test each event against the
-//     in-memory table of limits, a nil test when no stream has any.
+//  4. Deleted events are hidden from every read: a stream's
+//     TruncateBefore hides its older revisions, and readers of $all skip
+//     them using the in-memory set of streams with deletions, loaded at
+//     Open from 0x06. They stay on disk until a scavenge (scavenge.go)
+//     removes them with the index entries that cover only them; it never
+//     removes a visible event, nor moves one. Retention limits
+//     (retention.go: max count, max age, truncate-before, set from
+//     stream metadata through SetLimits) hide events the same way but as
+//     a view computed at each read, which a limit lowered or removed
+//     undoes: a stream's first visible revision is the largest of its
+//     TruncateBefore and the limits' (VisibleFrom), and readers of $all
+//     test each event against the in-memory table of limits, a nil test
+//     when no stream has any. A scavenge leaves what only limits hide.
 //  5. Open reads only the last keys of the event and stream spaces, the
 //     counts and the deleted streams: no scan of the events.
 //  6. Aux writes and compare-and-swaps (auxspace.go) are requests of the

@@ -15,6 +15,9 @@ var (
 	ErrStreamTombstoned = errors.New("log: stream tombstoned")
 	// ErrClosed: the log is closed.
 	ErrClosed = errors.New("log: closed")
+	// ErrScavenged: the event asked for was hidden and a scavenge
+	// removed it.
+	ErrScavenged = errors.New("log: event removed by a scavenge")
 	// ErrCorrupt: a checksum or decode failure in stored data.
 	ErrCorrupt = errors.New("log: corrupt record")
 	// ErrStorageFailed: a write or sync failed; the log takes no more

@@ -26,6 +26,10 @@ const (
 	// NSStreamMeta holds streams' metadata and categories' default
 	// limits (internal/streammeta).
 	NSStreamMeta
+	// NSScavenge holds the record of the running or last scavenge, its
+	// cursor included (scavenge.go: written by the log itself, in the
+	// batches of the scavenge).
+	NSScavenge
 )
 
 // namespaces is the registry: index = Namespace, 0 is no namespace.
@@ -37,6 +41,7 @@ var namespaces = [...]struct {
 	NSSnapshots:  {name: "snapshots", prefix: "snap/"},
 	NSLeases:     {name: "leases", prefix: "lease/"},
 	NSStreamMeta: {name: "stream metadata", prefix: "meta/"},
+	NSScavenge:   {name: "scavenge", prefix: "scav/"},
 }
 
 // Namespaces returns every registered namespace, in table order.

@@ -233,10 +233,12 @@ func (l *Log) readRevisions(ctx context.Context, s *StreamState, q StreamQuery, 
 	if err != nil {
 		return err
 	}
-	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{
+	// A clone: the same view of the store as idx, so that a scavenge
+	// cannot remove between the two the events of an entry idx holds.
+	it, err := idx.CloneWithContext(ctx, pebble.CloneOptions{IterOptions: &pebble.IterOptions{
 		LowerBound: []byte{kEvent},
 		UpperBound: appendEventKey(nil, hi+1),
-	})
+	}})
 	if err != nil {
 		return errors.Join(err, idx.Close())
 	}
@@ -277,6 +279,9 @@ func (l *Log) scanIndex(ctx context.Context, idx *pebble.Iterator, evs *eventCur
 			}
 		}
 		if r.firstRev > want || r.lastRev() < want { // revisions are contiguous: a hole
+			if l.Hidden(s.ID, want) {
+				return nil // deleted and scavenged since s was read: the read ends there
+			}
 			return fmt.Errorf("%w: stream %q index has no revision %d", ErrCorrupt, s.Name, want)
 		}
 		// The revisions of r to read, in reading order: from want to end.
@@ -339,11 +344,16 @@ func (l *Log) scanIndex(ctx context.Context, idx *pebble.Iterator, evs *eventCur
 	if err := idx.Error(); err != nil {
 		return err
 	}
-	if !q.Backward {
-		return nil // the revisions from want on are not stored yet (see top)
+	if !q.Backward || l.Hidden(s.ID, want) {
+		// Forward: the revisions from want on are not stored yet (see
+		// top). Backward: deleted and scavenged since s was read.
+		return nil
 	}
 	return fmt.Errorf("%w: stream %q index has no revision %d", ErrCorrupt, s.Name, want)
 }
+
+// errNoEvent: no event is stored at a position an index names.
+var errNoEvent = errors.New("no event at position")
 
 // eventCursor reads events by position through one iterator: a step when
 // the position is next to the last one read, else a seek.
@@ -369,10 +379,10 @@ func (c *eventCursor) read(pos uint64) ([]byte, error) {
 		if err := c.it.Error(); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: no event at position %d", ErrCorrupt, pos)
+		return nil, fmt.Errorf("%w: %w %d", ErrCorrupt, errNoEvent, pos)
 	}
 	if k := c.it.Key(); len(k) != 9 || k[0] != kEvent || binary.BigEndian.Uint64(k[1:]) != pos {
-		return nil, fmt.Errorf("%w: no event at position %d (found key %x)", ErrCorrupt, pos, k)
+		return nil, fmt.Errorf("%w: %w %d (found key %x)", ErrCorrupt, errNoEvent, pos, k)
 	}
 	c.at = pos
 	return c.it.Value(), nil
@@ -667,7 +677,8 @@ func (c *nameCache) put(sid uint64, name string) {
 }
 
 // CommitTime returns the commit time of the event at pos (unix
-// nanoseconds), for the result of a retried append.
+// nanoseconds), for the result of a retried append; ErrScavenged when a
+// scavenge removed the event.
 func (l *Log) CommitTime(pos uint64) (int64, error) {
 	var kb [9]byte
 	v, ok, err := l.get(appendEventKey(kb[:0], pos))
@@ -675,6 +686,11 @@ func (l *Log) CommitTime(pos uint64) (int64, error) {
 		return 0, err
 	}
 	if !ok {
+		if pos > 0 && pos < l.published.Load() {
+			// Positions up to the published one are contiguous: a gap is
+			// a scavenged event (never the newest; see scavenge.go).
+			return 0, fmt.Errorf("position %d: %w", pos, ErrScavenged)
+		}
 		return 0, fmt.Errorf("%w: no event at position %d", ErrCorrupt, pos)
 	}
 	var view recordView

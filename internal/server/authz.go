@@ -121,8 +121,12 @@ var accessRules = map[string]accessRule{
 	esdv1.SnapshotService_GetSnapshotPolicy_FullMethodName:    serverWide(),
 	esdv1.SnapshotService_DeleteSnapshotPolicy_FullMethodName: serverWide(),
 
-	// AdminService: figures over every stream, and the data directory.
+	// AdminService: figures over every stream, and the data directory;
+	// scavenges remove every stream's deleted events.
 	esdv1.AdminService_GetServerInfo_FullMethodName: serverWide(),
+	esdv1.AdminService_StartScavenge_FullMethodName: serverWide(),
+	esdv1.AdminService_GetScavenge_FullMethodName:   serverWide(),
+	esdv1.AdminService_StopScavenge_FullMethodName:  serverWide(),
 
 	// ConsumerGroupService: managing groups and their parked events is
 	// the operator's; a member, and a caller waiting for a group's

@@ -218,6 +218,18 @@ var matrixCalls = map[string]rpcCall{
 		_, err := esdv1.NewAdminServiceClient(c).GetServerInfo(ctx, &esdv1.GetServerInfoRequest{})
 		return err
 	},
+	esdv1.AdminService_StartScavenge_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewAdminServiceClient(c).StartScavenge(ctx, &esdv1.StartScavengeRequest{})
+		return err
+	},
+	esdv1.AdminService_GetScavenge_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewAdminServiceClient(c).GetScavenge(ctx, &esdv1.GetScavengeRequest{})
+		return err
+	},
+	esdv1.AdminService_StopScavenge_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
+		_, err := esdv1.NewAdminServiceClient(c).StopScavenge(ctx, &esdv1.StopScavengeRequest{})
+		return err
+	},
 	esdv1.ConsumerGroupService_CreateGroup_FullMethodName: func(ctx context.Context, c *grpc.ClientConn, s string) error {
 		_, err := esdv1.NewConsumerGroupServiceClient(c).CreateGroup(ctx, &esdv1.CreateGroupRequest{Group: &esdv1.Group{
 			Name: fmt.Sprintf("new-%d", groupSeq.Add(1)), Target: &esdv1.Group_Stream{Stream: s}}})

@@ -43,6 +43,8 @@ const (
 	reasonStreamLeased          = "STREAM_LEASED"
 	reasonStaleFencingToken     = "STALE_FENCING_TOKEN"
 	reasonLeaseNotHeld          = "LEASE_NOT_HELD"
+	reasonScavengeRunning       = "SCAVENGE_RUNNING"
+	reasonScavengeNotFound      = "SCAVENGE_NOT_FOUND"
 )
 
 // invalidError is a bad request: reason INVALID_ARGUMENT, EVENT_TOO_LARGE
@@ -141,6 +143,10 @@ func toStatus(err error) error {
 		return withReason(codes.InvalidArgument, "a group's target, filter and strategy cannot change", reasonInvalidArgument, "")
 	case errors.Is(err, group.ErrClosed):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
+	case errors.Is(err, engine.ErrScavengeRunning):
+		return withReason(codes.FailedPrecondition, err.Error(), reasonScavengeRunning, "")
+	case errors.Is(err, engine.ErrNoScavenge):
+		return withReason(codes.NotFound, err.Error(), reasonScavengeNotFound, "")
 	case errors.Is(err, engine.ErrOverloaded):
 		return withReason(codes.ResourceExhausted, "writer queue full: retry with backoff", reasonOverloaded, "")
 	case errors.Is(err, engine.ErrShuttingDown), errors.Is(err, eslog.ErrClosed):

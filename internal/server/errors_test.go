@@ -62,6 +62,8 @@ func TestToStatus(t *testing.T) {
 		{"group exists", fmt.Errorf("%w: %q", group.ErrExists, "g"), codes.AlreadyExists, reasonGroupExists, "", false, `group exists: "g"`},
 		{"group immutable", group.ErrImmutable, codes.InvalidArgument, reasonInvalidArgument, "", false, "a group's target, filter and strategy cannot change"},
 		{"groups closed", group.ErrClosed, codes.Unavailable, reasonShuttingDown, "", false, ""},
+		{"scavenge running", fmt.Errorf("%w: %s", engine.ErrScavengeRunning, "id"), codes.FailedPrecondition, reasonScavengeRunning, "", false, ""},
+		{"no scavenge", engine.ErrNoScavenge, codes.NotFound, reasonScavengeNotFound, "", false, ""},
 		{"overloaded", engine.ErrOverloaded, codes.ResourceExhausted, reasonOverloaded, "", true, ""},
 		{"shutting down", engine.ErrShuttingDown, codes.Unavailable, reasonShuttingDown, "", true, ""},
 		{"log closed", eslog.ErrClosed, codes.Unavailable, reasonShuttingDown, "", true, ""},

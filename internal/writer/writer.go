@@ -2,6 +2,7 @@ package writer
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
@@ -285,7 +286,13 @@ func (w *Writer) settle(ctx context.Context, r *opResult) error {
 	}
 	if r.replay { // the original commit time, as the original answer had it
 		t, err := w.store.CommitTime(r.append.FirstPosition)
-		if err != nil {
+		switch {
+		case errors.Is(err, eslog.ErrScavenged):
+			// The stream was deleted and its events scavenged; their ids
+			// are kept, so the retry is still answered as the original
+			// append was, less the commit time, which was in the record.
+			t = 0
+		case err != nil:
 			return err
 		}
 		r.append.CommitTime = t

@@ -23,6 +23,67 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ScavengeState is where a scavenge is.
+type ScavengeState int32
+
+const (
+	// Not used.
+	ScavengeState_SCAVENGE_STATE_UNSPECIFIED ScavengeState = 0
+	// Removing events.
+	ScavengeState_SCAVENGE_STATE_RUNNING ScavengeState = 1
+	// Every stream it set out to visit is done, and the space compacted.
+	ScavengeState_SCAVENGE_STATE_DONE ScavengeState = 2
+	// Stopped by StopScavenge before it was done.
+	ScavengeState_SCAVENGE_STATE_STOPPED ScavengeState = 3
+	// Ended by an error (see error).
+	ScavengeState_SCAVENGE_STATE_FAILED ScavengeState = 4
+)
+
+// Enum value maps for ScavengeState.
+var (
+	ScavengeState_name = map[int32]string{
+		0: "SCAVENGE_STATE_UNSPECIFIED",
+		1: "SCAVENGE_STATE_RUNNING",
+		2: "SCAVENGE_STATE_DONE",
+		3: "SCAVENGE_STATE_STOPPED",
+		4: "SCAVENGE_STATE_FAILED",
+	}
+	ScavengeState_value = map[string]int32{
+		"SCAVENGE_STATE_UNSPECIFIED": 0,
+		"SCAVENGE_STATE_RUNNING":     1,
+		"SCAVENGE_STATE_DONE":        2,
+		"SCAVENGE_STATE_STOPPED":     3,
+		"SCAVENGE_STATE_FAILED":      4,
+	}
+)
+
+func (x ScavengeState) Enum() *ScavengeState {
+	p := new(ScavengeState)
+	*p = x
+	return p
+}
+
+func (x ScavengeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ScavengeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_esd_v1_admin_service_proto_enumTypes[0].Descriptor()
+}
+
+func (ScavengeState) Type() protoreflect.EnumType {
+	return &file_esd_v1_admin_service_proto_enumTypes[0]
+}
+
+func (x ScavengeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ScavengeState.Descriptor instead.
+func (ScavengeState) EnumDescriptor() ([]byte, []int) {
+	return file_esd_v1_admin_service_proto_rawDescGZIP(), []int{0}
+}
+
 // GetServerInfoRequest has no fields.
 type GetServerInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -218,6 +279,424 @@ func (x *GetServerInfoResponse) GetMaxAppendEvents() uint64 {
 	return 0
 }
 
+// StartScavengeRequest starts a scavenge.
+type StartScavengeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The throttle: keys deleted per second (0: the server's default,
+	// 50000). Each event removed is one key, and each index entry covering
+	// only removed events one more.
+	KeysPerSecond uint32 `protobuf:"varint,1,opt,name=keys_per_second,json=keysPerSecond" json:"keys_per_second,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartScavengeRequest) Reset() {
+	*x = StartScavengeRequest{}
+	mi := &file_esd_v1_admin_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartScavengeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartScavengeRequest) ProtoMessage() {}
+
+func (x *StartScavengeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_admin_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartScavengeRequest.ProtoReflect.Descriptor instead.
+func (*StartScavengeRequest) Descriptor() ([]byte, []int) {
+	return file_esd_v1_admin_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StartScavengeRequest) GetKeysPerSecond() uint32 {
+	if x != nil {
+		return x.KeysPerSecond
+	}
+	return 0
+}
+
+// StartScavengeResponse is the scavenge started.
+type StartScavengeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scavenge      *Scavenge              `protobuf:"bytes,1,opt,name=scavenge" json:"scavenge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartScavengeResponse) Reset() {
+	*x = StartScavengeResponse{}
+	mi := &file_esd_v1_admin_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartScavengeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartScavengeResponse) ProtoMessage() {}
+
+func (x *StartScavengeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_admin_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartScavengeResponse.ProtoReflect.Descriptor instead.
+func (*StartScavengeResponse) Descriptor() ([]byte, []int) {
+	return file_esd_v1_admin_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StartScavengeResponse) GetScavenge() *Scavenge {
+	if x != nil {
+		return x.Scavenge
+	}
+	return nil
+}
+
+// GetScavengeRequest has no fields.
+type GetScavengeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScavengeRequest) Reset() {
+	*x = GetScavengeRequest{}
+	mi := &file_esd_v1_admin_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScavengeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScavengeRequest) ProtoMessage() {}
+
+func (x *GetScavengeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_admin_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScavengeRequest.ProtoReflect.Descriptor instead.
+func (*GetScavengeRequest) Descriptor() ([]byte, []int) {
+	return file_esd_v1_admin_service_proto_rawDescGZIP(), []int{4}
+}
+
+// GetScavengeResponse is the running or last scavenge.
+type GetScavengeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scavenge      *Scavenge              `protobuf:"bytes,1,opt,name=scavenge" json:"scavenge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScavengeResponse) Reset() {
+	*x = GetScavengeResponse{}
+	mi := &file_esd_v1_admin_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScavengeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScavengeResponse) ProtoMessage() {}
+
+func (x *GetScavengeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_admin_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScavengeResponse.ProtoReflect.Descriptor instead.
+func (*GetScavengeResponse) Descriptor() ([]byte, []int) {
+	return file_esd_v1_admin_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetScavengeResponse) GetScavenge() *Scavenge {
+	if x != nil {
+		return x.Scavenge
+	}
+	return nil
+}
+
+// StopScavengeRequest has no fields.
+type StopScavengeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopScavengeRequest) Reset() {
+	*x = StopScavengeRequest{}
+	mi := &file_esd_v1_admin_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopScavengeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopScavengeRequest) ProtoMessage() {}
+
+func (x *StopScavengeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_admin_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopScavengeRequest.ProtoReflect.Descriptor instead.
+func (*StopScavengeRequest) Descriptor() ([]byte, []int) {
+	return file_esd_v1_admin_service_proto_rawDescGZIP(), []int{6}
+}
+
+// StopScavengeResponse is the scavenge stopped (or the last one).
+type StopScavengeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scavenge      *Scavenge              `protobuf:"bytes,1,opt,name=scavenge" json:"scavenge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopScavengeResponse) Reset() {
+	*x = StopScavengeResponse{}
+	mi := &file_esd_v1_admin_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopScavengeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopScavengeResponse) ProtoMessage() {}
+
+func (x *StopScavengeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_admin_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopScavengeResponse.ProtoReflect.Descriptor instead.
+func (*StopScavengeResponse) Descriptor() ([]byte, []int) {
+	return file_esd_v1_admin_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StopScavengeResponse) GetScavenge() *Scavenge {
+	if x != nil {
+		return x.Scavenge
+	}
+	return nil
+}
+
+// Scavenge describes a scavenge.
+type Scavenge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scavenge's id (a UUID).
+	Id      string                 `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
+	State   ScavengeState          `protobuf:"varint,2,opt,name=state,enum=esd.v1.ScavengeState" json:"state,omitempty"`
+	Started *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started" json:"started,omitempty"`
+	// When it ended; unset while it runs.
+	Finished *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=finished" json:"finished,omitempty"`
+	// Streams with deleted events visited, of those it set out to visit
+	// (the streams with deleted events when it started).
+	StreamsDone  uint64 `protobuf:"varint,5,opt,name=streams_done,json=streamsDone" json:"streams_done,omitempty"`
+	StreamsTotal uint64 `protobuf:"varint,6,opt,name=streams_total,json=streamsTotal" json:"streams_total,omitempty"`
+	// streams_done / streams_total, 0 to 1 (1 once done).
+	Progress float64 `protobuf:"fixed64,7,opt,name=progress" json:"progress,omitempty"`
+	// Events removed from disk.
+	EventsRemoved uint64 `protobuf:"varint,8,opt,name=events_removed,json=eventsRemoved" json:"events_removed,omitempty"`
+	// Keys removed: the events and the index entries that covered only them.
+	KeysRemoved uint64 `protobuf:"varint,9,opt,name=keys_removed,json=keysRemoved" json:"keys_removed,omitempty"`
+	// The sizes of the keys and values removed, in bytes.
+	BytesReclaimed uint64 `protobuf:"varint,10,opt,name=bytes_reclaimed,json=bytesReclaimed" json:"bytes_reclaimed,omitempty"`
+	// The store's size on disk when it started, and once it was done and
+	// the key ranges it touched were compacted (0 until then).
+	DiskBytesBefore uint64 `protobuf:"varint,11,opt,name=disk_bytes_before,json=diskBytesBefore" json:"disk_bytes_before,omitempty"`
+	DiskBytesAfter  uint64 `protobuf:"varint,12,opt,name=disk_bytes_after,json=diskBytesAfter" json:"disk_bytes_after,omitempty"`
+	// The throttle it runs with, keys per second.
+	KeysPerSecond uint32 `protobuf:"varint,13,opt,name=keys_per_second,json=keysPerSecond" json:"keys_per_second,omitempty"`
+	// Why it failed (state FAILED).
+	Error         string `protobuf:"bytes,14,opt,name=error" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Scavenge) Reset() {
+	*x = Scavenge{}
+	mi := &file_esd_v1_admin_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Scavenge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Scavenge) ProtoMessage() {}
+
+func (x *Scavenge) ProtoReflect() protoreflect.Message {
+	mi := &file_esd_v1_admin_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Scavenge.ProtoReflect.Descriptor instead.
+func (*Scavenge) Descriptor() ([]byte, []int) {
+	return file_esd_v1_admin_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Scavenge) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Scavenge) GetState() ScavengeState {
+	if x != nil {
+		return x.State
+	}
+	return ScavengeState_SCAVENGE_STATE_UNSPECIFIED
+}
+
+func (x *Scavenge) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Scavenge) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *Scavenge) GetStreamsDone() uint64 {
+	if x != nil {
+		return x.StreamsDone
+	}
+	return 0
+}
+
+func (x *Scavenge) GetStreamsTotal() uint64 {
+	if x != nil {
+		return x.StreamsTotal
+	}
+	return 0
+}
+
+func (x *Scavenge) GetProgress() float64 {
+	if x != nil {
+		return x.Progress
+	}
+	return 0
+}
+
+func (x *Scavenge) GetEventsRemoved() uint64 {
+	if x != nil {
+		return x.EventsRemoved
+	}
+	return 0
+}
+
+func (x *Scavenge) GetKeysRemoved() uint64 {
+	if x != nil {
+		return x.KeysRemoved
+	}
+	return 0
+}
+
+func (x *Scavenge) GetBytesReclaimed() uint64 {
+	if x != nil {
+		return x.BytesReclaimed
+	}
+	return 0
+}
+
+func (x *Scavenge) GetDiskBytesBefore() uint64 {
+	if x != nil {
+		return x.DiskBytesBefore
+	}
+	return 0
+}
+
+func (x *Scavenge) GetDiskBytesAfter() uint64 {
+	if x != nil {
+		return x.DiskBytesAfter
+	}
+	return 0
+}
+
+func (x *Scavenge) GetKeysPerSecond() uint32 {
+	if x != nil {
+		return x.KeysPerSecond
+	}
+	return 0
+}
+
+func (x *Scavenge) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_esd_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_admin_service_proto_rawDesc = "" +
@@ -240,9 +719,44 @@ const file_esd_v1_admin_service_proto_rawDesc = "" +
 	" \x01(\rR\x06shards\x12&\n" +
 	"\x0fmax_event_bytes\x18\v \x01(\x04R\rmaxEventBytes\x12(\n" +
 	"\x10max_append_bytes\x18\f \x01(\x04R\x0emaxAppendBytes\x12*\n" +
-	"\x11max_append_events\x18\r \x01(\x04R\x0fmaxAppendEvents2\\\n" +
+	"\x11max_append_events\x18\r \x01(\x04R\x0fmaxAppendEvents\">\n" +
+	"\x14StartScavengeRequest\x12&\n" +
+	"\x0fkeys_per_second\x18\x01 \x01(\rR\rkeysPerSecond\"E\n" +
+	"\x15StartScavengeResponse\x12,\n" +
+	"\bscavenge\x18\x01 \x01(\v2\x10.esd.v1.ScavengeR\bscavenge\"\x14\n" +
+	"\x12GetScavengeRequest\"C\n" +
+	"\x13GetScavengeResponse\x12,\n" +
+	"\bscavenge\x18\x01 \x01(\v2\x10.esd.v1.ScavengeR\bscavenge\"\x15\n" +
+	"\x13StopScavengeRequest\"D\n" +
+	"\x14StopScavengeResponse\x12,\n" +
+	"\bscavenge\x18\x01 \x01(\v2\x10.esd.v1.ScavengeR\bscavenge\"\xa0\x04\n" +
+	"\bScavenge\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x15.esd.v1.ScavengeStateR\x05state\x124\n" +
+	"\astarted\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
+	"\bfinished\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12!\n" +
+	"\fstreams_done\x18\x05 \x01(\x04R\vstreamsDone\x12#\n" +
+	"\rstreams_total\x18\x06 \x01(\x04R\fstreamsTotal\x12\x1a\n" +
+	"\bprogress\x18\a \x01(\x01R\bprogress\x12%\n" +
+	"\x0eevents_removed\x18\b \x01(\x04R\reventsRemoved\x12!\n" +
+	"\fkeys_removed\x18\t \x01(\x04R\vkeysRemoved\x12'\n" +
+	"\x0fbytes_reclaimed\x18\n" +
+	" \x01(\x04R\x0ebytesReclaimed\x12*\n" +
+	"\x11disk_bytes_before\x18\v \x01(\x04R\x0fdiskBytesBefore\x12(\n" +
+	"\x10disk_bytes_after\x18\f \x01(\x04R\x0ediskBytesAfter\x12&\n" +
+	"\x0fkeys_per_second\x18\r \x01(\rR\rkeysPerSecond\x12\x14\n" +
+	"\x05error\x18\x0e \x01(\tR\x05error*\x9b\x01\n" +
+	"\rScavengeState\x12\x1e\n" +
+	"\x1aSCAVENGE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16SCAVENGE_STATE_RUNNING\x10\x01\x12\x17\n" +
+	"\x13SCAVENGE_STATE_DONE\x10\x02\x12\x1a\n" +
+	"\x16SCAVENGE_STATE_STOPPED\x10\x03\x12\x19\n" +
+	"\x15SCAVENGE_STATE_FAILED\x10\x042\xbd\x02\n" +
 	"\fAdminService\x12L\n" +
-	"\rGetServerInfo\x12\x1c.esd.v1.GetServerInfoRequest\x1a\x1d.esd.v1.GetServerInfoResponseB0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\rGetServerInfo\x12\x1c.esd.v1.GetServerInfoRequest\x1a\x1d.esd.v1.GetServerInfoResponse\x12L\n" +
+	"\rStartScavenge\x12\x1c.esd.v1.StartScavengeRequest\x1a\x1d.esd.v1.StartScavengeResponse\x12F\n" +
+	"\vGetScavenge\x12\x1a.esd.v1.GetScavengeRequest\x1a\x1b.esd.v1.GetScavengeResponse\x12I\n" +
+	"\fStopScavenge\x12\x1b.esd.v1.StopScavengeRequest\x1a\x1c.esd.v1.StopScavengeResponseB0Z'github.com/esdhq/esd/proto/esd/v1;esdv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_esd_v1_admin_service_proto_rawDescOnce sync.Once
@@ -256,23 +770,44 @@ func file_esd_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_esd_v1_admin_service_proto_rawDescData
 }
 
-var file_esd_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_esd_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_esd_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_esd_v1_admin_service_proto_goTypes = []any{
-	(*GetServerInfoRequest)(nil),  // 0: esd.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil), // 1: esd.v1.GetServerInfoResponse
-	(*durationpb.Duration)(nil),   // 2: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(ScavengeState)(0),            // 0: esd.v1.ScavengeState
+	(*GetServerInfoRequest)(nil),  // 1: esd.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil), // 2: esd.v1.GetServerInfoResponse
+	(*StartScavengeRequest)(nil),  // 3: esd.v1.StartScavengeRequest
+	(*StartScavengeResponse)(nil), // 4: esd.v1.StartScavengeResponse
+	(*GetScavengeRequest)(nil),    // 5: esd.v1.GetScavengeRequest
+	(*GetScavengeResponse)(nil),   // 6: esd.v1.GetScavengeResponse
+	(*StopScavengeRequest)(nil),   // 7: esd.v1.StopScavengeRequest
+	(*StopScavengeResponse)(nil),  // 8: esd.v1.StopScavengeResponse
+	(*Scavenge)(nil),              // 9: esd.v1.Scavenge
+	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_esd_v1_admin_service_proto_depIdxs = []int32{
-	2, // 0: esd.v1.GetServerInfoResponse.uptime:type_name -> google.protobuf.Duration
-	3, // 1: esd.v1.GetServerInfoResponse.started:type_name -> google.protobuf.Timestamp
-	0, // 2: esd.v1.AdminService.GetServerInfo:input_type -> esd.v1.GetServerInfoRequest
-	1, // 3: esd.v1.AdminService.GetServerInfo:output_type -> esd.v1.GetServerInfoResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	10, // 0: esd.v1.GetServerInfoResponse.uptime:type_name -> google.protobuf.Duration
+	11, // 1: esd.v1.GetServerInfoResponse.started:type_name -> google.protobuf.Timestamp
+	9,  // 2: esd.v1.StartScavengeResponse.scavenge:type_name -> esd.v1.Scavenge
+	9,  // 3: esd.v1.GetScavengeResponse.scavenge:type_name -> esd.v1.Scavenge
+	9,  // 4: esd.v1.StopScavengeResponse.scavenge:type_name -> esd.v1.Scavenge
+	0,  // 5: esd.v1.Scavenge.state:type_name -> esd.v1.ScavengeState
+	11, // 6: esd.v1.Scavenge.started:type_name -> google.protobuf.Timestamp
+	11, // 7: esd.v1.Scavenge.finished:type_name -> google.protobuf.Timestamp
+	1,  // 8: esd.v1.AdminService.GetServerInfo:input_type -> esd.v1.GetServerInfoRequest
+	3,  // 9: esd.v1.AdminService.StartScavenge:input_type -> esd.v1.StartScavengeRequest
+	5,  // 10: esd.v1.AdminService.GetScavenge:input_type -> esd.v1.GetScavengeRequest
+	7,  // 11: esd.v1.AdminService.StopScavenge:input_type -> esd.v1.StopScavengeRequest
+	2,  // 12: esd.v1.AdminService.GetServerInfo:output_type -> esd.v1.GetServerInfoResponse
+	4,  // 13: esd.v1.AdminService.StartScavenge:output_type -> esd.v1.StartScavengeResponse
+	6,  // 14: esd.v1.AdminService.GetScavenge:output_type -> esd.v1.GetScavengeResponse
+	8,  // 15: esd.v1.AdminService.StopScavenge:output_type -> esd.v1.StopScavengeResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_esd_v1_admin_service_proto_init() }
@@ -285,13 +820,14 @@ func file_esd_v1_admin_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_esd_v1_admin_service_proto_rawDesc), len(file_esd_v1_admin_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      1,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_esd_v1_admin_service_proto_goTypes,
 		DependencyIndexes: file_esd_v1_admin_service_proto_depIdxs,
+		EnumInfos:         file_esd_v1_admin_service_proto_enumTypes,
 		MessageInfos:      file_esd_v1_admin_service_proto_msgTypes,
 	}.Build()
 	File_esd_v1_admin_service_proto = out.File

@@ -20,16 +20,36 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	AdminService_GetServerInfo_FullMethodName = "/esd.v1.AdminService/GetServerInfo"
+	AdminService_StartScavenge_FullMethodName = "/esd.v1.AdminService/StartScavenge"
+	AdminService_GetScavenge_FullMethodName   = "/esd.v1.AdminService/GetScavenge"
+	AdminService_StopScavenge_FullMethodName  = "/esd.v1.AdminService/StopScavenge"
 )
 
 // AdminServiceClient is the client API for AdminService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService tells operators about the server.
+// AdminService tells operators about the server and runs its
+// maintenance.
 type AdminServiceClient interface {
 	// GetServerInfo describes the running server and its store.
 	GetServerInfo(ctx context.Context, in *GetServerInfoRequest, opts ...grpc.CallOption) (*GetServerInfoResponse, error)
+	// StartScavenge starts a scavenge: a background job that removes from
+	// disk the events of deleted streams (below each stream's first visible
+	// revision; all of a tombstoned stream's) and the index entries and
+	// snapshots that served only them. Reads, appends and subscriptions go
+	// on meanwhile. One runs at a time: while one runs, StartScavenge fails
+	// with FAILED_PRECONDITION. A scavenge a restart interrupts resumes
+	// when the server starts again.
+	StartScavenge(ctx context.Context, in *StartScavengeRequest, opts ...grpc.CallOption) (*StartScavengeResponse, error)
+	// GetScavenge describes the running scavenge, or the last one
+	// (NOT_FOUND when none ever ran on this store).
+	GetScavenge(ctx context.Context, in *GetScavengeRequest, opts ...grpc.CallOption) (*GetScavengeResponse, error)
+	// StopScavenge stops the running scavenge and returns it once its
+	// progress is stored (a later StartScavenge starts over, skipping
+	// nothing: what was removed stays removed). With none running it
+	// returns the last one; NOT_FOUND when none ever ran.
+	StopScavenge(ctx context.Context, in *StopScavengeRequest, opts ...grpc.CallOption) (*StopScavengeResponse, error)
 }
 
 type adminServiceClient struct {
@@ -50,14 +70,61 @@ func (c *adminServiceClient) GetServerInfo(ctx context.Context, in *GetServerInf
 	return out, nil
 }
 
+func (c *adminServiceClient) StartScavenge(ctx context.Context, in *StartScavengeRequest, opts ...grpc.CallOption) (*StartScavengeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartScavengeResponse)
+	err := c.cc.Invoke(ctx, AdminService_StartScavenge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetScavenge(ctx context.Context, in *GetScavengeRequest, opts ...grpc.CallOption) (*GetScavengeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetScavengeResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetScavenge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) StopScavenge(ctx context.Context, in *StopScavengeRequest, opts ...grpc.CallOption) (*StopScavengeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopScavengeResponse)
+	err := c.cc.Invoke(ctx, AdminService_StopScavenge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService tells operators about the server.
+// AdminService tells operators about the server and runs its
+// maintenance.
 type AdminServiceServer interface {
 	// GetServerInfo describes the running server and its store.
 	GetServerInfo(context.Context, *GetServerInfoRequest) (*GetServerInfoResponse, error)
+	// StartScavenge starts a scavenge: a background job that removes from
+	// disk the events of deleted streams (below each stream's first visible
+	// revision; all of a tombstoned stream's) and the index entries and
+	// snapshots that served only them. Reads, appends and subscriptions go
+	// on meanwhile. One runs at a time: while one runs, StartScavenge fails
+	// with FAILED_PRECONDITION. A scavenge a restart interrupts resumes
+	// when the server starts again.
+	StartScavenge(context.Context, *StartScavengeRequest) (*StartScavengeResponse, error)
+	// GetScavenge describes the running scavenge, or the last one
+	// (NOT_FOUND when none ever ran on this store).
+	GetScavenge(context.Context, *GetScavengeRequest) (*GetScavengeResponse, error)
+	// StopScavenge stops the running scavenge and returns it once its
+	// progress is stored (a later StartScavenge starts over, skipping
+	// nothing: what was removed stays removed). With none running it
+	// returns the last one; NOT_FOUND when none ever ran.
+	StopScavenge(context.Context, *StopScavengeRequest) (*StopScavengeResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -70,6 +137,15 @@ type UnimplementedAdminServiceServer struct{}
 
 func (UnimplementedAdminServiceServer) GetServerInfo(context.Context, *GetServerInfoRequest) (*GetServerInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetServerInfo not implemented")
+}
+func (UnimplementedAdminServiceServer) StartScavenge(context.Context, *StartScavengeRequest) (*StartScavengeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartScavenge not implemented")
+}
+func (UnimplementedAdminServiceServer) GetScavenge(context.Context, *GetScavengeRequest) (*GetScavengeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetScavenge not implemented")
+}
+func (UnimplementedAdminServiceServer) StopScavenge(context.Context, *StopScavengeRequest) (*StopScavengeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopScavenge not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -110,6 +186,60 @@ func _AdminService_GetServerInfo_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_StartScavenge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartScavengeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).StartScavenge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_StartScavenge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).StartScavenge(ctx, req.(*StartScavengeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetScavenge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetScavengeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetScavenge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetScavenge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetScavenge(ctx, req.(*GetScavengeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_StopScavenge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopScavengeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).StopScavenge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_StopScavenge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).StopScavenge(ctx, req.(*StopScavengeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -120,6 +250,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetServerInfo",
 			Handler:    _AdminService_GetServerInfo_Handler,
+		},
+		{
+			MethodName: "StartScavenge",
+			Handler:    _AdminService_StartScavenge_Handler,
+		},
+		{
+			MethodName: "GetScavenge",
+			Handler:    _AdminService_GetScavenge_Handler,
+		},
+		{
+			MethodName: "StopScavenge",
+			Handler:    _AdminService_StopScavenge_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
