@@ -384,9 +384,12 @@ func TestUpdateSavesAdvisedSnapshots(t *testing.T) {
 	// A snapshot of another type is not decoded: the stream is replayed.
 	other := newStockAggregate(c)
 	other.SnapshotType = "stock-v2"
+	var otherDecoded atomic.Int64
+	otherDecode := other.Decode
+	other.Decode = func(b []byte) (stock, error) { otherDecoded.Add(1); return otherDecode(b) }
 	st, err = other.Load(ctx, stream)
-	if err != nil || st.Value.Qty != 65 || st.Head != 35 {
-		t.Fatalf("Load ignoring the snapshot = %+v, %v; want stock 65 at 35", st, err)
+	if err != nil || st.Value.Qty != 65 || st.Head != 35 || otherDecoded.Load() != 0 {
+		t.Fatalf("Load ignoring the snapshot = %+v, %v (decoded %d snapshots); want stock 65 at 35, none decoded", st, err, otherDecoded.Load())
 	}
 
 	broken := newStockAggregate(c)

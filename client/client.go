@@ -74,9 +74,10 @@ func WithTLSFiles(caFile, certFile, keyFile, serverName string) Option {
 // server started with --auth-file.
 func WithToken(token string) Option { return func(o *options) { o.token = token } }
 
-// WithTimeout bounds every unary call whose context has no deadline
-// (default 10 s; 0: unbounded). Reads, subscriptions and group members
-// run as long as their context.
+// WithTimeout bounds every attempt of a call made in one piece (a unary
+// call, Load, a page of a list) whose context has no deadline (default
+// 10 s; 0: unbounded). Read, ReadAll, Subscribe and group members run as
+// long as their context.
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
 // WithRetries sets how many times an idempotent call is tried again
@@ -165,7 +166,8 @@ func newClient(conn *grpc.ClientConn, o options) *Client {
 }
 
 // Close ends the client's own calls (the pipeline of appends) and closes
-// the connection when Dial made it. Calls in flight fail with CANCELED.
+// the connection when Dial made it, failing the calls in flight on it
+// with CANCELED.
 func (c *Client) Close() error {
 	if c.pipe != nil {
 		c.pipe.close()

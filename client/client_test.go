@@ -2,7 +2,11 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/esdhq/esd/client"
 	"github.com/esdhq/esd/internal/testutil/esdtest"
@@ -75,5 +79,15 @@ func TestLoadOfAMissingStream(t *testing.T) {
 	_, err := c.Load(context.Background(), "nobody", 0)
 	if !client.IsNotFound(err) || client.ReasonOf(err) != client.ReasonStreamNotFound {
 		t.Fatalf("Load of a missing stream: %v, want NOT_FOUND/STREAM_NOT_FOUND", err)
+	}
+}
+
+func TestErrorGRPCStatus(t *testing.T) {
+	made := &client.Error{Code: codes.NotFound, Reason: client.ReasonStreamDeleted, Message: "subscription ended"}
+	if st := made.GRPCStatus(); st.Code() != codes.NotFound || st.Message() != "subscription ended" {
+		t.Fatalf("status of a client-made error: %v", st)
+	}
+	if status.Code(fmt.Errorf("wrapped: %w", made)) != codes.NotFound {
+		t.Fatal("status.Code does not see a client-made error's code through a wrap")
 	}
 }

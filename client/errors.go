@@ -83,8 +83,14 @@ func (e *Error) Error() string {
 }
 
 // GRPCStatus makes status.FromError and status.Code see the original
-// status through an *Error.
-func (e *Error) GRPCStatus() *status.Status { return e.status }
+// status through an *Error; one the client made itself (a subscription
+// the server ended, a member that never joined) has its code and message.
+func (e *Error) GRPCStatus() *status.Status {
+	if e.status == nil {
+		return status.New(e.Code, e.Message)
+	}
+	return e.status
+}
 
 // Is makes errors.Is(err, context.Canceled) and
 // errors.Is(err, context.DeadlineExceeded) hold for the statuses that

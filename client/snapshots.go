@@ -26,7 +26,9 @@ func (c *Client) ListSnapshots(ctx context.Context, stream string) ([]*esdv1.Sna
 }
 
 // DeleteSnapshots deletes the snapshots of stream at revisions below
-// beforeRevision (0: all of them) and returns how many it deleted.
+// beforeRevision (0: all of them) and returns how many it deleted. It is
+// retried like a read, as deleting twice deletes nothing more; a retry
+// after a lost answer counts 0.
 func (c *Client) DeleteSnapshots(ctx context.Context, stream string, beforeRevision uint64) (uint32, error) {
 	resp, err := retry(ctx, c, func(ctx context.Context) (*esdv1.DeleteSnapshotsResponse, error) {
 		return c.snaps.DeleteSnapshots(ctx, &esdv1.DeleteSnapshotsRequest{Stream: stream, BeforeRevision: beforeRevision})

@@ -235,10 +235,7 @@ func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc)
 func statusOf(err error) (*status.Status, bool) {
 	var ce *client.Error
 	if errors.As(err, &ce) {
-		if st := ce.GRPCStatus(); st != nil {
-			return st, true
-		}
-		return status.New(ce.Code, ce.Message), true
+		return ce.GRPCStatus(), true // the server's status as it came, whatever wraps ce
 	}
 	return status.FromError(err)
 }

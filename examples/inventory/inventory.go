@@ -441,7 +441,7 @@ func final(ctx context.Context, c *client.Client, products *client.Aggregate[Pro
 	f := FinalStock{Stream: stream, Expected: initial - taken, ConfirmedQty: taken}
 	// The same settings without the cache, so that it loads from esd.
 	fresh := &client.Aggregate[Product]{Client: c, New: products.New, Apply: products.Apply,
-		SnapshotType: products.SnapshotType, SchemaVersion: products.SchemaVersion}
+		SnapshotType: products.SnapshotType, SchemaVersion: products.SchemaVersion, CacheSize: -1}
 	decode := products.Decode
 	fresh.Decode = func(b []byte) (Product, error) { f.LoadedFromSnapshot = true; return decode(b) }
 	st, err := fresh.Load(ctx, stream)

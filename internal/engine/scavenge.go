@@ -36,12 +36,6 @@ type scavenges struct {
 	closing bool               // Drain: the running job is interrupted, not stopped
 }
 
-// firstVisible says below which revision a stream's events are hidden
-// for good: what the scavenge may remove. The deletions' alone: the
-// retention limits of stream metadata hide events as a view, which a
-// limit lowered or removed undoes, so the scavenge leaves them.
-func (e *Engine) firstVisible(s *eslog.StreamState) uint64 { return eslog.DeletedBefore(s) }
-
 // resumeScavenge goes on with a scavenge a restart interrupted.
 func (e *Engine) resumeScavenge() error {
 	j, ok, err := e.log.ScavengeJob()
@@ -104,9 +98,12 @@ func (e *Engine) runScavengeLocked(j eslog.ScavengeJob) {
 		defer cancel()
 		opts := eslog.ScavengeOptions{
 			KeysPerSecond: j.KeysPerSecond,
-			FirstVisible:  e.firstVisible,
-			StreamDone:    e.scavengedStream,
-			Now:           e.now,
+			// FirstVisible is the log's default, eslog.DeletedBefore: what
+			// deletions hide, for good. The retention limits of stream
+			// metadata hide events as a view, which a limit lowered or
+			// removed undoes, so the scavenge leaves them.
+			StreamDone: e.scavengedStream,
+			Now:        e.now,
 			Progress: func(j eslog.ScavengeJob) {
 				e.scav.mu.Lock()
 				e.scav.job = j
@@ -138,7 +135,7 @@ func (e *Engine) runScavengeLocked(j eslog.ScavengeJob) {
 // scavengedStream removes the snapshots of a stream's hidden revisions:
 // no load can use them any more.
 func (e *Engine) scavengedStream(ctx context.Context, s *eslog.StreamState) error {
-	_, err := e.snaps.Delete(ctx, s.Name, e.firstVisible(s))
+	_, err := e.snaps.Delete(ctx, s.Name, eslog.DeletedBefore(s))
 	return err
 }
 

@@ -394,6 +394,9 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 			}
 			lastSID = ev.v.sid
 		}
+		if !q.matches(ev.Stream, ev.v.typ) {
+			continue // before the limits: those of a stream dropped here are not worth looking up
+		}
 		if ret.t != nil { // no call per event without limits
 			if hidden, err := ret.hidden(ev.v.sid, ev.Stream, ev.v.rev, ev.v.created); err != nil || hidden {
 				if err != nil {
@@ -401,9 +404,6 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 				}
 				continue
 			}
-		}
-		if !q.matches(ev.Stream, ev.v.typ) {
-			continue
 		}
 		ev.Position = pos
 		if done, err := emitCounted(emit, &ev, &n, q.Max); done {

@@ -516,15 +516,17 @@ func (l *Log) scanAll(ctx context.Context, it *pebble.Iterator, q AllQuery, emit
 			}
 			lastSID = view.sid
 		}
-		hidden := false
-		if ret.t != nil { // no call per event without limits
-			if hidden, err = ret.hidden(view.sid, ev.Stream, view.rev, view.created); err != nil {
+		// The filter first: the limits of a stream it drops are not worth
+		// looking up (a MaxCount costs a read of its state).
+		skip := filtered && !q.matches(ev.Stream, view.typ)
+		if !skip && ret.t != nil { // no call per event without limits
+			if skip, err = ret.hidden(view.sid, ev.Stream, view.rev, view.created); err != nil {
 				return fmt.Errorf("position %d: %w", pos, err)
 			}
 		}
 		// A hidden event counts as scanned without a match: a long run of
 		// them gets checkpoints.
-		if hidden || (filtered && !q.matches(ev.Stream, view.typ)) {
+		if skip {
 			sinceMatch++
 			if checkpoint != nil && q.CheckpointEvery > 0 && sinceMatch >= uint64(q.CheckpointEvery) {
 				sinceMatch = 0

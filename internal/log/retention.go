@@ -124,6 +124,31 @@ func (l *Log) SetLimits(name string, category bool, lim Limits) {
 	} else {
 		m[name] = lim
 	}
+	l.storeLimits(next)
+}
+
+// SetAllLimits replaces every stream's and category's limits at once (at
+// open: one table, where a SetLimits each would copy it each time).
+func (l *Log) SetAllLimits(streams, categories map[string]Limits) {
+	l.lim.mu.Lock()
+	defer l.lim.mu.Unlock()
+	next := limitsTable{streams: map[string]Limits{}, categories: map[string]Limits{}}
+	for k, v := range streams {
+		if !v.IsZero() {
+			next.streams[k] = v
+		}
+	}
+	for k, v := range categories {
+		if !v.IsZero() {
+			next.categories[k] = v
+		}
+	}
+	l.storeLimits(next)
+}
+
+// storeLimits publishes next; nil when it holds no limit, so that reads
+// skip the limits altogether. Called with l.lim.mu held.
+func (l *Log) storeLimits(next limitsTable) {
 	if len(next.streams) == 0 && len(next.categories) == 0 {
 		l.lim.table.Store(nil)
 		return
@@ -255,9 +280,10 @@ func (l *Log) withLimits(ctx context.Context, s StreamState) (StreamState, error
 type retentionCheck struct {
 	l    *Log
 	t    *limitsTable
-	cuts map[uint64]streamCut // streams met so far
-	sid  uint64               // the stream of cur
+	cuts map[uint64]streamCut // the streams with limits met so far
+	sid  uint64               // the stream of cur, when have
 	cur  streamCut
+	have bool
 }
 
 // streamCut is what hides a stream's events: a revision below before, or
@@ -278,28 +304,37 @@ func (r *retentionCheck) hidden(sid uint64, name string, rev uint64, created int
 	if r.t == nil {
 		return false, nil
 	}
-	if sid != r.sid || r.cuts == nil {
+	if !r.have || sid != r.sid {
 		c, ok := r.cuts[sid]
 		if !ok {
-			var err error
-			if c, err = r.cut(sid, name); err != nil {
+			var (
+				err     error
+				limited bool
+			)
+			if c, limited, err = r.cut(sid, name); err != nil {
 				return false, err
 			}
-			if r.cuts == nil {
-				r.cuts = make(map[uint64]streamCut)
+			// Only streams with limits are kept: a scan of $all meets
+			// every stream, and the others cost a lookup, not a read.
+			if limited {
+				if r.cuts == nil {
+					r.cuts = make(map[uint64]streamCut)
+				}
+				r.cuts[sid] = c
 			}
-			r.cuts[sid] = c
 		}
-		r.sid, r.cur = sid, c
+		r.sid, r.cur, r.have = sid, c, true
 	}
 	return rev < r.cur.before || created < r.cur.notBefore, nil
 }
 
-func (r *retentionCheck) cut(sid uint64, name string) (streamCut, error) {
-	c := streamCut{notBefore: math.MinInt64}
+// cut is the part of stream sid its limits hide; limited is false for a
+// stream without limits.
+func (r *retentionCheck) cut(sid uint64, name string) (c streamCut, limited bool, err error) {
+	c = streamCut{notBefore: math.MinInt64}
 	lim, ok := r.t.lookup(name)
 	if !ok {
-		return c, nil
+		return c, false, nil
 	}
 	c.before = lim.TruncateBefore
 	if lim.MaxAge > 0 {
@@ -308,11 +343,11 @@ func (r *retentionCheck) cut(sid uint64, name string) (streamCut, error) {
 	if lim.MaxCount > 0 {
 		s, ok, err := r.l.state(sid)
 		if err != nil {
-			return c, err
+			return c, true, err
 		}
 		if ok && s.Written && s.Head+1 > lim.MaxCount {
 			c.before = max(c.before, s.Head+1-lim.MaxCount)
 		}
 	}
-	return c, nil
+	return c, true, nil
 }

@@ -317,7 +317,7 @@ func (sc *scavenger) stream(ctx context.Context, s *StreamState) error {
 	if first == 0 {
 		return nil
 	}
-	lo, hi := appendIndexKey(nil, s.ID, 0), appendIndexKey(nil, s.ID+1, 0) // sid+1: see streamIndexBounds
+	lo, hi := streamIndexBounds(s.ID)
 	if first != math.MaxUint64 {
 		hi = appendIndexKey(nil, s.ID, first)
 	}

@@ -20,7 +20,6 @@ const maxOwnerBytes = 128
 type lockService struct {
 	esdv1.UnimplementedLockServiceServer
 	leases *lease.Manager
-	maxTTL time.Duration
 }
 
 func (s *lockService) AcquireLease(ctx context.Context, req *esdv1.AcquireLeaseRequest) (*esdv1.AcquireLeaseResponse, error) {
@@ -95,7 +94,7 @@ func (s *lockService) GetLease(_ context.Context, req *esdv1.GetLeaseRequest) (*
 // ListLeases answers, with security on, only the leases of streams the
 // caller may read, as ListStreams does.
 func (s *lockService) ListLeases(ctx context.Context, req *esdv1.ListLeasesRequest) (*esdv1.ListLeasesResponse, error) {
-	if p := req.GetPrefix(); !printableUTF8(p) && p != "" {
+	if !printableUTF8(req.GetPrefix()) {
 		var v validator
 		v.bad(reasonInvalidArgument, "prefix", "prefix must be UTF-8 without control characters")
 		return nil, v.err()
@@ -113,11 +112,11 @@ func (s *lockService) ListLeases(ctx context.Context, req *esdv1.ListLeasesReque
 // ttl checks a lease's TTL against --max-lease-ttl.
 func (s *lockService) ttl(v *validator, d *durationpb.Duration) time.Duration {
 	if d == nil {
-		v.bad(reasonInvalidArgument, "ttl", "ttl is required: more than 0 and at most %v (--max-lease-ttl)", s.maxTTL)
+		v.bad(reasonInvalidArgument, "ttl", "ttl is required: more than 0 and at most %v (--max-lease-ttl)", s.leases.MaxTTL())
 		return 0
 	}
-	if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 || d.AsDuration() > s.maxTTL {
-		v.bad(reasonInvalidArgument, "ttl", "ttl %v: must be more than 0 and at most %v (--max-lease-ttl)", d.AsDuration(), s.maxTTL)
+	if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 || d.AsDuration() > s.leases.MaxTTL() {
+		v.bad(reasonInvalidArgument, "ttl", "ttl %v: must be more than 0 and at most %v (--max-lease-ttl)", d.AsDuration(), s.leases.MaxTTL())
 	}
 	return d.AsDuration()
 }

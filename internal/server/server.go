@@ -165,7 +165,7 @@ func New(eng *engine.Engine, cfg Config, lg *zap.Logger, reg prometheus.Register
 		as: cfg.appendStream.withDefaults(), asMet: newAppendStreamMetrics(reg), lg: lg, deny: s.deny, lmt: s.lmt})
 	s.grpc.RegisterService(strictService(&esdv1.SnapshotService_ServiceDesc, undecoded), &snapshotService{eng: eng, lim: cfg.Limits, met: readMet})
 	s.grpc.RegisterService(strictService(&esdv1.AdminService_ServiceDesc, undecoded), &adminService{eng: eng, cfg: cfg, started: time.Now()})
-	s.grpc.RegisterService(strictService(&esdv1.LockService_ServiceDesc, undecoded), &lockService{leases: eng.Leases(), maxTTL: eng.Leases().MaxTTL()})
+	s.grpc.RegisterService(strictService(&esdv1.LockService_ServiceDesc, undecoded), &lockService{leases: eng.Leases()})
 	s.grpc.RegisterService(strictService(&esdv1.ConsumerGroupService_ServiceDesc, undecoded), &groupService{groups: eng.Groups(), deny: s.deny, lmt: s.lmt})
 	s.grpc.RegisterService(strictService(&healthpb.Health_ServiceDesc, nil), s.health)
 	reflection.Register(s.grpc)

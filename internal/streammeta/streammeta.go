@@ -154,9 +154,15 @@ func Open(l *eslog.Log) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	streams, categories := map[string]eslog.Limits{}, map[string]eslog.Limits{}
 	for t, e := range m {
-		l.SetLimits(t.Name, t.Category, e.Metadata.Limits)
+		if t.Category {
+			categories[t.Name] = e.Metadata.Limits
+		} else {
+			streams[t.Name] = e.Metadata.Limits
+		}
 	}
+	l.SetAllLimits(streams, categories)
 	s.entries.Store(&m)
 	return s, nil
 }
