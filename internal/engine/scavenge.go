@@ -98,10 +98,17 @@ func (e *Engine) runScavengeLocked(j eslog.ScavengeJob) {
 		defer cancel()
 		opts := eslog.ScavengeOptions{
 			KeysPerSecond: j.KeysPerSecond,
-			// FirstVisible is the log's default, eslog.DeletedBefore: what
-			// deletions hide, for good. The retention limits of stream
-			// metadata hide events as a view, which a limit lowered or
-			// removed undoes, so the scavenge leaves them.
+			// The retention limits of stream metadata hide events as a
+			// view, which a limit raised or removed undoes: the job first
+			// makes their cut durable, a truncate through the writer per
+			// stream, and then removes what deletions and truncates hide
+			// (the log's default FirstVisible, eslog.DeletedBefore).
+			EnforceLimits: func(ctx context.Context) (int, error) {
+				return e.meta.Enforce(ctx, func(ctx context.Context, stream string, before uint64) error {
+					_, err := e.writer.Truncate(ctx, stream, before)
+					return err
+				})
+			},
 			StreamDone: e.scavengedStream,
 			Now:        e.now,
 			Progress: func(j eslog.ScavengeJob) {

@@ -21,6 +21,12 @@ const (
 	DeleteSoft
 	// DeleteTombstone deletes the stream forever.
 	DeleteTombstone
+	// DeleteTruncate hides the revisions below Write.TruncateTo, for
+	// good: a scavenge makes the retention limits' cut durable with it
+	// before removing what they hide. The stream keeps existing (the
+	// writer caps TruncateTo at the head), its revisions and expected
+	// revisions are unchanged, and its subscribers go on.
+	DeleteTruncate
 )
 
 // A Write is one stream's part of a commit: events to append, or a
@@ -53,6 +59,9 @@ type Write struct {
 	// deletion; zero means the log makes a random one, which a replicated
 	// write must not rely on either.
 	DeletionID [16]byte
+	// TruncateTo is DeleteTruncate's new first visible revision: above
+	// State.TruncateBefore, at most State.Head.
+	TruncateTo uint64
 
 	recs []byte // the encoded records, back to back (Prepare)
 	ends []int  // ends[i] is the end of record i in recs
@@ -530,7 +539,7 @@ func (c *commitState) apply(w *Write) {
 		s.LastPosition = c.pos - 1
 	}
 	if w.Delete != DeleteNone {
-		c.delete(&s, w.Delete, w.DeletionID)
+		c.delete(&s, w)
 	}
 	s.Updated = c.now
 	_ = c.b.Set(appendStreamKey(c.key[:0], s.ID), appendState(nil, &s), nil)
@@ -547,17 +556,33 @@ func (c *commitState) apply(w *Write) {
 	c.st.events = c.st.events - wasCount + s.EventCount()
 }
 
-// delete applies a deletion to s and records it as an event of "$deleted".
-func (c *commitState) delete(s *StreamState, mode DeleteMode, id [16]byte) {
+// The types of the "$deleted" events that record deletions.
+const (
+	TypeStreamDeleted    = "$stream-deleted"
+	TypeStreamTombstoned = "$stream-tombstoned"
+	TypeStreamTruncated  = "$stream-truncated"
+)
+
+// delete applies w's deletion to s and records it as an event of
+// "$deleted".
+func (c *commitState) delete(s *StreamState, w *Write) {
+	mode, id := w.Delete, w.DeletionID
 	if id == ([16]byte{}) {
 		id = newEventID()
 	}
-	typ := "$stream-deleted"
-	if mode == DeleteTombstone {
-		typ = "$stream-tombstoned"
+	var typ string
+	switch mode {
+	case DeleteTombstone:
+		typ = TypeStreamTombstoned
 		s.Tombstoned = true
 		s.TruncateBefore = s.NextRevision()
-	} else {
+	case DeleteTruncate:
+		// The writer's bounds, kept here too: a truncate never hides the
+		// head (the stream would look deleted) nor shows anything again.
+		typ = TypeStreamTruncated
+		s.TruncateBefore = max(s.TruncateBefore, min(w.TruncateTo, s.Head))
+	default:
+		typ = TypeStreamDeleted
 		s.TruncateBefore = s.Head + 1
 	}
 	data, _ := json.Marshal(struct {
@@ -572,8 +597,12 @@ func (c *commitState) delete(s *StreamState, mode DeleteMode, id [16]byte) {
 	_ = c.b.Set(appendIndexKey(c.key[:0], deletedStreamID, rev), appendIndexValue(c.val[:0], c.pos, 1), nil)
 	_ = c.b.Set(appendIDKey(c.key[:0], ev.ID), appendIDValue(c.val[:0], idLoc{sid: deletedStreamID, rev: rev, pos: c.pos, first: rev, last: rev}), nil)
 	_ = c.b.Set(appendCategoryKey(c.key[:0], Category(deletedStreamName), c.pos), rec, nil)
+	deletes := s.Name
+	if mode == DeleteTruncate {
+		deletes = "" // the stream goes on: its subscriptions too
+	}
 	c.committed = append(c.committed, Committed{Position: c.pos, StreamID: deletedStreamID, Revision: rev, Stream: deletedStreamName, Record: rec,
-		Deletes: s.Name, Tombstone: mode == DeleteTombstone})
+		Deletes: deletes, Tombstone: mode == DeleteTombstone})
 	_ = c.b.Set(appendTypeKey(c.key[:0], typ, c.pos), binary.AppendUvarint(c.val[:0], 1), nil)
 	c.seen.add(ev.ID)
 	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)

@@ -456,8 +456,9 @@ type Committed struct {
 	Position, StreamID, Revision uint64
 	Stream                       string
 	Record                       []byte // the encoded record: read through EventView.Decode
-	// For an event of "$deleted": the stream it deletes, and whether
-	// forever.
+	// For an event of "$deleted" that records a deletion: the stream it
+	// deletes, and whether forever ("" for a truncate, which the stream
+	// outlives).
 	Deletes   string
 	Tombstone bool
 }

@@ -98,11 +98,14 @@ type ScavengeJob struct {
 	// KeysPerSecond is the throttle: keys deleted per second (0: none).
 	KeysPerSecond int `json:"keys_per_second"`
 	// NextStream is the cursor: streams with smaller ids are done.
-	NextStream    uint64 `json:"next_stream"`
-	StreamsDone   uint64 `json:"streams_done"`
-	StreamsTotal  uint64 `json:"streams_total"`
-	EventsRemoved uint64 `json:"events_removed"`
-	KeysRemoved   uint64 `json:"keys_removed"`
+	NextStream   uint64 `json:"next_stream"`
+	StreamsDone  uint64 `json:"streams_done"`
+	StreamsTotal uint64 `json:"streams_total"`
+	// StreamsTruncated counts the streams whose retention limits the job
+	// made durable (ScavengeOptions.EnforceLimits).
+	StreamsTruncated uint64 `json:"streams_truncated,omitempty"`
+	EventsRemoved    uint64 `json:"events_removed"`
+	KeysRemoved      uint64 `json:"keys_removed"`
 	// BytesRemoved is the sum of the sizes of the keys and values deleted.
 	BytesRemoved uint64 `json:"bytes_removed"`
 	// DiskBefore is the store's size on disk when the job started;
@@ -138,6 +141,12 @@ type ScavengeOptions struct {
 	// hidden for good; nil means DeletedBefore. Reads must hide at least
 	// as much, and must never show them again: a scavenge removes them.
 	FirstVisible func(*StreamState) uint64
+	// EnforceLimits, when set, is called as the job starts or resumes,
+	// before it lists the streams to visit: it truncates the streams
+	// whose retention limits hide events (DeleteTruncate), so that what
+	// they hide is deleted, for good, and removed by this job. It returns
+	// the streams it truncated.
+	EnforceLimits func(ctx context.Context) (int, error)
 	// StopAfterBatches, when positive, stops the job (state stopped)
 	// after that many batches: tests interrupt a run with it.
 	StopAfterBatches int
@@ -267,6 +276,13 @@ type scavenger struct {
 }
 
 func (sc *scavenger) run(ctx context.Context) error {
+	if sc.opts.EnforceLimits != nil {
+		n, err := sc.opts.EnforceLimits(ctx)
+		sc.j.StreamsTruncated += uint64(n)
+		if err != nil {
+			return fmt.Errorf("enforce retention limits: %w", err)
+		}
+	}
 	// The streams to visit: those with deleted events, from the cursor on,
 	// as the job finds them now. Streams deleted later wait for the next
 	// job.

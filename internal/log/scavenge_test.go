@@ -556,10 +556,17 @@ func TestRetryOfScavengedAppend(t *testing.T) {
 
 // TestScavengeLeavesLimitHidden: events that only a retention limit hides
 // stay through a scavenge (a limit is a view: lifting it shows them
-// again), while the same stream's soft-deleted events go.
+// again), while the same stream's soft-deleted events go; once a
+// truncate makes the limit's cut durable, the scavenge removes them too,
+// and lifting the limit shows nothing older. The truncate keeps the
+// stream (its head, its existence), is recorded in "$deleted" as
+// "$stream-truncated", is capped at the head, and ends no subscription
+// (no Deletes on its committed event).
 func TestScavengeLeavesLimitHidden(t *testing.T) {
 	l := openTest(t, nil)
 	defer l.Close()
+	var live []Committed
+	l.OnPublish(func(evs []Committed) { live = append(live, evs...) })
 	appendTo(t, l, "lim-1", testEvent(1), testEvent(2))
 	s, _, _ := l.State("lim-1")
 	commit(t, l, &Write{State: s, Delete: DeleteSoft}) // revisions 0, 1 deleted
@@ -571,6 +578,7 @@ func TestScavengeLeavesLimitHidden(t *testing.T) {
 		t.Fatalf("removed %d events, want the 2 deleted", j.EventsRemoved)
 	}
 	read := func() []uint64 {
+		t.Helper()
 		evs, err := readStream(t, l, StreamQuery{Stream: "lim-1"})
 		if err != nil {
 			t.Fatal(err)
@@ -587,5 +595,36 @@ func TestScavengeLeavesLimitHidden(t *testing.T) {
 	l.SetLimits("lim-1", false, Limits{})
 	if got := read(); !slices.Equal(got, []uint64{2, 3, 4}) {
 		t.Fatalf("the limit lifted: revisions %v, want [2 3 4]", got)
+	}
+
+	// A truncate past the head stops at it: revisions 2 and 3 go.
+	l.SetLimits("lim-1", false, Limits{MaxCount: 1})
+	s, _, _ = l.State("lim-1")
+	tw := &Write{State: s, Delete: DeleteTruncate, TruncateTo: 10}
+	live = nil
+	commit(t, l, tw)
+	if a := tw.After; a.TruncateBefore != 4 || a.Head != 4 || !a.Exists() || a.Deleted() || a.EventCount() != 1 {
+		t.Fatalf("after the truncate: %+v, exists %v, deleted %v, want truncate-before 4, head 4, existing", a, a.Exists(), a.Deleted())
+	}
+	if len(live) != 1 || live[0].Stream != "$deleted" || live[0].Deletes != "" {
+		t.Fatalf("published %+v, want one $deleted event without Deletes", live)
+	}
+	rec := readAll(t, l, AllQuery{From: tw.FirstPosition, To: tw.FirstPosition})
+	if len(rec) != 1 || rec[0].Type != TypeStreamTruncated || string(rec[0].Data) != `{"stream":"lim-1","truncate_before":4}` {
+		t.Fatalf("the truncate's event: %+v", rec)
+	}
+	if !l.Hidden(s.ID, 3) || l.Hidden(s.ID, 4) {
+		t.Fatal("Hidden does not follow the truncate")
+	}
+	if j := scavenge(t, l, ScavengeOptions{}); j.EventsRemoved != 2 {
+		t.Fatalf("after the truncate: removed %d events, want revisions 2 and 3", j.EventsRemoved)
+	}
+	l.SetLimits("lim-1", false, Limits{})
+	if got := read(); !slices.Equal(got, []uint64{4}) {
+		t.Fatalf("truncated, the limit lifted: revisions %v, want [4]", got)
+	}
+	appendTo(t, l, "lim-1", testEvent(7))
+	if got := read(); !slices.Equal(got, []uint64{4, 5}) {
+		t.Fatalf("appended after the truncate: revisions %v, want [4 5]", got)
 	}
 }

@@ -242,6 +242,98 @@ func (s *Store) Set(ctx context.Context, t Target, exp Expected, md Metadata) (u
 	return next.Revision, nil
 }
 
+// Truncator hides a stream's revisions below before, for good (the
+// writer's Truncate).
+type Truncator func(ctx context.Context, stream string, before uint64) error
+
+// Enforce makes the retention limits' cut durable, for a scavenge to
+// remove what they hide: for every stream with limits (its own, or its
+// category's defaults), it hands truncate the first revision they leave
+// visible now, when that is past the stream's truncate, and returns how
+// many streams it did. A limit is a view, which raising or removing
+// undoes; once truncated, the events below are gone whatever the limits
+// say later. Each stream's cut is decided and written under the lock of
+// Set, so that a limit raised at the same time either comes first, and
+// counts, or waits for the truncate and applies to what is left.
+func (s *Store) Enforce(ctx context.Context, truncate Truncator) (int, error) {
+	var own []string
+	categories := make(map[string]bool)
+	for t, e := range *s.entries.Load() {
+		switch {
+		case e.Metadata.Limits.IsZero():
+		case t.Category:
+			categories[t.Name] = true
+		default:
+			own = append(own, t.Name)
+		}
+	}
+	done := 0
+	for _, name := range own {
+		n, err := s.enforce(ctx, name, truncate)
+		if err != nil {
+			return done, err
+		}
+		done += n
+	}
+	// The streams of categories with defaults, from the names index; the
+	// ones with limits of their own were done above.
+	for cat := range categories {
+		after := ""
+		for {
+			page, more, err := s.log.ListStreams(ctx, cat, after, 1000)
+			if err != nil {
+				return done, err
+			}
+			for i := range page {
+				name := page[i].Name
+				if eslog.Category(name) != cat {
+					continue
+				}
+				if e, has := s.Get(Target{Name: name}); has && !e.Metadata.Limits.IsZero() {
+					continue
+				}
+				n, err := s.enforce(ctx, name, truncate)
+				if err != nil {
+					return done, err
+				}
+				done += n
+			}
+			if !more || len(page) == 0 {
+				break
+			}
+			after = page[len(page)-1].Name
+		}
+	}
+	return done, nil
+}
+
+// enforce truncates one stream as its limits say (1), or does nothing (0).
+func (s *Store) enforce(ctx context.Context, name string, truncate Truncator) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// The published state: the writer's may be ahead (more events, so a
+	// MaxCount cut further on), never behind; the cut is made from this
+	// one, which hides no more than the limits do.
+	st, ok, err := s.log.State(name)
+	if err != nil || !ok || !st.Exists() {
+		return 0, err
+	}
+	first, err := s.log.VisibleFrom(ctx, &st)
+	if err != nil {
+		return 0, fmt.Errorf("stream %q: %w", name, err)
+	}
+	if min(first, st.Head) <= st.TruncateBefore {
+		return 0, nil
+	}
+	if err := truncate(ctx, name, first); err != nil {
+		return 0, fmt.Errorf("truncate stream %q below revision %d: %w", name, first, err)
+	}
+	return 1, nil
+}
+
 // record is the stored form of an Entry.
 type record struct {
 	Version        int    `json:"v"`

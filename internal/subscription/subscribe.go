@@ -332,13 +332,16 @@ func targetLabel(t TargetKind) string {
 }
 
 // deletedStream reads a "$deleted" event: the stream it deletes and
-// whether forever.
+// whether forever; not ok for a truncate, which the stream outlives.
 func deletedStream(v *eslog.EventView) (name string, tombstone, ok bool) {
+	if t := string(v.Type()); t != eslog.TypeStreamDeleted && t != eslog.TypeStreamTombstoned {
+		return "", false, false
+	}
 	var d struct {
 		Stream string `json:"stream"`
 	}
 	if json.Unmarshal(v.Data(), &d) != nil || d.Stream == "" {
 		return "", false, false
 	}
-	return d.Stream, string(v.Type()) == "$stream-tombstoned", true
+	return d.Stream, string(v.Type()) == eslog.TypeStreamTombstoned, true
 }

@@ -406,7 +406,7 @@ func (f *fakeLog) apply(cs *fakeCommitState, w *eslog.Write) {
 		s.LastPosition = cs.pos - 1
 	}
 	if w.Delete != eslog.DeleteNone {
-		f.delete(cs, &s, w.Delete, w.DeletionID)
+		f.delete(cs, &s, w)
 	}
 	s.Updated = cs.now
 	f.streams[s.Name] = s
@@ -421,16 +421,27 @@ func sameDecisionState(stored, decided eslog.StreamState) bool {
 		stored.TruncateBefore == decided.TruncateBefore && stored.Tombstoned == decided.Tombstoned
 }
 
-func (f *fakeLog) delete(cs *fakeCommitState, s *eslog.StreamState, mode eslog.DeleteMode, id [16]byte) {
+func (f *fakeLog) delete(cs *fakeCommitState, s *eslog.StreamState, w *eslog.Write) {
+	mode, id := w.Delete, w.DeletionID
 	if id == ([16]byte{}) {
 		f.violate("deletion of %q without a DeletionID (invariant 5)", s.Name)
 		id = eslog.NewEventID()
 	}
-	if mode == eslog.DeleteTombstone {
+	switch mode {
+	case eslog.DeleteTombstone:
 		s.Tombstoned = true
 		s.TruncateBefore = s.NextRevision()
-	} else {
+	case eslog.DeleteTruncate:
+		if !s.Exists() || w.TruncateTo > s.Head || w.TruncateTo <= s.TruncateBefore {
+			f.violate("truncate of %q to %d at head %d, truncate-before %d, exists %v", s.Name, w.TruncateTo, s.Head, s.TruncateBefore, s.Exists())
+		}
+		s.TruncateBefore = w.TruncateTo
+	default:
 		s.TruncateBefore = s.Head + 1
+	}
+	deletes := s.Name
+	if mode == eslog.DeleteTruncate {
+		deletes = ""
 	}
 	rev := f.sys.NextRevision()
 	if e, dup := f.ids[id]; dup {
@@ -439,7 +450,7 @@ func (f *fakeLog) delete(cs *fakeCommitState, s *eslog.StreamState, mode eslog.D
 	f.ids[id] = fakeID{epoch: cs.epoch, loc: eslog.IDLocation{Found: true, StreamID: 1, Revision: rev, Position: cs.pos,
 		AppendFirst: rev, AppendLast: rev}}
 	f.events = append(f.events, fakeEvent{pos: cs.pos, stream: f.sys.Name, sid: 1, rev: rev, id: id, created: cs.now,
-		deletes: s.Name, tombstone: mode == eslog.DeleteTombstone})
+		deletes: deletes, tombstone: mode == eslog.DeleteTombstone})
 	if !f.sys.Written {
 		f.sys.Created = cs.now
 	}

@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer, w *Writer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "esd_writer_requests_total",
-			Help: "Write requests (append, append_multi, delete) by outcome: ok, or the error reason.",
+			Help: "Write requests (append, append_multi, delete, truncate: a scavenge making retention limits durable) by outcome: ok, or the error reason.",
 		}, []string{"op", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "esd_writer_request_duration_seconds",

@@ -386,6 +386,9 @@ func (rs *roundState) checkIDs(o *op, st *eslog.StreamState) (leader, offset int
 }
 
 func (s *shard) decideDelete(o *op, st *eslog.StreamState) (*eslog.Write, opResult) {
+	if o.mode == eslog.DeleteTruncate {
+		return s.decideTruncate(o, st)
+	}
 	var res opResult
 	if !st.Tombstoned {
 		if res.err = s.fenced(o); res.err != nil {
@@ -409,6 +412,22 @@ func (s *shard) decideDelete(o *op, st *eslog.StreamState) (*eslog.Write, opResu
 	}
 	res.waitPos = st.LastPosition // a refusal stands once the state it saw is durable (refusal)
 	return nil, res
+}
+
+// decideTruncate raises st's first visible revision to o.truncate,
+// capped at the head so that the stream still exists. It is the server's
+// own write, not a client's: no lease fences it and it expects no
+// revision, as it changes none that a writer expects. Nothing to raise
+// (a stream without visible events, or already truncated as far), it
+// writes nothing.
+func (s *shard) decideTruncate(o *op, st *eslog.StreamState) (*eslog.Write, opResult) {
+	to := min(o.truncate, st.Head)
+	if !st.Exists() || to <= st.TruncateBefore {
+		return nil, opResult{waitPos: st.LastPosition}
+	}
+	w := s.newWrite(st)
+	w.Delete, w.TruncateTo, w.DeletionID = eslog.DeleteTruncate, to, eslog.NewEventID()
+	return w, opResult{}
 }
 
 // fenced asks the leases whether o may write its stream. Decided in the
@@ -446,6 +465,8 @@ func predict(st *eslog.StreamState, w *eslog.Write) {
 	case eslog.DeleteTombstone:
 		st.TruncateBefore = st.NextRevision()
 		st.Tombstoned = true
+	case eslog.DeleteTruncate:
+		st.TruncateBefore = max(st.TruncateBefore, w.TruncateTo)
 	}
 }
 

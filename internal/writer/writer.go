@@ -224,6 +224,23 @@ func (w *Writer) Delete(ctx context.Context, d DeleteOp) (DeleteResult, error) {
 	return DeleteResult{Position: r.append.FirstPosition, CommitTime: r.append.CommitTime}, err
 }
 
+// Truncate hides the revisions of stream below before, for good, as a
+// scavenge does before removing what the retention limits hide: capped
+// at the stream's head, so that it still exists, and recorded as a
+// "$stream-truncated" event of "$deleted". It writes nothing (position 0)
+// when the stream has no visible events or is truncated as far already.
+// It waits until the write is durable.
+func (w *Writer) Truncate(ctx context.Context, stream string, before uint64) (DeleteResult, error) {
+	start := time.Now()
+	o := &op{kind: opDelete, stream: stream, mode: eslog.DeleteTruncate, truncate: before, done: make(chan opResult, 1)}
+	r, err := w.submit(ctx, o)
+	if err == nil {
+		err = w.settle(ctx, &r)
+	}
+	w.met.observe("truncate", err, 0, start)
+	return DeleteResult{Position: r.append.FirstPosition, CommitTime: r.append.CommitTime}, err
+}
+
 func (w *Writer) submit(ctx context.Context, o *op) (opResult, error) {
 	if err := w.reserve(int64(o.size)); err != nil {
 		return opResult{}, err
@@ -317,6 +334,7 @@ type op struct {
 	clientIDs int
 	token     uint64 // fencing token; 0: none
 	mode      eslog.DeleteMode
+	truncate  uint64 // DeleteTruncate's first visible revision
 	size      int
 	lock      *lockPart
 	done      chan opResult // capacity 1: answering never blocks
