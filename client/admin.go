@@ -7,7 +7,9 @@ import (
 )
 
 // StartScavenge starts a scavenge: the server removes from disk, in the
-// background, the events that deletions hide, throttled to keysPerSecond
+// background, the events that deletions and retention limits hide (the
+// limits' cut becomes durable: raising a limit afterwards shows nothing
+// older), throttled to keysPerSecond
 // (0: the server's default). One runs at a time: another start fails with
 // FAILED_PRECONDITION/SCAVENGE_RUNNING. Not retried, as a second start is
 // refused.

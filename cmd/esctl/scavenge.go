@@ -168,6 +168,7 @@ func (a *app) printScavenge(s *esdv1.Scavenge) error {
 		{"STARTED", formatTime(s.GetStarted())},
 		{"FINISHED", formatTime(s.GetFinished())},
 		{"STREAMS", fmt.Sprintf("%d/%d", s.GetStreamsDone(), s.GetStreamsTotal())},
+		{"TRUNCATED", fmt.Sprintf("%d streams (retention limits made durable)", s.GetStreamsTruncated())},
 		{"PROGRESS", fmt.Sprintf("%.1f%%", 100*s.GetProgress())},
 		{"EVENTS REMOVED", strconv.FormatUint(s.GetEventsRemoved(), 10)},
 		{"KEYS REMOVED", strconv.FormatUint(s.GetKeysRemoved(), 10)},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/esdhq/esd/internal/engine"
 	eslog "github.com/esdhq/esd/internal/log"
+	"github.com/esdhq/esd/internal/streammeta"
 )
 
 var (
@@ -22,7 +23,9 @@ var (
 
 // BenchmarkScavengeUnderLoad: a store of -scavenge.events small events
 // (JSON of about 90 bytes, half of it random hex) in streams of 50,
-// appended 50 at a time, half of the streams soft-deleted.
+// appended 50 at a time, half of them hidden: half the "order-" streams
+// soft-deleted, and the older half of every "cart-" stream hidden by its
+// category's default max count of 25.
 //
 // The shrink: the store is flushed and measured (its live tables, and
 // all it takes on disk), scavenged with nothing else running, and
@@ -63,20 +66,30 @@ func scavengeStore(b *testing.B, e *engine.Engine) {
 	const perStream = 50
 	streams := *scavEvents / perStream
 	start := time.Now()
+	name := func(i int) string {
+		if i%2 == 0 {
+			return fmt.Sprintf("order-%d", i)
+		}
+		return fmt.Sprintf("cart-%d", i)
+	}
 	parallel(b, 16, streams, func(i int) error {
 		rng := rand.New(rand.NewPCG(uint64(i), 1))
 		evs := make([]eslog.Event, perStream)
 		for j := range evs {
 			evs[j] = eslog.Event{ID: eslog.NewEventID(), Type: "ItemAdded", Data: smallEvent(rng)}
 		}
-		_, err := e.Append(ctx, engine.AppendOp{Stream: fmt.Sprintf("cart-%d", i), Events: evs})
+		_, err := e.Append(ctx, engine.AppendOp{Stream: name(i), Events: evs})
 		return err
 	})
-	parallel(b, 16, streams/2, func(i int) error {
-		_, err := e.Delete(ctx, engine.DeleteOp{Stream: fmt.Sprintf("cart-%d", 2*i), Mode: eslog.DeleteSoft})
+	parallel(b, 16, streams/4, func(i int) error {
+		_, err := e.Delete(ctx, engine.DeleteOp{Stream: name(4 * i), Mode: eslog.DeleteSoft})
 		return err
 	})
-	b.Logf("store of %d events in %d streams, half deleted, written in %v", streams*perStream, streams, time.Since(start).Round(time.Millisecond))
+	if _, err := e.StreamMetadata().Set(ctx, streammeta.Target{Name: "cart", Category: true}, streammeta.Expected{},
+		streammeta.Metadata{Limits: eslog.Limits{MaxCount: perStream / 2}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("store of %d events in %d streams, half hidden (deleted, or by a max count), written in %v", streams*perStream, streams, time.Since(start).Round(time.Millisecond))
 }
 
 func smallEvent(rng *rand.Rand) []byte {
@@ -103,14 +116,17 @@ func scavengeShrink(b *testing.B) {
 	if err != nil || j.State != eslog.ScavengeDone {
 		b.Fatalf("scavenge %+v, %v", j, err)
 	}
+	if j.EventsRemoved != uint64(*scavEvents/2) {
+		b.Fatalf("removed %d events, want half of %d", j.EventsRemoved, *scavEvents)
+	}
 	tablesAfter, diskAfter := e.Log().TableBytes(), e.DiskBytes()
 	shrink := 1 - float64(tablesAfter)/float64(tables)
 	b.ReportMetric(float64(tables)/(1<<20), "MiB-tables-before")
 	b.ReportMetric(float64(tablesAfter)/(1<<20), "MiB-tables-after")
 	b.ReportMetric(100*shrink, "%shrunk")
 	b.ReportMetric(took.Seconds(), "s-scavenge-alone")
-	b.Logf("scavenge alone: %d events, %d keys, %d bytes of keys and values removed in %v at %d keys/s; tables %d -> %d bytes (%.1f%% less); disk %d -> %d bytes (%.1f%% less)",
-		j.EventsRemoved, j.KeysRemoved, j.BytesRemoved, took.Round(time.Millisecond), j.KeysPerSecond,
+	b.Logf("scavenge alone: %d streams truncated, %d events, %d keys, %d bytes of keys and values removed in %v at %d keys/s; tables %d -> %d bytes (%.1f%% less); disk %d -> %d bytes (%.1f%% less)",
+		j.StreamsTruncated, j.EventsRemoved, j.KeysRemoved, j.BytesRemoved, took.Round(time.Millisecond), j.KeysPerSecond,
 		tables, tablesAfter, 100*shrink, disk, diskAfter, 100*(1-float64(diskAfter)/float64(disk)))
 	if err := e.Close(); err != nil {
 		b.Fatal(err)

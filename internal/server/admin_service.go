@@ -76,19 +76,20 @@ var scavengeStates = map[eslog.ScavengeState]esdv1.ScavengeState{
 
 func scavengeProto(j *eslog.ScavengeJob) *esdv1.Scavenge {
 	out := &esdv1.Scavenge{
-		Id:              j.ID,
-		State:           scavengeStates[j.State],
-		Started:         timestamppb.New(time.Unix(0, j.Started)),
-		StreamsDone:     j.StreamsDone,
-		StreamsTotal:    j.StreamsTotal,
-		Progress:        j.Fraction(),
-		EventsRemoved:   j.EventsRemoved,
-		KeysRemoved:     j.KeysRemoved,
-		BytesReclaimed:  j.BytesRemoved,
-		DiskBytesBefore: j.DiskBefore,
-		DiskBytesAfter:  j.DiskAfter,
-		KeysPerSecond:   uint32(min(j.KeysPerSecond, math.MaxUint32)), //nolint:gosec // bounded just before
-		Error:           j.Error,
+		Id:               j.ID,
+		State:            scavengeStates[j.State],
+		Started:          timestamppb.New(time.Unix(0, j.Started)),
+		StreamsDone:      j.StreamsDone,
+		StreamsTotal:     j.StreamsTotal,
+		StreamsTruncated: j.StreamsTruncated,
+		Progress:         j.Fraction(),
+		EventsRemoved:    j.EventsRemoved,
+		KeysRemoved:      j.KeysRemoved,
+		BytesReclaimed:   j.BytesRemoved,
+		DiskBytesBefore:  j.DiskBefore,
+		DiskBytesAfter:   j.DiskAfter,
+		KeysPerSecond:    uint32(min(j.KeysPerSecond, math.MaxUint32)), //nolint:gosec // bounded just before
+		Error:            j.Error,
 	}
 	if j.Finished != 0 {
 		out.Finished = timestamppb.New(time.Unix(0, j.Finished))

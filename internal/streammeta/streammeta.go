@@ -246,15 +246,20 @@ func (s *Store) Set(ctx context.Context, t Target, exp Expected, md Metadata) (u
 // writer's Truncate).
 type Truncator func(ctx context.Context, stream string, before uint64) error
 
+// enforceBatch is the streams whose cuts Enforce decides under one hold
+// of the lock and writes at once (the writer commits them together).
+const enforceBatch = 256
+
 // Enforce makes the retention limits' cut durable, for a scavenge to
 // remove what they hide: for every stream with limits (its own, or its
 // category's defaults), it hands truncate the first revision they leave
 // visible now, when that is past the stream's truncate, and returns how
-// many streams it did. A limit is a view, which raising or removing
-// undoes; once truncated, the events below are gone whatever the limits
-// say later. Each stream's cut is decided and written under the lock of
-// Set, so that a limit raised at the same time either comes first, and
-// counts, or waits for the truncate and applies to what is left.
+// many streams it truncated. A limit is a view, which raising or
+// removing undoes; once truncated, the events below are gone whatever
+// the limits say later. The cuts are decided and written under the lock
+// of Set, a batch of streams at a time, so that a limit raised meanwhile
+// either comes first, and counts, or waits for the truncates and applies
+// to what is left.
 func (s *Store) Enforce(ctx context.Context, truncate Truncator) (int, error) {
 	var own []string
 	categories := make(map[string]bool)
@@ -268,19 +273,26 @@ func (s *Store) Enforce(ctx context.Context, truncate Truncator) (int, error) {
 		}
 	}
 	done := 0
-	for _, name := range own {
-		n, err := s.enforce(ctx, name, truncate)
-		if err != nil {
-			return done, err
-		}
+	batch := make([]string, 0, enforceBatch)
+	flush := func() error {
+		n, err := s.enforce(ctx, batch, truncate)
 		done += n
+		batch = batch[:0]
+		return err
+	}
+	for _, name := range own {
+		if batch = append(batch, name); len(batch) == enforceBatch {
+			if err := flush(); err != nil {
+				return done, err
+			}
+		}
 	}
 	// The streams of categories with defaults, from the names index; the
-	// ones with limits of their own were done above.
+	// ones with limits of their own are done above.
 	for cat := range categories {
 		after := ""
 		for {
-			page, more, err := s.log.ListStreams(ctx, cat, after, 1000)
+			page, more, err := s.log.ListStreams(ctx, cat, after, enforceBatch)
 			if err != nil {
 				return done, err
 			}
@@ -292,11 +304,11 @@ func (s *Store) Enforce(ctx context.Context, truncate Truncator) (int, error) {
 				if e, has := s.Get(Target{Name: name}); has && !e.Metadata.Limits.IsZero() {
 					continue
 				}
-				n, err := s.enforce(ctx, name, truncate)
-				if err != nil {
-					return done, err
+				if batch = append(batch, name); len(batch) == enforceBatch {
+					if err := flush(); err != nil {
+						return done, err
+					}
 				}
-				done += n
 			}
 			if !more || len(page) == 0 {
 				break
@@ -304,34 +316,60 @@ func (s *Store) Enforce(ctx context.Context, truncate Truncator) (int, error) {
 			after = page[len(page)-1].Name
 		}
 	}
-	return done, nil
+	return done, flush()
 }
 
-// enforce truncates one stream as its limits say (1), or does nothing (0).
-func (s *Store) enforce(ctx context.Context, name string, truncate Truncator) (int, error) {
-	if err := ctx.Err(); err != nil {
+// enforce truncates the streams names as their limits say, and returns
+// how many it truncated.
+func (s *Store) enforce(ctx context.Context, names []string, truncate Truncator) (int, error) {
+	if err := ctx.Err(); err != nil || len(names) == 0 {
 		return 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// The published state: the writer's may be ahead (more events, so a
-	// MaxCount cut further on), never behind; the cut is made from this
-	// one, which hides no more than the limits do.
-	st, ok, err := s.log.State(name)
-	if err != nil || !ok || !st.Exists() {
-		return 0, err
+	type cut struct {
+		name  string
+		first uint64
 	}
-	first, err := s.log.VisibleFrom(ctx, &st)
-	if err != nil {
-		return 0, fmt.Errorf("stream %q: %w", name, err)
+	var cuts []cut
+	for _, name := range names {
+		// The published state: the writer's may be ahead (more events,
+		// so a MaxCount cut further on), never behind; the cut is made
+		// from this one, which hides no more than the limits do.
+		st, ok, err := s.log.State(name)
+		if err != nil {
+			return 0, err
+		}
+		if !ok || !st.Exists() {
+			continue
+		}
+		first, err := s.log.VisibleFrom(ctx, &st)
+		if err != nil {
+			return 0, fmt.Errorf("stream %q: %w", name, err)
+		}
+		if min(first, st.Head) > st.TruncateBefore {
+			cuts = append(cuts, cut{name, first})
+		}
 	}
-	if min(first, st.Head) <= st.TruncateBefore {
-		return 0, nil
+	errs := make([]error, len(cuts))
+	var wg sync.WaitGroup
+	for i, c := range cuts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := truncate(ctx, c.name, c.first); err != nil {
+				errs[i] = fmt.Errorf("truncate stream %q below revision %d: %w", c.name, c.first, err)
+			}
+		}()
 	}
-	if err := truncate(ctx, name, first); err != nil {
-		return 0, fmt.Errorf("truncate stream %q below revision %d: %w", name, first, err)
+	wg.Wait()
+	n := 0
+	for _, err := range errs {
+		if err == nil {
+			n++
+		}
 	}
-	return 1, nil
+	return n, errors.Join(errs...)
 }
 
 // record is the stored form of an Entry.

@@ -564,9 +564,12 @@ type Scavenge struct {
 	// The throttle it runs with, keys per second.
 	KeysPerSecond uint32 `protobuf:"varint,13,opt,name=keys_per_second,json=keysPerSecond" json:"keys_per_second,omitempty"`
 	// Why it failed (state FAILED).
-	Error         string `protobuf:"bytes,14,opt,name=error" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Error string `protobuf:"bytes,14,opt,name=error" json:"error,omitempty"`
+	// Streams whose retention limits it made durable, each with a
+	// "$stream-truncated" event, before removing what they hide.
+	StreamsTruncated uint64 `protobuf:"varint,15,opt,name=streams_truncated,json=streamsTruncated" json:"streams_truncated,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Scavenge) Reset() {
@@ -697,6 +700,13 @@ func (x *Scavenge) GetError() string {
 	return ""
 }
 
+func (x *Scavenge) GetStreamsTruncated() uint64 {
+	if x != nil {
+		return x.StreamsTruncated
+	}
+	return 0
+}
+
 var File_esd_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_admin_service_proto_rawDesc = "" +
@@ -729,7 +739,7 @@ const file_esd_v1_admin_service_proto_rawDesc = "" +
 	"\bscavenge\x18\x01 \x01(\v2\x10.esd.v1.ScavengeR\bscavenge\"\x15\n" +
 	"\x13StopScavengeRequest\"D\n" +
 	"\x14StopScavengeResponse\x12,\n" +
-	"\bscavenge\x18\x01 \x01(\v2\x10.esd.v1.ScavengeR\bscavenge\"\xa0\x04\n" +
+	"\bscavenge\x18\x01 \x01(\v2\x10.esd.v1.ScavengeR\bscavenge\"\xcd\x04\n" +
 	"\bScavenge\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.esd.v1.ScavengeStateR\x05state\x124\n" +
@@ -745,7 +755,8 @@ const file_esd_v1_admin_service_proto_rawDesc = "" +
 	"\x11disk_bytes_before\x18\v \x01(\x04R\x0fdiskBytesBefore\x12(\n" +
 	"\x10disk_bytes_after\x18\f \x01(\x04R\x0ediskBytesAfter\x12&\n" +
 	"\x0fkeys_per_second\x18\r \x01(\rR\rkeysPerSecond\x12\x14\n" +
-	"\x05error\x18\x0e \x01(\tR\x05error*\x9b\x01\n" +
+	"\x05error\x18\x0e \x01(\tR\x05error\x12+\n" +
+	"\x11streams_truncated\x18\x0f \x01(\x04R\x10streamsTruncated*\x9b\x01\n" +
 	"\rScavengeState\x12\x1e\n" +
 	"\x1aSCAVENGE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SCAVENGE_STATE_RUNNING\x10\x01\x12\x17\n" +

@@ -35,10 +35,15 @@ type AdminServiceClient interface {
 	// GetServerInfo describes the running server and its store.
 	GetServerInfo(ctx context.Context, in *GetServerInfoRequest, opts ...grpc.CallOption) (*GetServerInfoResponse, error)
 	// StartScavenge starts a scavenge: a background job that removes from
-	// disk the events of deleted streams (below each stream's first visible
-	// revision; all of a tombstoned stream's) and the index entries and
-	// snapshots that served only them. Reads, appends and subscriptions go
-	// on meanwhile. One runs at a time: while one runs, StartScavenge fails
+	// disk the events no read can see (those of deleted streams below each
+	// one's first visible revision, all of a tombstoned stream's, and those
+	// the retention limits of stream metadata hide) and the index entries
+	// and snapshots that served only them. Limits are a view until then: it
+	// first makes each limited stream's cut durable, a truncate recorded as
+	// a "$stream-truncated" event of "$deleted" (the newest event of a
+	// stream stays, so that it keeps existing at the same revision), after
+	// which raising or removing the limit shows nothing older. Reads,
+	// appends and subscriptions go on meanwhile. One runs at a time: while one runs, StartScavenge fails
 	// with FAILED_PRECONDITION. A scavenge a restart interrupts resumes
 	// when the server starts again.
 	StartScavenge(ctx context.Context, in *StartScavengeRequest, opts ...grpc.CallOption) (*StartScavengeResponse, error)
@@ -110,10 +115,15 @@ type AdminServiceServer interface {
 	// GetServerInfo describes the running server and its store.
 	GetServerInfo(context.Context, *GetServerInfoRequest) (*GetServerInfoResponse, error)
 	// StartScavenge starts a scavenge: a background job that removes from
-	// disk the events of deleted streams (below each stream's first visible
-	// revision; all of a tombstoned stream's) and the index entries and
-	// snapshots that served only them. Reads, appends and subscriptions go
-	// on meanwhile. One runs at a time: while one runs, StartScavenge fails
+	// disk the events no read can see (those of deleted streams below each
+	// one's first visible revision, all of a tombstoned stream's, and those
+	// the retention limits of stream metadata hide) and the index entries
+	// and snapshots that served only them. Limits are a view until then: it
+	// first makes each limited stream's cut durable, a truncate recorded as
+	// a "$stream-truncated" event of "$deleted" (the newest event of a
+	// stream stays, so that it keeps existing at the same revision), after
+	// which raising or removing the limit shows nothing older. Reads,
+	// appends and subscriptions go on meanwhile. One runs at a time: while one runs, StartScavenge fails
 	// with FAILED_PRECONDITION. A scavenge a restart interrupts resumes
 	// when the server starts again.
 	StartScavenge(context.Context, *StartScavengeRequest) (*StartScavengeResponse, error)

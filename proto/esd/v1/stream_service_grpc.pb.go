@@ -124,8 +124,10 @@ type StreamServiceClient interface {
 	ReadStream(ctx context.Context, in *ReadStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadStreamResponse], error)
 	// ReadAll reads the global log in position order, optionally filtered.
 	// Events of deleted streams are not returned. Deletions themselves appear
-	// as events of the system stream "$deleted" (types "$stream-deleted" and
-	// "$stream-tombstoned", JSON data {"stream": ..., "truncate_before": ...}).
+	// as events of the system stream "$deleted" (types "$stream-deleted",
+	// "$stream-tombstoned", and "$stream-truncated" for the cut of a stream's
+	// retention limits that a scavenge made durable; JSON data
+	// {"stream": ..., "truncate_before": ...}).
 	//
 	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT.
 	ReadAll(ctx context.Context, in *ReadAllRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadAllResponse], error)
@@ -444,8 +446,10 @@ type StreamServiceServer interface {
 	ReadStream(*ReadStreamRequest, grpc.ServerStreamingServer[ReadStreamResponse]) error
 	// ReadAll reads the global log in position order, optionally filtered.
 	// Events of deleted streams are not returned. Deletions themselves appear
-	// as events of the system stream "$deleted" (types "$stream-deleted" and
-	// "$stream-tombstoned", JSON data {"stream": ..., "truncate_before": ...}).
+	// as events of the system stream "$deleted" (types "$stream-deleted",
+	// "$stream-tombstoned", and "$stream-truncated" for the cut of a stream's
+	// retention limits that a scavenge made durable; JSON data
+	// {"stream": ..., "truncate_before": ...}).
 	//
 	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT.
 	ReadAll(*ReadAllRequest, grpc.ServerStreamingServer[ReadAllResponse]) error
