@@ -144,8 +144,9 @@ func (a *app) newMetaSetCmd() *cobra.Command {
 		Short: "Set a stream's metadata, or a category's default limits",
 		Long: `Set the metadata of STREAM (or with --category, the default max count and
 max age of the category's streams), whole: a limit not given is no longer
-set. Limits hide older events from every read at once; they are a view:
-lowering or removing one shows the events again.
+set. Limits hide older events from every read at once; until a scavenge
+they are a view: raising or removing one shows the events again. A
+scavenge makes their cut durable and removes what they hide.
 
 --expected-revision is any (the default), none (no metadata yet) or a
 metadata revision; a wrong one fails with WRONG_EXPECTED_METADATA_REVISION.`,

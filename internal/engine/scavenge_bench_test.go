@@ -104,6 +104,10 @@ func scavengeShrink(b *testing.B) {
 		b.Fatal(err)
 	}
 	tables, disk := e.Log().TableBytes(), e.DiskBytes()
+	spaces, err := e.Log().TableBytesBySpace()
+	if err != nil {
+		b.Fatal(err)
+	}
 	start := time.Now()
 	if _, err := e.StartScavenge(*scavRate); err != nil {
 		b.Fatal(err)
@@ -120,6 +124,15 @@ func scavengeShrink(b *testing.B) {
 		b.Fatalf("removed %d events, want half of %d", j.EventsRemoved, *scavEvents)
 	}
 	tablesAfter, diskAfter := e.Log().TableBytes(), e.DiskBytes()
+	spacesAfter, err := e.Log().TableBytesBySpace()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name, n := range spaces {
+		if n > 0 || spacesAfter[name] > 0 {
+			b.Logf("tables of %s: %d -> %d bytes", name, n, spacesAfter[name])
+		}
+	}
 	shrink := 1 - float64(tablesAfter)/float64(tables)
 	b.ReportMetric(float64(tables)/(1<<20), "MiB-tables-before")
 	b.ReportMetric(float64(tablesAfter)/(1<<20), "MiB-tables-after")

@@ -72,7 +72,10 @@
 //     undoes: a stream's first visible revision is the largest of its
 //     TruncateBefore and the limits' (VisibleFrom), and readers of $all
 //     test each event against the in-memory table of limits, a nil test
-//     when no stream has any. A scavenge leaves what only limits hide.
+//     when no stream has any. A scavenge first makes the limits' cut
+//     durable, a DeleteTruncate write per stream (which raises its
+//     TruncateBefore, capped at its head), and then removes what
+//     TruncateBefore hides.
 //  5. Open reads only the last keys of the event and stream spaces, the
 //     counts and the deleted streams: no scan of the events.
 //  6. Aux writes and compare-and-swaps (auxspace.go) are requests of the

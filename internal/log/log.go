@@ -580,6 +580,24 @@ func (l *Log) DiskBytes() uint64 { return l.db.Metrics().DiskSpaceUsage() }
 // fills ahead) that DiskBytes counts too.
 func (l *Log) TableBytes() uint64 { return l.db.Metrics().Table.Local.LiveSize }
 
+// keySpaces names the key spaces (keys.go), by prefix byte.
+var keySpaces = [...]string{kMeta: "meta", kEvent: "events", kIndex: "stream index", kName: "names",
+	kStream: "states", kID: "ids", kDeleted: "deleted", kCategory: "categories", kType: "types", kAux: "aux"}
+
+// TableBytesBySpace estimates TableBytes per key space (events, ids, ...),
+// for benchmarks that say where the space goes.
+func (l *Log) TableBytesBySpace() (map[string]uint64, error) {
+	out := make(map[string]uint64, len(keySpaces))
+	for p, name := range keySpaces {
+		n, err := l.db.EstimateDiskUsage([]byte{byte(p)}, []byte{byte(p) + 1})
+		if err != nil {
+			return nil, err
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
 // Flush writes the memtables to tables (benchmarks measure TableBytes
 // after it).
 func (l *Log) Flush() error { return l.db.Flush() }

@@ -14,8 +14,12 @@ import (
 
 // Retention limits hide a stream's older events from every read, as a
 // soft delete does (invariant 4), but as a view: the events stay stored,
-// a limit lowered or removed shows them again, and nothing is counted or
-// written when they cross a limit. The limits come from stream metadata
+// a limit raised or removed shows them again, and nothing is counted or
+// written when they cross a limit. A scavenge ends the view: it writes
+// the cut as a DeleteTruncate (through the writer, ordered with
+// metadata writes by internal/streammeta's Enforce), after which the
+// stream's TruncateBefore hides the events for good and the scavenge
+// removes them. The limits come from stream metadata
 // (internal/streammeta), which hands them to the log with SetLimits; the
 // log keeps them in memory and applies them:
 //
@@ -167,9 +171,9 @@ func (l *Log) LimitsOf(name string) (Limits, bool) {
 
 // VisibleFrom returns the first revision of stream state s that readers
 // see now: past its soft delete's truncate and the retention limits
-// (FirstVisible). It is Head+1 when none is visible, and what a scavenge
-// may remove below: everything under it is hidden from every read until
-// a limit is lowered.
+// (FirstVisible). It is Head+1 when none is visible. Everything under it
+// is hidden from every read until a limit is raised or removed; a
+// scavenge's truncate at it (capped at the head) makes that for good.
 func (l *Log) VisibleFrom(ctx context.Context, s *StreamState) (uint64, error) {
 	if !s.Written {
 		return 0, nil

@@ -17,11 +17,13 @@ import (
 // A scavenge removes, online, the keys of events no read can see any
 // more: the events of deleted streams, below the first revision their
 // deletions leave (DeletedBefore), and the index entries that cover only
-// such events. Events that only retention limits hide stay: limits are a
-// view (retention.go), which a limit lowered or removed undoes. It walks
-// the streams with deleted events (0x06) in id order and, for each, the
-// stream index entries below that revision; per entry it deletes, in one
-// Pebble batch:
+// such events. Retention limits hide events as a view (retention.go),
+// which a limit raised or removed undoes: the job first has their cut
+// made durable (ScavengeOptions.EnforceLimits: a DeleteTruncate of each
+// stream, which raises its TruncateBefore), so that what they hide is
+// deleted too. It walks the streams with deleted events (0x06) in id
+// order and, for each, the stream index entries below that revision; per
+// entry it deletes, in one Pebble batch:
 //
 //   - the records (0x01) of the entry's hidden events;
 //   - the entry itself (0x02) when all its revisions are hidden; an entry
@@ -69,8 +71,8 @@ import (
 // events, unless those are hidden.
 
 // DeletedBefore is the first revision of stream s that its deletions
-// leave: the events below it are hidden for good, and a scavenge may
-// remove them. Every event of a tombstoned stream is.
+// (and truncates) leave: the events below it are hidden for good, and a
+// scavenge may remove them. Every event of a tombstoned stream is.
 func DeletedBefore(s *StreamState) uint64 {
 	if s.Tombstoned {
 		return math.MaxUint64

@@ -44,8 +44,10 @@
 //     stream's first visible revision (FirstVisible: a soft delete's
 //     TruncateBefore, or the retention limits') and past the head they
 //     read at. The next save of the stream prunes those below a soft
-//     delete; those below a retention limit stay, usable again if the
-//     limit is lowered (limits are a view).
+//     delete (or a scavenge's truncate); those below a retention limit
+//     stay, usable again if the limit is raised or removed (limits are a
+//     view), until a scavenge makes the limit's cut durable and removes
+//     them.
 //  4. A tombstone purges the stream's snapshots (StreamDeleted, called by
 //     the engine once the tombstone is durable). A crash before the purge,
 //     or a save that raced the tombstone, can leave some: every read of a

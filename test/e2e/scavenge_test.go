@@ -21,12 +21,14 @@ import (
 
 // TestScavengeAcrossKill9: 120 streams of 40 events of 16 KiB (75 MiB:
 // more than a memtable, so that most of it is in tables, not only in the
-// WAL); a quarter soft-deleted, a quarter tombstoned. A scavenge at a low rate is killed
-// -9 mid-run; the restarted esd resumes it, and it completes. Every
-// visible event is still there with its position, revision and id ($all
-// and each stream read as before the scavenge), the deleted streams read
-// as deleted, the counts are the same, and the store's size on disk
-// dropped.
+// WAL); a quarter soft-deleted, a quarter tombstoned, a quarter with a
+// max count of 10 (esctl stream meta set). A scavenge at a low rate is
+// killed -9 mid-run; the restarted esd resumes it, and it completes.
+// Every visible event is still there with its position, revision and id
+// ($all and each stream read as before the scavenge), the deleted streams
+// read as deleted, the counts changed by the truncates alone, and the
+// store's size on disk dropped. Once the limits are lifted, the streams
+// they cut show nothing older.
 func TestScavengeAcrossKill9(t *testing.T) {
 	dir := t.TempDir()
 	p := startESD(t, dir)
@@ -53,6 +55,8 @@ func TestScavengeAcrossKill9(t *testing.T) {
 			mustEsctl(t, p.Addr, "delete", fmt.Sprintf("acct-%d", i))
 		case 1:
 			mustEsctl(t, p.Addr, "delete", fmt.Sprintf("acct-%d", i), "--tombstone")
+		case 2:
+			mustEsctl(t, p.Addr, "stream", "meta", "set", fmt.Sprintf("acct-%d", i), "--max-count", "10")
 		}
 	}
 	before := snapshotStore(t, c, streams)
@@ -60,8 +64,8 @@ func TestScavengeAcrossKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// About 2,400 events and 60 index entries to remove at 400 keys a
-	// second: some 6 seconds, killed after the first.
+	// About 3,300 events and 60 index entries to remove at 400 keys a
+	// second: some 8 seconds, killed after the first.
 	started, err := c.admin.StartScavenge(ctx, &esdv1.StartScavengeRequest{KeysPerSecond: 400})
 	if err != nil {
 		t.Fatal(err)
@@ -83,8 +87,10 @@ func TestScavengeAcrossKill9(t *testing.T) {
 		last = r.GetScavenge()
 		return last.GetState() != esdv1.ScavengeState_SCAVENGE_STATE_RUNNING
 	})
+	const cut = streams / 4 // streams truncated by their max count of 10
 	if last.GetId() != started.GetScavenge().GetId() || last.GetState() != esdv1.ScavengeState_SCAVENGE_STATE_DONE ||
-		last.GetStreamsDone() != streams/2 || last.GetEventsRemoved() != streams/2*perStream {
+		last.GetStreamsDone() != streams/2+cut || last.GetStreamsTruncated() != cut ||
+		last.GetEventsRemoved() != streams/2*perStream+cut*(perStream-10) {
 		t.Fatalf("after the restart: %v; want scavenge %s done, with every hidden event removed", last, started.GetScavenge().GetId())
 	}
 	if after := snapshotStore(t, c, streams); after != before {
@@ -94,14 +100,26 @@ func TestScavengeAcrossKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info2.GetEventCount() != info.GetEventCount() || info2.GetStreamCount() != info.GetStreamCount() || info2.GetLastPosition() != info.GetLastPosition() {
-		t.Fatalf("counts changed: %v, were %v", info2, info)
+	// The counts include what limits hide until the truncates: they lose
+	// those events and gain a "$stream-truncated" event each.
+	if info2.GetEventCount() != info.GetEventCount()-cut*(perStream-10)+cut || info2.GetStreamCount() != info.GetStreamCount() ||
+		info2.GetLastPosition() != info.GetLastPosition()+cut {
+		t.Fatalf("counts: %v, were %v", info2, info)
 	}
 	t.Logf("disk: %d bytes before, %d after (the job: %d, %d); %d bytes of keys and values removed",
 		info.GetDiskBytes(), info2.GetDiskBytes(), last.GetDiskBytesBefore(), last.GetDiskBytesAfter(), last.GetBytesReclaimed())
-	// Half of the events are gone: the store shrinks by a third at least.
+	// Over two thirds of the events are gone: the store shrinks by a third
+	// at least.
 	if info2.GetDiskBytes() > info.GetDiskBytes()*2/3 || last.GetDiskBytesAfter() > last.GetDiskBytesBefore()*2/3 {
 		t.Fatalf("disk %d bytes after the scavenge, %d before", info2.GetDiskBytes(), info.GetDiskBytes())
+	}
+	for i := 2; i < streams; i += 4 {
+		name := fmt.Sprintf("acct-%d", i)
+		mustEsctl(t, p.Addr, "stream", "meta", "set", name) // no limits
+		evs, err := c.readStream(ctx, name)
+		if err != nil || len(evs) != 10 || evs[0].GetRevision() != perStream-10 {
+			t.Fatalf("%s, its limit lifted: %d events, %v; want the 10 from revision %d the truncate left", name, len(evs), err, perStream-10)
+		}
 	}
 	p.Stop()
 }
@@ -129,8 +147,8 @@ func snapshotStore(t *testing.T, c *client, streams int) string {
 		for _, e := range resp.GetEvents() {
 			if !strings.HasPrefix(e.GetStream(), "$") {
 				fmt.Fprintf(&b, "%d %s@%d %s;", e.GetPosition(), e.GetStream(), e.GetRevision(), e.GetId())
+				n++
 			}
-			n++
 		}
 	}
 	all := b.String()
@@ -149,7 +167,7 @@ func snapshotStore(t *testing.T, c *client, streams int) string {
 		}
 	}
 	if n == 0 {
-		t.Fatal("empty $all")
+		t.Fatal("no event in $all")
 	}
 	return fmt.Sprintf("%d events in $all, hash %x; streams %x", n, hashOf(all), hashOf(b.String()))
 }
