@@ -172,6 +172,7 @@ func (a *app) printScavenge(s *esdv1.Scavenge) error {
 		{"PROGRESS", fmt.Sprintf("%.1f%%", 100*s.GetProgress())},
 		{"EVENTS REMOVED", strconv.FormatUint(s.GetEventsRemoved(), 10)},
 		{"KEYS REMOVED", strconv.FormatUint(s.GetKeysRemoved(), 10)},
+		{"IDS REMOVED", strconv.FormatUint(s.GetIdsRemoved(), 10) + " (hidden events older than the idempotency window)"},
 		{"RECLAIMED", formatBytes(s.GetBytesReclaimed())},
 		{"DISK BEFORE", formatBytes(s.GetDiskBytesBefore())},
 		{"DISK AFTER", formatBytes(s.GetDiskBytesAfter())},

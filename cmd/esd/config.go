@@ -58,6 +58,9 @@ type config struct {
 	// deleting ScavengeRate keys a second.
 	ScavengeInterval time.Duration
 	ScavengeRate     int
+	// IdempotencyWindow: a scavenge removes the ids of events hidden for
+	// good and older than this (0: never).
+	IdempotencyWindow time.Duration
 	// Resource limits (server.Limits).
 	MaxAppendEvents               int
 	MaxRequestDecodedBytes        int
@@ -182,9 +185,11 @@ func newFlagSet(c *config, showVersion *bool) *flag.FlagSet {
 	fs.DurationVar(&c.MaxLeaseTTL, "max-lease-ttl", lease.DefaultMaxTTL,
 		"the longest TTL of a lease (LockService): a crashed holder blocks its stream for at most this long")
 	fs.DurationVar(&c.ScavengeInterval, "scavenge-interval", 0,
-		"start a scavenge (removing deleted streams' events from disk) this often, none while one runs; 0 = only when asked (esctl scavenge start)")
+		"start a scavenge (removing from disk the events that deletions and retention limits hide) this often, none while one runs; 0 = only when asked (esctl scavenge start)")
 	fs.IntVar(&c.ScavengeRate, "scavenge-rate", engine.DefaultScavengeRate,
 		"keys a scheduled scavenge deletes per second (an event and each index entry of only deleted events is one key)")
+	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", engine.DefaultIdempotencyWindow,
+		"a retry of an append within this long is answered as the original even after a scavenge removed its events; a scavenge removes the ids of hidden events older than this; 0 = keep every id forever")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) of the server: TLS on the gRPC and the HTTP address (with --tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "",
@@ -340,6 +345,9 @@ func (c config) validate() error {
 	}
 	if c.ScavengeInterval != 0 && c.ScavengeInterval < time.Minute {
 		errs = append(errs, fmt.Errorf("--scavenge-interval %v: want 0 (off) or at least 1m", c.ScavengeInterval))
+	}
+	if c.IdempotencyWindow < 0 {
+		errs = append(errs, fmt.Errorf("--idempotency-window %v: want 0 (forever) or a positive duration", c.IdempotencyWindow))
 	}
 	if c.ScavengeRate < 1 {
 		errs = append(errs, fmt.Errorf("--scavenge-rate %d: want at least 1", c.ScavengeRate))

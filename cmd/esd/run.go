@@ -301,6 +301,7 @@ func openStore(ctx context.Context, cfg config, lg *zap.Logger, reg prometheus.R
 			Leases:                 lease.Config{MaxTTL: cfg.MaxLeaseTTL},
 			ScavengeInterval:       cfg.ScavengeInterval,
 			ScavengeRate:           cfg.ScavengeRate,
+			IdempotencyWindow:      cfg.IdempotencyWindow,
 			StorageBackgroundError: func(err error) { lastBackgroundErr.Store(&err) },
 		})
 		done <- opened{eng, err}

@@ -53,6 +53,11 @@ type Config struct {
 	// default).
 	ScavengeInterval time.Duration
 	ScavengeRate     int
+	// IdempotencyWindow is how long after an append a retry of it is
+	// answered as the original append was, even once a scavenge removed
+	// its events: a scavenge removes the ids of events hidden for good
+	// and committed longer ago than this. 0 keeps every id forever.
+	IdempotencyWindow time.Duration
 	// StorageBackgroundError, when set, gets each error of the store's
 	// background work (eslog.Options.BackgroundError), during Open too.
 	StorageBackgroundError func(error)

@@ -20,6 +20,11 @@ import (
 // without it (BenchmarkScavengeUnderLoad, README "Benchmarks").
 const DefaultScavengeRate = 50000
 
+// DefaultIdempotencyWindow is esd's Config.IdempotencyWindow unless told
+// otherwise: retries come within seconds or minutes of the original
+// append, and a day covers a client that was down for hours.
+const DefaultIdempotencyWindow = 24 * time.Hour
+
 // ErrScavengeRunning refuses a scavenge while another runs.
 var ErrScavengeRunning = errors.New("a scavenge is running")
 
@@ -110,6 +115,9 @@ func (e *Engine) runScavengeLocked(j eslog.ScavengeJob) {
 				})
 			},
 			StreamDone: e.scavengedStream,
+			// Decided at each run: a resumed job forgets up to its own
+			// start's window.
+			ForgetIDsBefore: e.forgetIDsBefore(),
 			Now:        e.now,
 			Progress: func(j eslog.ScavengeJob) {
 				e.scav.mu.Lock()
@@ -137,6 +145,15 @@ func (e *Engine) runScavengeLocked(j eslog.ScavengeJob) {
 			zap.Uint64("events_removed", end.EventsRemoved), zap.Uint64("bytes_removed", end.BytesRemoved),
 			zap.Uint64("disk_before", end.DiskBefore), zap.Uint64("disk_after", end.DiskAfter))
 	}()
+}
+
+// forgetIDsBefore is the commit time before which a scavenge removes the
+// ids of events hidden for good (0: none).
+func (e *Engine) forgetIDsBefore() int64 {
+	if e.cfg.IdempotencyWindow <= 0 {
+		return 0
+	}
+	return e.now().Add(-e.cfg.IdempotencyWindow).UnixNano()
 }
 
 // scavengedStream removes the snapshots of a stream's hidden revisions:

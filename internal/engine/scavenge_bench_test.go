@@ -25,7 +25,9 @@ var (
 // (JSON of about 90 bytes, half of it random hex) in streams of 50,
 // appended 50 at a time, half of them hidden: half the "order-" streams
 // soft-deleted, and the older half of every "cart-" stream hidden by its
-// category's default max count of 25.
+// category's default max count of 25. The store is written two days
+// before the scavenge (agedEngine), so that the ids of the hidden events
+// are past the idempotency window and go too.
 //
 // The shrink: the store is flushed and measured (its live tables, and
 // all it takes on disk), scavenged with nothing else running, and
@@ -58,6 +60,19 @@ func BenchmarkScavengeUnderLoad(b *testing.B) {
 		b.Logf("appends/s: control %.0f then %.0f; with a scavenge %.0f then %.0f while it ran (%v): ratio %.2f, %.2f normalized by the first windows",
 			without[0], without[1], with[0], with[1], took.Round(time.Millisecond), with[1]/without[1], norm)
 	}
+}
+
+// agedEngine opens an engine whose clock runs two days behind until now()
+// is called, with esd's idempotency window: the store written before
+// that is two days old when the scavenge runs, as the data a scavenge
+// removes usually is, so that it also removes the ids of the hidden
+// events.
+func agedEngine(b *testing.B) (e *engine.Engine, now func()) {
+	var behind atomic.Int64
+	behind.Store(int64(48 * time.Hour))
+	e = open(b, engine.Config{Shards: 2, IdempotencyWindow: engine.DefaultIdempotencyWindow,
+		Clock: func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }})
+	return e, func() { behind.Store(0) }
 }
 
 // scavengeStore writes the benchmark's store to e.
@@ -97,8 +112,9 @@ func smallEvent(rng *rand.Rand) []byte {
 }
 
 func scavengeShrink(b *testing.B) {
-	e := open(b, engine.Config{Shards: 2})
+	e, now := agedEngine(b)
 	scavengeStore(b, e)
+	now()
 	ctx := context.Background()
 	if err := e.Log().Flush(); err != nil {
 		b.Fatal(err)
@@ -138,8 +154,8 @@ func scavengeShrink(b *testing.B) {
 	b.ReportMetric(float64(tablesAfter)/(1<<20), "MiB-tables-after")
 	b.ReportMetric(100*shrink, "%shrunk")
 	b.ReportMetric(took.Seconds(), "s-scavenge-alone")
-	b.Logf("scavenge alone: %d streams truncated, %d events, %d keys, %d bytes of keys and values removed in %v at %d keys/s; tables %d -> %d bytes (%.1f%% less); disk %d -> %d bytes (%.1f%% less)",
-		j.StreamsTruncated, j.EventsRemoved, j.KeysRemoved, j.BytesRemoved, took.Round(time.Millisecond), j.KeysPerSecond,
+	b.Logf("scavenge alone: %d streams truncated, %d ids, %d events, %d keys, %d bytes of keys and values removed in %v at %d keys/s; tables %d -> %d bytes (%.1f%% less); disk %d -> %d bytes (%.1f%% less)",
+		j.StreamsTruncated, j.IDsRemoved, j.EventsRemoved, j.KeysRemoved, j.BytesRemoved, took.Round(time.Millisecond), j.KeysPerSecond,
 		tables, tablesAfter, 100*shrink, disk, diskAfter, 100*(1-float64(diskAfter)/float64(disk)))
 	if err := e.Close(); err != nil {
 		b.Fatal(err)
@@ -151,8 +167,9 @@ func scavengeShrink(b *testing.B) {
 // is 0, else for control without one. It returns how long the second
 // window lasted and the appends a second of each.
 func scavengeUnderLoad(b *testing.B, control time.Duration) (time.Duration, [2]float64) {
-	e := open(b, engine.Config{Shards: 2})
+	e, now := agedEngine(b)
 	scavengeStore(b, e)
+	now()
 	ctx := context.Background()
 	var (
 		appended atomic.Int64

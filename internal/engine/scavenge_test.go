@@ -552,3 +552,85 @@ func TestScavengeRacesLimitRaise(t *testing.T) {
 	}
 	t.Logf("streams truncated first: %d, raised first: %d", both[0], both[1])
 }
+
+// TestScavengeForgetsOldRetries: with an idempotency window of an hour,
+// a scavenge removes the ids of hidden events committed over an hour
+// ago, and only those: a retry of their append is then a new append
+// (written again on a soft-deleted stream, where its expectation holds;
+// refused as a conflict where it does not), while a retry of a younger
+// scavenged append is still answered as the original was.
+func TestScavengeForgetsOldRetries(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Unix(1_800_000_000, 0)
+	tick := func(d time.Duration) {
+		mu.Lock()
+		clock = clock.Add(d)
+		mu.Unlock()
+	}
+	e := open(t, engine.Config{Shards: 2, IdempotencyWindow: time.Hour, Clock: func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return clock
+	}})
+	ctx := context.Background()
+	mustAppend := func(op engine.AppendOp) engine.AppendResult {
+		t.Helper()
+		r, err := e.Append(ctx, op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	del := func(name string) {
+		t.Helper()
+		if _, err := e.Delete(ctx, engine.DeleteOp{Stream: name, Mode: eslog.DeleteSoft}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldNew := engine.AppendOp{Stream: "old-1", Expect: eslog.Expectation{Kind: eslog.ExpectNoStream}, Events: events("A", "B", "C"), ClientIDs: 3}
+	mustAppend(oldNew)
+	del("old-1")
+	mustAppend(engine.AppendOp{Stream: "old-2", Events: events("A", "B", "C")})
+	oldExact := engine.AppendOp{Stream: "old-2", Expect: exact(2), Events: events("D"), ClientIDs: 1}
+	mustAppend(oldExact)
+	del("old-2")
+	tick(2 * time.Hour)
+	young := engine.AppendOp{Stream: "young-1", Events: events("A", "B"), ClientIDs: 2}
+	orig := mustAppend(young)
+	del("young-1")
+	tick(time.Minute)
+
+	if _, err := e.StartScavenge(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WaitScavenge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	j, err := e.Scavenge()
+	if err != nil || j.State != eslog.ScavengeDone || j.EventsRemoved != 9 || j.IDsRemoved != 7 {
+		t.Fatalf("scavenge %+v, %v; want 9 events and the 7 old ones' ids removed", j, err)
+	}
+	// Young: answered as the original append, nothing written.
+	last := e.Log().LastPosition()
+	again := mustAppend(young)
+	if again.FirstPosition != orig.FirstPosition || again.LastRevision != orig.LastRevision || e.Log().LastPosition() != last {
+		t.Fatalf("retry of the young append: %+v, the original %+v", again.AppendResult, orig.AppendResult)
+	}
+	// Old, no_stream on the soft-deleted stream: a new append.
+	re := mustAppend(oldNew)
+	if re.FirstRevision != 3 || re.FirstPosition <= last {
+		t.Fatalf("retry of the old append: %+v; want it written again at revision 3", re.AppendResult)
+	}
+	var revs []uint64
+	if err := e.Log().ReadStream(ctx, eslog.StreamQuery{Stream: "old-1"}, func(ev *eslog.RecordedEvent) error {
+		revs = append(revs, ev.Revision)
+		return nil
+	}); err != nil || !slices.Equal(revs, []uint64{3, 4, 5}) {
+		t.Fatalf("old-1 reads %v, %v; want the events once, at 3..5", revs, err)
+	}
+	// Old, an exact revision that no longer holds: a conflict.
+	var c *engine.ConflictError
+	if _, err := e.Append(ctx, oldExact); !errors.As(err, &c) {
+		t.Fatalf("retry of the old exact append: %v, want a conflict", err)
+	}
+}

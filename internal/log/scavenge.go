@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -38,12 +40,18 @@ import (
 //
 // Kept: the stream's name, state and 0x06 entry (they say the stream
 // exists and what is hidden), its "$deleted" events (visible), and its id
-// index entries (0x05): an id stays taken, so a retry of an append whose
-// events were scavenged still answers as the original append did (its
-// positions and revisions, without the commit time, which was in the
-// record) instead of writing the events again. An id entry is 57 bytes,
-// against a record's 48 and more: what a scavenge gives back is less
-// than the events' share of the store (BenchmarkScavengeUnderLoad).
+// index entries (0x05) for as long as opts.ForgetIDsBefore says: while an
+// id stays, a retry of an append whose events were scavenged still
+// answers as the original append did (its positions and revisions,
+// without the commit time, which was in the record) instead of writing
+// the events again. An id entry is about 26 bytes on disk, compressed,
+// against about 90 for a small event: kept forever, the ids of removed
+// events would be a quarter of a store of small events, and grow without
+// bound under retention limits. So the job ends with a sweep of the id
+// index (forgetIDs) that removes the ids of events hidden for good and
+// older than ForgetIDsBefore (the engine's idempotency window): a retry
+// of such an append is a new append, which its expected revision then
+// decides on.
 //
 // Never removed: the event at or above the published position. The last
 // event key is where Open finds the next position (invariant 5), so the
@@ -55,9 +63,12 @@ import (
 // on from the stream it was at: an entry already done is gone, and the
 // counts include exactly the batches that survived. The batches are
 // Pebble batches applied beside the commit path, not through it (and
-// without a sync: see flush): they take no position, and delete only keys no commit writes again
-// (positions and revisions are never reused; an append writes its own
-// entries, never extends another's), so they need no order with commits.
+// without a sync: see flush): they take no position, and delete only
+// keys no commit writes again (positions and revisions are never reused;
+// an append writes its own entries, never extends another's), so they
+// need no order with commits. An id is the exception: once the sweep
+// removed it, an append may store it again; but the writer writes an id
+// only when its lookup does not find it, after the sweep's delete.
 // The job record is written only by the job, so it needs no order with
 // other aux writes.
 //
@@ -106,8 +117,14 @@ type ScavengeJob struct {
 	// StreamsTruncated counts the streams whose retention limits the job
 	// made durable (ScavengeOptions.EnforceLimits).
 	StreamsTruncated uint64 `json:"streams_truncated,omitempty"`
-	EventsRemoved    uint64 `json:"events_removed"`
-	KeysRemoved      uint64 `json:"keys_removed"`
+	// IDsRemoved counts the id index entries the job removed
+	// (ScavengeOptions.ForgetIDsBefore).
+	IDsRemoved uint64 `json:"ids_removed,omitempty"`
+	// IDsAfter is the id sweep's cursor, the hex of the last id visited:
+	// the ids up to it are done ("" before the sweep starts).
+	IDsAfter      string `json:"ids_after,omitempty"`
+	EventsRemoved uint64 `json:"events_removed"`
+	KeysRemoved   uint64 `json:"keys_removed"`
 	// BytesRemoved is the sum of the sizes of the keys and values deleted.
 	BytesRemoved uint64 `json:"bytes_removed"`
 	// DiskBefore is the store's size on disk when the job started;
@@ -149,6 +166,13 @@ type ScavengeOptions struct {
 	// they hide is deleted, for good, and removed by this job. It returns
 	// the streams it truncated.
 	EnforceLimits func(ctx context.Context) (int, error)
+	// ForgetIDsBefore, when not 0, is a commit time (unix nanoseconds):
+	// after the streams, the job sweeps the id index and removes the
+	// entries of events hidden for good (DeletedBefore) and committed
+	// before it, scavenged or not. An idempotent retry of their append is
+	// then a new append. 0 keeps every id, so that such a retry is always
+	// answered as the original append was.
+	ForgetIDsBefore int64
 	// StopAfterBatches, when positive, stops the job (state stopped)
 	// after that many batches: tests interrupt a run with it.
 	StopAfterBatches int
@@ -232,7 +256,7 @@ func (l *Log) Scavenge(ctx context.Context, j ScavengeJob, opts ScavengeOptions)
 		opts.FirstVisible = DeletedBefore
 	}
 	j.State, j.Finished, j.Error = ScavengeRunning, 0, ""
-	sc := &scavenger{l: l, opts: opts, j: j, start: time.Now(), saved: j.NextStream}
+	sc := &scavenger{l: l, opts: opts, j: j, start: time.Now()}
 	err := sc.run(ctx)
 	switch {
 	case err == nil:
@@ -272,7 +296,7 @@ type scavenger struct {
 	b       *pebble.Batch
 	keys    int // keys deleted in b
 	batches int
-	saved   uint64    // the cursor as last stored
+	moved   bool      // a cursor moved since the job record was last stored
 	start   time.Time // of the throttle's window
 	deleted uint64    // keys deleted since start
 }
@@ -324,8 +348,120 @@ func (sc *scavenger) run(ctx context.Context) error {
 		// The cursor moves with the next batch, or the final flush.
 		sc.j.NextStream = sid + 1
 		sc.j.StreamsDone++
+		sc.moved = true
+	}
+	if err := sc.forgetIDs(ctx); err != nil {
+		return err
 	}
 	return sc.flush(ctx)
+}
+
+// idSweepSave is how many id entries the sweep visits between two
+// stores of its cursor when it deletes none.
+const idSweepSave = 1 << 16
+
+// forgetIDs removes the id index entries of events hidden for good
+// (DeletedBefore, as the deleted streams' map has it) and committed
+// before opts.ForgetIDsBefore: those of events removed by this job, by
+// an earlier one, or not removed yet (they are hidden for good, and a
+// later job removes them). It visits the whole id index, from the
+// job's cursor: an id entry holds the event's stream, revision and
+// position, not its commit time, so the age is decided by position.
+func (sc *scavenger) forgetIDs(ctx context.Context) error {
+	if sc.opts.ForgetIDsBefore == 0 {
+		return nil
+	}
+	deleted := *sc.l.deleted.Load()
+	if len(deleted) == 0 {
+		return nil
+	}
+	posCut, err := sc.l.committedBefore(ctx, sc.opts.ForgetIDsBefore)
+	if err != nil || posCut <= 1 {
+		return err
+	}
+	lower := []byte{kID}
+	if sc.j.IDsAfter != "" {
+		after, err := hex.DecodeString(sc.j.IDsAfter)
+		if err != nil || len(after) != 16 {
+			return fmt.Errorf("%w: scavenge id cursor %q", ErrCorrupt, sc.j.IDsAfter)
+		}
+		lower = append(appendIDKey(nil, [16]byte(after)), 0) // the least key after it
+	}
+	it, err := sc.l.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: []byte{kID + 1}})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = it.Close() }()
+	visited := 0
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		loc, err := decodeIDValue(it.Value())
+		if err != nil || len(k) != 17 {
+			return fmt.Errorf("id index key %x: %w", k, errors.Join(err, ErrCorrupt))
+		}
+		if d, ok := deleted[loc.sid]; ok && loc.pos < posCut && (d.tombstoned || loc.rev < d.truncateBefore) {
+			sc.del(k, len(it.Value()))
+			sc.j.IDsRemoved++
+		}
+		if visited++; sc.keys >= sc.opts.BatchKeys || visited%idSweepSave == 0 {
+			sc.j.IDsAfter, sc.moved = hex.EncodeToString(k[1:]), true
+			if err := sc.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	sc.j.IDsAfter, sc.moved = strings.Repeat("ff", 16), true // done
+	return nil
+}
+
+// committedBefore returns a position below which every event was
+// committed before t (unix nanoseconds): one past the last stored event
+// committed before t, found by a binary search (commit times never go
+// backwards in position order), 1 when there is none. Positions a
+// scavenge removed after that event may have been committed at t or
+// later, so it stops at a stored one.
+func (l *Log) committedBefore(ctx context.Context, t int64) (uint64, error) {
+	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: []byte{kEvent}, UpperBound: []byte{kEvent + 1}})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = it.Close() }()
+	var view recordView
+	// before reports whether the first stored event at or after pos was
+	// committed before t: true, then false, as pos grows.
+	before := func(pos uint64) (bool, error) {
+		var kb [9]byte
+		if !it.SeekGE(appendEventKey(kb[:0], pos)) {
+			return false, it.Error()
+		}
+		if err := decodeRecord(it.Value(), &view); err != nil {
+			return false, fmt.Errorf("event key %x: %w", it.Key(), err)
+		}
+		return view.created < t, nil
+	}
+	lo, hi := uint64(1), l.published.Load() // the last pos with before(pos) is in [lo-1, hi]
+	if ok, err := before(lo); err != nil || !ok {
+		return 1, err
+	}
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		ok, err := before(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	// lo is the last position whose first stored event at or after it was
+	// committed before t: that event is at lo itself (else lo+1 would
+	// qualify too).
+	return lo + 1, nil
 }
 
 // stream removes the hidden events of s and the entries that cover only
@@ -466,7 +602,7 @@ func (sc *scavenger) del(k []byte, vlen int) {
 // flush writes the batch with the job record, durably, then waits as the
 // throttle says, and while Pebble is behind (appends come first).
 func (sc *scavenger) flush(ctx context.Context) error {
-	if sc.keys == 0 && sc.saved == sc.j.NextStream {
+	if sc.keys == 0 && !sc.moved {
 		return nil
 	}
 	if err := sc.l.Failed(); err != nil {
@@ -483,7 +619,7 @@ func (sc *scavenger) flush(ctx context.Context) error {
 	if err := sc.l.db.Apply(sc.b, pebble.NoSync); err != nil {
 		return err
 	}
-	sc.saved = sc.j.NextStream
+	sc.moved = false
 	n := sc.keys
 	sc.b.Reset()
 	sc.keys = 0
@@ -554,6 +690,9 @@ func (sc *scavenger) compact(ctx context.Context) error {
 		spans = sc.l.bottomSpans(appendEventKey(nil, sc.j.MinPosition), appendEventKey(nil, sc.j.MaxPosition+1))
 	}
 	spans = append(spans, [2][]byte{{kIndex}, {kIndex + 1}}, [2][]byte{{kCategory}, {kType + 1}})
+	if sc.j.IDsRemoved > 0 {
+		spans = append(spans, [2][]byte{{kID}, {kID + 1}})
+	}
 	for _, sp := range spans {
 		start := time.Now()
 		if err := sc.l.db.Compact(ctx, sp[0], sp[1], false); err != nil {

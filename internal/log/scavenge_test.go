@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -340,54 +341,181 @@ func storedKeys(t *testing.T, l *Log) []string {
 	return out
 }
 
-// TestScavengeResume: a scavenge stopped after two batches, its store
-// closed (cleanly, then by a crash: the file system drops what was not
-// synced) and reopened, goes on from its stored cursor and ends with the
-// same keys and counts as one run through.
+// TestScavengeResume: a scavenge stopped after two batches, or in its id
+// sweep, its store closed (cleanly, then by a crash: the file system
+// drops what was not synced) and reopened, goes on from its stored
+// cursors and ends with the same keys and counts as one run through.
 func TestScavengeResume(t *testing.T) {
-	ref := openTest(t, nil)
-	m := scavengeWorkload(t, ref)
-	whole := scavenge(t, ref, ScavengeOptions{BatchKeys: 16})
-	wantKeys := storedKeys(t, ref)
-	m.checkScavenged(t, ref)
-	if err := ref.Close(); err != nil {
-		t.Fatal(err)
+	for _, forget := range []bool{false, true} {
+		opts := ScavengeOptions{BatchKeys: 16}
+		if forget {
+			opts.ForgetIDsBefore = math.MaxInt64 // every id of an event hidden for good
+		}
+		ref := openTest(t, nil)
+		m := scavengeWorkload(t, ref)
+		batches := 0
+		wholeOpts := opts
+		wholeOpts.Progress = func(ScavengeJob) { batches++ }
+		whole := scavenge(t, ref, wholeOpts)
+		wantKeys, wantIDs := storedKeys(t, ref), keyCounts(t, ref)[kID]
+		m.checkScavenged(t, ref)
+		if err := ref.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if forget && whole.IDsRemoved == 0 || !forget && whole.IDsRemoved != 0 {
+			t.Fatalf("forget %v: %d ids removed", forget, whole.IDsRemoved)
+		}
+		for _, stopAfter := range []int{2, batches - 2} {
+			for _, crash := range []bool{false, true} {
+				t.Run(fmt.Sprintf("forget=%v/stop=%d/crash=%v", forget, stopAfter, crash), func(t *testing.T) {
+					fs := vfs.NewCrashableMem()
+					l := openTest(t, fs)
+					m := scavengeWorkload(t, l)
+					j := l.NewScavengeJob("resumed", time.Now(), 0)
+					first := opts
+					first.StopAfterBatches = stopAfter
+					j, err := l.Scavenge(context.Background(), j, first)
+					if err != nil || j.State != ScavengeStopped || j.KeysRemoved == 0 {
+						t.Fatalf("first run: %+v, %v", j, err)
+					}
+					if forget && stopAfter > 2 && j.IDsAfter == "" {
+						t.Fatalf("stopped after %d of %d batches before the id sweep: %+v", stopAfter, batches, j)
+					}
+					if crash {
+						crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+						_ = l.Close()
+						fs = crashed
+					} else if err := l.Close(); err != nil {
+						t.Fatal(err)
+					}
+					l = openTest(t, fs)
+					defer l.Close()
+					stored, ok, err := l.ScavengeJob()
+					if err != nil || !ok || stored.State != ScavengeStopped || stored.NextStream == 0 || stored.KeysRemoved != j.KeysRemoved {
+						t.Fatalf("stored job %+v, %v, %v; the run ended with %+v", stored, ok, err, j)
+					}
+					j, err = l.Scavenge(context.Background(), stored, opts)
+					if err != nil || j.State != ScavengeDone {
+						t.Fatalf("second run: %+v, %v", j, err)
+					}
+					if j.EventsRemoved != whole.EventsRemoved || j.KeysRemoved != whole.KeysRemoved || j.BytesRemoved != whole.BytesRemoved ||
+						j.StreamsDone != whole.StreamsDone || j.IDsRemoved != whole.IDsRemoved {
+						t.Fatalf("resumed job %+v, one run %+v", j, whole)
+					}
+					if got := storedKeys(t, l); !slices.Equal(got, wantKeys) {
+						t.Fatalf("keys after the resumed job differ:\n%s", cmp.Diff(wantKeys, got))
+					}
+					if got := keyCounts(t, l)[kID]; got != wantIDs {
+						t.Fatalf("%d ids after the resumed job, %d after one run", got, wantIDs)
+					}
+					m.checkScavenged(t, l)
+				})
+			}
+		}
 	}
-	for _, crash := range []bool{false, true} {
-		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) {
-			fs := vfs.NewCrashableMem()
-			l := openTest(t, fs)
-			m := scavengeWorkload(t, l)
-			j := l.NewScavengeJob("resumed", time.Now(), 0)
-			j, err := l.Scavenge(context.Background(), j, ScavengeOptions{BatchKeys: 16, StopAfterBatches: 2})
-			if err != nil || j.State != ScavengeStopped || j.KeysRemoved == 0 {
-				t.Fatalf("first run: %+v, %v", j, err)
+}
+
+// TestScavengeForgetsOldIDs: with ForgetIDsBefore, the ids of events
+// hidden for good (soft-deleted, tombstoned, truncated) and committed
+// before it are removed, those of visible events and of younger hidden
+// ones stay; a store where the only events older than the cut are
+// hidden keeps every id (the cut stops at a stored event).
+func TestScavengeForgetsOldIDs(t *testing.T) {
+	l := openTest(t, nil)
+	defer l.Close()
+	next := 0
+	at := func(name string, t0 int64, n int, del DeleteMode) []Event {
+		t.Helper()
+		s, ok, err := l.State(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := &Write{State: s, Time: t0, CheckIDs: true}
+		if !ok {
+			w.State, w.New = StreamState{ID: l.NewStreamID(), Name: name}, true
+		}
+		for range n {
+			next++
+			w.Events = append(w.Events, testEvent(next))
+		}
+		commit(t, l, w)
+		if del != DeleteNone {
+			s, _, _ = l.State(name)
+			d := &Write{State: s, Time: t0, Delete: del, DeletionID: testEvent(1000 + next).ID}
+			if del == DeleteTruncate {
+				d.TruncateTo = uint64(n - 1)
 			}
-			if crash {
-				crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
-				_ = l.Close()
-				fs = crashed
-			} else if err := l.Close(); err != nil {
-				t.Fatal(err)
-			}
-			l = openTest(t, fs)
-			defer l.Close()
-			stored, ok, err := l.ScavengeJob()
-			if err != nil || !ok || stored.State != ScavengeStopped || stored.NextStream == 0 || stored.KeysRemoved != j.KeysRemoved {
-				t.Fatalf("stored job %+v, %v, %v; the run ended with %+v", stored, ok, err, j)
-			}
-			j, err = l.Scavenge(context.Background(), stored, ScavengeOptions{BatchKeys: 16})
-			if err != nil || j.State != ScavengeDone {
-				t.Fatalf("second run: %+v, %v", j, err)
-			}
-			if j.EventsRemoved != whole.EventsRemoved || j.KeysRemoved != whole.KeysRemoved || j.BytesRemoved != whole.BytesRemoved || j.StreamsDone != whole.StreamsDone {
-				t.Fatalf("resumed job %+v, one run %+v", j, whole)
-			}
-			if got := storedKeys(t, l); !slices.Equal(got, wantKeys) {
-				t.Fatalf("keys after the resumed job differ:\n%s", cmp.Diff(wantKeys, got))
-			}
-			m.checkScavenged(t, l)
-		})
+			commit(t, l, d)
+		}
+		return w.Events
+	}
+	const old, cut, young = 100, 200, 300
+	oldSoft := at("soft-1", old, 2, DeleteSoft)
+	oldTomb := at("tomb-1", old, 2, DeleteTombstone)
+	oldTrunc := at("trunc-1", old, 3, DeleteTruncate) // revisions 0, 1 hidden
+	oldKept := at("kept-1", old, 2, DeleteNone)
+	youngSoft := at("young-1", young, 2, DeleteSoft)
+	at("newest-1", young+100, 1, DeleteNone)
+	j := scavenge(t, l, ScavengeOptions{ForgetIDsBefore: cut})
+	if j.IDsRemoved != 6 {
+		t.Fatalf("%d ids removed, want 6: %+v", j.IDsRemoved, j)
+	}
+	found := func(evs ...Event) []bool {
+		t.Helper()
+		ids := make([][16]byte, len(evs))
+		for i := range evs {
+			ids[i] = evs[i].ID
+		}
+		locs, err := l.LookupIDs(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]bool, len(locs))
+		for i := range locs {
+			out[i] = locs[i].Found
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		what string
+		evs  []Event
+		want []bool
+	}{
+		{"old soft-deleted", oldSoft, []bool{false, false}},
+		{"old tombstoned", oldTomb, []bool{false, false}},
+		{"old truncated", oldTrunc, []bool{false, false, true}},
+		{"old visible", oldKept, []bool{true, true}},
+		{"young soft-deleted", youngSoft, []bool{true, true}},
+	} {
+		if got := found(tc.evs...); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: ids found %v, want %v", tc.what, got, tc.want)
+		}
+	}
+	// A second run finds nothing more; the removed ids can be stored again.
+	if j := scavenge(t, l, ScavengeOptions{ForgetIDsBefore: cut}); j.IDsRemoved != 0 {
+		t.Fatalf("second run removed %d ids", j.IDsRemoved)
+	}
+	// As the writer does: the ids looked up after the epoch read (not 0,
+	// which would check the in-memory ids of the last commits, the
+	// removed ones among them, as a replica's write does).
+	commit(t, l, &Write{State: StreamState{ID: l.NewStreamID(), Name: "other-1"}, New: true, Events: oldSoft,
+		CheckIDs: true, LookupEpoch: l.IDEpoch()})
+	if got := found(oldSoft...); !slices.Equal(got, []bool{true, true}) {
+		t.Fatalf("ids stored again: found %v", got)
+	}
+
+	// Only hidden events before the cut: no stored event is older, so no
+	// id goes.
+	l2 := openTest(t, nil)
+	defer l2.Close()
+	l = l2
+	at("soft-1", old, 2, DeleteNone)
+	s, _, _ := l.State("soft-1")
+	commit(t, l, &Write{State: s, Time: young, Delete: DeleteSoft, DeletionID: testEvent(2000).ID}) // its $deleted event is young
+	at("newest-1", young, 1, DeleteNone)
+	scavenge(t, l, ScavengeOptions{}) // the records go, the ids stay
+	if j := scavenge(t, l, ScavengeOptions{ForgetIDsBefore: cut}); j.IDsRemoved != 0 {
+		t.Fatalf("%d ids removed past the cut's last stored event", j.IDsRemoved)
 	}
 }
 

@@ -82,6 +82,7 @@ func scavengeProto(j *eslog.ScavengeJob) *esdv1.Scavenge {
 		StreamsDone:      j.StreamsDone,
 		StreamsTotal:     j.StreamsTotal,
 		StreamsTruncated: j.StreamsTruncated,
+		IdsRemoved:       j.IDsRemoved,
 		Progress:         j.Fraction(),
 		EventsRemoved:    j.EventsRemoved,
 		KeysRemoved:      j.KeysRemoved,

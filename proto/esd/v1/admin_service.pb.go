@@ -568,8 +568,13 @@ type Scavenge struct {
 	// Streams whose retention limits it made durable, each with a
 	// "$stream-truncated" event, before removing what they hide.
 	StreamsTruncated uint64 `protobuf:"varint,15,opt,name=streams_truncated,json=streamsTruncated" json:"streams_truncated,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Event ids it removed from the id index: those of events hidden for
+	// good and committed longer ago than esd's --idempotency-window. A
+	// retry of their append is then a new append, which its expected
+	// revision decides on.
+	IdsRemoved    uint64 `protobuf:"varint,16,opt,name=ids_removed,json=idsRemoved" json:"ids_removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Scavenge) Reset() {
@@ -707,6 +712,13 @@ func (x *Scavenge) GetStreamsTruncated() uint64 {
 	return 0
 }
 
+func (x *Scavenge) GetIdsRemoved() uint64 {
+	if x != nil {
+		return x.IdsRemoved
+	}
+	return 0
+}
+
 var File_esd_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_esd_v1_admin_service_proto_rawDesc = "" +
@@ -739,7 +751,7 @@ const file_esd_v1_admin_service_proto_rawDesc = "" +
 	"\bscavenge\x18\x01 \x01(\v2\x10.esd.v1.ScavengeR\bscavenge\"\x15\n" +
 	"\x13StopScavengeRequest\"D\n" +
 	"\x14StopScavengeResponse\x12,\n" +
-	"\bscavenge\x18\x01 \x01(\v2\x10.esd.v1.ScavengeR\bscavenge\"\xcd\x04\n" +
+	"\bscavenge\x18\x01 \x01(\v2\x10.esd.v1.ScavengeR\bscavenge\"\xee\x04\n" +
 	"\bScavenge\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.esd.v1.ScavengeStateR\x05state\x124\n" +
@@ -756,7 +768,9 @@ const file_esd_v1_admin_service_proto_rawDesc = "" +
 	"\x10disk_bytes_after\x18\f \x01(\x04R\x0ediskBytesAfter\x12&\n" +
 	"\x0fkeys_per_second\x18\r \x01(\rR\rkeysPerSecond\x12\x14\n" +
 	"\x05error\x18\x0e \x01(\tR\x05error\x12+\n" +
-	"\x11streams_truncated\x18\x0f \x01(\x04R\x10streamsTruncated*\x9b\x01\n" +
+	"\x11streams_truncated\x18\x0f \x01(\x04R\x10streamsTruncated\x12\x1f\n" +
+	"\vids_removed\x18\x10 \x01(\x04R\n" +
+	"idsRemoved*\x9b\x01\n" +
 	"\rScavengeState\x12\x1e\n" +
 	"\x1aSCAVENGE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SCAVENGE_STATE_RUNNING\x10\x01\x12\x17\n" +
