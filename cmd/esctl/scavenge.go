@@ -20,7 +20,7 @@ import (
 var scavengePoll = 500 * time.Millisecond
 
 func (a *app) newScavengeCmd() *cobra.Command {
-	cmd := a.groupCmd("scavenge", "Remove deleted streams' events from disk")
+	cmd := a.groupCmd("scavenge", "Remove from disk the events that deletions and retention limits hide")
 	var (
 		rate uint32
 		wait bool
@@ -29,8 +29,11 @@ func (a *app) newScavengeCmd() *cobra.Command {
 		Use:   "start",
 		Short: "Start a scavenge (one runs at a time)",
 		Long: `Start a scavenge: the server removes from disk, in the background, the
-events of deleted and tombstoned streams and the index entries and
-snapshots that served only them, while it goes on serving. With --wait,
+events of deleted and tombstoned streams, those that retention limits
+(max count, max age, truncate before) hide, making the limits' cut
+durable first, and the index entries and snapshots that served only
+them, while it goes on serving. The ids of removed events older than the
+server's --idempotency-window go too. With --wait,
 esctl follows it to its end: a progress bar on a terminal, a line per
 change otherwise; it exits 1 unless the scavenge is done.`,
 		Args: cobra.NoArgs,

@@ -4,6 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -144,11 +147,14 @@ func scavengeShrink(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for name, n := range spaces {
-		if n > 0 || spacesAfter[name] > 0 {
-			b.Logf("tables of %s: %d -> %d bytes", name, n, spacesAfter[name])
+	names := slices.Sorted(maps.Keys(spaces))
+	var bySpace strings.Builder
+	for _, name := range names {
+		if n := spaces[name]; n >= 1<<20 || spacesAfter[name] >= 1<<20 {
+			fmt.Fprintf(&bySpace, " %s %.1f -> %.1f MiB;", name, float64(n)/(1<<20), float64(spacesAfter[name])/(1<<20))
 		}
 	}
+	b.Logf("tables by key space (1 MiB or more):%s", bySpace.String())
 	shrink := 1 - float64(tablesAfter)/float64(tables)
 	b.ReportMetric(float64(tables)/(1<<20), "MiB-tables-before")
 	b.ReportMetric(float64(tablesAfter)/(1<<20), "MiB-tables-after")
