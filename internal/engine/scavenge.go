@@ -118,7 +118,7 @@ func (e *Engine) runScavengeLocked(j eslog.ScavengeJob) {
 			// Decided at each run: a resumed job forgets up to its own
 			// start's window.
 			ForgetIDsBefore: e.forgetIDsBefore(),
-			Now:        e.now,
+			Now:             e.now,
 			Progress: func(j eslog.ScavengeJob) {
 				e.scav.mu.Lock()
 				e.scav.job = j
