@@ -281,6 +281,55 @@ func TestSubscriptionAcrossScavenge(t *testing.T) {
 	}
 }
 
+// fakeClock is an engine clock that moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_800_000_000, 0)} }
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) tick(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// runScavenge runs a scavenge at full speed to its end, and returns it.
+func runScavenge(t *testing.T, e *engine.Engine) eslog.ScavengeJob {
+	t.Helper()
+	if _, err := e.StartScavenge(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WaitScavenge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	j, err := e.Scavenge()
+	if err != nil || j.State != eslog.ScavengeDone {
+		t.Fatalf("scavenge %+v, %v", j, err)
+	}
+	return j
+}
+
+// streamRevisions reads the revisions of stream name.
+func streamRevisions(t *testing.T, e *engine.Engine, name string) []uint64 {
+	t.Helper()
+	var revs []uint64
+	if err := e.Log().ReadStream(context.Background(), eslog.StreamQuery{Stream: name}, func(ev *eslog.RecordedEvent) error {
+		revs = append(revs, ev.Revision)
+		return nil
+	}); err != nil {
+		t.Fatalf("read %s: %v", name, err)
+	}
+	return revs
+}
+
 // revSink collects the revisions a stream subscription delivers, and
 // its ending.
 type revSink struct {
@@ -314,18 +363,9 @@ func (s *revSink) Ended(reason string) error {
 // go on as before, a stream subscription is not ended, and a second
 // scavenge finds nothing to do.
 func TestScavengeEnforcesLimits(t *testing.T) {
-	var now sync.Mutex
-	clock := time.Unix(1_800_000_000, 0)
-	tick := func(d time.Duration) {
-		now.Lock()
-		clock = clock.Add(d)
-		now.Unlock()
-	}
-	e := open(t, engine.Config{Shards: 2, Clock: func() time.Time {
-		now.Lock()
-		defer now.Unlock()
-		return clock
-	}})
+	clock := newFakeClock()
+	tick := clock.tick
+	e := open(t, engine.Config{Shards: 2, Clock: clock.now})
 	ctx := context.Background()
 	meta := e.StreamMetadata()
 	setLimits := func(name string, category bool, lim eslog.Limits) {
@@ -362,17 +402,7 @@ func TestScavengeEnforcesLimits(t *testing.T) {
 	setLimits("old-1", false, eslog.Limits{MaxAge: 2 * time.Second})
 	// first visible revision, as the limits say, for each stream
 	want := map[string]uint64{"count-1": 7, "age-1": 10, "trunc-1": 6, "cat-1": 6, "cat-2": 6, "cat-3": 2, "free-1": 0, "old-1": 8}
-	revisions := func(name string) []uint64 {
-		t.Helper()
-		var revs []uint64
-		if err := e.Log().ReadStream(ctx, eslog.StreamQuery{Stream: name}, func(ev *eslog.RecordedEvent) error {
-			revs = append(revs, ev.Revision)
-			return nil
-		}); err != nil {
-			t.Fatalf("read %s: %v", name, err)
-		}
-		return revs
-	}
+	revisions := func(name string) []uint64 { t.Helper(); return streamRevisions(t, e, name) }
 	span := func(from, to uint64) []uint64 {
 		var out []uint64
 		for r := from; r < to; r++ {
@@ -400,17 +430,10 @@ func TestScavengeEnforcesLimits(t *testing.T) {
 		subErr <- e.Subscribe(sctx, subscription.Request{Target: subscription.TargetStream, Name: "count-1"}, sub)
 	}()
 
-	if _, err := e.StartScavenge(1 << 30); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.WaitScavenge(ctx); err != nil {
-		t.Fatal(err)
-	}
-	j, err := e.Scavenge()
 	// Removed: count-1 7, age-1 9 (its head stays), trunc-1 6, cat-1 and
 	// cat-2 6 each, cat-3 2, old-1 8.
-	if err != nil || j.State != eslog.ScavengeDone || j.StreamsTruncated != 7 || j.EventsRemoved != 44 {
-		t.Fatalf("scavenge: %+v, %v; want 7 streams truncated, 44 events removed", j, err)
+	if j := runScavenge(t, e); j.StreamsTruncated != 7 || j.EventsRemoved != 44 {
+		t.Fatalf("scavenge: %+v; want 7 streams truncated, 44 events removed", j)
 	}
 	// Lift every limit: what was hidden is gone, for good.
 	for _, name := range []string{"count-1", "age-1", "trunc-1", "cat-3", "old-1"} {
@@ -475,14 +498,8 @@ func TestScavengeEnforcesLimits(t *testing.T) {
 	if err := <-subErr; !errors.Is(err, context.Canceled) {
 		t.Fatalf("subscription: %v", err)
 	}
-	if _, err := e.StartScavenge(1 << 30); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.WaitScavenge(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if j, err := e.Scavenge(); err != nil || j.StreamsTruncated != 0 || j.EventsRemoved != 0 {
-		t.Fatalf("second scavenge: %+v, %v; want nothing to do", j, err)
+	if j := runScavenge(t, e); j.StreamsTruncated != 0 || j.EventsRemoved != 0 {
+		t.Fatalf("second scavenge: %+v; want nothing to do", j)
 	}
 }
 
@@ -502,17 +519,7 @@ func TestScavengeRacesLimitRaise(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	read := func(name string) []uint64 {
-		t.Helper()
-		var revs []uint64
-		if err := e.Log().ReadStream(ctx, eslog.StreamQuery{Stream: name}, func(ev *eslog.RecordedEvent) error {
-			revs = append(revs, ev.Revision)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return revs
-	}
+	read := func(name string) []uint64 { t.Helper(); return streamRevisions(t, e, name) }
 	const streams = 40
 	both := [2]int{} // streams that saw the truncate first, the raise first
 	for round := range 3 {
@@ -560,18 +567,9 @@ func TestScavengeRacesLimitRaise(t *testing.T) {
 // refused as a conflict where it does not), while a retry of a younger
 // scavenged append is still answered as the original was.
 func TestScavengeForgetsOldRetries(t *testing.T) {
-	var mu sync.Mutex
-	clock := time.Unix(1_800_000_000, 0)
-	tick := func(d time.Duration) {
-		mu.Lock()
-		clock = clock.Add(d)
-		mu.Unlock()
-	}
-	e := open(t, engine.Config{Shards: 2, IdempotencyWindow: time.Hour, Clock: func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return clock
-	}})
+	clock := newFakeClock()
+	tick := clock.tick
+	e := open(t, engine.Config{Shards: 2, IdempotencyWindow: time.Hour, Clock: clock.now})
 	ctx := context.Background()
 	mustAppend := func(op engine.AppendOp) engine.AppendResult {
 		t.Helper()
@@ -600,15 +598,8 @@ func TestScavengeForgetsOldRetries(t *testing.T) {
 	del("young-1")
 	tick(time.Minute)
 
-	if _, err := e.StartScavenge(1 << 30); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.WaitScavenge(ctx); err != nil {
-		t.Fatal(err)
-	}
-	j, err := e.Scavenge()
-	if err != nil || j.State != eslog.ScavengeDone || j.EventsRemoved != 9 || j.IDsRemoved != 7 {
-		t.Fatalf("scavenge %+v, %v; want 9 events and the 7 old ones' ids removed", j, err)
+	if j := runScavenge(t, e); j.EventsRemoved != 9 || j.IDsRemoved != 7 {
+		t.Fatalf("scavenge %+v; want 9 events and the 7 old ones' ids removed", j)
 	}
 	// Young: answered as the original append, nothing written.
 	last := e.Log().LastPosition()
@@ -621,12 +612,8 @@ func TestScavengeForgetsOldRetries(t *testing.T) {
 	if re.FirstRevision != 3 || re.FirstPosition <= last {
 		t.Fatalf("retry of the old append: %+v; want it written again at revision 3", re.AppendResult)
 	}
-	var revs []uint64
-	if err := e.Log().ReadStream(ctx, eslog.StreamQuery{Stream: "old-1"}, func(ev *eslog.RecordedEvent) error {
-		revs = append(revs, ev.Revision)
-		return nil
-	}); err != nil || !slices.Equal(revs, []uint64{3, 4, 5}) {
-		t.Fatalf("old-1 reads %v, %v; want the events once, at 3..5", revs, err)
+	if revs := streamRevisions(t, e, "old-1"); !slices.Equal(revs, []uint64{3, 4, 5}) {
+		t.Fatalf("old-1 reads %v; want the events once, at 3..5", revs)
 	}
 	// Old, an exact revision that no longer holds: a conflict.
 	var c *engine.ConflictError
