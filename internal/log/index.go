@@ -364,12 +364,14 @@ func (l *Log) scanRuns(ctx context.Context, runs [][]byte, lo, up uint64, q AllQ
 		pos := next.pos
 		rec := next.rec
 		if rec == nil {
-			if rec, err = evs.read(pos); errors.Is(err, errNoEvent) {
+			if rec, err = evs.read(pos); errors.Is(err, errNoEvent) && pos < l.removedBelow.Load() {
 				// A range or run that reaches a visible event outlives the
 				// hidden ones a scavenge removed (scavenge.go); the read
 				// would skip them anyway.
 				used = next
 				continue
+			} else if errors.Is(err, errNoEvent) {
+				return fmt.Errorf("%w: an index names position %d, which no scavenge removed and holds no event", ErrCorrupt, pos)
 			} else if err != nil {
 				return fmt.Errorf("an index names position %d: %w", pos, err)
 			}

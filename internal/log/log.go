@@ -88,6 +88,11 @@ type Log struct {
 
 	lim limitsState // retention limits (retention.go)
 
+	// removedBelow bounds the positions of the events scavenges removed
+	// (ScavengeJob.RemovedBelow): an index entry naming a missing event
+	// below it names a scavenged one, above it the store is corrupt.
+	removedBelow atomic.Uint64
+
 	failed atomic.Pointer[error] // the first storage failure; writes stop
 
 	backlog *backlog // whether Pebble is behind (backlog.go)
@@ -345,6 +350,16 @@ func (l *Log) recover() error {
 			return err
 		}
 		l.sysNew = false
+	}
+
+	if j, ok, err := l.ScavengeJob(); err != nil {
+		return err
+	} else if ok {
+		below := j.RemovedBelow
+		if j.MaxPosition > 0 { // a record written before RemovedBelow was
+			below = max(below, j.MaxPosition+1)
+		}
+		l.removedBelow.Store(below)
 	}
 
 	deleted := make(map[uint64]deletion)

@@ -688,9 +688,9 @@ func (l *Log) CommitTime(pos uint64) (int64, error) {
 		return 0, err
 	}
 	if !ok {
-		if pos > 0 && pos < l.published.Load() {
-			// Positions up to the published one are contiguous: a gap is
-			// a scavenged event (never the newest; see scavenge.go).
+		if pos > 0 && pos < l.removedBelow.Load() {
+			// Positions up to the published one are contiguous: a gap
+			// where scavenges removed events is one of them.
 			return 0, fmt.Errorf("position %d: %w", pos, ErrScavenged)
 		}
 		return 0, fmt.Errorf("%w: no event at position %d", ErrCorrupt, pos)

@@ -131,6 +131,11 @@ type ScavengeJob struct {
 	// DiskAfter once it is done and the ranges it touched are compacted.
 	DiskBefore uint64 `json:"disk_before"`
 	DiskAfter  uint64 `json:"disk_after"`
+	// RemovedBelow bounds every position a scavenge of the store removed,
+	// this job's and the earlier ones': a read that finds no event at a
+	// position an index names below it meets a scavenged event, above it
+	// corruption (Log.removedBelow).
+	RemovedBelow uint64 `json:"removed_below,omitempty"`
 	// MinPosition and MaxPosition bound the events removed, for the
 	// compaction at the end (0: none yet).
 	MinPosition uint64 `json:"min_position"`
@@ -210,7 +215,7 @@ func (l *Log) ScavengeJob() (ScavengeJob, bool, error) {
 func (l *Log) NewScavengeJob(id string, now time.Time, keysPerSecond int) ScavengeJob {
 	return ScavengeJob{
 		ID: id, State: ScavengeRunning, Started: now.UnixNano(), KeysPerSecond: keysPerSecond,
-		NextStream: 0, DiskBefore: l.DiskBytes(),
+		NextStream: 0, DiskBefore: l.DiskBytes(), RemovedBelow: l.removedBelow.Load(),
 	}
 }
 
@@ -543,6 +548,7 @@ func (sc *scavenger) entry(it *pebble.Iterator, s *StreamState, category string,
 		sc.j.EventsRemoved++
 		sc.j.MinPosition = minNonZero(sc.j.MinPosition, pos)
 		sc.j.MaxPosition = max(sc.j.MaxPosition, pos)
+		sc.j.RemovedBelow = max(sc.j.RemovedBelow, pos+1)
 	}
 	if err := it.Error(); err != nil {
 		return err
@@ -610,6 +616,11 @@ func (sc *scavenger) flush(ctx context.Context) error {
 	}
 	if err := sc.l.putScavengeJob(sc.b, &sc.j); err != nil {
 		return err
+	}
+	// Before the deletions are visible: a read that misses one of the
+	// events must know it was scavenged. One job runs at a time.
+	if sc.j.RemovedBelow > sc.l.removedBelow.Load() {
+		sc.l.removedBelow.Store(sc.j.RemovedBelow)
 	}
 	// Without a sync: a batch lost in a crash takes its cursor with it
 	// (one batch, and Pebble's WAL keeps batches in order), so the job

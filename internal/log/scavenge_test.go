@@ -663,6 +663,52 @@ func TestScavengeConcurrent(t *testing.T) {
 	}
 }
 
+// TestMissingEventIsCorruption: an event missing where no scavenge
+// removed one is corruption for a read through the category and type
+// indexes and for CommitTime; below the positions scavenges removed
+// (ScavengeJob.RemovedBelow, kept across a reopen) it is a scavenged
+// event.
+func TestMissingEventIsCorruption(t *testing.T) {
+	fs := vfs.NewMem()
+	l := openTest(t, fs)
+	var evs []Event
+	for i := range 10 { // one append of 10: a category range, a type run
+		evs = append(evs, testEvent(i+1))
+	}
+	w := appendTo(t, l, "cat-1", evs...)
+	appendTo(t, l, "cat-2", testEvent(20))
+	missing := w.FirstPosition + 3
+	if err := l.db.Delete(appendEventKey(nil, missing), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []AllQuery{{Categories: []string{"cat"}}, {TypePrefixes: []string{testEvent(1).Type}}} {
+		err := l.ReadAll(context.Background(), q, func(*RecordedEvent) error { return nil }, nil)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("ReadAll %+v over a missing event: %v, want ErrCorrupt", q, err)
+		}
+	}
+	if _, err := l.CommitTime(missing); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("CommitTime of a missing event: %v, want ErrCorrupt", err)
+	}
+	// A scavenge removes cat-1's events (all but the visible head of
+	// cat-2): the missing one is now below what scavenges removed.
+	s, _, _ := l.State("cat-1")
+	commit(t, l, &Write{State: s, Delete: DeleteSoft})
+	appendTo(t, l, "other-1", testEvent(30))
+	scavenge(t, l, ScavengeOptions{})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = openTest(t, fs)
+	defer l.Close()
+	if _, err := l.CommitTime(missing); !errors.Is(err, ErrScavenged) {
+		t.Fatalf("CommitTime below what scavenges removed, reopened: %v, want ErrScavenged", err)
+	}
+	if got := readAll(t, l, AllQuery{Categories: []string{"cat"}}); len(got) != 1 || got[0].Stream != "cat-2" {
+		t.Fatalf("ReadAll of the category after the scavenge: %d events", len(got))
+	}
+}
+
 // TestRetryOfScavengedAppend: a retry of an append whose stream was
 // deleted and scavenged finds the ids (kept) and its events gone: the
 // log answers its commit time with ErrScavenged, not as corruption.
