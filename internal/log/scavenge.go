@@ -36,7 +36,8 @@ import (
 //     copies of hidden records, and range or run entries whose events are
 //     all hidden. A range or run that reaches a visible event stays; a
 //     read through it skips its missing positions (scanRuns), which are
-//     hidden anyway.
+//     hidden anyway: those below ScavengeJob.RemovedBelow, the bound of
+//     what scavenges removed, above which a missing event is corruption.
 //
 // Kept: the stream's name, state and 0x06 entry (they say the stream
 // exists and what is hidden), its "$deleted" events (visible), and its id
