@@ -187,7 +187,7 @@ func newFlagSet(c *config, showVersion *bool) *flag.FlagSet {
 	fs.DurationVar(&c.ScavengeInterval, "scavenge-interval", 0,
 		"start a scavenge (removing from disk the events that deletions and retention limits hide) this often, none while one runs; 0 = only when asked (esctl scavenge start)")
 	fs.IntVar(&c.ScavengeRate, "scavenge-rate", engine.DefaultScavengeRate,
-		"keys a scheduled scavenge deletes per second (an event and each index entry of only deleted events is one key)")
+		"keys a scheduled scavenge deletes per second (an event, each index entry of only removed events, and each id removed is one key)")
 	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", engine.DefaultIdempotencyWindow,
 		"a retry of an append within this long is answered as the original even after a scavenge removed its events; a scavenge removes the ids of hidden events older than this; 0 = keep every id forever")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) of the server: TLS on the gRPC and the HTTP address (with --tls-key)")

@@ -109,10 +109,7 @@ func (e *Engine) runScavengeLocked(j eslog.ScavengeJob) {
 			// stream, and then removes what deletions and truncates hide
 			// (the log's default FirstVisible, eslog.DeletedBefore).
 			EnforceLimits: func(ctx context.Context) (int, error) {
-				return e.meta.Enforce(ctx, func(ctx context.Context, stream string, before uint64) error {
-					_, err := e.writer.Truncate(ctx, stream, before)
-					return err
-				})
+				return e.meta.Enforce(ctx, e.writer.Truncate)
 			},
 			StreamDone: e.scavengedStream,
 			// Decided at each run: a resumed job forgets up to its own

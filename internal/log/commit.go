@@ -23,9 +23,10 @@ const (
 	DeleteTombstone
 	// DeleteTruncate hides the revisions below Write.TruncateTo, for
 	// good: a scavenge makes the retention limits' cut durable with it
-	// before removing what they hide. The stream keeps existing (the
-	// writer caps TruncateTo at the head), its revisions and expected
-	// revisions are unchanged, and its subscribers go on.
+	// before removing what they hide. It changes the stream's state
+	// alone: no event, no position (FirstPosition 0). The stream keeps
+	// existing (the writer caps TruncateTo at the head), its revisions
+	// and expected revisions are unchanged, and its subscribers go on.
 	DeleteTruncate
 )
 
@@ -538,7 +539,11 @@ func (c *commitState) apply(w *Write) {
 		s.Head = rev - 1
 		s.LastPosition = c.pos - 1
 	}
-	if w.Delete != DeleteNone {
+	switch w.Delete {
+	case DeleteNone:
+	case DeleteTruncate:
+		c.truncate(&s, w)
+	default:
 		c.delete(&s, w)
 	}
 	s.Updated = c.now
@@ -560,8 +565,24 @@ func (c *commitState) apply(w *Write) {
 const (
 	TypeStreamDeleted    = "$stream-deleted"
 	TypeStreamTombstoned = "$stream-tombstoned"
-	TypeStreamTruncated  = "$stream-truncated"
 )
+
+// truncate applies a DeleteTruncate to s. Unlike a deletion it is not an
+// event: the limits it makes durable hid the events already, so readers
+// of $all have nothing to learn, and an event a truncate would make
+// every scavenge grow "$deleted" by one per limited stream. The state,
+// the stream's 0x06 key and the deletions map carry it.
+func (c *commitState) truncate(s *StreamState, w *Write) {
+	// The writer's bounds, kept here too: a truncate never hides the head
+	// (the stream would look deleted) nor shows anything again.
+	s.TruncateBefore = max(s.TruncateBefore, min(w.TruncateTo, s.Head))
+	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)
+	if c.deletions == nil {
+		c.deletions = make(map[uint64]deletion)
+	}
+	c.deletions[s.ID] = deletion{truncateBefore: s.TruncateBefore, tombstoned: s.Tombstoned}
+	w.FirstPosition = 0 // it takes none
+}
 
 // delete applies w's deletion to s and records it as an event of
 // "$deleted".
@@ -570,19 +591,12 @@ func (c *commitState) delete(s *StreamState, w *Write) {
 	if id == ([16]byte{}) {
 		id = newEventID()
 	}
-	var typ string
-	switch mode {
-	case DeleteTombstone:
+	typ := TypeStreamDeleted
+	if mode == DeleteTombstone {
 		typ = TypeStreamTombstoned
 		s.Tombstoned = true
 		s.TruncateBefore = s.NextRevision()
-	case DeleteTruncate:
-		// The writer's bounds, kept here too: a truncate never hides the
-		// head (the stream would look deleted) nor shows anything again.
-		typ = TypeStreamTruncated
-		s.TruncateBefore = max(s.TruncateBefore, min(w.TruncateTo, s.Head))
-	default:
-		typ = TypeStreamDeleted
+	} else {
 		s.TruncateBefore = s.Head + 1
 	}
 	data, _ := json.Marshal(struct {
@@ -597,12 +611,8 @@ func (c *commitState) delete(s *StreamState, w *Write) {
 	_ = c.b.Set(appendIndexKey(c.key[:0], deletedStreamID, rev), appendIndexValue(c.val[:0], c.pos, 1), nil)
 	_ = c.b.Set(appendIDKey(c.key[:0], ev.ID), appendIDValue(c.val[:0], idLoc{sid: deletedStreamID, rev: rev, pos: c.pos, first: rev, last: rev}), nil)
 	_ = c.b.Set(appendCategoryKey(c.key[:0], Category(deletedStreamName), c.pos), rec, nil)
-	deletes := s.Name
-	if mode == DeleteTruncate {
-		deletes = "" // the stream goes on: its subscriptions too
-	}
 	c.committed = append(c.committed, Committed{Position: c.pos, StreamID: deletedStreamID, Revision: rev, Stream: deletedStreamName, Record: rec,
-		Deletes: deletes, Tombstone: mode == DeleteTombstone})
+		Deletes: s.Name, Tombstone: mode == DeleteTombstone})
 	_ = c.b.Set(appendTypeKey(c.key[:0], typ, c.pos), binary.AppendUvarint(c.val[:0], 1), nil)
 	c.seen.add(ev.ID)
 	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)

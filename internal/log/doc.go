@@ -68,7 +68,7 @@
 //     removes a visible event, nor moves one. Retention limits
 //     (retention.go: max count, max age, truncate-before, set from
 //     stream metadata through SetLimits) hide events the same way but as
-//     a view computed at each read, which a limit lowered or removed
+//     a view computed at each read, which a limit raised or removed
 //     undoes: a stream's first visible revision is the largest of its
 //     TruncateBefore and the limits' (VisibleFrom), and readers of $all
 //     test each event against the in-memory table of limits, a nil test

@@ -356,8 +356,10 @@ func (l *Log) recover() error {
 		return err
 	} else if ok {
 		below := j.RemovedBelow
-		if j.MaxPosition > 0 { // a record written before RemovedBelow was
-			below = max(below, j.MaxPosition+1)
+		if !j.bounded {
+			// A store scavenged before the bound was kept: any gap may be
+			// a scavenged event, as it was then.
+			below = lastPos + 1
 		}
 		l.removedBelow.Store(below)
 	}
@@ -471,9 +473,8 @@ type Committed struct {
 	Position, StreamID, Revision uint64
 	Stream                       string
 	Record                       []byte // the encoded record: read through EventView.Decode
-	// For an event of "$deleted" that records a deletion: the stream it
-	// deletes, and whether forever ("" for a truncate, which the stream
-	// outlives).
+	// For an event of "$deleted": the stream it deletes, and whether
+	// forever.
 	Deletes   string
 	Tombstone bool
 }

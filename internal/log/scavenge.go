@@ -136,7 +136,10 @@ type ScavengeJob struct {
 	// this job's and the earlier ones': a read that finds no event at a
 	// position an index names below it meets a scavenged event, above it
 	// corruption (Log.removedBelow).
-	RemovedBelow uint64 `json:"removed_below,omitempty"`
+	RemovedBelow uint64 `json:"removed_below"`
+	// bounded: the record has RemovedBelow (records of stores written
+	// before it was kept do not).
+	bounded bool
 	// MinPosition and MaxPosition bound the events removed, for the
 	// compaction at the end (0: none yet).
 	MinPosition uint64 `json:"min_position"`
@@ -169,8 +172,9 @@ type ScavengeOptions struct {
 	// EnforceLimits, when set, is called as the job starts or resumes,
 	// before it lists the streams to visit: it truncates the streams
 	// whose retention limits hide events (DeleteTruncate), so that what
-	// they hide is deleted, for good, and removed by this job. It returns
-	// the streams it truncated.
+	// they hide is deleted, for good, and removed by this job (by the
+	// next one in streams a resumed job has passed). It returns the
+	// streams it truncated.
 	EnforceLimits func(ctx context.Context) (int, error)
 	// ForgetIDsBefore, when not 0, is a commit time (unix nanoseconds):
 	// after the streams, the job sweeps the id index and removes the
@@ -205,10 +209,16 @@ func (l *Log) ScavengeJob() (ScavengeJob, bool, error) {
 	if err != nil || !ok {
 		return ScavengeJob{}, false, err
 	}
-	var j ScavengeJob
-	if err := json.Unmarshal(v, &j); err != nil {
+	var (
+		j     ScavengeJob
+		bound struct {
+			RemovedBelow *uint64 `json:"removed_below"`
+		}
+	)
+	if err := errors.Join(json.Unmarshal(v, &j), json.Unmarshal(v, &bound)); err != nil {
 		return ScavengeJob{}, false, fmt.Errorf("%w: scavenge record: %w", ErrCorrupt, err)
 	}
+	j.bounded = bound.RemovedBelow != nil
 	return j, true, nil
 }
 
@@ -308,11 +318,17 @@ type scavenger struct {
 }
 
 func (sc *scavenger) run(ctx context.Context) error {
+	sc.b = sc.l.db.NewBatch()
+	defer func() { _ = sc.b.Close() }()
 	if sc.opts.EnforceLimits != nil {
 		n, err := sc.opts.EnforceLimits(ctx)
 		sc.j.StreamsTruncated += uint64(n)
+		sc.moved = n > 0 // stored now: a resumed job would find them done
 		if err != nil {
-			return fmt.Errorf("enforce retention limits: %w", err)
+			return errors.Join(fmt.Errorf("enforce retention limits: %w", err), sc.flush(context.WithoutCancel(ctx)))
+		}
+		if err := sc.flush(ctx); err != nil {
+			return err
 		}
 	}
 	// The streams to visit: those with deleted events, from the cursor on,
@@ -327,8 +343,6 @@ func (sc *scavenger) run(ctx context.Context) error {
 	}
 	slices.Sort(sids)
 	sc.j.StreamsTotal = sc.j.StreamsDone + uint64(len(sids))
-	sc.b = sc.l.db.NewBatch()
-	defer func() { _ = sc.b.Close() }()
 	for _, sid := range sids {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -385,42 +399,54 @@ func (sc *scavenger) forgetIDs(ctx context.Context) error {
 	if err != nil || posCut <= 1 {
 		return err
 	}
+	for {
+		done, err := sc.sweepIDs(ctx, deleted, posCut)
+		if err != nil {
+			return err
+		}
+		if done {
+			sc.j.IDsAfter, sc.moved = strings.Repeat("ff", 16), true
+			return nil
+		}
+		// The iterator is closed: it pins no tables through the throttle.
+		if err := sc.flush(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// sweepIDs goes on with the id sweep from its cursor until a batch is
+// due (false) or the index ends (true).
+func (sc *scavenger) sweepIDs(ctx context.Context, deleted map[uint64]deletion, posCut uint64) (done bool, err error) {
 	lower := []byte{kID}
 	if sc.j.IDsAfter != "" {
 		after, err := hex.DecodeString(sc.j.IDsAfter)
 		if err != nil || len(after) != 16 {
-			return fmt.Errorf("%w: scavenge id cursor %q", ErrCorrupt, sc.j.IDsAfter)
+			return false, fmt.Errorf("%w: scavenge id cursor %q", ErrCorrupt, sc.j.IDsAfter)
 		}
 		lower = append(appendIDKey(nil, [16]byte(after)), 0) // the least key after it
 	}
 	it, err := sc.l.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: []byte{kID + 1}})
 	if err != nil {
-		return err
+		return false, err
 	}
-	defer func() { _ = it.Close() }()
-	visited := 0
-	for valid := it.First(); valid; valid = it.Next() {
+	defer func() { err = errors.Join(err, it.Close()) }()
+	for valid, visited := it.First(), 1; valid; valid, visited = it.Next(), visited+1 {
 		k := it.Key()
 		loc, err := decodeIDValue(it.Value())
 		if err != nil || len(k) != 17 {
-			return fmt.Errorf("id index key %x: %w", k, errors.Join(err, ErrCorrupt))
+			return false, fmt.Errorf("id index key %x: %w", k, errors.Join(err, ErrCorrupt))
 		}
 		if d, ok := deleted[loc.sid]; ok && loc.pos < posCut && (d.tombstoned || loc.rev < d.truncateBefore) {
 			sc.del(k, len(it.Value()))
 			sc.j.IDsRemoved++
 		}
-		if visited++; sc.keys >= sc.opts.BatchKeys || visited%idSweepSave == 0 {
+		if sc.keys >= sc.opts.BatchKeys || visited%idSweepSave == 0 {
 			sc.j.IDsAfter, sc.moved = hex.EncodeToString(k[1:]), true
-			if err := sc.flush(ctx); err != nil {
-				return err
-			}
+			return false, nil
 		}
 	}
-	if err := it.Error(); err != nil {
-		return err
-	}
-	sc.j.IDsAfter, sc.moved = strings.Repeat("ff", 16), true // done
-	return nil
+	return true, it.Error()
 }
 
 // committedBefore returns a position below which every event was

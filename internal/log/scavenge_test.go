@@ -709,6 +709,39 @@ func TestMissingEventIsCorruption(t *testing.T) {
 	}
 }
 
+// TestOldScavengeRecordIsLenient: a store whose scavenge record predates
+// RemovedBelow treats every gap as a scavenged event, as it did, and new
+// jobs keep that bound.
+func TestOldScavengeRecordIsLenient(t *testing.T) {
+	fs := vfs.NewMem()
+	l := openTest(t, fs)
+	w := appendTo(t, l, "a-1", testEvent(1), testEvent(2), testEvent(3))
+	appendTo(t, l, "a-2", testEvent(4))
+	gap := w.FirstPosition + 1
+	if err := l.db.Delete(appendEventKey(nil, gap), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	old := []byte(`{"id":"old","state":"done","started":1,"finished":2,"keys_per_second":0,"next_stream":9,"streams_done":1,` +
+		`"streams_total":1,"events_removed":1,"keys_removed":1,"bytes_removed":60,"disk_before":0,"disk_after":0,"min_position":0,"max_position":0}`)
+	if err := l.db.Set(scavengeKey(), old, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = openTest(t, fs)
+	defer l.Close()
+	if _, err := l.CommitTime(gap); !errors.Is(err, ErrScavenged) {
+		t.Fatalf("CommitTime of a gap under an old record: %v, want ErrScavenged", err)
+	}
+	if got := readAll(t, l, AllQuery{TypePrefixes: []string{"Tested"}}); len(got) != 3 { // through the type runs
+		t.Fatalf("ReadAll of the type: %d events, want the 3 stored", len(got))
+	}
+	if j := l.NewScavengeJob("new", time.Now(), 0); j.RemovedBelow != l.LastPosition()+1 {
+		t.Fatalf("a new job's bound %d, want %d", j.RemovedBelow, l.LastPosition()+1)
+	}
+}
+
 // TestRetryOfScavengedAppend: a retry of an append whose stream was
 // deleted and scavenged finds the ids (kept) and its events gone: the
 // log answers its commit time with ErrScavenged, not as corruption.
@@ -737,9 +770,9 @@ func TestRetryOfScavengedAppend(t *testing.T) {
 // again), while the same stream's soft-deleted events go; once a
 // truncate makes the limit's cut durable, the scavenge removes them too,
 // and lifting the limit shows nothing older. The truncate keeps the
-// stream (its head, its existence), is recorded in "$deleted" as
-// "$stream-truncated", is capped at the head, and ends no subscription
-// (no Deletes on its committed event).
+// stream (its head, its existence, its last change), is capped at the
+// head, and changes the stream's state alone: no event, no position, the
+// counts less what it hid.
 func TestScavengeLeavesLimitHidden(t *testing.T) {
 	l := openTest(t, nil)
 	defer l.Close()
@@ -779,17 +812,18 @@ func TestScavengeLeavesLimitHidden(t *testing.T) {
 	l.SetLimits("lim-1", false, Limits{MaxCount: 1})
 	s, _, _ = l.State("lim-1")
 	tw := &Write{State: s, Delete: DeleteTruncate, TruncateTo: 10}
-	live = nil
+	live, last, stats := nil, l.LastPosition(), l.Stats()
 	commit(t, l, tw)
-	if a := tw.After; a.TruncateBefore != 4 || a.Head != 4 || !a.Exists() || a.Deleted() || a.EventCount() != 1 {
-		t.Fatalf("after the truncate: %+v, exists %v, deleted %v, want truncate-before 4, head 4, existing", a, a.Exists(), a.Deleted())
+	if a := tw.After; a.TruncateBefore != 4 || a.Head != 4 || !a.Exists() || a.Deleted() || a.EventCount() != 1 || a.LastPosition != s.LastPosition {
+		t.Fatalf("after the truncate: %+v, exists %v, deleted %v, want truncate-before 4, head 4, existing, last change unchanged", a, a.Exists(), a.Deleted())
 	}
-	if len(live) != 1 || live[0].Stream != "$deleted" || live[0].Deletes != "" {
-		t.Fatalf("published %+v, want one $deleted event without Deletes", live)
+	// A change of state alone: no event, no position, the counts less
+	// the two events it hid.
+	if len(live) != 0 || tw.FirstPosition != 0 || l.LastPosition() != last {
+		t.Fatalf("the truncate published %+v, took position %d (last %d, was %d)", live, tw.FirstPosition, l.LastPosition(), last)
 	}
-	rec := readAll(t, l, AllQuery{From: tw.FirstPosition, To: tw.FirstPosition})
-	if len(rec) != 1 || rec[0].Type != TypeStreamTruncated || string(rec[0].Data) != `{"stream":"lim-1","truncate_before":4}` {
-		t.Fatalf("the truncate's event: %+v", rec)
+	if got := l.Stats(); got.Events != stats.Events-2 || got.Streams != stats.Streams {
+		t.Fatalf("stats %+v, were %+v", got, stats)
 	}
 	if !l.Hidden(s.ID, 3) || l.Hidden(s.ID, 4) {
 		t.Fatal("Hidden does not follow the truncate")

@@ -242,9 +242,9 @@ func (s *Store) Set(ctx context.Context, t Target, exp Expected, md Metadata) (u
 	return next.Revision, nil
 }
 
-// Truncator hides a stream's revisions below before, for good (the
-// writer's Truncate).
-type Truncator func(ctx context.Context, stream string, before uint64) error
+// Truncator hides a stream's revisions below before, for good, and
+// reports whether it wrote (the writer's Truncate).
+type Truncator func(ctx context.Context, stream string, before uint64) (bool, error)
 
 // enforceBatch is the streams whose cuts Enforce decides under one hold
 // of the lock and writes at once (the writer commits them together).
@@ -351,21 +351,27 @@ func (s *Store) enforce(ctx context.Context, names []string, truncate Truncator)
 			cuts = append(cuts, cut{name, first})
 		}
 	}
+	// Not cancelled by ctx: a truncate given up on would stay queued in
+	// the writer and could be written after the lock is released, past a
+	// limit raised meanwhile. Each is one quick commit.
+	wctx := context.WithoutCancel(ctx)
 	errs := make([]error, len(cuts))
+	wrote := make([]bool, len(cuts))
 	var wg sync.WaitGroup
 	for i, c := range cuts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := truncate(ctx, c.name, c.first); err != nil {
+			var err error
+			if wrote[i], err = truncate(wctx, c.name, c.first); err != nil {
 				errs[i] = fmt.Errorf("truncate stream %q below revision %d: %w", c.name, c.first, err)
 			}
 		}()
 	}
 	wg.Wait()
 	n := 0
-	for _, err := range errs {
-		if err == nil {
+	for _, w := range wrote {
+		if w {
 			n++
 		}
 	}

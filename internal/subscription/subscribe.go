@@ -332,7 +332,7 @@ func targetLabel(t TargetKind) string {
 }
 
 // deletedStream reads a "$deleted" event: the stream it deletes and
-// whether forever; not ok for a truncate, which the stream outlives.
+// whether forever.
 func deletedStream(v *eslog.EventView) (name string, tombstone, ok bool) {
 	if t := string(v.Type()); t != eslog.TypeStreamDeleted && t != eslog.TypeStreamTombstoned {
 		return "", false, false

@@ -405,7 +405,15 @@ func (f *fakeLog) apply(cs *fakeCommitState, w *eslog.Write) {
 		s.Head = rev - 1
 		s.LastPosition = cs.pos - 1
 	}
-	if w.Delete != eslog.DeleteNone {
+	switch w.Delete {
+	case eslog.DeleteNone:
+	case eslog.DeleteTruncate:
+		if !s.Exists() || w.TruncateTo > s.Head || w.TruncateTo <= s.TruncateBefore {
+			f.violate("truncate of %q to %d at head %d, truncate-before %d, exists %v", s.Name, w.TruncateTo, s.Head, s.TruncateBefore, s.Exists())
+		}
+		s.TruncateBefore = max(s.TruncateBefore, min(w.TruncateTo, s.Head)) // as the log
+		w.FirstPosition = 0
+	default:
 		f.delete(cs, &s, w)
 	}
 	s.Updated = cs.now
@@ -427,21 +435,11 @@ func (f *fakeLog) delete(cs *fakeCommitState, s *eslog.StreamState, w *eslog.Wri
 		f.violate("deletion of %q without a DeletionID (invariant 5)", s.Name)
 		id = eslog.NewEventID()
 	}
-	switch mode {
-	case eslog.DeleteTombstone:
+	if mode == eslog.DeleteTombstone {
 		s.Tombstoned = true
 		s.TruncateBefore = s.NextRevision()
-	case eslog.DeleteTruncate:
-		if !s.Exists() || w.TruncateTo > s.Head || w.TruncateTo <= s.TruncateBefore {
-			f.violate("truncate of %q to %d at head %d, truncate-before %d, exists %v", s.Name, w.TruncateTo, s.Head, s.TruncateBefore, s.Exists())
-		}
-		s.TruncateBefore = w.TruncateTo
-	default:
+	} else {
 		s.TruncateBefore = s.Head + 1
-	}
-	deletes := s.Name
-	if mode == eslog.DeleteTruncate {
-		deletes = ""
 	}
 	rev := f.sys.NextRevision()
 	if e, dup := f.ids[id]; dup {
@@ -450,7 +448,7 @@ func (f *fakeLog) delete(cs *fakeCommitState, s *eslog.StreamState, w *eslog.Wri
 	f.ids[id] = fakeID{epoch: cs.epoch, loc: eslog.IDLocation{Found: true, StreamID: 1, Revision: rev, Position: cs.pos,
 		AppendFirst: rev, AppendLast: rev}}
 	f.events = append(f.events, fakeEvent{pos: cs.pos, stream: f.sys.Name, sid: 1, rev: rev, id: id, created: cs.now,
-		deletes: deletes, tombstone: mode == eslog.DeleteTombstone})
+		deletes: s.Name, tombstone: mode == eslog.DeleteTombstone})
 	if !f.sys.Written {
 		f.sys.Created = cs.now
 	}

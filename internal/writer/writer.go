@@ -226,19 +226,21 @@ func (w *Writer) Delete(ctx context.Context, d DeleteOp) (DeleteResult, error) {
 
 // Truncate hides the revisions of stream below before, for good, as a
 // scavenge does before removing what the retention limits hide: capped
-// at the stream's head, so that it still exists, and recorded as a
-// "$stream-truncated" event of "$deleted". It writes nothing (position 0)
-// when the stream has no visible events or is truncated as far already.
-// It waits until the write is durable.
-func (w *Writer) Truncate(ctx context.Context, stream string, before uint64) (DeleteResult, error) {
+// at the stream's head, so that it still exists (eslog.DeleteTruncate: a
+// change of its state, no event). It reports whether it wrote: not when
+// the stream has no visible events or is truncated as far already. It
+// waits until the write is durable. A ctx that ends first leaves the
+// truncate queued: it may still be written.
+func (w *Writer) Truncate(ctx context.Context, stream string, before uint64) (bool, error) {
 	start := time.Now()
 	o := &op{kind: opDelete, stream: stream, mode: eslog.DeleteTruncate, truncate: before, done: make(chan opResult, 1)}
 	r, err := w.submit(ctx, o)
+	wrote := err == nil && r.ticket != nil
 	if err == nil {
 		err = w.settle(ctx, &r)
 	}
 	w.met.observe("truncate", err, 0, start)
-	return DeleteResult{Position: r.append.FirstPosition, CommitTime: r.append.CommitTime}, err
+	return wrote && err == nil, err
 }
 
 func (w *Writer) submit(ctx context.Context, o *op) (opResult, error) {

@@ -565,8 +565,8 @@ type Scavenge struct {
 	KeysPerSecond uint32 `protobuf:"varint,13,opt,name=keys_per_second,json=keysPerSecond" json:"keys_per_second,omitempty"`
 	// Why it failed (state FAILED).
 	Error string `protobuf:"bytes,14,opt,name=error" json:"error,omitempty"`
-	// Streams whose retention limits it made durable, each with a
-	// "$stream-truncated" event, before removing what they hide.
+	// Streams whose retention limits it made durable, a truncate of each
+	// one's state, before removing what they hide.
 	StreamsTruncated uint64 `protobuf:"varint,15,opt,name=streams_truncated,json=streamsTruncated" json:"streams_truncated,omitempty"`
 	// Event ids it removed from the id index: those of events hidden for
 	// good and committed longer ago than esd's --idempotency-window. A

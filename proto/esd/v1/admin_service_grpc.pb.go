@@ -39,12 +39,12 @@ type AdminServiceClient interface {
 	// one's first visible revision, all of a tombstoned stream's, and those
 	// the retention limits of stream metadata hide) and the index entries
 	// and snapshots that served only them. Limits are a view until then: it
-	// first makes each limited stream's cut durable, a truncate recorded as
-	// a "$stream-truncated" event of "$deleted" (the newest event of a
-	// stream stays, so that it keeps existing at the same revision), after
-	// which raising or removing the limit shows nothing older. Reads,
-	// appends and subscriptions go on meanwhile. One runs at a time: while one runs, StartScavenge fails
-	// with FAILED_PRECONDITION. A scavenge a restart interrupts resumes
+	// first makes each limited stream's cut durable, a truncate of the
+	// stream's state (no event; the newest event of a stream stays, so that
+	// it keeps existing at the same revision), after which raising or
+	// removing the limit shows nothing older. Reads, appends and
+	// subscriptions go on meanwhile. One runs at a time: while one runs,
+	// StartScavenge fails with FAILED_PRECONDITION. A scavenge a restart interrupts resumes
 	// when the server starts again.
 	StartScavenge(ctx context.Context, in *StartScavengeRequest, opts ...grpc.CallOption) (*StartScavengeResponse, error)
 	// GetScavenge describes the running scavenge, or the last one
@@ -119,12 +119,12 @@ type AdminServiceServer interface {
 	// one's first visible revision, all of a tombstoned stream's, and those
 	// the retention limits of stream metadata hide) and the index entries
 	// and snapshots that served only them. Limits are a view until then: it
-	// first makes each limited stream's cut durable, a truncate recorded as
-	// a "$stream-truncated" event of "$deleted" (the newest event of a
-	// stream stays, so that it keeps existing at the same revision), after
-	// which raising or removing the limit shows nothing older. Reads,
-	// appends and subscriptions go on meanwhile. One runs at a time: while one runs, StartScavenge fails
-	// with FAILED_PRECONDITION. A scavenge a restart interrupts resumes
+	// first makes each limited stream's cut durable, a truncate of the
+	// stream's state (no event; the newest event of a stream stays, so that
+	// it keeps existing at the same revision), after which raising or
+	// removing the limit shows nothing older. Reads, appends and
+	// subscriptions go on meanwhile. One runs at a time: while one runs,
+	// StartScavenge fails with FAILED_PRECONDITION. A scavenge a restart interrupts resumes
 	// when the server starts again.
 	StartScavenge(context.Context, *StartScavengeRequest) (*StartScavengeResponse, error)
 	// GetScavenge describes the running scavenge, or the last one

@@ -91,7 +91,7 @@ type ProposedEvent struct {
 	// What happened, e.g. "ProductRenamed". Required; under the rules of an
 	// appended stream name (NFC, no whitespace at the ends or other than the
 	// space, no invisible characters); no leading "$": that namespace is the
-	// server's ("$stream-deleted", "$stream-tombstoned", "$stream-truncated").
+	// server's ("$stream-deleted", "$stream-tombstoned").
 	Type string `protobuf:"bytes,2,opt,name=type" json:"type,omitempty"`
 	// The event's payload, opaque to the server.
 	Data []byte `protobuf:"bytes,3,opt,name=data" json:"data,omitempty"`

@@ -124,10 +124,8 @@ type StreamServiceClient interface {
 	ReadStream(ctx context.Context, in *ReadStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadStreamResponse], error)
 	// ReadAll reads the global log in position order, optionally filtered.
 	// Events of deleted streams are not returned. Deletions themselves appear
-	// as events of the system stream "$deleted" (types "$stream-deleted",
-	// "$stream-tombstoned", and "$stream-truncated" for the cut of a stream's
-	// retention limits that a scavenge made durable; JSON data
-	// {"stream": ..., "truncate_before": ...}).
+	// as events of the system stream "$deleted" (types "$stream-deleted" and
+	// "$stream-tombstoned", JSON data {"stream": ..., "truncate_before": ...}).
 	//
 	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT.
 	ReadAll(ctx context.Context, in *ReadAllRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadAllResponse], error)
@@ -157,8 +155,10 @@ type StreamServiceClient interface {
 	// starts after it returns: ReadStream, ReadAll, GetStream and
 	// ListStreams' counts, Load and GetSnapshot, and the catch-up of
 	// subscriptions and consumer groups (see "Stream metadata and retention"
-	// in docs/api.md). Limits are a view: events stay stored, and a limit
-	// lowered or removed shows them again. The metadata is written whole:
+	// in docs/api.md). Limits are a view until a scavenge: events stay
+	// stored, and a limit raised or removed shows them again; a scavenge
+	// makes the cut durable and removes what it hides. The metadata is
+	// written whole:
 	// a field left unset is no longer set. Durable when answered. A
 	// stream's metadata need not wait for the stream: it may be set before
 	// the first append. A soft delete keeps it.
@@ -446,10 +446,8 @@ type StreamServiceServer interface {
 	ReadStream(*ReadStreamRequest, grpc.ServerStreamingServer[ReadStreamResponse]) error
 	// ReadAll reads the global log in position order, optionally filtered.
 	// Events of deleted streams are not returned. Deletions themselves appear
-	// as events of the system stream "$deleted" (types "$stream-deleted",
-	// "$stream-tombstoned", and "$stream-truncated" for the cut of a stream's
-	// retention limits that a scavenge made durable; JSON data
-	// {"stream": ..., "truncate_before": ...}).
+	// as events of the system stream "$deleted" (types "$stream-deleted" and
+	// "$stream-tombstoned", JSON data {"stream": ..., "truncate_before": ...}).
 	//
 	// Errors: INVALID_ARGUMENT/INVALID_ARGUMENT.
 	ReadAll(*ReadAllRequest, grpc.ServerStreamingServer[ReadAllResponse]) error
@@ -479,8 +477,10 @@ type StreamServiceServer interface {
 	// starts after it returns: ReadStream, ReadAll, GetStream and
 	// ListStreams' counts, Load and GetSnapshot, and the catch-up of
 	// subscriptions and consumer groups (see "Stream metadata and retention"
-	// in docs/api.md). Limits are a view: events stay stored, and a limit
-	// lowered or removed shows them again. The metadata is written whole:
+	// in docs/api.md). Limits are a view until a scavenge: events stay
+	// stored, and a limit raised or removed shows them again; a scavenge
+	// makes the cut durable and removes what it hides. The metadata is
+	// written whole:
 	// a field left unset is no longer set. Durable when answered. A
 	// stream's metadata need not wait for the stream: it may be set before
 	// the first append. A soft delete keeps it.
