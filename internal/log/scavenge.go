@@ -323,12 +323,13 @@ func (sc *scavenger) run(ctx context.Context) error {
 	if sc.opts.EnforceLimits != nil {
 		n, err := sc.opts.EnforceLimits(ctx)
 		sc.j.StreamsTruncated += uint64(n)
-		sc.moved = n > 0 // stored now: a resumed job would find them done
-		if err != nil {
-			return errors.Join(fmt.Errorf("enforce retention limits: %w", err), sc.flush(context.WithoutCancel(ctx)))
+		if n > 0 {
+			// Stored now, and synced as the truncates were: a job resumed
+			// after a crash finds them done and would not count them.
+			err = errors.Join(err, sc.l.SaveScavengeJob(&sc.j))
 		}
-		if err := sc.flush(ctx); err != nil {
-			return err
+		if err != nil {
+			return fmt.Errorf("enforce retention limits: %w", err)
 		}
 	}
 	// The streams to visit: those with deleted events, from the cursor on,
