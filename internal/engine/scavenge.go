@@ -16,8 +16,9 @@ import (
 // DefaultScavengeRate is the keys a second a scavenge deletes when its
 // starter names no rate. At this rate a scavenge of 500,000 hidden small
 // events (1,015,000 keys with their ids and index entries) took 26 s
-// alone, and 66 s under 16 writers whose appends ran at 0.86 to 1.03 of
-// a run without it (BenchmarkScavengeUnderLoad, README "Benchmarks").
+// alone, and 36 to 44 s under 16 writers whose appends ran at 0.84 to
+// 0.86 of a run without it (BenchmarkScavengeUnderLoad, README
+// "Benchmarks").
 const DefaultScavengeRate = 50000
 
 // DefaultIdempotencyWindow is esd's Config.IdempotencyWindow unless told

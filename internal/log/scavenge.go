@@ -27,7 +27,8 @@ import (
 // order and, for each, the stream index entries below that revision; per
 // entry it deletes, in one Pebble batch:
 //
-//   - the records (0x01) of the entry's hidden events;
+//   - the records (0x01) of the entry's hidden events, with one range
+//     deletion (their positions are the append's alone);
 //   - the entry itself (0x02) when all its revisions are hidden; an entry
 //     of which only some are (a first visible revision inside an append)
 //     stays, for the visible ones: readers start at the first visible
@@ -558,7 +559,9 @@ func (sc *scavenger) entry(it *pebble.Iterator, s *StreamState, category string,
 	var types []string
 	it.SetBounds(appendEventKey(nil, loPos), appendEventKey(nil, hiPos+1))
 	var view recordView
+	found := false
 	for valid := it.First(); valid; valid = it.Next() {
+		found = true
 		pos, err := decodeEventKey(it.Key())
 		if err != nil {
 			return err
@@ -572,7 +575,7 @@ func (sc *scavenger) entry(it *pebble.Iterator, s *StreamState, category string,
 		if !slices.Contains(types, string(view.typ)) {
 			types = append(types, string(view.typ))
 		}
-		sc.del(it.Key(), len(it.Value()))
+		sc.counted(len(it.Key()), len(it.Value()))
 		sc.j.EventsRemoved++
 		sc.j.MinPosition = minNonZero(sc.j.MinPosition, pos)
 		sc.j.MaxPosition = max(sc.j.MaxPosition, pos)
@@ -580,6 +583,12 @@ func (sc *scavenger) entry(it *pebble.Iterator, s *StreamState, category string,
 	}
 	if err := it.Error(); err != nil {
 		return err
+	}
+	// One range deletion for the records: the positions loPos..hiPos are
+	// this append's alone, and one tombstone instead of one a record is
+	// less for the appends' memtables and compactions to carry.
+	if found {
+		_ = sc.b.DeleteRange(appendEventKey(nil, loPos), appendEventKey(nil, hiPos+1), nil)
 	}
 	// Category entries of the append (all at its positions, as one
 	// append is of one stream): copies of hidden events, ranges all
@@ -628,9 +637,14 @@ func (sc *scavenger) runs(it *pebble.Iterator, prefix []byte, category bool, lo,
 
 func (sc *scavenger) del(k []byte, vlen int) {
 	_ = sc.b.Delete(k, nil)
+	sc.counted(len(k), vlen)
+}
+
+// counted counts a key deleted (by del, or by a range deletion).
+func (sc *scavenger) counted(klen, vlen int) {
 	sc.keys++
 	sc.j.KeysRemoved++
-	sc.j.BytesRemoved += uint64(len(k) + vlen)
+	sc.j.BytesRemoved += uint64(klen + vlen)
 }
 
 // flush writes the batch with the job record, durably, then waits as the
@@ -729,8 +743,8 @@ func (sc *scavenger) compact(ctx context.Context) error {
 		spans = sc.l.bottomSpans(appendEventKey(nil, sc.j.MinPosition), appendEventKey(nil, sc.j.MaxPosition+1))
 	}
 	spans = append(spans, [2][]byte{{kIndex}, {kIndex + 1}}, [2][]byte{{kCategory}, {kType + 1}})
-	if sc.j.IDsRemoved > 0 {
-		spans = append(spans, [2][]byte{{kID}, {kID + 1}})
+	if sc.j.IDsRemoved > 0 { // a table at a time, as the events
+		spans = append(spans, sc.l.bottomSpans([]byte{kID}, []byte{kID + 1})...)
 	}
 	for _, sp := range spans {
 		start := time.Now()
