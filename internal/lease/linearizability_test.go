@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/esdhq/esd/internal/testutil"
 )
 
 // Linearizability: clients run Acquire (without wait), Renew, Release and
@@ -201,19 +203,7 @@ func TestLinearizable(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	res, info := porcupine.CheckOperationsVerbose(leaseModel, history, time.Minute)
-	if res != porcupine.Ok {
-		path := t.TempDir() + "/history.html"
-		if err := porcupine.VisualizePath(leaseModel, info, path); err == nil {
-			t.Logf("history: %s", path)
-		}
-		for _, op := range history {
-			if o := op.Output.(linOutput); o.unknown != nil {
-				t.Logf("unexpected answer: %v", o.unknown)
-			}
-		}
-		t.Fatalf("history of %d operations: %s", len(history), res)
-	}
+	testutil.CheckLinearizable(t, leaseModel, history, func(o any) error { return o.(linOutput).unknown })
 	granted := 0
 	for _, op := range history {
 		if op.Input.(linInput).op == opAcquire && op.Output.(linOutput).res == resOK {

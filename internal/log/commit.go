@@ -576,12 +576,19 @@ func (c *commitState) truncate(s *StreamState, w *Write) {
 	// The writer's bounds, kept here too: a truncate never hides the head
 	// (the stream would look deleted) nor shows anything again.
 	s.TruncateBefore = max(s.TruncateBefore, min(w.TruncateTo, s.Head))
+	c.deleted(s)
+	w.FirstPosition = 0 // it takes none
+}
+
+// deleted records that s has deleted events, as it now hides them: its
+// 0x06 key, and the deletions map for readers once the commit is
+// published.
+func (c *commitState) deleted(s *StreamState) {
 	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)
 	if c.deletions == nil {
 		c.deletions = make(map[uint64]deletion)
 	}
 	c.deletions[s.ID] = deletion{truncateBefore: s.TruncateBefore, tombstoned: s.Tombstoned}
-	w.FirstPosition = 0 // it takes none
 }
 
 // delete applies w's deletion to s and records it as an event of
@@ -615,7 +622,7 @@ func (c *commitState) delete(s *StreamState, w *Write) {
 		Deletes: s.Name, Tombstone: mode == DeleteTombstone})
 	_ = c.b.Set(appendTypeKey(c.key[:0], typ, c.pos), binary.AppendUvarint(c.val[:0], 1), nil)
 	c.seen.add(ev.ID)
-	_ = c.b.Set(appendDeletedKey(c.key[:0], s.ID), nil, nil)
+	c.deleted(s)
 	if c.sysNw {
 		_ = c.b.Set(appendNameKey(c.key[:0], c.sys.Name), binary.BigEndian.AppendUint64(c.val[:0], c.sys.ID), nil)
 		c.sysNw = false
@@ -632,10 +639,6 @@ func (c *commitState) delete(s *StreamState, w *Write) {
 
 	s.LastPosition = c.pos
 	c.pos++
-	if c.deletions == nil {
-		c.deletions = make(map[uint64]deletion)
-	}
-	c.deletions[s.ID] = deletion{truncateBefore: s.TruncateBefore, tombstoned: s.Tombstoned}
 }
 
 // newEventID makes a UUIDv7: time-ordered, so that ids the server makes

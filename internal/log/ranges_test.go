@@ -423,54 +423,20 @@ func rangesRandomRun(t *testing.T, seed uint64) {
 	l := openTest(t, nil)
 	defer l.Close()
 	m := newRangeModel()
-	types := []string{"Added", "AddedMore", "Removed", "Renamed"}
-	names := []string{"a-1", "a-2", "b-1", "b-2", "c"}
-	gen := make(map[string]int) // tombstoned streams are replaced by a new name
-	name := func(i int) string {
-		if g := gen[names[i]]; g > 0 {
-			return fmt.Sprintf("%s-%d", names[i], g)
-		}
-		return names[i]
-	}
-	size := func() int {
-		switch k := rng.IntN(10); {
-		case k < 5:
-			return 1 + rng.IntN(3)
-		case k < 8:
-			return categoryRangeMin - 1 + rng.IntN(3)
-		default:
-			return 20 + rng.IntN(100)
-		}
-	}
-	filters := []AllQuery{
-		{Categories: []string{"a"}},
-		{Categories: []string{"b", "c"}},
-		{StreamPrefixes: []string{"a-"}},
-		{StreamPrefixes: []string{"b-1"}}, // the category index, then the prefix
-		{TypePrefixes: []string{"Added"}}, // two types' runs, merged
-		{TypePrefixes: []string{"Removed", "Renamed", "$stream-"}},
-		{TypePrefixes: []string{"Ren"}, StreamPrefixes: []string{"a-"}},
-		{StreamPrefixes: []string{"a"}}, // no category: a scan
-	}
+	w := newRandomWorkload(rng)
 	for step := 1; step <= 60; step++ {
 		var ws []*Write
 		switch k := rng.IntN(20); {
 		case k < 12:
-			ws = append(ws, m.write(l, name(rng.IntN(len(names))), m.newEvents(rng, size(), types, 4), DeleteNone))
+			ws = append(ws, w.appendTo(m, l))
 		case k < 16: // several writes in one commit, maybe one stream twice
 			for range 2 + rng.IntN(3) {
-				ws = append(ws, m.write(l, name(rng.IntN(len(names))), m.newEvents(rng, size(), types, 4), DeleteNone))
+				ws = append(ws, w.appendTo(m, l))
 			}
 		case k < 18:
-			if n := name(rng.IntN(len(names))); m.states[n].Written {
-				ws = append(ws, m.write(l, n, nil, DeleteSoft))
-			}
+			ws = w.softDelete(m, l)
 		case k < 19:
-			i := rng.IntN(len(names))
-			if n := name(i); m.states[n].Written {
-				ws = append(ws, m.write(l, n, nil, DeleteTombstone))
-				gen[names[i]]++
-			}
+			ws = w.tombstone(m, l)
 		default:
 			if err := l.db.Flush(); err != nil {
 				t.Fatal(err)
@@ -480,13 +446,91 @@ func rangesRandomRun(t *testing.T, seed uint64) {
 			m.commit(t, l, ws...)
 		}
 		if step%15 == 0 {
-			for n, st := range m.states {
-				if st.Exists() && !strings.HasPrefix(n, "$") {
-					m.checkStream(t, l, rng, st)
-				}
-			}
-			m.checkAll(t, l, rng, filters, 12)
+			m.checkReads(t, l, rng, randomFilters)
 		}
 	}
 	m.checkStream(t, l, rng, m.states[deletedStreamName])
+}
+
+// randomWorkload makes the writes of the randomized tests: appends (of 1
+// to 3 events mostly, some of 7 to 9 around categoryRangeMin, some of 20
+// to 120; types in runs), soft deletes and tombstones, to five streams in
+// three categories; a tombstoned stream is replaced by a new name.
+type randomWorkload struct {
+	rng   *rand.Rand
+	names []string
+	gen   map[string]int
+}
+
+var randomTypes = []string{"Added", "AddedMore", "Removed", "Renamed"}
+
+// randomFilters are the filtered reads of $all the randomized tests check.
+var randomFilters = []AllQuery{
+	{Categories: []string{"a"}},
+	{Categories: []string{"b", "c"}},
+	{StreamPrefixes: []string{"a-"}},
+	{StreamPrefixes: []string{"b-1"}}, // the category index, then the prefix
+	{TypePrefixes: []string{"Added"}}, // two types' runs, merged
+	{TypePrefixes: []string{"Removed", "Renamed", "$stream-"}},
+	{TypePrefixes: []string{"Ren"}, StreamPrefixes: []string{"a-"}},
+	{StreamPrefixes: []string{"a"}}, // no category: a scan
+}
+
+func newRandomWorkload(rng *rand.Rand) *randomWorkload {
+	return &randomWorkload{rng: rng, names: []string{"a-1", "a-2", "b-1", "b-2", "c"}, gen: make(map[string]int)}
+}
+
+func (w *randomWorkload) name(i int) string {
+	if g := w.gen[w.names[i]]; g > 0 {
+		return fmt.Sprintf("%s-%d", w.names[i], g)
+	}
+	return w.names[i]
+}
+
+func (w *randomWorkload) size() int {
+	switch k := w.rng.IntN(10); {
+	case k < 5:
+		return 1 + w.rng.IntN(3)
+	case k < 8:
+		return categoryRangeMin - 1 + w.rng.IntN(3)
+	default:
+		return 20 + w.rng.IntN(100)
+	}
+}
+
+// appendTo is an append to a random stream.
+func (w *randomWorkload) appendTo(m *rangeModel, l *Log) *Write {
+	return m.write(l, w.name(w.rng.IntN(len(w.names))), m.newEvents(w.rng, w.size(), randomTypes, 4), DeleteNone)
+}
+
+// softDelete is a soft delete of a random stream, none if it was never
+// written.
+func (w *randomWorkload) softDelete(m *rangeModel, l *Log) []*Write {
+	if n := w.name(w.rng.IntN(len(w.names))); m.states[n].Written {
+		return []*Write{m.write(l, n, nil, DeleteSoft)}
+	}
+	return nil
+}
+
+// tombstone is a tombstone of a random stream (replaced by a new name
+// from then on), none if it was never written.
+func (w *randomWorkload) tombstone(m *rangeModel, l *Log) []*Write {
+	i := w.rng.IntN(len(w.names))
+	if n := w.name(i); m.states[n].Written {
+		w.gen[w.names[i]]++
+		return []*Write{m.write(l, n, nil, DeleteTombstone)}
+	}
+	return nil
+}
+
+// checkReads compares every stream with visible events, read at random,
+// and the filtered reads of $all with the model.
+func (m *rangeModel) checkReads(t *testing.T, l *Log, rng *rand.Rand, filters []AllQuery) {
+	t.Helper()
+	for n, st := range m.states {
+		if st.Exists() && !strings.HasPrefix(n, "$") {
+			m.checkStream(t, l, rng, st)
+		}
+	}
+	m.checkAll(t, l, rng, filters, 12)
 }

@@ -131,49 +131,17 @@ func scavengeRandomRun(t *testing.T, seed uint64) {
 	l := openTest(t, nil)
 	defer l.Close()
 	m := newRangeModel()
-	types := []string{"Added", "AddedMore", "Removed", "Renamed"}
-	names := []string{"a-1", "a-2", "b-1", "b-2", "c"}
-	gen := make(map[string]int)
-	name := func(i int) string {
-		if g := gen[names[i]]; g > 0 {
-			return fmt.Sprintf("%s-%d", names[i], g)
-		}
-		return names[i]
-	}
-	size := func() int {
-		switch k := rng.IntN(10); {
-		case k < 5:
-			return 1 + rng.IntN(3)
-		case k < 8:
-			return categoryRangeMin - 1 + rng.IntN(3)
-		default:
-			return 20 + rng.IntN(100)
-		}
-	}
-	filters := []AllQuery{
-		{Categories: []string{"a"}},
-		{Categories: []string{"b", "c"}},
-		{StreamPrefixes: []string{"b-1"}},
-		{TypePrefixes: []string{"Added"}},
-		{TypePrefixes: []string{"Removed", "Renamed", "$stream-"}},
-		{StreamPrefixes: []string{"a"}},
-	}
+	w := newRandomWorkload(rng)
 	var removed uint64
 	for step := 1; step <= 80; step++ {
 		var ws []*Write
 		switch k := rng.IntN(20); {
 		case k < 13:
-			ws = append(ws, m.write(l, name(rng.IntN(len(names))), m.newEvents(rng, size(), types, 4), DeleteNone))
+			ws = append(ws, w.appendTo(m, l))
 		case k < 17:
-			if n := name(rng.IntN(len(names))); m.states[n].Written {
-				ws = append(ws, m.write(l, n, nil, DeleteSoft))
-			}
+			ws = w.softDelete(m, l)
 		case k < 19:
-			i := rng.IntN(len(names))
-			if n := name(i); m.states[n].Written {
-				ws = append(ws, m.write(l, n, nil, DeleteTombstone))
-				gen[names[i]]++
-			}
+			ws = w.tombstone(m, l)
 		default:
 			if err := l.db.Flush(); err != nil {
 				t.Fatal(err)
@@ -197,12 +165,7 @@ func scavengeRandomRun(t *testing.T, seed uint64) {
 				t.Fatalf("stats %+v, were %+v", got, stats)
 			}
 			m.checkScavenged(t, l)
-			for n, st := range m.states {
-				if st.Exists() && !strings.HasPrefix(n, "$") {
-					m.checkStream(t, l, rng, st)
-				}
-			}
-			m.checkAll(t, l, rng, filters, 12)
+			m.checkReads(t, l, rng, randomFilters)
 		}
 	}
 	m.checkStream(t, l, rng, m.states[deletedStreamName])

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/esdhq/esd/internal/testutil"
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -196,19 +197,7 @@ func TestLeaseFencedAppendsLinearizable(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	res, info := porcupine.CheckOperationsVerbose(fenceModel, history, time.Minute)
-	if res != porcupine.Ok {
-		path := t.TempDir() + "/history.html"
-		if err := porcupine.VisualizePath(fenceModel, info, path); err == nil {
-			t.Logf("history: %s", path)
-		}
-		for _, op := range history {
-			if o := op.Output.(fenceOut); o.unknown != nil {
-				t.Logf("unexpected answer: %v", o.unknown)
-			}
-		}
-		t.Fatalf("history of %d operations: %s", len(history), res)
-	}
+	testutil.CheckLinearizable(t, fenceModel, history, func(o any) error { return o.(fenceOut).unknown })
 	var granted, written, refused int
 	for _, op := range history {
 		in, out := op.Input.(fenceIn), op.Output.(fenceOut)

@@ -214,14 +214,20 @@ func (w *Writer) Append(ctx context.Context, a AppendOp) (AppendResult, error) {
 func (w *Writer) Delete(ctx context.Context, d DeleteOp) (DeleteResult, error) {
 	start := time.Now()
 	o := &op{kind: opDelete, stream: d.Stream, expect: d.Expect, mode: d.Mode, token: d.Token, done: make(chan opResult, 1)}
+	r, err := w.deletion(ctx, o)
+	w.met.observe("delete", err, 0, start)
+	return DeleteResult{Position: r.append.FirstPosition, CommitTime: r.append.CommitTime}, err
+}
+
+// deletion submits o, a delete or a truncate, and settles its answer.
+func (w *Writer) deletion(ctx context.Context, o *op) (opResult, error) {
 	r, err := w.submit(ctx, o)
 	if err == nil {
 		err = w.settle(ctx, &r)
 	} else {
 		err = w.refusal(ctx, r, err)
 	}
-	w.met.observe("delete", err, 0, start)
-	return DeleteResult{Position: r.append.FirstPosition, CommitTime: r.append.CommitTime}, err
+	return r, err
 }
 
 // Truncate hides the revisions of stream below before, for good, as a
@@ -234,13 +240,9 @@ func (w *Writer) Delete(ctx context.Context, d DeleteOp) (DeleteResult, error) {
 func (w *Writer) Truncate(ctx context.Context, stream string, before uint64) (bool, error) {
 	start := time.Now()
 	o := &op{kind: opDelete, stream: stream, mode: eslog.DeleteTruncate, truncate: before, done: make(chan opResult, 1)}
-	r, err := w.submit(ctx, o)
-	wrote := err == nil && r.ticket != nil
-	if err == nil {
-		err = w.settle(ctx, &r)
-	}
+	r, err := w.deletion(ctx, o)
 	w.met.observe("truncate", err, 0, start)
-	return wrote && err == nil, err
+	return err == nil && r.append.CommitTime != 0, err // only its own write has one
 }
 
 func (w *Writer) submit(ctx context.Context, o *op) (opResult, error) {
