@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -257,14 +256,14 @@ func (a *Aggregate[S]) Update(ctx context.Context, stream string, decide func(S)
 	if maxRetries == 0 {
 		maxRetries = defaultMaxRetries
 	}
-	backoff := a.MinBackoff
-	if backoff <= 0 {
-		backoff = defaultMinBackoff
+	first, most := a.MinBackoff, a.MaxBackoff
+	if first <= 0 {
+		first = defaultMinBackoff
 	}
-	maxBackoff := a.MaxBackoff
-	if maxBackoff <= 0 {
-		maxBackoff = defaultMaxBackoff
+	if most <= 0 {
+		most = defaultMaxBackoff
 	}
+	wait := newBackoff(first, most)
 	res := Result[S]{}
 	for {
 		events, decideErr := decide(st.Value)
@@ -338,10 +337,9 @@ func (a *Aggregate[S]) Update(ctx context.Context, stream string, decide func(S)
 		}
 		cached = false // st is what the server just said
 		a.remember(stream, st)
-		if err := pause(ctx, backoff/2+rand.N(backoff/2+1)); err != nil {
-			return res, err
+		if !wait.wait(ctx) {
+			return res, asError(ctx.Err())
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
@@ -494,18 +492,6 @@ func (c *Client) readStreamRange(ctx context.Context, stream string, from, count
 		out = append(out, ev)
 	}
 	return out, nil
-}
-
-// pause waits d, or returns ctx's error when it ends first.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return asError(ctx.Err())
-	case <-t.C:
-		return nil
-	}
 }
 
 // stateCache keeps the latest known states of the most recently used

@@ -3,8 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
-	"time"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
@@ -73,7 +71,7 @@ func (c *Client) AppendMulti(ctx context.Context, entries ...AppendEntry) ([]*es
 // each attempt, again after a temporary error (up to the client's
 // retries), with jittered exponential backoff from 50 ms to 2 s.
 func retry[T any](ctx context.Context, c *Client, call func(context.Context) (T, error)) (T, error) {
-	backoff := 50 * time.Millisecond
+	wait := serverBackoff()
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := c.callCtx(ctx)
 		v, err := call(cctx)
@@ -85,10 +83,8 @@ func retry[T any](ctx context.Context, c *Client, call func(context.Context) (T,
 		if attempt >= c.opts.retries || !IsTemporary(err) || ctx.Err() != nil {
 			return v, err
 		}
-		if !sleep(ctx, &backoff) {
+		if !wait.wait(ctx) {
 			return v, err
 		}
 	}
 }
-
-func jitter(d time.Duration) time.Duration { return rand.N(d) }

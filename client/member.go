@@ -128,7 +128,7 @@ func (c *Client) RunMember(ctx context.Context, group string, handler Handler, o
 	for _, fn := range opts {
 		fn(&o)
 	}
-	wait := 50 * time.Millisecond
+	wait := serverBackoff()
 	failures, everJoined := 0, false
 	for {
 		joined, err := c.member(ctx, group, handler, o)
@@ -142,9 +142,10 @@ func (c *Client) RunMember(ctx context.Context, group string, handler Handler, o
 		}
 		failures++
 		if joined {
-			everJoined, wait = true, 50*time.Millisecond
+			everJoined = true
+			wait.reset()
 		}
-		if !sleep(ctx, &wait) {
+		if !wait.wait(ctx) {
 			return nil
 		}
 	}

@@ -5,7 +5,8 @@ import (
 	"errors"
 	"io"
 	"iter"
-	"time"
+
+	"google.golang.org/grpc"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 )
@@ -81,34 +82,10 @@ func (o readOptions) direction() esdv1.ReadDirection {
 //	}
 func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) iter.Seq2[*esdv1.RecordedEvent, error] {
 	o := readOpts(opts)
-	return func(yield func(*esdv1.RecordedEvent, error) bool) {
-		req := &esdv1.ReadStreamRequest{Stream: stream, Direction: o.direction(), MaxCount: o.max}
-		if o.fromSet {
-			req.FromRevision = &o.from
-		}
-		c.readLoop(ctx, yield, o, func(ctx context.Context) (recvFunc, error) {
-			rs, err := c.streams.ReadStream(ctx, req)
-			if err != nil {
-				return nil, err
-			}
-			return func() ([]*esdv1.RecordedEvent, uint64, error) {
-				m, err := rs.Recv()
-				return m.GetEvents(), 0, err
-			}, nil
-		}, func(last uint64, remaining uint64) bool {
-			req.MaxCount = remaining
-			if o.backward {
-				if last == 0 {
-					return false
-				}
-				last--
-			} else {
-				last++
-			}
-			req.FromRevision = &last
-			return true
-		}, (*esdv1.RecordedEvent).GetRevision)
-	}
+	// Revisions start at 0.
+	return read(ctx, c, o, (*esdv1.RecordedEvent).GetRevision, 0, func(ctx context.Context, from *uint64, count uint64) (grpc.ServerStreamingClient[esdv1.ReadStreamResponse], error) {
+		return c.streams.ReadStream(ctx, &esdv1.ReadStreamRequest{Stream: stream, Direction: o.direction(), FromRevision: from, MaxCount: count})
+	})
 }
 
 // ReadAll returns the events of $all in position order (forward unless
@@ -117,120 +94,102 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 // last position when the read began.
 func (c *Client) ReadAll(ctx context.Context, opts ...ReadOption) iter.Seq2[*esdv1.RecordedEvent, error] {
 	o := readOpts(opts)
-	return func(yield func(*esdv1.RecordedEvent, error) bool) {
-		req := &esdv1.ReadAllRequest{Direction: o.direction(), MaxCount: o.max, Filter: o.filter}
-		if o.fromSet {
-			req.FromPosition = &o.from
-		}
-		c.readLoop(ctx, yield, o, func(ctx context.Context) (recvFunc, error) {
-			rs, err := c.streams.ReadAll(ctx, req)
-			if err != nil {
-				return nil, err
-			}
-			return func() ([]*esdv1.RecordedEvent, uint64, error) {
-				m, err := rs.Recv()
-				return m.GetEvents(), m.GetCheckpoint(), err
-			}, nil
-		}, func(last uint64, remaining uint64) bool {
-			req.MaxCount = remaining
-			if o.backward {
-				if last <= 1 {
-					return false
-				}
-				last--
-			} else {
-				last++
-			}
-			req.FromPosition = &last
-			return true
-		}, (*esdv1.RecordedEvent).GetPosition)
-	}
+	// Positions start at 1.
+	return read(ctx, c, o, (*esdv1.RecordedEvent).GetPosition, 1, func(ctx context.Context, from *uint64, count uint64) (grpc.ServerStreamingClient[esdv1.ReadAllResponse], error) {
+		return c.streams.ReadAll(ctx, &esdv1.ReadAllRequest{Direction: o.direction(), FromPosition: from, MaxCount: count, Filter: o.filter})
+	})
 }
 
-// recvFunc returns the next chunk of a read: its events and its
-// checkpoint (0: none), or io.EOF at the end.
-type recvFunc func() ([]*esdv1.RecordedEvent, uint64, error)
+// readChunk is a message of a read's response stream.
+type readChunk interface {
+	GetEvents() []*esdv1.RecordedEvent
+}
 
-// readLoop runs a read, yielding its events; after a temporary error it
-// opens the read again after the last event yielded (or checkpoint
-// passed), with resume, which returns false when nothing is left.
-func (c *Client) readLoop(ctx context.Context, yield func(*esdv1.RecordedEvent, error) bool, o readOptions,
-	open func(context.Context) (recvFunc, error), resume func(last, remaining uint64) bool, place func(*esdv1.RecordedEvent) uint64) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // a break ends the call
-	var (
-		yielded, last uint64
-		moved         bool // last is set: something was yielded or passed
-		failures      int
-		wait          = 50 * time.Millisecond
-	)
-	for {
-		err := func() error {
-			recv, err := open(ctx)
-			if err != nil {
-				return err
-			}
-			for {
-				events, checkpoint, err := recv()
+// read runs a read, yielding its events; open starts it from a place
+// (nil: the start, or the head backward) for at most count events (0:
+// all).
+// After a temporary error it opens the read again after the last event
+// yielded (or checkpoint passed): place tells where an event is, first
+// is the lowest place, below which a backward read has nothing left.
+func read[M any, P interface {
+	*M
+	readChunk
+}](ctx context.Context, c *Client, o readOptions, place func(*esdv1.RecordedEvent) uint64, first uint64,
+	open func(ctx context.Context, from *uint64, count uint64) (grpc.ServerStreamingClient[M], error)) iter.Seq2[*esdv1.RecordedEvent, error] {
+	return func(yield func(*esdv1.RecordedEvent, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel() // a break ends the call
+		var from *uint64
+		if o.fromSet {
+			from = &o.from
+		}
+		var (
+			count         = o.max
+			yielded, last uint64
+			moved         bool // last is set: something was yielded or passed
+			failures      int
+			wait          = serverBackoff()
+		)
+		for {
+			err := func() error {
+				rs, err := open(ctx, from, count)
 				if err != nil {
 					return err
 				}
-				for _, ev := range events {
-					if !yield(ev, nil) {
-						return errStop
+				for {
+					m, err := rs.Recv()
+					if err != nil {
+						return err
 					}
-					yielded++
-					last, moved = place(ev), true
-					failures, wait = 0, 50*time.Millisecond
+					for _, ev := range P(m).GetEvents() {
+						if !yield(ev, nil) {
+							return errStop
+						}
+						yielded++
+						last, moved = place(ev), true
+						failures = 0
+						wait.reset()
+					}
+					// A filtered ReadAll passes its checkpoint: a
+					// resumption need not scan again what it skipped.
+					if cp, ok := any(m).(interface{ GetCheckpoint() uint64 }); ok && cp.GetCheckpoint() != 0 {
+						last, moved = cp.GetCheckpoint(), true
+					}
 				}
-				if checkpoint != 0 {
-					last, moved = checkpoint, true
-				}
-			}
-		}()
-		switch {
-		case errors.Is(err, errStop), errors.Is(err, io.EOF):
-			return
-		}
-		err = asError(err)
-		if !IsTemporary(err) || failures >= c.opts.retries || ctx.Err() != nil {
-			yield(nil, err)
-			return
-		}
-		failures++
-		if moved {
-			remaining := uint64(0)
-			if o.max > 0 {
-				if yielded >= o.max {
-					return
-				}
-				remaining = o.max - yielded
-			}
-			if !resume(last, remaining) {
+			}()
+			switch {
+			case errors.Is(err, errStop), errors.Is(err, io.EOF):
 				return
 			}
-		}
-		if !sleep(ctx, &wait) {
-			yield(nil, err)
-			return
+			err = asError(err)
+			if !IsTemporary(err) || failures >= c.opts.retries || ctx.Err() != nil {
+				yield(nil, err)
+				return
+			}
+			failures++
+			if moved {
+				if o.max > 0 {
+					if yielded >= o.max {
+						return
+					}
+					count = o.max - yielded
+				}
+				next := last + 1
+				if o.backward {
+					if last <= first {
+						return
+					}
+					next = last - 1
+				}
+				from = &next
+			}
+			if !wait.wait(ctx) {
+				yield(nil, err)
+				return
+			}
 		}
 	}
 }
 
 // errStop is how a read learns that its loop broke.
 var errStop = errors.New("client: the loop stopped")
-
-// sleep waits a jittered *wait (doubling it for next time, up to 2 s)
-// and reports false when ctx ended first.
-func sleep(ctx context.Context, wait *time.Duration) bool {
-	d := *wait/2 + jitter(*wait/2+1) // jitter: retries of many clients spread out
-	*wait = min(2**wait, 2*time.Second)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"time"
 
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"google.golang.org/grpc/codes"
@@ -117,7 +116,7 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Se
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel() // a break ends the call
 		_, byStream := req.GetTarget().(*esdv1.SubscribeRequest_Stream)
-		failures, wait := 0, 50*time.Millisecond
+		failures, wait := 0, serverBackoff()
 		established := false   // a call got an answer: the target and address are right
 		var skipThrough uint64 // events at or before this position were yielded or skipped already
 		for {
@@ -132,7 +131,8 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Se
 						return err
 					}
 					established = true
-					failures, wait = 0, 50*time.Millisecond
+					failures = 0
+					wait.reset()
 					switch m := m.GetContent().(type) {
 					case *esdv1.SubscribeResponse_Events:
 						for _, ev := range m.Events.GetEvents() {
@@ -184,7 +184,7 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOption) iter.Se
 				return
 			}
 			err = asError(err)
-			if o.once || !IsTemporary(err) || (!established && failures >= c.opts.retries) || !sleep(ctx, &wait) {
+			if o.once || !IsTemporary(err) || (!established && failures >= c.opts.retries) || !wait.wait(ctx) {
 				if ctx.Err() == nil {
 					yield(SubscriptionEvent{}, err)
 				}

@@ -19,21 +19,10 @@ import (
 // memory.
 const maxDataBytes = 64 << 20
 
-type expectedKind int
-
-const (
-	expectAny expectedKind = iota
-	expectNoStream
-	expectExists
-	expectExact
-)
-
 // expectedRevision is the --expected flag (a pflag.Value): the condition a
-// write puts on the stream. A bad value fails flag parsing, a usage error.
-type expectedRevision struct {
-	kind  expectedKind
-	exact uint64
-}
+// write puts on the stream, spelled as the flag takes it. A bad value
+// fails flag parsing, a usage error.
+type expectedRevision struct{ client.Expected }
 
 func (e *expectedRevision) Set(s string) error {
 	v, err := parseExpected(s)
@@ -45,13 +34,14 @@ func (e *expectedRevision) Set(s string) error {
 }
 
 func (e *expectedRevision) String() string {
-	switch e.kind {
-	case expectNoStream:
+	switch e.Expected {
+	case client.NoStream():
 		return "no-stream"
-	case expectExists:
+	case client.StreamExists():
 		return "exists"
-	case expectExact:
-		return strconv.FormatUint(e.exact, 10)
+	}
+	if r, ok := e.Revision(); ok {
+		return strconv.FormatUint(r, 10)
 	}
 	return "any"
 }
@@ -63,30 +53,17 @@ func (e *expectedRevision) Type() string { return "any|no-stream|exists|N" }
 func parseExpected(s string) (expectedRevision, error) {
 	switch s {
 	case "any":
-		return expectedRevision{kind: expectAny}, nil
+		return expectedRevision{client.Any()}, nil
 	case "no-stream", "no_stream":
-		return expectedRevision{kind: expectNoStream}, nil
+		return expectedRevision{client.NoStream()}, nil
 	case "exists", "stream-exists", "stream_exists":
-		return expectedRevision{kind: expectExists}, nil
+		return expectedRevision{client.StreamExists()}, nil
 	}
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
 		return expectedRevision{}, fmt.Errorf("want any, no-stream, exists or a revision number, not %q", s)
 	}
-	return expectedRevision{kind: expectExact, exact: n}, nil
-}
-
-// expected returns the condition as the client takes it.
-func (e expectedRevision) expected() client.Expected {
-	switch e.kind {
-	case expectNoStream:
-		return client.NoStream()
-	case expectExists:
-		return client.StreamExists()
-	case expectExact:
-		return client.Exact(e.exact)
-	}
-	return client.Any()
+	return expectedRevision{client.Exact(n)}, nil
 }
 
 func addExpectedFlag(cmd *cobra.Command, e *expectedRevision) {
@@ -172,7 +149,7 @@ func (a *app) runAppend(ctx context.Context, o *appendOptions, args []string) er
 		return err
 	}
 	stream := args[0]
-	resp, err := cli.LeaseOf(stream, o.token).Append(ctx, o.expected.expected(), ev)
+	resp, err := cli.LeaseOf(stream, o.token).Append(ctx, o.expected.Expected, ev)
 	if err != nil {
 		return err
 	}

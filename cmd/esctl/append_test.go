@@ -20,15 +20,15 @@ func TestParseExpected(t *testing.T) {
 		want    expectedRevision
 		wantErr bool
 	}{
-		{"any", expectedRevision{kind: expectAny}, false},
-		{"no-stream", expectedRevision{kind: expectNoStream}, false},
-		{"no_stream", expectedRevision{kind: expectNoStream}, false},
-		{"exists", expectedRevision{kind: expectExists}, false},
-		{"stream-exists", expectedRevision{kind: expectExists}, false},
-		{"stream_exists", expectedRevision{kind: expectExists}, false},
-		{"0", expectedRevision{kind: expectExact, exact: 0}, false},
-		{"42", expectedRevision{kind: expectExact, exact: 42}, false},
-		{"18446744073709551615", expectedRevision{kind: expectExact, exact: 1<<64 - 1}, false},
+		{"any", expectedRevision{client.Any()}, false},
+		{"no-stream", expectedRevision{client.NoStream()}, false},
+		{"no_stream", expectedRevision{client.NoStream()}, false},
+		{"exists", expectedRevision{client.StreamExists()}, false},
+		{"stream-exists", expectedRevision{client.StreamExists()}, false},
+		{"stream_exists", expectedRevision{client.StreamExists()}, false},
+		{"0", expectedRevision{client.Exact(0)}, false},
+		{"42", expectedRevision{client.Exact(42)}, false},
+		{"18446744073709551615", expectedRevision{client.Exact(1<<64 - 1)}, false},
 		{"18446744073709551616", expectedRevision{}, true},
 		{"-1", expectedRevision{}, true},
 		{"", expectedRevision{}, true},
@@ -72,7 +72,7 @@ func TestExpectedToClient(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := e.expected(); got != tc.want {
+		if got := e.Expected; got != tc.want {
 			t.Errorf("%s: the client's expectation is %v, want %v", tc.in, got, tc.want)
 		}
 	}

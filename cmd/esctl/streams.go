@@ -151,7 +151,7 @@ func (a *app) runDelete(ctx context.Context, stream string, o deleteOptions) err
 	if err != nil {
 		return err
 	}
-	resp, err := cli.LeaseOf(stream, o.token).DeleteStream(ctx, o.expected.expected(), o.tombstone)
+	resp, err := cli.LeaseOf(stream, o.token).DeleteStream(ctx, o.expected.Expected, o.tombstone)
 	if err != nil {
 		return err
 	}
