@@ -124,8 +124,6 @@ func toStatus(err error) error {
 			"stream": notHeld.Stream, "fencing_token": strconv.FormatUint(notHeld.Token, 10)})
 	case errors.Is(err, lease.ErrLeased): // a wait that ended without a holder to name
 		return withReason(codes.FailedPrecondition, "the stream is leased", reasonStreamLeased, "")
-	case errors.Is(err, lease.ErrClosed):
-		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.As(err, &inv):
 		return withReason(codes.InvalidArgument, inv.Error(), inv.reason, inv.stream,
 			&errdetails.BadRequest{FieldViolations: inv.violations})
@@ -133,23 +131,19 @@ func toStatus(err error) error {
 		return withReason(codes.NotFound, snf.Error(), reasonSnapshotNotFound, snf.Stream)
 	case errors.As(err, &srev):
 		return withReason(codes.FailedPrecondition, srev.Error(), reasonSnapshotRevision, srev.Stream)
-	case errors.Is(err, snapshot.ErrClosed):
-		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, group.ErrNotFound):
 		return withReason(codes.NotFound, groupMessage(err, group.ErrNotFound, "group not found"), reasonGroupNotFound, "")
 	case errors.Is(err, group.ErrExists):
 		return withReason(codes.AlreadyExists, groupMessage(err, group.ErrExists, "group exists"), reasonGroupExists, "")
 	case errors.Is(err, group.ErrImmutable):
 		return withReason(codes.InvalidArgument, "a group's target, filter and strategy cannot change", reasonInvalidArgument, "")
-	case errors.Is(err, group.ErrClosed):
-		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, engine.ErrScavengeRunning):
 		return withReason(codes.FailedPrecondition, err.Error(), reasonScavengeRunning, "")
 	case errors.Is(err, engine.ErrNoScavenge):
 		return withReason(codes.NotFound, err.Error(), reasonScavengeNotFound, "")
 	case errors.Is(err, engine.ErrOverloaded):
 		return withReason(codes.ResourceExhausted, "writer queue full: retry with backoff", reasonOverloaded, "")
-	case errors.Is(err, engine.ErrShuttingDown), errors.Is(err, eslog.ErrClosed):
+	case shuttingDown(err):
 		return withReason(codes.Unavailable, "server shutting down", reasonShuttingDown, "")
 	case errors.Is(err, eslog.ErrStorageFailed):
 		return withReason(codes.Unavailable, "storage failed (a full or failing disk): writes are refused until esd has reopened the store; reads go on", reasonStorageFailed, "")
@@ -158,6 +152,20 @@ func toStatus(err error) error {
 	default: // the interceptor logs the real error with the method name
 		return status.Error(codes.Internal, "internal error")
 	}
+}
+
+// closedErrors are the errors of the parts of esd that have stopped:
+// each is UNAVAILABLE/SHUTTING_DOWN.
+var closedErrors = []error{engine.ErrShuttingDown, eslog.ErrClosed, lease.ErrClosed, snapshot.ErrClosed, group.ErrClosed}
+
+// shuttingDown reports whether err is one of closedErrors.
+func shuttingDown(err error) bool {
+	for _, c := range closedErrors {
+		if errors.Is(err, c) {
+			return true
+		}
+	}
+	return false
 }
 
 // The messages of the statuses are written here rather than taken from

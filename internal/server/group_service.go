@@ -153,12 +153,9 @@ func (s *groupService) WaitForCheckpoint(ctx context.Context, req *esdv1.WaitFor
 	var v validator
 	v.groupName("group", req.GetGroup())
 	timeout := defaultWaitTimeout
-	if d := req.GetTimeout(); d != nil {
-		if d.CheckValid() != nil || d.AsDuration() < 0 {
-			v.bad(reasonInvalidArgument, "timeout", "timeout is 0 (%v) or positive; above %v it is %v", defaultWaitTimeout, maxWaitTimeout, maxWaitTimeout)
-		} else if d.AsDuration() > 0 {
-			timeout = min(d.AsDuration(), maxWaitTimeout)
-		}
+	if d, ok := v.duration("timeout", req.GetTimeout(), func(d time.Duration) bool { return d >= 0 },
+		"timeout is 0 (%v) or positive; above %v it is %v", defaultWaitTimeout, maxWaitTimeout, maxWaitTimeout); ok && d > 0 {
+		timeout = min(d, maxWaitTimeout)
 	}
 	if err := v.err(); err != nil {
 		return nil, err
@@ -360,12 +357,9 @@ func validateGroup(g *esdv1.Group, create bool) (group.Settings, subscription.St
 	} else {
 		s.Target, s.TargetName, s.StreamPrefixes, s.TypePrefixes = r.Target, r.Name, r.StreamPrefixes, r.TypePrefixes
 	}
-	if d := g.GetAckTimeout(); d != nil {
-		if err := d.CheckValid(); err != nil || (d.AsDuration() != 0 && (d.AsDuration() < group.MinAckTimeout || d.AsDuration() > maxAckTimeout)) {
-			v.bad(reasonInvalidArgument, "group.ack_timeout", "ack_timeout is 0 (30s) or %v to %v", group.MinAckTimeout, maxAckTimeout)
-		}
-		s.AckTimeout = d.AsDuration()
-	}
+	s.AckTimeout, _ = v.duration("group.ack_timeout", g.GetAckTimeout(),
+		func(d time.Duration) bool { return d == 0 || (d >= group.MinAckTimeout && d <= maxAckTimeout) },
+		"ack_timeout is 0 (30s) or %v to %v", group.MinAckTimeout, maxAckTimeout)
 	if s.MaxDeliveries > maxMaxDeliveries {
 		v.bad(reasonInvalidArgument, "group.max_deliveries", "at most %d", maxMaxDeliveries)
 	}

@@ -23,8 +23,7 @@ type lockService struct {
 }
 
 func (s *lockService) AcquireLease(ctx context.Context, req *esdv1.AcquireLeaseRequest) (*esdv1.AcquireLeaseResponse, error) {
-	v := validator{stream: req.GetStream()}
-	v.streamName("stream", req.GetStream(), true)
+	v := streamValidator(req.GetStream(), true)
 	v.newName("stream", "stream name", req.GetStream())
 	switch owner := req.GetOwner(); {
 	case owner == "":
@@ -35,13 +34,7 @@ func (s *lockService) AcquireLease(ctx context.Context, req *esdv1.AcquireLeaseR
 		v.bad(reasonInvalidArgument, "owner", "owner must be UTF-8 without control characters")
 	}
 	ttl := s.ttl(&v, req.GetTtl())
-	var wait time.Duration
-	if d := req.GetWait(); d != nil {
-		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
-			v.bad(reasonInvalidArgument, "wait", "wait must be a duration of 0 or more")
-		}
-		wait = d.AsDuration()
-	}
+	wait, _ := v.duration("wait", req.GetWait(), func(d time.Duration) bool { return d >= 0 }, "wait must be a duration of 0 or more")
 	if err := v.err(); err != nil {
 		return nil, err
 	}
@@ -53,8 +46,7 @@ func (s *lockService) AcquireLease(ctx context.Context, req *esdv1.AcquireLeaseR
 }
 
 func (s *lockService) RenewLease(_ context.Context, req *esdv1.RenewLeaseRequest) (*esdv1.RenewLeaseResponse, error) {
-	v := validator{stream: req.GetStream()}
-	v.streamName("stream", req.GetStream(), true)
+	v := streamValidator(req.GetStream(), true)
 	tokenRequired(&v, req.GetFencingToken())
 	ttl := s.ttl(&v, req.GetTtl())
 	if err := v.err(); err != nil {
@@ -68,8 +60,7 @@ func (s *lockService) RenewLease(_ context.Context, req *esdv1.RenewLeaseRequest
 }
 
 func (s *lockService) ReleaseLease(_ context.Context, req *esdv1.ReleaseLeaseRequest) (*esdv1.ReleaseLeaseResponse, error) {
-	v := validator{stream: req.GetStream()}
-	v.streamName("stream", req.GetStream(), true)
+	v := streamValidator(req.GetStream(), true)
 	tokenRequired(&v, req.GetFencingToken())
 	if err := v.err(); err != nil {
 		return nil, err
@@ -115,10 +106,10 @@ func (s *lockService) ttl(v *validator, d *durationpb.Duration) time.Duration {
 		v.bad(reasonInvalidArgument, "ttl", "ttl is required: more than 0 and at most %v (--max-lease-ttl)", s.leases.MaxTTL())
 		return 0
 	}
-	if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 || d.AsDuration() > s.leases.MaxTTL() {
-		v.bad(reasonInvalidArgument, "ttl", "ttl %v: must be more than 0 and at most %v (--max-lease-ttl)", d.AsDuration(), s.leases.MaxTTL())
-	}
-	return d.AsDuration()
+	maxTTL := s.leases.MaxTTL()
+	ttl, _ := v.duration("ttl", d, func(ttl time.Duration) bool { return ttl > 0 && ttl <= maxTTL },
+		"ttl %v: must be more than 0 and at most %v (--max-lease-ttl)", d.AsDuration(), maxTTL)
+	return ttl
 }
 
 func tokenRequired(v *validator, token uint64) {

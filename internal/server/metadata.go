@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
-	"strings"
 	"time"
 
 	eslog "github.com/esdhq/esd/internal/log"
@@ -46,9 +45,7 @@ func (s *streamService) GetStreamMetadata(_ context.Context, req *esdv1.GetStrea
 		resp.Exists, resp.MetadataRevision, resp.Metadata = true, e.Revision, metadataProto(e.Metadata)
 	}
 	if !t.Category {
-		if lim, ok := s.eng.Log().LimitsOf(t.Name); ok {
-			resp.EffectiveLimits = metadataProto(streammeta.Metadata{Limits: lim})
-		}
+		resp.EffectiveLimits = s.effectiveLimits(t.Name)
 	}
 	return resp, nil
 }
@@ -60,14 +57,7 @@ func metadataTarget(v *validator, stream, category string, set, isCategory bool)
 	case !set:
 		v.bad(reasonInvalidArgument, "target", "set one of stream or category")
 	case isCategory:
-		switch {
-		case category == "" || len(category) > maxStreamNameBytes || !printableUTF8(category):
-			v.bad(reasonInvalidArgument, "category", "a category is 1 to %d bytes of UTF-8 without control characters", maxStreamNameBytes)
-		case category[0] == '$':
-			v.bad(reasonInvalidArgument, "category", "categories starting with $ are of system streams, which have no metadata")
-		case strings.Contains(category, "-"):
-			v.bad(reasonInvalidArgument, "category", "a category is the part of a stream name before its first '-': it has none")
-		}
+		v.category("category", category, "categories starting with $ are of system streams, which have no metadata")
 		return streammeta.Target{Name: category, Category: true}
 	default:
 		v.cur = stream
@@ -95,15 +85,12 @@ func validateSetStreamMetadata(req *esdv1.SetStreamMetadataRequest) (streammeta.
 		v.bad(reasonInvalidArgument, "metadata.max_count", "max_count is at least 1 (unset: no limit)")
 	}
 	md.Limits.MaxCount = m.GetMaxCount()
-	if d := m.GetMaxAge(); d != nil {
-		switch err := d.CheckValid(); {
-		case err != nil:
-			v.bad(reasonInvalidArgument, "metadata.max_age", "not a valid duration: %v", err)
-		case d.AsDuration() <= 0 || d.AsDuration() > maxMetadataAge:
-			v.bad(reasonInvalidArgument, "metadata.max_age", "max_age %v: positive and at most %v (unset: no limit)", d.AsDuration(), maxMetadataAge)
-		default:
-			md.Limits.MaxAge = d.AsDuration()
-		}
+	d := m.GetMaxAge()
+	if err := d.CheckValid(); d != nil && err != nil { // a message of its own, with the error
+		v.bad(reasonInvalidArgument, "metadata.max_age", "not a valid duration: %v", err)
+	} else if age, ok := v.duration("metadata.max_age", d, func(age time.Duration) bool { return age > 0 && age <= maxMetadataAge },
+		"max_age %v: positive and at most %v (unset: no limit)", d.AsDuration(), maxMetadataAge); ok {
+		md.Limits.MaxAge = age
 	}
 	md.Limits.TruncateBefore = m.GetTruncateBefore()
 	md.CustomJSON = m.GetCustomJson()
@@ -146,13 +133,21 @@ func (s *streamService) withMetadata(resp *esdv1.GetStreamResponse, name string,
 		rev := e.Revision
 		resp.Metadata, resp.MetadataRevision = metadataProto(e.Metadata), &rev
 	}
-	if lim, found := s.eng.Log().LimitsOf(name); found {
-		resp.EffectiveLimits = metadataProto(streammeta.Metadata{Limits: lim})
-	}
+	resp.EffectiveLimits = s.effectiveLimits(name)
 	if ok && st.Written && !st.Tombstoned {
 		first := st.FirstVisible()
 		resp.FirstVisibleRevision = &first
 	}
+}
+
+// effectiveLimits is the retention limits that apply to a stream, its
+// own or its category's; nil for none.
+func (s *streamService) effectiveLimits(stream string) *esdv1.StreamMetadata {
+	lim, ok := s.eng.Log().LimitsOf(stream)
+	if !ok {
+		return nil
+	}
+	return metadataProto(streammeta.Metadata{Limits: lim})
 }
 
 // wrongMetadataRevision is the status of a *streammeta.WrongRevisionError.

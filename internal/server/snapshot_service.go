@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/esdhq/esd/internal/engine"
@@ -28,8 +27,7 @@ type snapshotService struct {
 }
 
 func (s *snapshotService) SaveSnapshot(ctx context.Context, req *esdv1.SaveSnapshotRequest) (*esdv1.SaveSnapshotResponse, error) {
-	v := validator{stream: req.GetStream()}
-	v.streamName("stream", req.GetStream(), true)
+	v := streamValidator(req.GetStream(), true)
 	v.typeName("type", "type", req.GetType())
 	if n := len(req.GetData()); n > s.lim.MaxEventBytes {
 		v.bad(reasonSnapshotTooLarge, "data", "snapshot data of %d bytes, at most %d", n, s.lim.MaxEventBytes)
@@ -162,22 +160,16 @@ func snapshotProto(sn *snapshot.Snapshot) *esdv1.Snapshot {
 	}
 }
 
-// validateStream checks the stream of a snapshot read or delete (system
-// streams are valid names: they just have no snapshots).
+// validateStream checks the stream of a read, such as a snapshot read or
+// delete (system streams are valid names: they just have no snapshots).
 func validateStream(name string) error {
-	v := validator{stream: name}
-	v.streamName("stream", name, false)
+	v := streamValidator(name, false)
 	return v.err()
 }
 
 // validateCategory checks a category name, as Subscribe does.
 func validateCategory(c string) error {
 	var v validator
-	switch {
-	case c == "" || len(c) > maxStreamNameBytes || !printableUTF8(c):
-		v.bad(reasonInvalidArgument, "category", "a category is 1 to %d bytes of UTF-8 without control characters", maxStreamNameBytes)
-	case strings.Contains(c, "-"):
-		v.bad(reasonInvalidArgument, "category", "a category is the part of a stream name before its first '-': it has none")
-	}
+	v.category("category", c, "")
 	return v.err()
 }

@@ -207,9 +207,7 @@ func (s *streamService) DeleteStream(ctx context.Context, req *esdv1.DeleteStrea
 }
 
 func (s *streamService) GetStream(ctx context.Context, req *esdv1.GetStreamRequest) (*esdv1.GetStreamResponse, error) {
-	v := validator{stream: req.GetStream()}
-	v.streamName("stream", req.GetStream(), false)
-	if err := v.err(); err != nil {
+	if err := validateStream(req.GetStream()); err != nil {
 		return nil, err
 	}
 	st, ok, err := s.eng.Stream(ctx, req.GetStream())

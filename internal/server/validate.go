@@ -14,6 +14,7 @@ import (
 	esdv1 "github.com/esdhq/esd/proto/esd/v1"
 	"golang.org/x/text/unicode/norm"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Limits of docs/api.md.
@@ -116,6 +117,14 @@ func (v *validator) err() error {
 	return &invalidError{reason: v.reason, stream: v.stream, violations: v.violations}
 }
 
+// streamValidator is a validator for a request on one stream, field
+// "stream", its name checked already (system names only for reads).
+func streamValidator(name string, write bool) validator {
+	v := validator{stream: name}
+	v.streamName("stream", name, write)
+	return v
+}
+
 // streamName checks a stream name; system names ("$...") only for reads.
 func (v *validator) streamName(field, name string, write bool) {
 	switch {
@@ -128,6 +137,34 @@ func (v *validator) streamName(field, name string, write bool) {
 	case write && name[0] == '$':
 		v.bad(reasonInvalidArgument, field, "stream names starting with $ are reserved for system streams")
 	}
+}
+
+// category checks a category, the part of a stream name before its first
+// '-'; system, when not empty, refuses a system category ("$...").
+func (v *validator) category(field, c, system string) {
+	switch {
+	case c == "" || len(c) > maxStreamNameBytes || !printableUTF8(c):
+		v.bad(reasonInvalidArgument, field, "a category is 1 to %d bytes of UTF-8 without control characters", maxStreamNameBytes)
+	case system != "" && c[0] == '$':
+		v.bad(reasonInvalidArgument, field, "%s", system)
+	case strings.Contains(c, "-"):
+		v.bad(reasonInvalidArgument, field, "a category is the part of a stream name before its first '-': it has none")
+	}
+}
+
+// duration checks an optional duration field: unset (nil) it is 0 and
+// not ok; set, it must be a valid duration for which in holds, else it
+// is reported under field with the message format. It returns the
+// duration as given, and whether it is set and good.
+func (v *validator) duration(field string, d *durationpb.Duration, in func(time.Duration) bool, format string, args ...any) (time.Duration, bool) {
+	if d == nil {
+		return 0, false
+	}
+	if d.CheckValid() != nil || !in(d.AsDuration()) {
+		v.bad(reasonInvalidArgument, field, format, args...)
+		return d.AsDuration(), false
+	}
+	return d.AsDuration(), true
 }
 
 // newName refuses, in a name an append writes (a stream name or an event
@@ -353,8 +390,7 @@ func validateAppendMulti(lim Limits, req *esdv1.AppendMultiRequest) ([]engine.Ap
 }
 
 func validateDelete(req *esdv1.DeleteStreamRequest) (eslog.Expectation, eslog.DeleteMode, error) {
-	v := validator{stream: req.GetStream()}
-	v.streamName("stream", req.GetStream(), true)
+	v := streamValidator(req.GetStream(), true)
 	mode := eslog.DeleteSoft
 	if req.GetTombstone() {
 		mode = eslog.DeleteTombstone
@@ -375,8 +411,7 @@ func validateDirection(v *validator, d esdv1.ReadDirection) bool {
 }
 
 func validateReadStream(req *esdv1.ReadStreamRequest) (eslog.StreamQuery, error) {
-	v := validator{stream: req.GetStream()}
-	v.streamName("stream", req.GetStream(), false)
+	v := streamValidator(req.GetStream(), false)
 	q := eslog.StreamQuery{
 		Stream:   req.GetStream(),
 		From:     req.GetFromRevision(),
@@ -431,12 +466,7 @@ func validateSubscribe(req *esdv1.SubscribeRequest) (subscription.Request, error
 		v.streamName("stream", t.Stream, false)
 	case *esdv1.SubscribeRequest_Category:
 		r.Target, r.Name = subscription.TargetCategory, t.Category
-		switch c := t.Category; {
-		case c == "" || len(c) > maxStreamNameBytes || !printableUTF8(c):
-			v.bad(reasonInvalidArgument, "category", "a category is 1 to %d bytes of UTF-8 without control characters", maxStreamNameBytes)
-		case strings.Contains(c, "-"):
-			v.bad(reasonInvalidArgument, "category", "a category is the part of a stream name before its first '-': it has none")
-		}
+		v.category("category", t.Category, "")
 	case *esdv1.SubscribeRequest_All:
 		r.Target = subscription.TargetAll
 	default:
